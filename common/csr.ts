@@ -1,0 +1,41 @@
+/**
+ * Agent-side key material: the private key is generated here, on the agent, and never leaves it;
+ * only a certificate signing request travels to the control plane.
+ */
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
+import forge from 'node-forge';
+
+export interface KeyPair {
+  privateKeyPem: string;
+  publicKeyPem: string;
+}
+
+/** RSA-2048 through OpenSSL (fast, native); node-forge only signs the request. */
+export function generateKeyPair(): KeyPair {
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', {
+    modulusLength: 2048,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
+  return { privateKeyPem: privateKey, publicKeyPem: publicKey };
+}
+
+export function createCsr(keys: KeyPair, commonName: string): string {
+  const csr = forge.pki.createCertificationRequest();
+  csr.publicKey = forge.pki.publicKeyFromPem(keys.publicKeyPem);
+  csr.setSubject([{ name: 'commonName', value: commonName }]);
+  csr.sign(forge.pki.privateKeyFromPem(keys.privateKeyPem), forge.md.sha256.create());
+  return forge.pki.certificationRequestToPem(csr);
+}
+
+/** When a PEM certificate expires, and whether it is time to renew (last third of its life). */
+export function certificateTimes(certPem: string): { notBefore: Date; notAfter: Date } {
+  const x = new X509Certificate(certPem);
+  return { notBefore: new Date(x.validFrom), notAfter: new Date(x.validTo) };
+}
+
+export function shouldRenew(certPem: string, now = Date.now(), fraction = 1 / 3): boolean {
+  const { notBefore, notAfter } = certificateTimes(certPem);
+  const life = notAfter.getTime() - notBefore.getTime();
+  return notAfter.getTime() - now < life * fraction;
+}

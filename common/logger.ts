@@ -1,0 +1,32 @@
+import { pino, type Logger, type LoggerOptions } from 'pino';
+
+export type { Logger };
+
+/**
+ * Paths pino removes from every log line: tokens, API keys, private keys and certificates
+ * never reach a log, whatever object they travel in.
+ */
+export const REDACT_PATHS = [
+  'token', '*.token', 'bootstrapToken', '*.bootstrapToken',
+  'apiKey', '*.apiKey', 'secret', '*.secret',
+  'authorization', '*.authorization', 'req.headers.authorization', 'headers.authorization',
+  'key', '*.key', 'privateKey', '*.privateKey', 'keyPem', '*.keyPem',
+  'cert', '*.cert', 'certificate', '*.certificate', 'certPem', '*.certPem', 'csr', '*.csr',
+  'caCertificate', '*.caCertificate', 'value', '*.value', 'values', '*.values', 'vars', '*.vars',
+];
+
+export function createLogger(name: string, opts: LoggerOptions = {}): Logger {
+  const level = process.env.TETHER_LOG_LEVEL ?? process.env.LOG_LEVEL ?? 'info';
+  return pino({
+    name,
+    level,
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    base: { pid: process.pid },
+    ...opts,
+  });
+}
+
+/** A logger that writes nothing, for tests and library defaults. */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}

@@ -1,0 +1,214 @@
+/**
+ * Wire schemas shared by the control plane, the agents and the CLI. The control plane parses
+ * every request body with these; clients parse responses with them where a mistake would matter.
+ */
+import { z } from 'zod';
+import { COMMAND_TYPES, jsonValue, type CommandType } from './specs.ts';
+
+export const AID_RE = /^[a-z0-9]{5}$/;
+export const CID_RE = /^[a-z0-9]{3,16}$/;
+export const NID_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+export const aidSchema = z.string().regex(AID_RE, 'an account id is 5 lowercase alphanumerics');
+export const cidSchema = z.string().regex(CID_RE, 'a cluster id is 3-16 lowercase alphanumerics');
+export const nidSchema = z.string().regex(NID_RE, 'a node id is a DNS label (lowercase alphanumerics and "-", at most 63)');
+
+export const COMMAND_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'timed_out'] as const;
+export type CommandState = (typeof COMMAND_STATES)[number];
+export const TERMINAL_STATES: readonly CommandState[] = ['succeeded', 'failed', 'cancelled', 'timed_out'];
+export const isTerminal = (s: CommandState) => TERMINAL_STATES.includes(s);
+
+export const AGENT_ROLES = ['node', 'cluster-agent'] as const;
+export type AgentRole = (typeof AGENT_ROLES)[number];
+
+// ---------------------------------------------------------------- admin API
+
+export const submitCommandSchema = z
+  .object({
+    target: z.object({ cluster: cidSchema, node: nidSchema.optional() }).strict(),
+    type: z.enum(COMMAND_TYPES),
+    spec: jsonValue,
+    idempotencyKey: z.string().min(1).max(128).regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces').optional(),
+    timeoutSeconds: z.number().int().min(1).max(86_400).optional(),
+    maxAttempts: z.number().int().min(1).max(20).optional(),
+  })
+  .strict();
+export type SubmitCommand = z.infer<typeof submitCommandSchema>;
+
+export const createClusterSchema = z
+  .object({ cid: cidSchema, domainRoot: z.string().min(1).max(200).regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'must be a DNS name').optional() })
+  .strict();
+
+const durationRe = /^(\d+)(s|m|h|d)$/;
+export const durationSchema = z.string().regex(durationRe, 'a duration like 30s, 15m, 1h or 7d');
+export function parseDurationSeconds(d: string): number {
+  const m = durationRe.exec(d);
+  if (!m) throw new Error(`invalid duration ${d}`);
+  const n = Number(m[1]);
+  const unit = { s: 1, m: 60, h: 3600, d: 86400 }[m[2] as 's' | 'm' | 'h' | 'd'];
+  return n * unit;
+}
+
+export const createBootstrapTokenSchema = z
+  .object({
+    cluster: cidSchema,
+    role: z.enum(AGENT_ROLES),
+    controlPlane: z.boolean().optional(),
+    ttlSeconds: z.number().int().min(60).max(7 * 86400).optional(),
+  })
+  .strict();
+
+export const createApiTokenSchema = z
+  .object({ name: z.string().min(1).max(100), ttlSeconds: z.number().int().min(60).max(400 * 86400).optional() })
+  .strict();
+
+// ---------------------------------------------------------------- bootstrap (one-way TLS)
+
+export const bootstrapRequestSchema = z
+  .object({
+    token: z.string().min(1).max(200),
+    csr: z.string().min(1).max(16 * 1024),
+    aid: aidSchema.optional(),
+    controlPlane: z.boolean().optional(),
+    nodeName: nidSchema.optional(),
+  })
+  .strict();
+export type BootstrapRequest = z.infer<typeof bootstrapRequestSchema>;
+
+export const bootstrapResponseSchema = z.object({
+  agentId: z.string(),
+  aid: z.string(),
+  cid: z.string(),
+  role: z.enum(AGENT_ROLES),
+  nid: z.string().nullable(),
+  controlPlane: z.boolean(),
+  certificate: z.string(),
+  caCertificate: z.string(),
+  expiresAt: z.string(),
+});
+export type BootstrapResponse = z.infer<typeof bootstrapResponseSchema>;
+
+// ---------------------------------------------------------------- agent API (mTLS)
+
+export const renewRequestSchema = z.object({ csr: z.string().min(1).max(16 * 1024) }).strict();
+export const renewResponseSchema = z.object({ certificate: z.string(), expiresAt: z.string() });
+
+export const claimedCommandSchema = z.object({
+  id: z.number().int(),
+  type: z.enum(COMMAND_TYPES),
+  spec: z.unknown(),
+  leaseId: z.string(),
+  leaseExpiresAt: z.string(),
+  timeoutSeconds: z.number().int(),
+  attempt: z.number().int(),
+  maxAttempts: z.number().int(),
+});
+export type ClaimedCommand = z.infer<typeof claimedCommandSchema> & { type: CommandType };
+
+export const pollResponseSchema = z.object({ command: claimedCommandSchema.nullable(), cancel: z.array(z.number().int()) });
+export type PollResponse = z.infer<typeof pollResponseSchema>;
+
+export const metricsSchema = z
+  .object({
+    cpuPercent: z.number().min(0).max(100_000).optional(),
+    memoryTotalBytes: z.number().min(0).optional(),
+    memoryUsedBytes: z.number().min(0).optional(),
+    diskTotalBytes: z.number().min(0).optional(),
+    diskUsedBytes: z.number().min(0).optional(),
+    load: z.array(z.number()).max(3).optional(),
+    uptimeSeconds: z.number().min(0).optional(),
+    rssBytes: z.number().min(0).optional(),
+  })
+  .strict();
+export type AgentMetrics = z.infer<typeof metricsSchema>;
+
+export const heartbeatRequestSchema = z
+  .object({
+    version: z.string().max(64),
+    metrics: metricsSchema.default({}),
+    running: z.array(z.number().int()).max(1000).default([]),
+    vpn: z.record(z.string(), jsonValue).optional(),
+  })
+  .strict();
+export type HeartbeatRequest = z.infer<typeof heartbeatRequestSchema>;
+
+export const heartbeatResponseSchema = z.object({ cancel: z.array(z.number().int()), serverTime: z.string() });
+export type HeartbeatResponse = z.infer<typeof heartbeatResponseSchema>;
+
+export const OUTCOMES = ['succeeded', 'failed', 'cancelled', 'timed_out'] as const;
+export type OutcomeStatus = (typeof OUTCOMES)[number];
+
+export const commandErrorSchema = z
+  .object({ code: z.string().min(1).max(100), message: z.string().max(16 * 1024), retryable: z.boolean().default(false) })
+  .strict();
+export type CommandError = z.infer<typeof commandErrorSchema>;
+
+export const resultRequestSchema = z
+  .object({
+    leaseId: z.string().min(1).max(64),
+    outcome: z.enum(OUTCOMES),
+    outputs: z.record(z.string().max(253), jsonValue).optional(),
+    error: commandErrorSchema.optional(),
+  })
+  .strict();
+export type ResultRequest = z.infer<typeof resultRequestSchema>;
+
+export const LOG_STREAMS = ['stdout', 'stderr', 'system'] as const;
+export const logLineSchema = z
+  .object({ ts: z.string().max(40).optional(), stream: z.enum(LOG_STREAMS).default('system'), text: z.string().max(16 * 1024) })
+  .strict();
+export type LogLine = z.infer<typeof logLineSchema>;
+export const logsRequestSchema = z.object({ leaseId: z.string().min(1).max(64), lines: z.array(logLineSchema).min(1).max(1000) }).strict();
+
+// ---------------------------------------------------------------- views returned to users
+
+export interface CommandView {
+  id: number;
+  aid: string;
+  target: { cluster: string; node?: string };
+  type: CommandType;
+  spec: unknown;
+  state: CommandState;
+  idempotencyKey: string | null;
+  timeoutSeconds: number;
+  maxAttempts: number;
+  attempts: number;
+  claimedBy: string | null;
+  outputs: Record<string, unknown> | null;
+  error: CommandError | null;
+  cancelRequested: boolean;
+  createdAt: string;
+  claimedAt: string | null;
+  finishedAt: string | null;
+}
+
+export type AgentStatus = 'healthy' | 'degraded' | 'offline';
+
+export interface AgentView {
+  id: string;
+  aid: string;
+  cid: string;
+  role: AgentRole;
+  nid: string | null;
+  controlPlane: boolean;
+  status: AgentStatus;
+  revoked: boolean;
+  lastHeartbeatAt: string | null;
+  secondsSinceHeartbeat: number | null;
+  version: string | null;
+  metrics: AgentMetrics | null;
+  vpn: Record<string, unknown> | null;
+  createdAt: string;
+}
+
+/** Liveness thresholds (seconds since the last heartbeat). */
+export const HEALTHY_BELOW_S = 10;
+export const OFFLINE_FROM_S = 30;
+
+export function agentStatus(lastHeartbeatMs: number | null, nowMs: number): AgentStatus {
+  if (lastHeartbeatMs === null) return 'offline';
+  const age = (nowMs - lastHeartbeatMs) / 1000;
+  if (age < HEALTHY_BELOW_S) return 'healthy';
+  if (age < OFFLINE_FROM_S) return 'degraded';
+  return 'offline';
+}

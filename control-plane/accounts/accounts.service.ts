@@ -1,0 +1,71 @@
+/** Accounts, clusters and admin API tokens (personal access tokens). */
+import { randomAlnum } from '../../common/ids.ts';
+import { conflict, unauthorized } from '../../common/errors.ts';
+import { iso, type Clock } from '../../common/clock.ts';
+import type { Logger } from '../../common/logger.ts';
+import type { Db } from '../db/database.ts';
+import * as accounts from '../db/accounts.repository.ts';
+import * as tokens from '../db/tokens.repository.ts';
+import { PAT_PREFIX, hashSecret, newToken, parseToken, secretMatches } from '../auth/secrets.ts';
+import type { Config } from '../config.ts';
+
+export interface ClusterView {
+  aid: string;
+  cid: string;
+  domain: string;
+  createdAt: string;
+}
+
+export class AccountsService {
+  private readonly d: { db: Db; clock: Clock; config: Config; log: Logger };
+  constructor(deps: { db: Db; clock: Clock; config: Config; log: Logger }) {
+    this.d = deps;
+  }
+
+  async hasAccounts(): Promise<boolean> {
+    return (await accounts.countAccounts(this.d.db)) > 0;
+  }
+
+  /** Creates an account and its first admin token (returned once, never stored in clear). */
+  async createAccount(name: string, aid = randomAlnum(5)): Promise<{ aid: string; token: string }> {
+    await accounts.insertAccount(this.d.db, { aid, name, now: this.d.clock.now() });
+    const { token } = await this.createApiToken(aid, { name: `${name} admin` });
+    this.d.log.info({ aid }, 'account created');
+    return { aid, token };
+  }
+
+  async createApiToken(aid: string, t: { name: string; ttlSeconds?: number }) {
+    const { id, secret, token } = newToken(PAT_PREFIX);
+    const now = this.d.clock.now();
+    const expiresAt = now + (t.ttlSeconds ?? this.d.config.adminTokenTtlDays * 86400) * 1000;
+    await tokens.insertApiToken(this.d.db, { key_id: id, aid, name: t.name, secret_hash: hashSecret(secret), expires_at: expiresAt, revoked_at: null, created_at: now });
+    return { token, keyId: id, expiresAt: iso(expiresAt)! };
+  }
+
+  async revokeApiToken(aid: string, keyId: string): Promise<boolean> {
+    return tokens.revokeApiToken(this.d.db, aid, keyId, this.d.clock.now());
+  }
+
+  /** Resolves `Authorization: Bearer tether_pat_…` to its account; every failure is a 401. */
+  async authenticate(bearer: string): Promise<{ aid: string; keyId: string }> {
+    const parsed = parseToken(PAT_PREFIX, bearer);
+    const row = parsed ? await tokens.getApiToken(this.d.db, parsed.id) : undefined;
+    if (!parsed || !row || !secretMatches(parsed.secret, row.secret_hash)) throw unauthorized('the API token is not valid', 'invalid_token');
+    if (row.revoked_at !== null) throw unauthorized('the API token has been revoked', 'token_revoked');
+    if (row.expires_at <= this.d.clock.now()) throw unauthorized('the API token has expired', 'token_expired');
+    return { aid: row.aid, keyId: row.key_id };
+  }
+
+  async createCluster(aid: string, c: { cid: string; domainRoot?: string }): Promise<ClusterView> {
+    if (await accounts.getCluster(this.d.db, aid, c.cid)) throw conflict(`cluster ${c.cid} already exists`, 'cluster_exists');
+    const now = this.d.clock.now();
+    const domain = `${c.cid}.${aid}.${c.domainRoot ?? this.d.config.domainRoot}`;
+    await accounts.insertCluster(this.d.db, { aid, cid: c.cid, domain, now });
+    this.d.log.info({ aid, cid: c.cid }, 'cluster created');
+    return { aid, cid: c.cid, domain, createdAt: iso(now)! };
+  }
+
+  async listClusters(aid: string): Promise<ClusterView[]> {
+    return (await accounts.listClusters(this.d.db, aid)).map((c) => ({ aid: c.aid, cid: c.cid, domain: c.domain, createdAt: iso(c.created_at)! }));
+  }
+}

@@ -1,0 +1,165 @@
+/**
+ * The control plane's composition root: opens storage, loads the PKI, wires the services and
+ * serves the admin and agent APIs on one HTTPS port (client certificates requested, verified
+ * per route).
+ */
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { mkdirSync, chmodSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import express from 'express';
+import { systemClock, type Clock } from '../common/clock.ts';
+import { createLogger, type Logger } from '../common/logger.ts';
+import { writeFileAtomic } from '../common/files.ts';
+import { agentStatus } from '../common/wire.ts';
+import { openDatabase, migrate, type Db } from './db/database.ts';
+import { countByState } from './db/commands.repository.ts';
+import { activeAgentHeartbeats } from './db/agents.repository.ts';
+import { loadOrCreatePki, type CaMaterial } from './pki/ca.ts';
+import { parseConfig, serverSans, type Config } from './config.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
+import { AccountsService } from './accounts/accounts.service.ts';
+import { IdentityService } from './identity/identity.service.ts';
+import { QueueService } from './queue/queue.service.ts';
+import { Dispatcher } from './queue/dispatcher.ts';
+import { adminRoutes } from './http/admin.routes.ts';
+import { agentRoutes, bootstrapRoutes } from './http/agent.routes.ts';
+import { errorHandler, notFoundRoute } from './http/errors.ts';
+import { FailureLimiter } from './http/rate-limit.ts';
+
+export interface ControlPlane {
+  url: string;
+  port: number;
+  config: Config;
+  db: Db;
+  ca: CaMaterial;
+  accounts: AccountsService;
+  identity: IdentityService;
+  queue: QueueService;
+  dispatcher: Dispatcher;
+  metrics: Metrics;
+  /** Path of the initial admin token file, when this start created it. */
+  adminTokenFile: string;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  clock?: Clock;
+  log?: Logger;
+  /** Run the lease reaper on a timer (tests with a manual clock call queue.reapExpired() instead). */
+  reaper?: boolean;
+}
+
+export async function startControlPlane(input: Parameters<typeof parseConfig>[0], opts: StartOptions = {}): Promise<ControlPlane> {
+  const config = parseConfig(input);
+  const clock = opts.clock ?? systemClock;
+  const log = opts.log ?? createLogger('tether-control-plane');
+  const dataDir = resolve(config.dataDir);
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  chmodSync(dataDir, 0o700);
+
+  const { db, sqlite } = openDatabase(join(dataDir, 'tether.db'));
+  const applied = await migrate(db);
+  if (applied.length) log.info({ migrations: applied }, 'database migrated');
+  const ca = loadOrCreatePki(dataDir, serverSans(config), clock.now());
+  if (ca.created) log.info({ caFile: join(dataDir, 'ca.crt') }, 'certificate authority created');
+
+  const accounts = new AccountsService({ db, clock, config, log });
+  const identity = new IdentityService({ db, clock, config, ca, log });
+  const dispatcher = new Dispatcher();
+  const metrics = createMetrics({
+    commandsByState: async () => Object.fromEntries((await countByState(db)).map((r) => [r.state, Number(r.n)])),
+    agentsByStatus: async () => {
+      const counts: Record<string, number> = { healthy: 0, degraded: 0, offline: 0 };
+      const now = clock.now();
+      for (const t of await activeAgentHeartbeats(db)) counts[agentStatus(t, now)]!++;
+      return counts;
+    },
+  });
+  const queue = new QueueService({ db, clock, config, dispatcher, metrics, log });
+
+  const adminTokenFile = join(dataDir, 'admin-token');
+  if (!(await accounts.hasAccounts())) {
+    const { aid, token } = await accounts.createAccount('default');
+    writeFileAtomic(adminTokenFile, `${token}\n`, 0o600);
+    log.info({ aid, adminTokenFile }, 'initial account created; its admin API token is in adminTokenFile');
+  }
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  const json = express.json({ limit: config.bodyLimitBytes, strict: true });
+  app.get('/healthz', (_req, res) => {
+    res.json({ ok: true });
+  });
+  app.get('/metrics', async (_req, res) => {
+    res.set('content-type', metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  app.use('/v1', json, bootstrapRoutes({ identity, limiter: new FailureLimiter(config.bootstrapFailuresPerMinute) }));
+  app.use('/v1/agent', json, agentRoutes({ identity, queue, config, metrics }));
+  app.use('/v1', json, adminRoutes({ accounts, identity, queue }));
+  app.use(notFoundRoute);
+  app.use(errorHandler(log));
+
+  const server = https.createServer(
+    {
+      key: ca.serverKeyPem,
+      cert: ca.serverCertPem,
+      ca: [ca.caCertPem],
+      requestCert: true,
+      // Verified per route: bootstrap and the admin API work without a client certificate.
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.2',
+    },
+    app,
+  );
+  server.keepAliveTimeout = 75_000;
+  server.headersTimeout = 80_000;
+  server.requestTimeout = 0; // long-polls and log follows are held open on purpose
+  server.on('tlsClientError', (err) => log.debug({ err }, 'TLS handshake failed'));
+  server.on('clientError', (err, socket) => {
+    log.debug({ err }, 'client error');
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+  });
+  await new Promise<void>((res, rej) => {
+    server.once('error', rej);
+    server.listen(config.port, config.host, () => res());
+  });
+  const port = (server.address() as AddressInfo).port;
+  const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+
+  let reaper: NodeJS.Timeout | undefined;
+  if (opts.reaper !== false) {
+    reaper = setInterval(() => {
+      queue.reapExpired().catch((err) => log.error({ err }, 'lease reaper failed'));
+    }, Math.min(1000, config.leaseSeconds * 250));
+    reaper.unref();
+  }
+
+  const url = `https://${host}:${port}`;
+  log.info({ url, listen: `${config.host}:${port}`, dataDir, caFile: join(dataDir, 'ca.crt') }, 'control plane ready');
+
+  return {
+    url,
+    port,
+    config,
+    db,
+    ca,
+    accounts,
+    identity,
+    queue,
+    dispatcher,
+    metrics,
+    adminTokenFile,
+    async close() {
+      clearInterval(reaper);
+      dispatcher.closeAll();
+      await new Promise<void>((res) => {
+        server.close(() => res());
+        server.closeAllConnections();
+      });
+      await db.destroy();
+      if (sqlite.open) sqlite.close();
+    },
+  };
+}

@@ -1,0 +1,309 @@
+#!/usr/bin/env node
+/**
+ * `tether`: the control plane server and the user CLI. Exit codes: 0 ok, 1 a failed job or a
+ * refused request, 2 bad usage.
+ */
+import { readFileSync, existsSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import YAML from 'yaml';
+import { HttpClient, HttpError } from '../../common/http-client.ts';
+import { TetherError, errorMessage } from '../../common/errors.ts';
+import { parseDurationSeconds, type AgentView, type CommandView } from '../../common/wire.ts';
+import { startControlPlane } from '../app.ts';
+import { readCredentials, saveCredentials } from './credentials.ts';
+import { printTable } from './table.ts';
+import { readSse } from './sse.ts';
+
+class UsageError extends Error {}
+
+const program = new Command('tether')
+  .description('Tether: a pull-based executor for Kubernetes tenants')
+  .option('--url <url>', 'control plane URL (env TETHER_URL)')
+  .option('--api-key <key>', 'admin API token (env TETHER_API_KEY)')
+  .option('--ca-file <file>', 'CA certificate to trust (env TETHER_CA_FILE)')
+  .showHelpAfterError()
+  .exitOverride();
+
+interface GlobalOpts {
+  url?: string;
+  apiKey?: string;
+  caFile?: string;
+}
+
+function client(): HttpClient {
+  const g = program.opts<GlobalOpts>();
+  const stored = readCredentials();
+  const url = g.url ?? process.env.TETHER_URL ?? stored.url ?? 'https://127.0.0.1:8443';
+  const caFile = g.caFile ?? process.env.TETHER_CA_FILE ?? stored.caFile ?? (existsSync('data/ca.crt') ? 'data/ca.crt' : undefined);
+  let apiKey = g.apiKey ?? process.env.TETHER_API_KEY ?? stored.apiKey;
+  if (!apiKey && existsSync('data/admin-token')) apiKey = readFileSync('data/admin-token', 'utf8').trim();
+  if (!apiKey) throw new UsageError('no API token: set TETHER_API_KEY, pass --api-key, or run `tether login`');
+  let ca: string | undefined;
+  if (caFile) {
+    try {
+      ca = readFileSync(caFile, 'utf8');
+    } catch (err) {
+      throw new UsageError(`cannot read the CA file ${caFile}: ${errorMessage(err)}`);
+    }
+  }
+  try {
+    return new HttpClient({ baseUrl: url, ca, bearerToken: apiKey, userAgent: 'tether-cli' });
+  } catch (err) {
+    throw new UsageError(errorMessage(err));
+  }
+}
+
+async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const c = client();
+  try {
+    return (await c.request<T>(method, path, body)).body;
+  } finally {
+    c.close();
+  }
+}
+
+const out = (s: string): void => void process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
+const json = (v: unknown): void => out(JSON.stringify(v, null, 2));
+
+function parseId(s: string): number {
+  if (!/^[1-9][0-9]*$/.test(s)) throw new UsageError(`not a job id: ${s}`);
+  return Number(s);
+}
+
+// ------------------------------------------------------------------ server
+
+program
+  .command('server')
+  .description('run the control plane')
+  .option('--data-dir <dir>', 'data folder (database, CA, admin token)', process.env.TETHER_DATA_DIR ?? './data')
+  .option('--listen <host:port>', 'address to listen on', process.env.TETHER_LISTEN ?? '0.0.0.0:8443')
+  .option('--san <name...>', 'extra DNS names/IPs for the server certificate')
+  .option('--lease-seconds <n>', 'lease held by an agent without a heartbeat', (v) => intArg(v, '--lease-seconds'))
+  .option('--long-poll-seconds <n>', 'longest a poll is held', (v) => numArg(v, '--long-poll-seconds'))
+  .option('--domain-root <root>', 'root of cluster domains (<cid>.<aid>.<root>)')
+  .action(async (o: { dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string }) => {
+    process.umask(0o077); // the database, keys and tokens are for this user only
+    const m = /^(.*):(\d{1,5})$/.exec(o.listen);
+    if (!m) throw new UsageError(`--listen must be host:port (got ${o.listen})`);
+    const host = m[1]!.replace(/^\[(.*)\]$/, '$1') || '0.0.0.0';
+    const cp = await startControlPlane({
+      dataDir: o.dataDir,
+      host,
+      port: Number(m[2]),
+      sans: o.san ?? [],
+      ...(o.leaseSeconds ? { leaseSeconds: o.leaseSeconds } : {}),
+      ...(o.longPollSeconds ? { longPollSeconds: o.longPollSeconds } : {}),
+      ...(o.domainRoot ? { domainRoot: o.domainRoot } : {}),
+    });
+    process.stderr.write(`tether: control plane listening on ${cp.url} (data in ${o.dataDir}; CA ${o.dataDir}/ca.crt; admin token ${cp.adminTokenFile})\n`);
+    await new Promise<void>((resolve) => {
+      const stop = () => resolve();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+    await cp.close();
+  });
+
+// ------------------------------------------------------------------ login
+
+program
+  .command('login')
+  .description('store the URL, API token and CA file for later commands (0600 file)')
+  .action(() => {
+    const g = program.opts<GlobalOpts>();
+    const apiKey = g.apiKey ?? process.env.TETHER_API_KEY;
+    if (!apiKey) throw new UsageError('pass --api-key or set TETHER_API_KEY');
+    const file = saveCredentials({ url: g.url ?? process.env.TETHER_URL, apiKey, caFile: g.caFile ?? process.env.TETHER_CA_FILE });
+    process.stderr.write(`tether: credentials saved to ${file}\n`);
+  });
+
+// ------------------------------------------------------------------ clusters & tokens
+
+const clusters = program.command('clusters').description('manage clusters');
+clusters
+  .command('create <cid>')
+  .option('--domain-root <root>', 'domain root (cluster domain becomes <cid>.<aid>.<root>)')
+  .option('--json', 'print JSON')
+  .action(async (cid: string, o: { domainRoot?: string; json?: boolean }) => {
+    const c = await call<{ cid: string; aid: string; domain: string }>('POST', '/v1/clusters', { cid, ...(o.domainRoot ? { domainRoot: o.domainRoot } : {}) });
+    if (o.json) json(c);
+    else out(`${c.cid}\t${c.aid}\t${c.domain}`);
+  });
+clusters
+  .command('list')
+  .option('--json', 'print JSON')
+  .action(async (o: { json?: boolean }) => {
+    const { clusters: list } = await call<{ clusters: { cid: string; aid: string; domain: string; createdAt: string }[] }>('GET', '/v1/clusters');
+    if (o.json) json(list);
+    else printTable(['CID', 'AID', 'DOMAIN', 'CREATED'], list.map((c) => [c.cid, c.aid, c.domain, c.createdAt]));
+  });
+
+program
+  .command('tokens')
+  .description('bootstrap tokens for agents')
+  .command('create')
+  .requiredOption('--cluster <cid>', 'cluster the agent belongs to')
+  .addOption(new Option('--role <role>', 'agent role').choices(['node', 'cluster-agent']).makeOptionMandatory())
+  .addOption(new Option('--control-plane <0|1>', 'node is a control-plane node').choices(['0', '1']))
+  .option('--ttl <duration>', 'lifetime, e.g. 15m, 1h', '1h')
+  .action(async (o: { cluster: string; role: 'node' | 'cluster-agent'; controlPlane?: '0' | '1'; ttl: string }) => {
+    let ttlSeconds: number;
+    try {
+      ttlSeconds = parseDurationSeconds(o.ttl);
+    } catch {
+      throw new UsageError(`--ttl must be a duration like 30m or 1h (got ${o.ttl})`);
+    }
+    if (o.role === 'cluster-agent' && o.controlPlane !== undefined) throw new UsageError('--control-plane applies to --role node only');
+    const body = { cluster: o.cluster, role: o.role, ttlSeconds, ...(o.role === 'node' ? { controlPlane: o.controlPlane === '1' } : {}) };
+    const t = await call<{ token: string }>('POST', '/v1/tokens', body);
+    out(t.token);
+  });
+
+// ------------------------------------------------------------------ commands
+
+program
+  .command('submit')
+  .description('submit a command from a YAML or JSON file; prints the job id')
+  .requiredOption('-f, --file <file>', 'command file ("-" for stdin)')
+  .action(async (o: { file: string }) => {
+    let text: string;
+    try {
+      text = readFileSync(o.file === '-' ? 0 : o.file, 'utf8');
+    } catch (err) {
+      throw new UsageError(`cannot read ${o.file}: ${errorMessage(err)}`);
+    }
+    let doc: unknown;
+    try {
+      doc = YAML.parse(text, { maxAliasCount: 100, prettyErrors: true });
+    } catch (err) {
+      throw new UsageError(`${o.file} is not valid YAML or JSON: ${errorMessage(err)}`);
+    }
+    const r = await call<{ id: number }>('POST', '/v1/commands', doc);
+    out(String(r.id));
+  });
+
+const jobs = program.command('jobs').description('inspect jobs');
+jobs
+  .command('show <id>')
+  .option('--json', 'print JSON')
+  .action(async (id: string, o: { json?: boolean }) => {
+    const c = await call<CommandView>('GET', `/v1/commands/${parseId(id)}`);
+    if (o.json) return json(c);
+    const target = c.target.node ? `${c.target.cluster}/${c.target.node}` : c.target.cluster;
+    const rows: [string, string][] = [
+      ['id', String(c.id)],
+      ['type', c.type],
+      ['target', target],
+      ['state', c.state],
+      ['attempts', `${c.attempts}/${c.maxAttempts}`],
+      ['created', c.createdAt],
+      ['claimed', c.claimedAt ?? '-'],
+      ['finished', c.finishedAt ?? '-'],
+    ];
+    if (c.error) rows.push(['error', `${c.error.code}: ${c.error.message}`]);
+    if (c.outputs) rows.push(['outputs', JSON.stringify(c.outputs)]);
+    printTable(['FIELD', 'VALUE'], rows);
+  });
+jobs
+  .command('list')
+  .option('--json', 'print JSON')
+  .option('--cluster <cid>', 'only this cluster')
+  .option('--state <state>', 'only this state')
+  .option('--limit <n>', 'at most n jobs', '50')
+  .action(async (o: { json?: boolean; cluster?: string; state?: string; limit: string }) => {
+    const q = new URLSearchParams({ limit: o.limit });
+    if (o.cluster) q.set('cluster', o.cluster);
+    if (o.state) q.set('state', o.state);
+    const { commands } = await call<{ commands: CommandView[] }>('GET', `/v1/commands?${q}`);
+    if (o.json) return json(commands);
+    printTable(
+      ['ID', 'TYPE', 'TARGET', 'STATE', 'ATTEMPTS', 'CREATED'],
+      commands.map((c) => [String(c.id), c.type, c.target.node ? `${c.target.cluster}/${c.target.node}` : c.target.cluster, c.state, `${c.attempts}/${c.maxAttempts}`, c.createdAt]),
+    );
+  });
+
+program
+  .command('follow <id>')
+  .description('stream a job\'s logs until it ends; exits 0 if it succeeded')
+  .action(async (id: string) => {
+    const c = client();
+    try {
+      const res = await c.stream(`/v1/commands/${parseId(id)}/logs?follow=1`);
+      let final: { state: string; error?: { code: string; message: string } | null } | undefined;
+      for await (const ev of readSse(res)) {
+        if (ev.event === 'log') {
+          const l = JSON.parse(ev.data) as { text: string; stream: string };
+          (l.stream === 'stderr' ? process.stderr : process.stdout).write(`${l.text}\n`);
+        } else if (ev.event === 'end') {
+          final = JSON.parse(ev.data);
+          break;
+        }
+      }
+      res.destroy();
+      if (!final) throw new TetherError('stream_ended', 'the log stream ended before the job finished', { status: 503 });
+      process.stderr.write(`tether: job ${id} ${final.state}${final.error ? `: ${final.error.code}: ${final.error.message}` : ''}\n`);
+      process.exitCode = final.state === 'succeeded' ? 0 : 1;
+    } finally {
+      c.close();
+    }
+  });
+
+program
+  .command('cancel <id>')
+  .description('cancel a job')
+  .action(async (id: string) => {
+    const c = await call<CommandView>('POST', `/v1/commands/${parseId(id)}/cancel`);
+    out(`${c.id}\t${c.state}${c.state === 'running' ? ' (cancellation requested)' : ''}`);
+  });
+
+// ------------------------------------------------------------------ agents
+
+const agents = program.command('agents').description('inspect and revoke agents');
+agents
+  .command('list')
+  .option('--json', 'print JSON')
+  .option('--cluster <cid>', 'only this cluster')
+  .action(async (o: { json?: boolean; cluster?: string }) => {
+    const { agents: list } = await call<{ agents: AgentView[] }>('GET', `/v1/agents${o.cluster ? `?cluster=${encodeURIComponent(o.cluster)}` : ''}`);
+    if (o.json) return json(list);
+    printTable(
+      ['ID', 'ROLE', 'CLUSTER', 'NODE', 'STATUS', 'LAST HEARTBEAT', 'VERSION'],
+      list.map((a) => [a.id, a.role + (a.controlPlane ? ' (cp)' : ''), a.cid, a.nid ?? '-', a.revoked ? 'revoked' : a.status, a.secondsSinceHeartbeat === null ? 'never' : `${a.secondsSinceHeartbeat}s ago`, a.version ?? '-']),
+    );
+  });
+agents
+  .command('revoke <id>')
+  .action(async (id: string) => {
+    const a = await call<AgentView>('POST', `/v1/agents/${encodeURIComponent(id)}/revoke`);
+    out(`${a.id}\trevoked`);
+  });
+
+// ------------------------------------------------------------------ run
+
+function intArg(v: string, name: string): number {
+  if (!/^\d+$/.test(v)) throw new UsageError(`${name} must be a whole number`);
+  return Number(v);
+}
+function numArg(v: string, name: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${name} must be a positive number`);
+  return n;
+}
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    // --help and --version exit 0; every other commander error is bad usage.
+    process.exitCode = err.exitCode === 0 ? 0 : 2;
+  } else if (err instanceof UsageError) {
+    process.stderr.write(`tether: ${err.message}\n`);
+    process.exitCode = 2;
+  } else if (err instanceof HttpError) {
+    process.stderr.write(`tether: ${err.code}: ${err.message}\n`);
+    process.exitCode = 1;
+  } else {
+    process.stderr.write(`tether: ${errorMessage(err)}\n`);
+    process.exitCode = 1;
+  }
+}

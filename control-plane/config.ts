@@ -1,0 +1,37 @@
+/** The control plane's configuration, parsed once with zod at the composition root. */
+import { z } from 'zod';
+import { defaultServerSans } from './pki/ca.ts';
+
+export const configSchema = z.object({
+  dataDir: z.string().min(1).default('./data'),
+  host: z.string().min(1).default('0.0.0.0'),
+  port: z.number().int().min(0).max(65535).default(8443),
+  /** Extra names/IPs for the server certificate (the defaults are always included). */
+  sans: z.array(z.string().min(1)).default([]),
+  /** How long a claim is held without a heartbeat before the command is requeued. */
+  leaseSeconds: z.number().int().min(1).max(3600).default(30),
+  /** Longest time a poll is held open before it answers "nothing". */
+  longPollSeconds: z.number().min(0.05).max(120).default(25),
+  /** Added to a command's timeout before the control plane itself declares it timed out. */
+  timeoutGraceSeconds: z.number().int().min(0).max(3600).default(30),
+  bootstrapTokenTtlSeconds: z.number().int().min(60).default(3600),
+  certificateTtlDays: z.number().min(0.001).max(3650).default(30),
+  adminTokenTtlDays: z.number().min(1).max(3650).default(365),
+  defaultTimeoutSeconds: z.number().int().min(1).default(600),
+  defaultMaxAttempts: z.number().int().min(1).default(3),
+  domainRoot: z.string().default('tether.local'),
+  /** JSON request bodies above this size are refused with 413. */
+  bodyLimitBytes: z.number().int().min(1024).default(2 * 1024 * 1024),
+  /** Failed bootstrap attempts allowed per client address per minute. */
+  bootstrapFailuresPerMinute: z.number().int().min(1).default(20),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export function parseConfig(input: z.input<typeof configSchema>): Config {
+  return configSchema.parse(input);
+}
+
+export function serverSans(config: Config): string[] {
+  return [...new Set([...defaultServerSans(), ...config.sans])];
+}

@@ -1,0 +1,15 @@
+import type { AccountsTable, ClustersTable } from './accounts.table.ts';
+import type { AgentsTable, CertificatesTable } from './agents.table.ts';
+import type { CommandLogsTable, CommandsTable } from './commands.table.ts';
+import type { ApiTokensTable, BootstrapTokensTable } from './tokens.table.ts';
+
+export interface Database {
+  accounts: AccountsTable;
+  clusters: ClustersTable;
+  agents: AgentsTable;
+  certificates: CertificatesTable;
+  bootstrap_tokens: BootstrapTokensTable;
+  api_tokens: ApiTokensTable;
+  commands: CommandsTable;
+  command_logs: CommandLogsTable;
+}

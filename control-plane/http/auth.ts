@@ -1,0 +1,56 @@
+import type { Request, RequestHandler } from 'express';
+import type { TLSSocket } from 'node:tls';
+import { unauthorized } from '../../common/errors.ts';
+import type { AccountsService } from '../accounts/accounts.service.ts';
+import type { IdentityService } from '../identity/identity.service.ts';
+import type { AgentPrincipal } from '../queue/queue.service.ts';
+
+declare module 'express-serve-static-core' {
+  interface Locals {
+    aid?: string;
+    agent?: AgentPrincipal;
+  }
+}
+
+/** Admin routes: `Authorization: Bearer tether_pat_…`, resolved to an account. */
+export function requireAdmin(accounts: AccountsService): RequestHandler {
+  return async (req, res, next) => {
+    const h = req.headers.authorization;
+    if (!h) throw unauthorized('missing Authorization: Bearer <API token>', 'missing_token');
+    const m = /^Bearer\s+(\S+)$/i.exec(h);
+    if (!m) throw unauthorized('malformed Authorization header: expected "Bearer <API token>"', 'invalid_token');
+    res.locals.aid = (await accounts.authenticate(m[1]!)).aid;
+    next();
+  };
+}
+
+/**
+ * Agent routes: a client certificate that chains to our CA (verified by TLS) and whose serial is
+ * known, unrevoked and unexpired in the database (checked on every request).
+ */
+export function requireAgent(identity: IdentityService): RequestHandler {
+  return async (req, res, next) => {
+    res.locals.agent = await authenticateAgent(identity, req);
+    next();
+  };
+}
+
+export async function authenticateAgent(identity: IdentityService, req: Request): Promise<AgentPrincipal> {
+  const socket = req.socket as TLSSocket;
+  const peer = typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate() : undefined;
+  if (!peer || !peer.serialNumber) throw unauthorized('this route needs a client certificate issued by this control plane', 'client_certificate_required');
+  if (!socket.authorized) {
+    const why = String(socket.authorizationError ?? 'not trusted');
+    if (why === 'CERT_HAS_EXPIRED') throw unauthorized('the client certificate has expired', 'certificate_expired');
+    throw unauthorized(`the client certificate was not issued by this control plane (${why})`, 'untrusted_certificate');
+  }
+  const cn = Array.isArray(peer.subject?.CN) ? peer.subject.CN[0] : peer.subject?.CN;
+  return identity.authenticate(peer.serialNumber, cn);
+}
+
+export function onlyRole(role: AgentPrincipal['role']): RequestHandler {
+  return (_req, res, next) => {
+    if (res.locals.agent?.role !== role) throw unauthorized(`this route is for ${role} agents only`, 'wrong_role');
+    next();
+  };
+}

@@ -1,0 +1,48 @@
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import { ZodError } from 'zod';
+import { TetherError, errorBody } from '../../common/errors.ts';
+import type { Logger } from '../../common/logger.ts';
+import { formatIssues } from '../queue/queue.service.ts';
+
+/** Every error becomes JSON {error:{code,message}} with a fitting status; only 5xx are logged as errors. */
+export function errorHandler(log: Logger): ErrorRequestHandler {
+  return (err, req, res, _next) => {
+    let status = 500;
+    let code = 'internal';
+    let message = 'internal error';
+    if (err instanceof TetherError) {
+      ({ status, code, message } = err);
+    } else if (err instanceof ZodError) {
+      status = 400;
+      code = 'invalid_request';
+      message = formatIssues(err.issues);
+    } else if (typeof err?.type === 'string' && typeof err?.status === 'number' && err.status < 500) {
+      // body-parser: entity.too.large (413), entity.parse.failed (400), charset/encoding errors (415)
+      status = err.status;
+      code = err.type === 'entity.too.large' ? 'payload_too_large' : err.type === 'entity.parse.failed' ? 'invalid_json' : 'invalid_body';
+      message = err.type === 'entity.too.large' ? `the request body is larger than ${err.limit} bytes` : String(err.message);
+    } else if (err?.code === 'SQLITE_FULL' || err?.code === 'SQLITE_READONLY' || err?.code === 'SQLITE_IOERR' || err?.code === 'SQLITE_BUSY' || err?.code === 'SQLITE_CANTOPEN') {
+      status = 503;
+      code = 'storage_unavailable';
+      message = `storage is unavailable (${err.code}); nothing was changed`;
+    }
+    if (status >= 500) log.error({ err, method: req.method, path: req.path }, 'request failed');
+    else log.debug({ method: req.method, path: req.path, status, code }, 'request refused');
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    res.status(status).json(errorBody(code, message));
+  };
+}
+
+export const notFoundRoute: RequestHandler = (req, res) => {
+  res.status(404).json(errorBody('route_not_found', `no route ${req.method} ${req.path}`));
+};
+
+/** Parses a positive integer route parameter or refuses with 400. */
+export function idParam(raw: unknown, name = 'id'): number {
+  const s = String(raw);
+  if (!/^[1-9][0-9]{0,15}$/.test(s)) throw new TetherError('invalid_request', `${name} must be a positive integer`, { status: 400 });
+  return Number(s);
+}

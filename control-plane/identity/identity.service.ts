@@ -1,0 +1,159 @@
+/**
+ * Agent identity: one-time bootstrap tokens traded for certificates, renewal over mTLS,
+ * revocation, and authenticating each mTLS request by its certificate's serial.
+ */
+import { randomAlnum } from '../../common/ids.ts';
+import { TetherError, badRequest, forbidden, notFound, unauthorized } from '../../common/errors.ts';
+import type { AgentIdentity } from '../../common/identity.ts';
+import { agentStatus, type AgentView, type BootstrapRequest, type BootstrapResponse } from '../../common/wire.ts';
+import { iso, type Clock } from '../../common/clock.ts';
+import type { Logger } from '../../common/logger.ts';
+import type { Db } from '../db/database.ts';
+import * as agents from '../db/agents.repository.ts';
+import * as tokens from '../db/tokens.repository.ts';
+import { getCluster } from '../db/accounts.repository.ts';
+import { issueAgentCertificate, type CaMaterial } from '../pki/ca.ts';
+import { BOOTSTRAP_PREFIX, hashSecret, newToken, parseToken, secretMatches } from '../auth/secrets.ts';
+import type { Config } from '../config.ts';
+import type { AgentPrincipal } from '../queue/queue.service.ts';
+
+export interface IdentityDeps {
+  db: Db;
+  clock: Clock;
+  config: Config;
+  ca: CaMaterial;
+  log: Logger;
+}
+
+export class IdentityService {
+  private readonly d: IdentityDeps;
+  constructor(deps: IdentityDeps) {
+    this.d = deps;
+  }
+
+  async createBootstrapToken(aid: string, t: { cluster: string; role: 'node' | 'cluster-agent'; controlPlane?: boolean; ttlSeconds?: number }) {
+    const { db, clock, config } = this.d;
+    if (!(await getCluster(db, aid, t.cluster))) throw notFound(`cluster ${t.cluster} does not exist`, 'cluster_not_found');
+    if (t.role === 'cluster-agent' && t.controlPlane !== undefined) throw badRequest('controlPlane applies to node tokens only');
+    const { id, secret, token } = newToken(BOOTSTRAP_PREFIX);
+    const now = clock.now();
+    const expiresAt = now + (t.ttlSeconds ?? config.bootstrapTokenTtlSeconds) * 1000;
+    await tokens.insertBootstrapToken(db, {
+      id,
+      aid,
+      cid: t.cluster,
+      role: t.role,
+      control_plane: t.controlPlane ? 1 : 0,
+      secret_hash: hashSecret(secret),
+      expires_at: expiresAt,
+      used_at: null,
+      used_by_agent: null,
+      created_at: now,
+    });
+    this.d.log.info({ tokenId: id, aid, cid: t.cluster, role: t.role }, 'bootstrap token created');
+    return { token, id, expiresAt: iso(expiresAt)! };
+  }
+
+  /** Trades a one-time bootstrap token and a CSR for a client certificate. */
+  async bootstrap(req: BootstrapRequest): Promise<BootstrapResponse> {
+    const { db, clock, config } = this.d;
+    const now = clock.now();
+    const parsed = parseToken(BOOTSTRAP_PREFIX, req.token);
+    const row = parsed ? await tokens.getBootstrapToken(db, parsed.id) : undefined;
+    // One message for unknown and wrong-secret tokens: no oracle for which ids exist.
+    if (!parsed || !row || !secretMatches(parsed.secret, row.secret_hash)) throw unauthorized('the bootstrap token is not valid', 'invalid_token');
+    if (row.used_at !== null) throw unauthorized('the bootstrap token was already used', 'token_used');
+    if (row.expires_at <= now) throw unauthorized('the bootstrap token has expired', 'token_expired');
+    if (req.aid !== undefined && req.aid !== row.aid) throw forbidden(`the bootstrap token does not belong to account ${req.aid}`, 'wrong_account');
+    if (row.role === 'node' && req.controlPlane !== undefined && req.controlPlane !== (row.control_plane === 1)) {
+      throw forbidden(`the bootstrap token is for a ${row.control_plane ? 'control-plane' : 'worker'} node`, 'wrong_role');
+    }
+
+    let nid: string | null = null;
+    if (row.role === 'node') {
+      nid = req.nodeName ?? randomAlnum(5);
+      if (await agents.findActiveNode(db, row.aid, row.cid, nid)) {
+        throw new TetherError('node_exists', `node ${nid} is already registered in cluster ${row.cid}; revoke it first`, { status: 409 });
+      }
+    }
+    const agentId = `${row.role === 'node' ? 'nd' : 'ca'}-${randomAlnum(10)}`;
+    const identity: AgentIdentity = { agentId, aid: row.aid, cid: row.cid, role: row.role, nid };
+    const cert = issueAgentCertificate(this.d.ca, req.csr, identity, config.certificateTtlDays * 86400_000, now);
+
+    const ok = await db.transaction().execute(async (trx) => {
+      if (!(await tokens.spendBootstrapToken(trx, row.id, agentId, now))) return false;
+      await agents.insertAgent(trx, { id: agentId, aid: row.aid, cid: row.cid, role: row.role, nid, control_plane: row.control_plane, created_at: now });
+      await agents.insertCertificate(trx, { serial: cert.serial, agent_id: agentId, not_before: cert.notBefore, not_after: cert.notAfter, revoked_at: null, created_at: now });
+      return true;
+    });
+    if (!ok) throw unauthorized('the bootstrap token was already used', 'token_used');
+    this.d.log.info({ agentId, aid: row.aid, cid: row.cid, role: row.role, nid }, 'agent bootstrapped');
+    return {
+      agentId,
+      aid: row.aid,
+      cid: row.cid,
+      role: row.role,
+      nid,
+      controlPlane: row.control_plane === 1,
+      certificate: cert.certPem,
+      caCertificate: this.d.ca.caCertPem,
+      expiresAt: iso(cert.notAfter)!,
+    };
+  }
+
+  /** Authorises an mTLS request by the serial of its (CA-verified) client certificate. */
+  async authenticate(serial: string, commonName: string | undefined): Promise<AgentPrincipal> {
+    const row = await agents.findCertificateAgent(this.d.db, serial.toUpperCase());
+    if (!row || row.agent_id !== commonName) throw unauthorized('the client certificate is not known to this control plane', 'unknown_certificate');
+    if (row.cert_revoked_at !== null || row.agent_revoked_at !== null) throw forbidden('the client certificate has been revoked', 'certificate_revoked');
+    if (row.not_after <= this.d.clock.now()) throw unauthorized('the client certificate has expired', 'certificate_expired');
+    return { agentId: row.agent_id, aid: row.aid, cid: row.cid, role: row.role, nid: row.nid };
+  }
+
+  async renew(agent: AgentPrincipal, csr: string) {
+    const now = this.d.clock.now();
+    const cert = issueAgentCertificate(this.d.ca, csr, agent, this.d.config.certificateTtlDays * 86400_000, now);
+    await agents.insertCertificate(this.d.db, { serial: cert.serial, agent_id: agent.agentId, not_before: cert.notBefore, not_after: cert.notAfter, revoked_at: null, created_at: now });
+    this.d.log.info({ agentId: agent.agentId }, 'certificate renewed');
+    return { certificate: cert.certPem, expiresAt: iso(cert.notAfter)! };
+  }
+
+  async revoke(aid: string, agentId: string) {
+    if (!(await agents.revokeAgent(this.d.db, aid, agentId, this.d.clock.now()))) {
+      const a = await agents.getAgent(this.d.db, agentId);
+      if (!a || a.aid !== aid) throw notFound(`agent ${agentId} does not exist`, 'agent_not_found');
+    }
+    this.d.log.warn({ agentId, aid }, 'agent revoked');
+    return this.get(aid, agentId);
+  }
+
+  async get(aid: string, agentId: string): Promise<AgentView> {
+    const a = await agents.getAgent(this.d.db, agentId);
+    if (!a || a.aid !== aid) throw notFound(`agent ${agentId} does not exist`, 'agent_not_found');
+    return toAgentView(a, this.d.clock.now());
+  }
+
+  async list(aid: string, f: { cid?: string } = {}): Promise<AgentView[]> {
+    const now = this.d.clock.now();
+    return (await agents.listAgents(this.d.db, aid, f)).map((a) => toAgentView(a, now));
+  }
+}
+
+export function toAgentView(a: Awaited<ReturnType<typeof agents.getAgent>> & {}, now: number): AgentView {
+  return {
+    id: a.id,
+    aid: a.aid,
+    cid: a.cid,
+    role: a.role,
+    nid: a.nid,
+    controlPlane: a.control_plane === 1,
+    status: agentStatus(a.last_heartbeat_at, now),
+    revoked: a.revoked_at !== null,
+    lastHeartbeatAt: iso(a.last_heartbeat_at),
+    secondsSinceHeartbeat: a.last_heartbeat_at === null ? null : Math.max(0, Math.round((now - a.last_heartbeat_at) / 100) / 10),
+    version: a.version,
+    metrics: a.metrics ? JSON.parse(a.metrics) : null,
+    vpn: a.vpn ? JSON.parse(a.vpn) : null,
+    createdAt: iso(a.created_at)!,
+  };
+}

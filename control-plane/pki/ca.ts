@@ -1,0 +1,184 @@
+/**
+ * The control plane's own certificate authority (node-forge). Created on first start in the data
+ * folder: ca.crt (public), ca.key, server.crt, server.key (0600). Agent certificates are issued
+ * from a CSR, so an agent's private key never leaves the agent; the identity in the certificate
+ * comes from the bootstrap token, never from what the CSR asks for.
+ */
+import { generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { isIP } from 'node:net';
+import forge from 'node-forge';
+import { badRequest } from '../../common/errors.ts';
+import { identityUri, type AgentIdentity } from '../../common/identity.ts';
+import { writeFileAtomic } from '../../common/files.ts';
+
+export interface CaMaterial {
+  caCertPem: string;
+  caKeyPem: string;
+  serverCertPem: string;
+  serverKeyPem: string;
+}
+
+export interface IssuedCertificate {
+  certPem: string;
+  serial: string;
+  notBefore: number;
+  notAfter: number;
+}
+
+const CLOCK_SKEW_MS = 5 * 60_000;
+
+export function defaultServerSans(): string[] {
+  return [...new Set([hostname(), 'localhost', '127.0.0.1'])];
+}
+
+function newRsaKey(bits = 2048) {
+  const { privateKey } = generateKeyPairSync('rsa', {
+    modulusLength: bits,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
+  const key = forge.pki.privateKeyFromPem(privateKey) as forge.pki.rsa.PrivateKey;
+  const pub = forge.pki.setRsaPublicKey(key.n, key.e);
+  return { key, pub, pem: privateKey };
+}
+
+/** A positive 128-bit serial with no leading zero byte, as upper-case hex (how node:tls reports it). */
+function newSerial(): string {
+  const b = randomBytes(16);
+  b[0] = (b[0]! & 0x7f) | 0x40;
+  return b.toString('hex').toUpperCase();
+}
+
+export function createCa(now = Date.now()): { certPem: string; keyPem: string } {
+  const { key, pub, pem } = newRsaKey(3072);
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = pub;
+  cert.serialNumber = newSerial();
+  cert.validity.notBefore = new Date(now - CLOCK_SKEW_MS);
+  cert.validity.notAfter = new Date(now + 10 * 365 * 86400_000);
+  const attrs = [{ name: 'commonName', value: 'Tether control plane CA' }, { name: 'organizationName', value: 'Tether' }];
+  cert.setSubject(attrs);
+  cert.setIssuer(attrs);
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: true, critical: true },
+    { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
+    { name: 'subjectKeyIdentifier' },
+  ]);
+  cert.sign(key, forge.md.sha256.create());
+  return { certPem: forge.pki.certificateToPem(cert), keyPem: pem };
+}
+
+function signWithCa(cert: forge.pki.Certificate, caCertPem: string, caKeyPem: string) {
+  const caCert = forge.pki.certificateFromPem(caCertPem);
+  cert.setIssuer(caCert.subject.attributes);
+  cert.sign(forge.pki.privateKeyFromPem(caKeyPem), forge.md.sha256.create());
+}
+
+export function issueServerCertificate(caCertPem: string, caKeyPem: string, sans: string[], now = Date.now()) {
+  const { key, pub, pem } = newRsaKey();
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = pub;
+  cert.serialNumber = newSerial();
+  cert.validity.notBefore = new Date(now - CLOCK_SKEW_MS);
+  cert.validity.notAfter = new Date(now + 2 * 365 * 86400_000);
+  cert.setSubject([{ name: 'commonName', value: sans[0] ?? 'tether' }]);
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: false },
+    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+    { name: 'extKeyUsage', serverAuth: true },
+    { name: 'subjectAltName', altNames: sans.map((s) => (isIP(s) ? { type: 7, ip: s } : { type: 2, value: s })) },
+  ]);
+  signWithCa(cert, caCertPem, caKeyPem);
+  return { certPem: forge.pki.certificateToPem(cert), keyPem: pem };
+}
+
+/** Issues an agent's client certificate for `identity` from its CSR. The CSR must be self-signed correctly. */
+export function issueAgentCertificate(
+  ca: Pick<CaMaterial, 'caCertPem' | 'caKeyPem'>,
+  csrPem: string,
+  identity: AgentIdentity,
+  ttlMs: number,
+  now = Date.now(),
+): IssuedCertificate {
+  let csr: forge.pki.CertificateSigningRequest;
+  try {
+    csr = forge.pki.certificationRequestFromPem(csrPem);
+  } catch {
+    throw badRequest('the CSR is not a PEM certificate signing request', 'invalid_csr');
+  }
+  if (!csr.verify()) throw badRequest('the CSR signature does not verify', 'invalid_csr');
+  const pub = csr.publicKey as forge.pki.rsa.PublicKey | null;
+  if (!pub || typeof pub.n?.bitLength !== 'function' || pub.n.bitLength() < 2048) {
+    throw badRequest('the CSR must carry an RSA public key of at least 2048 bits', 'invalid_csr');
+  }
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = pub;
+  const serial = newSerial();
+  cert.serialNumber = serial;
+  const notBefore = now - CLOCK_SKEW_MS;
+  const notAfter = now + ttlMs;
+  cert.validity.notBefore = new Date(notBefore);
+  cert.validity.notAfter = new Date(notAfter);
+  cert.setSubject([
+    { name: 'commonName', value: identity.agentId },
+    { name: 'organizationName', value: identity.aid },
+    { name: 'organizationalUnitName', value: identity.cid },
+  ]);
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: false },
+    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+    { name: 'extKeyUsage', clientAuth: true },
+    { name: 'subjectAltName', altNames: [{ type: 6, value: identityUri(identity) }] },
+  ]);
+  signWithCa(cert, ca.caCertPem, ca.caKeyPem);
+  return { certPem: forge.pki.certificateToPem(cert), serial, notBefore, notAfter };
+}
+
+/** The SAN entries (DNS names and IPs) of a PEM certificate, as strings. */
+function certificateSans(certPem: string): string[] {
+  const san = new X509Certificate(certPem).subjectAltName ?? '';
+  return san
+    .split(',')
+    .map((s) => s.trim().replace(/^(DNS|IP Address):/, ''))
+    .filter(Boolean);
+}
+
+/**
+ * Loads the CA and server certificate from the data folder, creating whatever is missing. The
+ * server certificate is reissued when the configured SANs change or it nears expiry.
+ */
+export function loadOrCreatePki(dataDir: string, sans: string[], now = Date.now()): CaMaterial & { created: boolean } {
+  const f = (n: string) => join(dataDir, n);
+  let created = false;
+  if (!existsSync(f('ca.key')) || !existsSync(f('ca.crt'))) {
+    const ca = createCa(now);
+    writeFileAtomic(f('ca.key'), ca.keyPem, 0o600);
+    writeFileAtomic(f('ca.crt'), ca.certPem, 0o644);
+    created = true;
+  }
+  const caCertPem = readFileSync(f('ca.crt'), 'utf8');
+  const caKeyPem = readFileSync(f('ca.key'), 'utf8');
+  let reissue = created || !existsSync(f('server.crt')) || !existsSync(f('server.key'));
+  if (!reissue) {
+    const current = readFileSync(f('server.crt'), 'utf8');
+    const have = new Set(certificateSans(current));
+    const x = new X509Certificate(current);
+    const expiresSoon = new Date(x.validTo).getTime() - now < 30 * 86400_000;
+    reissue = expiresSoon || sans.some((s) => !have.has(s)) || !x.verify(new X509Certificate(caCertPem).publicKey);
+  }
+  if (reissue) {
+    const server = issueServerCertificate(caCertPem, caKeyPem, sans, now);
+    writeFileAtomic(f('server.key'), server.keyPem, 0o600);
+    writeFileAtomic(f('server.crt'), server.certPem, 0o644);
+  }
+  return {
+    caCertPem,
+    caKeyPem,
+    serverCertPem: readFileSync(f('server.crt'), 'utf8'),
+    serverKeyPem: readFileSync(f('server.key'), 'utf8'),
+    created,
+  };
+}

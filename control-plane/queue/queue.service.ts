@@ -1,0 +1,292 @@
+/**
+ * The command queue: submission, long-poll claims, heartbeats and leases, fenced results,
+ * cancellation and logs. SQL stays in ../db; this layer decides and wakes.
+ */
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { badRequest, conflict, notFound } from '../../common/errors.ts';
+import { isNodeCommandType, parseSpec } from '../../common/specs.ts';
+import {
+  isTerminal,
+  type CommandState,
+  type CommandView,
+  type HeartbeatRequest,
+  type HeartbeatResponse,
+  type LogLine,
+  type PollResponse,
+  type ResultRequest,
+  type SubmitCommand,
+} from '../../common/wire.ts';
+import type { Clock } from '../../common/clock.ts';
+import type { Logger } from '../../common/logger.ts';
+import { iso } from '../../common/clock.ts';
+import type { Db } from '../db/database.ts';
+import { claimNext } from '../db/claim.ts';
+import * as commands from '../db/commands.repository.ts';
+import { getCluster } from '../db/accounts.repository.ts';
+import { findActiveNode, recordHeartbeat } from '../db/agents.repository.ts';
+import { appendLogs, readLogs } from '../db/logs.repository.ts';
+import type { CommandRow } from '../db/commands.repository.ts';
+import type { Config } from '../config.ts';
+import type { Metrics } from '../metrics.ts';
+import { Dispatcher } from './dispatcher.ts';
+import { redactText } from './redact.ts';
+
+/** Who is calling, as established from its verified client certificate. */
+export interface AgentPrincipal {
+  agentId: string;
+  aid: string;
+  cid: string;
+  role: 'node' | 'cluster-agent';
+  nid: string | null;
+}
+
+export type CommandEvent = { kind: 'log'; id: number; ts: number; stream: string; text: string } | { kind: 'state'; state: CommandState };
+
+export interface QueueDeps {
+  db: Db;
+  clock: Clock;
+  config: Config;
+  dispatcher: Dispatcher;
+  metrics: Metrics;
+  log: Logger;
+}
+
+export class QueueService {
+  readonly events = new EventEmitter();
+  private readonly d: QueueDeps;
+
+  constructor(deps: QueueDeps) {
+    this.d = deps;
+    this.events.setMaxListeners(0);
+  }
+
+  // ------------------------------------------------------------------ users
+
+  async submit(aid: string, input: SubmitCommand): Promise<{ command: CommandView; created: boolean }> {
+    const { db, clock, config } = this.d;
+    const nodeType = isNodeCommandType(input.type);
+    if (nodeType && !input.target.node) throw badRequest(`a ${input.type} command targets a node: set target.node`);
+    if (!nodeType && input.target.node) throw badRequest(`a ${input.type} command targets a cluster: remove target.node`);
+    const spec = parseSpec(input.type, input.spec);
+    if (!spec.success) throw badRequest(`invalid ${input.type} spec: ${formatIssues(spec.error.issues)}`, 'invalid_spec');
+    if (!(await getCluster(db, aid, input.target.cluster))) throw notFound(`cluster ${input.target.cluster} does not exist`, 'cluster_not_found');
+    if (input.target.node && !(await findActiveNode(db, aid, input.target.cluster, input.target.node))) {
+      throw notFound(`node ${input.target.node} is not registered in cluster ${input.target.cluster}`, 'node_not_found');
+    }
+    const { row, created } = await commands.insertCommand(db, {
+      aid,
+      cid: input.target.cluster,
+      nid: input.target.node ?? null,
+      type: input.type,
+      spec: JSON.stringify(spec.data),
+      idempotencyKey: input.idempotencyKey ?? null,
+      timeoutSeconds: input.timeoutSeconds ?? config.defaultTimeoutSeconds,
+      maxAttempts: input.maxAttempts ?? config.defaultMaxAttempts,
+      now: clock.now(),
+    });
+    if (created) {
+      this.d.dispatcher.notify(Dispatcher.key(row.aid, row.cid, row.nid));
+      this.d.log.info({ commandId: row.id, type: row.type, cid: row.cid, nid: row.nid }, 'command queued');
+    }
+    return { command: toView(row), created };
+  }
+
+  async get(aid: string, id: number): Promise<CommandView> {
+    const row = await commands.getCommand(this.d.db, aid, id);
+    if (!row) throw notFound(`job ${id} does not exist`, 'job_not_found');
+    return toView(row);
+  }
+
+  async list(aid: string, f: { cid?: string; state?: CommandState; limit?: number; beforeId?: number }): Promise<CommandView[]> {
+    const rows = await commands.listCommands(this.d.db, aid, { ...f, limit: f.limit ?? 100 });
+    return rows.map(toView);
+  }
+
+  async cancel(aid: string, id: number): Promise<CommandView> {
+    const row = await commands.requestCancel(this.d.db, aid, id, this.d.clock.now());
+    if (!row) throw notFound(`job ${id} does not exist`, 'job_not_found');
+    if (row.state === 'cancelled' && row.claimed_by === null) this.emitState(row);
+    if (row.state === 'running' && row.claimed_by) this.d.dispatcher.notifyAgent(row.claimed_by);
+    this.d.log.info({ commandId: id, state: row.state }, 'cancellation requested');
+    return toView(row);
+  }
+
+  async logs(aid: string, id: number, afterId: number, limit = 1000) {
+    await this.get(aid, id);
+    return readLogs(this.d.db, id, afterId, limit);
+  }
+
+  // ------------------------------------------------------------------ agents
+
+  /**
+   * Long-poll: claims the oldest queued command of the agent's target, or holds the request until
+   * one is queued (woken in-process), the agent has a cancellation to learn of, or `waitMs` passes.
+   */
+  async poll(agent: AgentPrincipal, waitMs: number, signal: AbortSignal): Promise<PollResponse> {
+    const key = Dispatcher.key(agent.aid, agent.cid, agent.role === 'node' ? agent.nid : null);
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const claimed = await this.tryClaim(agent);
+      if (claimed) {
+        if (signal.aborted) {
+          // The client left between the wake-up and the claim: give the command straight back.
+          await this.release(claimed);
+          this.d.dispatcher.notify(key);
+          return { command: null, cancel: [] };
+        }
+        return { command: claimed.command, cancel: await commands.cancelRequestedFor(this.d.db, agent.agentId) };
+      }
+      const remaining = deadline - Date.now();
+      if (remaining <= 0 || signal.aborted) return { command: null, cancel: await commands.cancelRequestedFor(this.d.db, agent.agentId) };
+      this.d.metrics.longPollsHeld.inc();
+      const reason = await this.d.dispatcher.wait(key, agent.agentId, remaining, signal).finally(() => this.d.metrics.longPollsHeld.dec());
+      if (reason === 'aborted' || reason === 'timeout') return { command: null, cancel: reason === 'timeout' ? await commands.cancelRequestedFor(this.d.db, agent.agentId) : [] };
+      if (reason === 'agent') return { command: null, cancel: await commands.cancelRequestedFor(this.d.db, agent.agentId) };
+      // 'work': loop and claim; if another waiter won the race we wait again.
+    }
+  }
+
+  private async tryClaim(agent: AgentPrincipal) {
+    const now = this.d.clock.now();
+    const leaseId = randomBytes(12).toString('base64url');
+    const row = await claimNext(
+      this.d.db,
+      { aid: agent.aid, cid: agent.cid, nid: agent.role === 'node' ? agent.nid : null },
+      { agentId: agent.agentId, leaseId, leaseExpiresAt: now + this.d.config.leaseSeconds * 1000, now },
+    );
+    if (!row) return undefined;
+    this.d.metrics.submitToClaim.observe(Math.max(0, now - row.created_at) / 1000);
+    this.d.log.info({ commandId: row.id, agentId: agent.agentId, attempt: row.attempts }, 'command claimed');
+    this.emitState(row);
+    return {
+      row,
+      command: {
+        id: row.id,
+        type: row.type,
+        spec: JSON.parse(row.spec) as unknown,
+        leaseId,
+        leaseExpiresAt: iso(row.lease_expires_at)!,
+        timeoutSeconds: row.timeout_seconds,
+        attempt: row.attempts,
+        maxAttempts: row.max_attempts,
+      },
+    };
+  }
+
+  /** Undoes a claim whose response could not be delivered (the attempt is not counted). */
+  private async release(claimed: { row: CommandRow; command: { leaseId: string } }) {
+    await commands.releaseClaim(this.d.db, claimed.row.id, claimed.command.leaseId);
+  }
+
+  async heartbeat(agent: AgentPrincipal, hb: HeartbeatRequest): Promise<HeartbeatResponse> {
+    const { db, clock, config } = this.d;
+    const now = clock.now();
+    await recordHeartbeat(db, agent.agentId, {
+      now,
+      version: hb.version,
+      metrics: JSON.stringify(hb.metrics),
+      vpn: hb.vpn ? JSON.stringify(hb.vpn) : null,
+    });
+    await commands.extendLeases(db, agent.agentId, hb.running, now + config.leaseSeconds * 1000, config.timeoutGraceSeconds * 1000);
+    this.d.metrics.heartbeats.inc();
+    return { cancel: await commands.cancelRequestedFor(db, agent.agentId), serverTime: new Date(now).toISOString() };
+  }
+
+  /** A command the agent may report on: same account and cluster, and its own node's or the cluster's. */
+  private async commandInScope(agent: AgentPrincipal, id: number): Promise<CommandRow> {
+    const row = await commands.getCommandById(this.d.db, id);
+    const inScope =
+      row && row.aid === agent.aid && row.cid === agent.cid && (agent.role === 'node' ? row.nid === agent.nid : row.nid === null);
+    // Another tenant's command is indistinguishable from a missing one.
+    if (!row || !inScope) throw notFound(`job ${id} does not exist`, 'job_not_found');
+    return row;
+  }
+
+  async report(agent: AgentPrincipal, id: number, r: ResultRequest): Promise<{ status: 'applied' | 'duplicate'; state: CommandState }> {
+    await this.commandInScope(agent, id);
+    const now = this.d.clock.now();
+    const error = r.error ? JSON.stringify({ ...r.error, message: redactText(r.error.message) }) : null;
+    const completion: commands.Completion =
+      r.outcome === 'failed' && r.error?.retryable
+        ? { kind: 'retry', error: error! }
+        : {
+            kind: 'final',
+            state: r.outcome,
+            outputs: r.outputs ? JSON.stringify(r.outputs) : null,
+            error: r.outcome === 'succeeded' ? null : (error ?? JSON.stringify({ code: r.outcome, message: r.outcome, retryable: false })),
+          };
+    const updated = await commands.completeAttempt(this.d.db, { id, agentId: agent.agentId, leaseId: r.leaseId, now }, completion);
+    if (updated) {
+      this.emitState(updated);
+      if (updated.state === 'queued') this.d.dispatcher.notify(Dispatcher.key(updated.aid, updated.cid, updated.nid));
+      this.d.log.info({ commandId: id, agentId: agent.agentId, state: updated.state }, 'result applied');
+      return { status: 'applied', state: updated.state };
+    }
+    const row = (await commands.getCommandById(this.d.db, id))!;
+    if (row.lease_id === r.leaseId && row.claimed_by === agent.agentId && isTerminal(row.state)) {
+      return { status: 'duplicate', state: row.state };
+    }
+    this.d.log.warn({ commandId: id, agentId: agent.agentId, state: row.state }, 'stale result refused');
+    throw conflict(`the lease for job ${id} is no longer held by this attempt (state ${row.state})`, 'stale_lease');
+  }
+
+  async appendLogs(agent: AgentPrincipal, id: number, leaseId: string, lines: LogLine[]): Promise<number> {
+    const row = await this.commandInScope(agent, id);
+    if (row.lease_id !== leaseId || row.claimed_by !== agent.agentId) {
+      throw conflict(`the lease for job ${id} is no longer held by this attempt`, 'stale_lease');
+    }
+    const now = this.d.clock.now();
+    const stored = await appendLogs(
+      this.d.db,
+      id,
+      lines.map((l) => ({ ts: l.ts ? Date.parse(l.ts) || now : now, stream: l.stream, text: redactText(l.text) })),
+    );
+    for (const l of stored) this.events.emit(`cmd:${id}`, { kind: 'log', ...l } satisfies CommandEvent);
+    return stored.length;
+  }
+
+  /** Ends attempts whose lease expired (requeue, fail, time out or cancel); returns how many. */
+  async reapExpired(): Promise<number> {
+    const rows = await commands.expireLeases(this.d.db, this.d.clock.now());
+    for (const row of rows) {
+      this.emitState(row);
+      this.d.log.warn({ commandId: row.id, state: row.state }, 'lease expired');
+      if (row.state === 'queued') this.d.dispatcher.notify(Dispatcher.key(row.aid, row.cid, row.nid));
+    }
+    return rows.length;
+  }
+
+  private emitState(row: CommandRow) {
+    this.events.emit(`cmd:${row.id}`, { kind: 'state', state: row.state } satisfies CommandEvent);
+  }
+}
+
+export function toView(row: CommandRow): CommandView {
+  return {
+    id: row.id,
+    aid: row.aid,
+    target: row.nid ? { cluster: row.cid, node: row.nid } : { cluster: row.cid },
+    type: row.type,
+    spec: JSON.parse(row.spec),
+    state: row.state,
+    idempotencyKey: row.idempotency_key,
+    timeoutSeconds: row.timeout_seconds,
+    maxAttempts: row.max_attempts,
+    attempts: row.attempts,
+    claimedBy: row.claimed_by,
+    outputs: row.outputs ? JSON.parse(row.outputs) : null,
+    error: row.error ? JSON.parse(row.error) : null,
+    cancelRequested: row.cancel_requested_at !== null,
+    createdAt: iso(row.created_at)!,
+    claimedAt: iso(row.claimed_at),
+    finishedAt: iso(row.finished_at),
+  };
+}
+
+export function formatIssues(issues: readonly { path: readonly PropertyKey[]; message: string }[]): string {
+  return issues
+    .slice(0, 10)
+    .map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`)
+    .join('; ');
+}
