@@ -1,0 +1,40 @@
+/** Host metrics for heartbeats: CPU (since the last sample), memory, disk, load, uptime, own RSS. */
+import os from 'node:os';
+import { statfsSync } from 'node:fs';
+import type { AgentMetrics } from '../wire.ts';
+
+export function hostMetricsCollector(diskPath = '/'): () => AgentMetrics {
+  let last = cpuTimes();
+  return () => {
+    const now = cpuTimes();
+    const idle = now.idle - last.idle;
+    const total = now.total - last.total;
+    last = now;
+    let disk: Pick<AgentMetrics, 'diskTotalBytes' | 'diskUsedBytes'> = {};
+    try {
+      const s = statfsSync(diskPath);
+      disk = { diskTotalBytes: s.blocks * s.bsize, diskUsedBytes: (s.blocks - s.bfree) * s.bsize };
+    } catch {
+      /* no disk figures */
+    }
+    return {
+      cpuPercent: total > 0 ? Math.round((1 - idle / total) * 1000) / 10 : 0,
+      memoryTotalBytes: os.totalmem(),
+      memoryUsedBytes: os.totalmem() - os.freemem(),
+      ...disk,
+      load: os.loadavg(),
+      uptimeSeconds: Math.round(os.uptime()),
+      rssBytes: process.memoryUsage.rss(),
+    };
+  };
+}
+
+function cpuTimes() {
+  let idle = 0;
+  let total = 0;
+  for (const c of os.cpus()) {
+    idle += c.times.idle;
+    total += c.times.user + c.times.nice + c.times.sys + c.times.idle + c.times.irq;
+  }
+  return { idle, total };
+}

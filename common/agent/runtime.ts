@@ -1,0 +1,354 @@
+/**
+ * The agents' consumer loop, shared by the cluster agent and the node agent: long-poll for work,
+ * run it with an AbortSignal per execution, heartbeat every 5 s, ship logs, and deliver results
+ * through an on-disk outbox. Every error is logged and retried with backoff (1 s doubling to
+ * 60 s, jittered); nothing here ends the process.
+ *
+ * The executor never sees the wire: it gets the claimed command and a context, and returns an
+ * outcome (succeeded | failed{retryable} | cancelled | timed_out).
+ */
+import pRetry from 'p-retry';
+import type { Logger } from '../logger.ts';
+import { TetherError, errorMessage } from '../errors.ts';
+import type { AgentMetrics, ClaimedCommand, LogLine, ResultRequest } from '../wire.ts';
+import type { AgentClient } from './agent-client.ts';
+import { MemoryOutbox, type Outbox, type OutboxEntry } from './outbox.ts';
+import { Masker } from './masker.ts';
+
+export type Outcome =
+  | { status: 'succeeded'; outputs?: Record<string, unknown> }
+  | { status: 'failed'; error: { code: string; message: string }; retryable: boolean }
+  | { status: 'cancelled'; message?: string }
+  | { status: 'timed_out'; message?: string };
+
+/** Why an execution's signal was aborted. */
+export class StopReason extends Error {
+  readonly kind: 'cancelled' | 'timed_out' | 'shutdown';
+  constructor(kind: 'cancelled' | 'timed_out' | 'shutdown', message: string) {
+    super(message);
+    this.kind = kind;
+  }
+}
+
+export interface ExecutionContext {
+  commandId: number;
+  attempt: number;
+  /** Aborted on cancellation, timeout or shutdown; `signal.reason` is a {@link StopReason}. */
+  signal: AbortSignal;
+  /** Local structured log (stays on the agent). */
+  log: Logger;
+  /** A line for the command's log on the control plane; registered secret values are masked. */
+  emit(text: string, stream?: LogLine['stream']): void;
+  /** Registers a secret value so it never appears in an emitted line. */
+  mask(value: string): void;
+}
+
+export type Executor = (command: ClaimedCommand, ctx: ExecutionContext) => Promise<Outcome>;
+
+export interface RuntimeOptions {
+  client: AgentClient;
+  execute: Executor;
+  log: Logger;
+  version: string;
+  collectMetrics: () => Promise<AgentMetrics> | AgentMetrics;
+  /** Extra heartbeat payload (the node agent's VPN peer state). */
+  collectVpn?: () => Promise<Record<string, unknown> | undefined>;
+  concurrency?: number;
+  heartbeatIntervalMs?: number;
+  pollWaitSeconds?: number;
+  /** How long running work may finish after a stop before it is cancelled. */
+  shutdownGraceMs?: number;
+  outbox?: Outbox;
+  /** Backoff bounds (defaults 1 s and 60 s). */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+interface Running {
+  command: ClaimedCommand;
+  controller: AbortController;
+  done: Promise<void>;
+}
+
+export class AgentRuntime {
+  private readonly o: Required<Omit<RuntimeOptions, 'collectVpn'>> & Pick<RuntimeOptions, 'collectVpn'>;
+  private readonly running = new Map<number, Running>();
+  private readonly stopping = new AbortController();
+  private loops: Promise<void>[] = [];
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private lastHeartbeatOk = 0;
+
+  constructor(opts: RuntimeOptions) {
+    this.o = {
+      concurrency: 1,
+      heartbeatIntervalMs: 5000,
+      pollWaitSeconds: 25,
+      shutdownGraceMs: 30_000,
+      outbox: new MemoryOutbox(),
+      minBackoffMs: 1000,
+      maxBackoffMs: 60_000,
+      ...opts,
+    };
+  }
+
+  /** Ids of the commands executing now. */
+  get runningIds(): number[] {
+    return [...this.running.keys()];
+  }
+
+  get lastHeartbeatAt(): number {
+    return this.lastHeartbeatOk;
+  }
+
+  start(): void {
+    void this.heartbeatOnce();
+    this.heartbeatTimer = setInterval(() => void this.heartbeatOnce(), this.o.heartbeatIntervalMs);
+    for (let i = 0; i < this.o.concurrency; i++) this.loops.push(this.pollLoop(i));
+  }
+
+  /** Stops polling, lets running work finish for the grace period, cancels the rest, reports. */
+  async stop(graceMs = this.o.shutdownGraceMs): Promise<void> {
+    if (this.stopping.signal.aborted) return;
+    this.o.log.info({ running: this.runningIds, graceMs }, 'stopping: no new work');
+    this.stopping.abort();
+    await Promise.all(this.loops);
+    const all = Promise.all([...this.running.values()].map((r) => r.done));
+    const timer = setTimeout(() => {
+      for (const r of this.running.values()) r.controller.abort(new StopReason('shutdown', 'the agent is shutting down'));
+    }, graceMs);
+    await all;
+    clearTimeout(timer);
+    await this.flushOutbox(5_000);
+    clearInterval(this.heartbeatTimer);
+    this.o.log.info('stopped');
+  }
+
+  // ------------------------------------------------------------------ polling
+
+  private async pollLoop(slot: number): Promise<void> {
+    const log = this.o.log.child({ slot });
+    while (!this.stopping.signal.aborted) {
+      try {
+        await this.flushOutbox();
+        const res = await pRetry(() => this.o.client.poll(this.o.pollWaitSeconds, this.stopping.signal), {
+          retries: Number.POSITIVE_INFINITY,
+          factor: 2,
+          minTimeout: this.o.minBackoffMs,
+          maxTimeout: this.o.maxBackoffMs,
+          randomize: true,
+          signal: this.stopping.signal,
+          onFailedAttempt: ({ error, attemptNumber, retryDelay }) => {
+            const level = error instanceof TetherError && !error.retryable ? 'error' : 'warn';
+            log[level]({ err: error, attempt: attemptNumber, retryInMs: retryDelay }, 'poll failed; backing off');
+          },
+        });
+        this.cancel(res.cancel);
+        if (res.command) {
+          const r = this.startExecution(res.command);
+          await r.done;
+        }
+      } catch (err) {
+        if (this.stopping.signal.aborted) break;
+        log.error({ err }, 'poll loop error');
+        await sleep(this.o.minBackoffMs, this.stopping.signal);
+      }
+    }
+  }
+
+  private cancel(ids: number[]): void {
+    for (const id of ids) {
+      const r = this.running.get(id);
+      if (r && !r.controller.signal.aborted) {
+        this.o.log.info({ commandId: id }, 'cancellation received');
+        r.controller.abort(new StopReason('cancelled', 'cancelled by a user'));
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ executing
+
+  private startExecution(command: ClaimedCommand): Running {
+    const controller = new AbortController();
+    const log = this.o.log.child({ commandId: command.id, type: command.type, attempt: command.attempt });
+    const masker = new Masker();
+    const shipper = new LogShipper(this.o.client, command, masker, log);
+    const timeout = setTimeout(
+      () => controller.abort(new StopReason('timed_out', `the command exceeded its timeout of ${command.timeoutSeconds}s`)),
+      command.timeoutSeconds * 1000,
+    );
+    const ctx: ExecutionContext = {
+      commandId: command.id,
+      attempt: command.attempt,
+      signal: controller.signal,
+      log,
+      emit: (text, stream = 'system') => shipper.push(stream, text),
+      mask: (v) => masker.add(v),
+    };
+    log.info('executing');
+    const done = (async () => {
+      let outcome: Outcome;
+      try {
+        outcome = await this.o.execute(command, ctx);
+      } catch (err) {
+        outcome = {
+          status: 'failed',
+          error: { code: err instanceof TetherError ? err.code : 'executor_error', message: errorMessage(err) },
+          retryable: err instanceof TetherError ? err.retryable : false,
+        };
+      }
+      clearTimeout(timeout);
+      if (controller.signal.aborted && outcome.status !== 'succeeded') outcome = fromStopReason(controller.signal.reason, outcome);
+      log.info({ status: outcome.status }, 'finished');
+      ctx.emit(`${outcome.status}${'error' in outcome ? `: ${outcome.error.code}: ${outcome.error.message}` : 'message' in outcome && outcome.message ? `: ${outcome.message}` : ''}`);
+      await shipper.close();
+      const result = toResult(command.leaseId, outcome, masker);
+      await this.o.outbox.put({ commandId: command.id, result });
+      this.running.delete(command.id);
+      await this.flushOutbox();
+    })();
+    const r: Running = { command, controller, done };
+    this.running.set(command.id, r);
+    return r;
+  }
+
+  // ------------------------------------------------------------------ results
+
+  private flushing: Promise<void> | undefined;
+
+  /** Delivers stored results. A refusal (4xx: stale lease, unknown job) is final and drops the entry. */
+  flushOutbox(timeoutMs?: number): Promise<void> {
+    if (!this.flushing) {
+      this.flushing = this.deliverAll(timeoutMs).finally(() => {
+        this.flushing = undefined;
+      });
+    }
+    return this.flushing;
+  }
+
+  private async deliverAll(timeoutMs?: number): Promise<void> {
+    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+    for (const entry of await this.o.outbox.list()) {
+      if (deadline !== undefined && Date.now() > deadline) return;
+      await this.deliver(entry);
+    }
+  }
+
+  private async deliver(entry: OutboxEntry): Promise<void> {
+    try {
+      const r = await this.o.client.report(entry.commandId, entry.result);
+      this.o.log.info({ commandId: entry.commandId, outcome: entry.result.outcome, status: r.status, state: r.state }, 'result delivered');
+      await this.o.outbox.remove(entry);
+    } catch (err) {
+      if (err instanceof TetherError && !err.retryable && err.status >= 400 && err.status < 500) {
+        this.o.log.warn({ commandId: entry.commandId, err }, 'result refused by the control plane; dropping it');
+        await this.o.outbox.remove(entry);
+      } else {
+        this.o.log.warn({ commandId: entry.commandId, err }, 'result not delivered yet; kept in the outbox');
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ heartbeats
+
+  private heartbeating = false;
+
+  private async heartbeatOnce(): Promise<void> {
+    if (this.heartbeating) return;
+    this.heartbeating = true;
+    try {
+      const [metrics, vpn] = await Promise.all([this.o.collectMetrics(), this.o.collectVpn?.()]);
+      const res = await this.o.client.heartbeat({ version: this.o.version, metrics, running: this.runningIds, ...(vpn ? { vpn } : {}) });
+      this.lastHeartbeatOk = Date.now();
+      this.cancel(res.cancel);
+    } catch (err) {
+      this.o.log.warn({ err }, 'heartbeat failed');
+    } finally {
+      this.heartbeating = false;
+    }
+  }
+}
+
+function fromStopReason(reason: unknown, outcome: Outcome): Outcome {
+  if (reason instanceof StopReason) {
+    if (reason.kind === 'timed_out') return { status: 'timed_out', message: reason.message };
+    return { status: 'cancelled', message: reason.message };
+  }
+  return outcome;
+}
+
+function toResult(leaseId: string, o: Outcome, masker: Masker): ResultRequest {
+  switch (o.status) {
+    case 'succeeded':
+      return { leaseId, outcome: 'succeeded', ...(o.outputs ? { outputs: o.outputs } : {}) };
+    case 'failed':
+      return { leaseId, outcome: 'failed', error: { code: o.error.code, message: masker.apply(o.error.message).slice(0, 16_000), retryable: o.retryable } };
+    case 'cancelled':
+      return { leaseId, outcome: 'cancelled', error: { code: 'cancelled', message: o.message ?? 'cancelled', retryable: false } };
+    case 'timed_out':
+      return { leaseId, outcome: 'timed_out', error: { code: 'timed_out', message: o.message ?? 'timed out', retryable: false } };
+  }
+}
+
+/** Batches a command's log lines to the control plane (best effort, bounded memory). */
+class LogShipper {
+  private buf: LogLine[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private sending: Promise<void> = Promise.resolve();
+  private dropped = 0;
+  private readonly client: AgentClient;
+  private readonly command: ClaimedCommand;
+  private readonly masker: Masker;
+  private readonly log: Logger;
+
+  constructor(client: AgentClient, command: ClaimedCommand, masker: Masker, log: Logger) {
+    this.client = client;
+    this.command = command;
+    this.masker = masker;
+    this.log = log;
+  }
+
+  push(stream: LogLine['stream'], text: string): void {
+    for (const line of text.split('\n')) {
+      if (this.buf.length >= 10_000) {
+        this.dropped++;
+        continue;
+      }
+      this.buf.push({ ts: new Date().toISOString(), stream, text: this.masker.apply(line).slice(0, 16_000) });
+    }
+    if (this.buf.length >= 500) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), 500);
+  }
+
+  private flush(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.sending = this.sending.then(async () => {
+      while (this.buf.length) {
+        const batch = this.buf.slice(0, 1000);
+        try {
+          await this.client.logs(this.command.id, this.command.leaseId, batch);
+          this.buf.splice(0, batch.length);
+        } catch (err) {
+          this.log.debug({ err }, 'log lines not shipped');
+          return;
+        }
+      }
+    });
+    return this.sending;
+  }
+
+  async close(): Promise<void> {
+    if (this.dropped) this.buf.push({ ts: new Date().toISOString(), stream: 'system', text: `[${this.dropped} log lines dropped]` });
+    await this.flush();
+  }
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
+}
