@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# `npm test`: set-up (Node 24, npm ci), the pinned test toolchain (etcd, kube-apiserver, helm,
+# tofu; built once into ~/.cache/tether), host packages the node-agent tests need (when root),
+# then the whole mocha suite. Extra arguments go to mocha (e.g. a file or --grep).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+bash scripts/setup.sh
+# shellcheck source=env.sh
+source scripts/env.sh
+eval "$(bash test/toolchain/install.sh)"
+if [ -f test/node-agent/setup.sh ]; then
+  if [ "$(id -u)" = 0 ]; then bash test/node-agent/setup.sh; else echo "test: not root; the WireGuard/netns tests will say why they skip" >&2; fi
+fi
+exec node_modules/.bin/mocha "$@"
