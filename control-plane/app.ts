@@ -11,7 +11,7 @@ import express from 'express';
 import { systemClock, type Clock } from '../common/clock.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
 import { writeFileAtomic } from '../common/files.ts';
-import { agentStatus } from '../common/wire.ts';
+import { agentStatus, COMMAND_STATES } from '../common/wire.ts';
 import { openDatabase, migrate, type Db } from './db/database.ts';
 import { countByState } from './db/commands.repository.ts';
 import { activeAgentHeartbeats } from './db/agents.repository.ts';
@@ -68,7 +68,10 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   const identity = new IdentityService({ db, clock, config, ca, log });
   const dispatcher = new Dispatcher();
   const metrics = createMetrics({
-    commandsByState: async () => Object.fromEntries((await countByState(db)).map((r) => [r.state, Number(r.n)])),
+    commandsByState: async () => ({
+      ...Object.fromEntries(COMMAND_STATES.map((s) => [s, 0])),
+      ...Object.fromEntries((await countByState(db)).map((r) => [r.state, Number(r.n)])),
+    }),
     agentsByStatus: async () => {
       const counts: Record<string, number> = { healthy: 0, degraded: 0, offline: 0 };
       const now = clock.now();
