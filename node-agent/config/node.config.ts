@@ -1,0 +1,114 @@
+/**
+ * The node agent's configuration file (YAML, zod-validated, 0600). `register` writes it; every
+ * other command reads it. Its path: --config, else $TETHER_NODE_CONFIG, else /etc/tether/config.yaml.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import YAML from 'yaml';
+import { z } from 'zod';
+import { aidSchema, cidSchema, nidSchema } from '../../common/wire.ts';
+import { writeFileAtomic } from '../../common/files.ts';
+
+export const DEFAULT_CONFIG_PATH = '/etc/tether/config.yaml';
+export const DEFAULT_STATE_DIR = '/var/lib/tether';
+
+const ifname = z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'an interface name: at most 15 of [A-Za-z0-9_.-]');
+const port = z.number().int().min(1).max(65535);
+
+export const interfaceSchema = z.object({ interface: ifname, listenPort: port }).strict();
+
+export const networkSchema = z
+  .object({
+    wg0: interfaceSchema.default({ interface: 'wg0', listenPort: 51820 }),
+    wg1: interfaceSchema.default({ interface: 'wg1', listenPort: 51821 }),
+    /** Address other nodes and users reach this node at; unset: the local address routed to the control plane. */
+    endpointAddress: z.string().min(1).max(253).optional(),
+    /** Userspace WireGuard used when the kernel refuses `ip link add … type wireguard`. */
+    wireguardGo: z.string().min(1).default('wireguard-go'),
+    /** Re-sync the VPN on this interval as a safety net (0 = only when told). */
+    resyncSeconds: z.number().int().min(0).max(86_400).default(300),
+  })
+  .strict()
+  .refine((n) => n.wg0.interface !== n.wg1.interface, 'wg0 and wg1 need different interface names')
+  .refine((n) => n.wg0.listenPort !== n.wg1.listenPort, 'wg0 and wg1 need different listen ports');
+
+export const nodeConfigSchema = z
+  .object({
+    nodeId: nidSchema,
+    agentId: z.string().min(1).max(64),
+    accountId: aidSchema,
+    cluster: cidSchema,
+    controlPlane: z.boolean().default(false),
+    server: z.string().url().refine((u) => u.startsWith('https://'), 'the control plane URL must be https://'),
+    caFile: z.string().min(1),
+    certFile: z.string().min(1),
+    keyFile: z.string().min(1),
+    stateDir: z.string().min(1),
+    /** Root prefix `install` writes its files under. */
+    installRoot: z.string().min(1).default('/'),
+    heartbeatIntervalMs: z.number().int().min(100).max(300_000).default(5000),
+    pollWaitSeconds: z.number().int().min(1).max(120).default(25),
+    shutdownGraceSeconds: z.number().int().min(0).max(3600).default(30),
+    network: networkSchema.default({
+      wg0: { interface: 'wg0', listenPort: 51820 },
+      wg1: { interface: 'wg1', listenPort: 51821 },
+      wireguardGo: 'wireguard-go',
+      resyncSeconds: 300,
+    }),
+  })
+  .strict();
+
+export type NodeConfig = z.infer<typeof nodeConfigSchema>;
+export type NetworkConfig = NodeConfig['network'];
+
+/** --config, else $TETHER_NODE_CONFIG, else the default path. */
+export function configPath(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(flag ?? env.TETHER_NODE_CONFIG ?? DEFAULT_CONFIG_PATH);
+}
+
+/** Where state lives unless told: /var/lib/tether for the default config, else next to the config file. */
+export function defaultStateDir(path: string): string {
+  return path === DEFAULT_CONFIG_PATH ? DEFAULT_STATE_DIR : join(dirname(path), 'state');
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parses YAML text; relative paths inside are relative to the config file's folder. */
+export function parseNodeConfig(text: string, path: string): NodeConfig {
+  let raw: unknown;
+  try {
+    raw = YAML.parse(text);
+  } catch (err) {
+    throw new ConfigError(`${path}: not valid YAML: ${(err as Error).message}`);
+  }
+  const r = nodeConfigSchema.safeParse(raw);
+  if (!r.success) throw new ConfigError(`${path}: ${r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+  const base = dirname(path);
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
+  const c = r.data;
+  return { ...c, caFile: abs(c.caFile), certFile: abs(c.certFile), keyFile: abs(c.keyFile), stateDir: abs(c.stateDir), installRoot: abs(c.installRoot) };
+}
+
+export function loadNodeConfig(path: string): NodeConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError(code === 'ENOENT' ? `no configuration at ${path}: run \`tether-node register\` first (or pass --config)` : `cannot read ${path}: ${code}`);
+  }
+  return parseNodeConfig(text, path);
+}
+
+export function renderNodeConfig(c: NodeConfig): string {
+  return `# tether-node configuration (written by \`tether-node register\`)\n${YAML.stringify(nodeConfigSchema.parse(c))}`;
+}
+
+export function saveNodeConfig(path: string, c: NodeConfig): void {
+  writeFileAtomic(path, renderNodeConfig(c), 0o600);
+}

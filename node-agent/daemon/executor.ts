@@ -1,0 +1,68 @@
+/**
+ * The node agent's executor: preflight, install and vpn-sync commands from the control plane,
+ * each returning an Outcome. The spec is validated again here (the agent never trusts the wire).
+ */
+import { installSpecSchema, parseSpec } from '../../common/specs.ts';
+import { errorMessage } from '../../common/errors.ts';
+import type { Executor, Outcome } from '../../common/agent/runtime.ts';
+import type { NodeConfig } from '../config/node.config.ts';
+import type { Runner } from '../process/run.ts';
+import { runPreflight } from '../preflight/preflight.run.ts';
+import { renderReport } from '../preflight/preflight.report.ts';
+import { runInstall } from '../install/install.command.ts';
+import type { VpnSyncResult } from '../vpn/vpn.sync.ts';
+
+export interface ExecutorDeps {
+  config: NodeConfig;
+  run: Runner;
+  caPem: string;
+  /** Serialised VPN sync (shared with the daemon's own periodic sync). */
+  syncVpn: () => Promise<VpnSyncResult>;
+}
+
+const failed = (code: string, message: string, retryable: boolean): Outcome => ({ status: 'failed', error: { code, message }, retryable });
+
+export function nodeExecutor(d: ExecutorDeps): Executor {
+  return async (command, ctx) => {
+    const spec = parseSpec(command.type, command.spec);
+    if (!spec.success) return failed('invalid_spec', spec.error.issues.map((i) => i.message).join('; '), false);
+    switch (command.type) {
+      case 'preflight': {
+        const report = await runPreflight({
+          controlPlaneNode: d.config.controlPlane,
+          wg: d.config.network,
+          server: { url: d.config.server, caPem: d.caPem },
+          run: d.run,
+        });
+        ctx.emit(renderReport(report), 'stdout');
+        if (report.summary.ok) return { status: 'succeeded', outputs: { report } };
+        const fails = report.checks.filter((c) => c.status === 'fail').map((c) => `${c.name}: ${c.detail}`);
+        return failed('preflight_failed', `${fails.length} check(s) failed: ${fails.join('; ')}`, false);
+      }
+      case 'install': {
+        const s = installSpecSchema.parse(spec.data);
+        const r = await runInstall({
+          config: d.config,
+          root: d.config.installRoot,
+          dryRun: s.dryRun ?? false,
+          run: d.run,
+          signal: ctx.signal,
+          onLine: (l) => ctx.emit(l, 'stdout'),
+        });
+        if (!r.result.ok) return failed('install_failed', r.result.steps.flatMap((x) => (x.status === 'failed' ? x.notes : [])).join('; ') || 'a step failed', true);
+        return { status: 'succeeded', outputs: { steps: r.result.steps, pending: r.result.pending, hostCommands: r.hostCommands } };
+      }
+      case 'vpn-sync': {
+        try {
+          const v = await d.syncVpn();
+          ctx.emit(`wg0 ${v.wg0.interface} ${v.wg0.address}: ${v.wg0.peers} peers; wg1 ${v.wg1.interface} ${v.wg1.address}: ${v.wg1.peers} users`);
+          return { status: 'succeeded', outputs: { vpn: v } };
+        } catch (err) {
+          return failed('vpn_sync_failed', errorMessage(err), true);
+        }
+      }
+      default:
+        return failed('unsupported_command', `a node agent does not run ${command.type} commands`, false);
+    }
+  };
+}

@@ -1,0 +1,78 @@
+/**
+ * `tether-node register`: one time. The key pair is generated here and the private key is written
+ * (0600) before anything is sent; only a CSR travels, traded with the one-time bootstrap token for
+ * a certificate. Then the configuration file is written (0600).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { generateKeyPair } from '../../common/csr.ts';
+import { writeFileAtomic } from '../../common/files.ts';
+import { bootstrapAgent } from '../../common/agent/agent-client.ts';
+import type { Logger } from '../../common/logger.ts';
+import { ConfigError, defaultStateDir, nodeConfigSchema, saveNodeConfig, type NodeConfig } from '../config/node.config.ts';
+
+export interface RegisterOptions {
+  configPath: string;
+  token: string;
+  aid: string;
+  controlPlane: boolean;
+  server: string;
+  caFile?: string;
+  name?: string;
+  stateDir?: string;
+  network?: Partial<{ wg0Interface: string; wg1Interface: string; wg0Port: number; wg1Port: number; endpointAddress: string; wireguardGo: string }>;
+  heartbeatIntervalMs?: number;
+  force?: boolean;
+}
+
+export async function registerNode(o: RegisterOptions, log: Logger): Promise<NodeConfig> {
+  if (existsSync(o.configPath) && !o.force) throw new ConfigError(`${o.configPath} exists: this node is registered already (revoke it and pass --force to register again)`);
+  const dir = dirname(o.configPath);
+  const keyFile = join(dir, 'node.key');
+  const certFile = join(dir, 'node.crt');
+  const caFile = join(dir, 'ca.crt');
+  let caPem: string | undefined;
+  if (o.caFile) {
+    try {
+      caPem = readFileSync(o.caFile, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`cannot read the CA file ${o.caFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+  }
+  // Validate everything local before the one-time token is spent.
+  const n = o.network ?? {};
+  const draft = {
+    nodeId: o.name ?? 'pending',
+    agentId: 'pending',
+    accountId: o.aid,
+    cluster: 'pending',
+    controlPlane: o.controlPlane,
+    server: o.server,
+    caFile,
+    certFile,
+    keyFile,
+    stateDir: o.stateDir ?? defaultStateDir(o.configPath),
+    ...(o.heartbeatIntervalMs ? { heartbeatIntervalMs: o.heartbeatIntervalMs } : {}),
+    network: {
+      wg0: { interface: n.wg0Interface ?? 'wg0', listenPort: n.wg0Port ?? 51820 },
+      wg1: { interface: n.wg1Interface ?? 'wg1', listenPort: n.wg1Port ?? 51821 },
+      ...(n.endpointAddress ? { endpointAddress: n.endpointAddress } : {}),
+      wireguardGo: n.wireguardGo ?? 'wireguard-go',
+    },
+  };
+  const checked = nodeConfigSchema.safeParse(draft);
+  if (!checked.success) throw new ConfigError(checked.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '));
+
+  const keys = generateKeyPair();
+  writeFileAtomic(keyFile, keys.privateKeyPem, 0o600);
+  log.info({ server: o.server, aid: o.aid, controlPlane: o.controlPlane, name: o.name }, 'registering with the control plane');
+  // Without --ca-file the server is verified against the system's CAs (an empty CA means the defaults).
+  const res = await bootstrapAgent({ url: o.server, caPem: caPem ?? '', token: o.token, keys, aid: o.aid, controlPlane: o.controlPlane, ...(o.name ? { nodeName: o.name } : {}) });
+  if (res.role !== 'node' || !res.nid) throw new ConfigError(`the token is for a ${res.role}, not a node`);
+  writeFileAtomic(certFile, res.certificate, 0o644);
+  writeFileAtomic(caFile, res.caCertificate, 0o644);
+  const config: NodeConfig = { ...checked.data, nodeId: res.nid, agentId: res.agentId, accountId: res.aid, cluster: res.cid, controlPlane: res.controlPlane };
+  saveNodeConfig(o.configPath, config);
+  log.info({ agentId: res.agentId, nid: res.nid, cid: res.cid, expiresAt: res.expiresAt, config: o.configPath }, 'registered');
+  return config;
+}

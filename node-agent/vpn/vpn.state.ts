@@ -1,0 +1,32 @@
+/** The VPN part of every heartbeat: public state of wg0 and wg1 read with `wg show <if> dump` (never the private key). */
+import type { Runner } from '../process/run.ts';
+import type { NetworkConfig } from '../config/node.config.ts';
+import { parseWgDump } from './wireguard.render.ts';
+
+export async function collectVpnState(net: NetworkConfig, run: Runner, nowSeconds = Date.now() / 1000): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = {};
+  for (const role of ['wg0', 'wg1'] as const) {
+    const ifname = net[role].interface;
+    const r = await run('wg', ['show', ifname, 'dump'], { timeoutMs: 5000 });
+    const dump = r.ok ? parseWgDump(r.stdout) : undefined;
+    if (!dump) {
+      out[role] = { interface: ifname, up: false };
+      continue;
+    }
+    out[role] = {
+      interface: ifname,
+      up: true,
+      publicKey: dump.publicKey,
+      listenPort: dump.listenPort,
+      peers: dump.peers.map((p) => ({
+        publicKey: p.publicKey,
+        endpoint: p.endpoint,
+        allowedIps: p.allowedIps,
+        handshakeAgeSeconds: p.latestHandshake > 0 ? Math.max(0, Math.round(nowSeconds - p.latestHandshake)) : null,
+        rxBytes: p.rxBytes,
+        txBytes: p.txBytes,
+      })),
+    };
+  }
+  return out;
+}
