@@ -1,0 +1,66 @@
+/**
+ * The cluster agent's Executor: validates the claimed spec again (the agent never trusts the
+ * wire), gives it a private scratch folder, runs it, and turns errors into outcomes.
+ */
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Executor, Outcome } from '../common/agent/runtime.ts';
+import { TetherError, errorMessage } from '../common/errors.ts';
+import { CLUSTER_COMMAND_TYPES, flowSpecSchema, helmSpecSchema, manifestSpecSchema, tofuSpecSchema } from '../common/specs.ts';
+import { executeFlow } from './flow.executor.ts';
+import { executeHelm } from './helm.executor.ts';
+import { executeManifest } from './manifest.executor.ts';
+import { SecretResolver } from './secrets.ts';
+import { noOutputRefs, type AgentDeps, type StepContext, type StepResult } from './step.ts';
+import { executeTofu } from './tofu.executor.ts';
+
+export function createExecutor(deps: AgentDeps): Executor {
+  const runsDir = join(deps.config.workDir, 'runs');
+  // Scratch left by a previous process (killed mid-run) may hold resolved secrets.
+  rmSync(runsDir, { recursive: true, force: true });
+  mkdirSync(runsDir, { recursive: true, mode: 0o700 });
+
+  return async (command, ctx): Promise<Outcome> => {
+    if (!(CLUSTER_COMMAND_TYPES as readonly string[]).includes(command.type)) {
+      return { status: 'failed', error: { code: 'unsupported_type', message: `the cluster agent does not run ${command.type} commands` }, retryable: false };
+    }
+    const runDir = mkdtempSync(join(runsDir, `${command.id}-`));
+    const s: StepContext = { deps, exec: ctx, runDir, secrets: new SecretResolver(deps.kube.core, ctx.mask), output: noOutputRefs };
+    try {
+      const result = await run(command.type, command.spec, s);
+      return { status: 'succeeded', outputs: result.outputs };
+    } catch (err) {
+      if (ctx.signal.aborted) return { status: 'cancelled', message: errorMessage(ctx.signal.reason) };
+      ctx.log.warn({ err }, 'command failed');
+      return {
+        status: 'failed',
+        error: { code: err instanceof TetherError ? err.code : 'executor_error', message: errorMessage(err) },
+        retryable: err instanceof TetherError ? err.retryable : false,
+      };
+    } finally {
+      rmSync(runDir, { recursive: true, force: true });
+    }
+  };
+}
+
+async function run(type: string, raw: unknown, s: StepContext): Promise<StepResult> {
+  switch (type) {
+    case 'helm':
+      return executeHelm(parse(helmSpecSchema, raw, type), s);
+    case 'manifest':
+      return executeManifest(parse(manifestSpecSchema, raw, type), s);
+    case 'tofu':
+      return executeTofu(parse(tofuSpecSchema, raw, type), s);
+    case 'flow':
+      return executeFlow(parse(flowSpecSchema, raw, type), s);
+    default:
+      throw new TetherError('unsupported_type', `the cluster agent does not run ${type} commands`);
+  }
+}
+
+function parse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] } } }, raw: unknown, type: string): T {
+  const r = schema.safeParse(raw);
+  if (r.success) return r.data;
+  const issues = r.error.issues.slice(0, 5).map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`).join('; ');
+  throw new TetherError('invalid_spec', `invalid ${type} spec: ${issues}`);
+}

@@ -1,0 +1,75 @@
+/**
+ * Runs a flow: its steps in order, each step's {outputRef}s resolved from the results of the steps
+ * before it (sensitive tofu outputs are read back from their Secret, inside the agent). Stops at
+ * the first failure; every step's state is reported.
+ */
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { TetherError, errorMessage } from '../common/errors.ts';
+import type { FlowSpec, FlowStep, OutputRef } from '../common/specs.ts';
+import { executeHelm } from './helm.executor.ts';
+import { executeManifest } from './manifest.executor.ts';
+import { executeTofu } from './tofu.executor.ts';
+import type { StepContext, StepResult } from './step.ts';
+
+export interface FlowStepReport {
+  name: string;
+  type: FlowStep['type'];
+  state: 'succeeded' | 'failed' | 'skipped' | 'cancelled';
+  outputs?: Record<string, unknown>;
+  error?: { code: string; message: string };
+}
+
+export function runStep(step: FlowStep, s: StepContext): Promise<StepResult> {
+  switch (step.type) {
+    case 'helm':
+      return executeHelm(step.spec, s);
+    case 'manifest':
+      return executeManifest(step.spec, s);
+    case 'tofu':
+      return executeTofu(step.spec, s);
+  }
+}
+
+export async function executeFlow(spec: FlowSpec, s: StepContext): Promise<StepResult> {
+  const results = new Map<string, StepResult>();
+  const reports: FlowStepReport[] = spec.steps.map((st) => ({ name: st.name, type: st.type, state: 'skipped' }));
+  const output = async (ref: OutputRef): Promise<unknown> => {
+    const r = results.get(ref.step);
+    if (!r) throw new TetherError('output_not_found', `outputRef to step "${ref.step}", which has not run`);
+    const v = await r.lookup(ref.key);
+    if (v === undefined) throw new TetherError('output_not_found', `step "${ref.step}" has no output "${ref.key}"`);
+    return v;
+  };
+
+  for (const [i, step] of spec.steps.entries()) {
+    const report = reports[i]!;
+    const runDir = join(s.runDir, `${i}-${step.name}`);
+    mkdirSync(runDir, { recursive: true, mode: 0o700 });
+    s.exec.emit(`step ${i + 1}/${spec.steps.length} "${step.name}" (${step.type}) starting`);
+    try {
+      const r = await runStep(step, { ...s, runDir, output });
+      results.set(step.name, r);
+      report.state = 'succeeded';
+      report.outputs = r.outputs;
+      s.exec.emit(`step "${step.name}" succeeded`);
+    } catch (err) {
+      const aborted = s.exec.signal.aborted;
+      report.state = aborted ? 'cancelled' : 'failed';
+      report.error = { code: err instanceof TetherError ? err.code : 'step_failed', message: errorMessage(err) };
+      s.exec.emit(`step "${step.name}" ${report.state}: ${report.error.message}`);
+      s.exec.emit(`steps: ${reports.map((r) => `${r.name}=${r.state}`).join(', ')}`);
+      if (aborted) throw err;
+      throw new TetherError(
+        report.error.code,
+        `flow stopped at step ${i + 1}/${spec.steps.length} "${step.name}" (${step.type}): ${report.error.message} ` +
+          `[steps: ${reports.map((r) => `${r.name} ${r.state}`).join(', ')}]`,
+        { retryable: false, cause: err },
+      );
+    } finally {
+      rmSync(runDir, { recursive: true, force: true });
+    }
+  }
+  const outputs: Record<string, unknown> = { steps: reports };
+  return { outputs, lookup: async () => undefined };
+}

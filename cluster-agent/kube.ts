@@ -1,0 +1,79 @@
+/**
+ * Access to the cluster: a KubeConfig for the API client and a kubeconfig FILE for helm and tofu
+ * (they always get it explicitly). Outside a cluster that is the given file; in-cluster the agent
+ * writes one (0600) that points at the service account's token and CA files, so rotated tokens
+ * keep working.
+ */
+import { join } from 'node:path';
+import { CoreV1Api, KubeConfig, KubernetesObjectApi, type V1APIResource } from '@kubernetes/client-node';
+import { writeFileAtomic } from '../common/files.ts';
+
+const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
+
+export interface KubeAccess {
+  kc: KubeConfig;
+  core: CoreV1Api;
+  objects: ObjectApi;
+  /** kubeconfig file handed to helm and tofu. */
+  kubeconfigPath: string;
+  inCluster: boolean;
+}
+
+/** KubernetesObjectApi with its discovery (kind -> resource, namespaced or not) made usable. */
+export class ObjectApi extends KubernetesObjectApi {
+  async lookup(apiVersion: string, kind: string): Promise<V1APIResource | undefined> {
+    return this.resource(apiVersion, kind);
+  }
+  /** Forgets cached discovery (after CRDs were applied). */
+  forget(apiVersion: string): void {
+    delete this.apiVersionResourceCache[apiVersion];
+  }
+}
+
+export function connectKube(opts: { kubeconfig?: string; workDir: string }): KubeAccess {
+  const kc = new KubeConfig();
+  let kubeconfigPath: string;
+  const inCluster = !opts.kubeconfig;
+  if (opts.kubeconfig) {
+    kc.loadFromFile(opts.kubeconfig);
+    kubeconfigPath = opts.kubeconfig;
+  } else {
+    kc.loadFromCluster();
+    kubeconfigPath = join(opts.workDir, 'in-cluster.kubeconfig');
+    writeFileAtomic(kubeconfigPath, inClusterKubeconfig(kc.getCurrentCluster()?.server ?? ''), 0o600);
+  }
+  return { kc, core: kc.makeApiClient(CoreV1Api), objects: kc.makeApiClient(ObjectApi), kubeconfigPath, inCluster };
+}
+
+export function inClusterKubeconfig(server: string): string {
+  return JSON.stringify({
+    apiVersion: 'v1',
+    kind: 'Config',
+    clusters: [{ name: 'in-cluster', cluster: { server, 'certificate-authority': `${SA_DIR}/ca.crt` } }],
+    users: [{ name: 'service-account', user: { tokenFile: `${SA_DIR}/token` } }],
+    contexts: [{ name: 'in-cluster', context: { cluster: 'in-cluster', user: 'service-account' } }],
+    'current-context': 'in-cluster',
+  });
+}
+
+/** The HTTP status of a Kubernetes API error (ApiException.code), if it is one. */
+export function kubeStatus(err: unknown): number | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'number' ? code : undefined;
+}
+
+/** A short message for a Kubernetes API error: the Status message when there is one. */
+export function kubeMessage(err: unknown): string {
+  const body = (err as { body?: unknown } | null)?.body;
+  if (typeof body === 'string') {
+    try {
+      const parsed = JSON.parse(body) as { message?: string };
+      if (parsed.message) return parsed.message;
+    } catch {
+      /* not JSON */
+    }
+  } else if (body && typeof body === 'object' && 'message' in body && typeof body.message === 'string') {
+    return body.message;
+  }
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,52 @@
+/** The helm argument list as a pure function of the spec, and the release JSON it reads back. */
+import assert from 'node:assert/strict';
+import { helmSpecSchema } from '../../common/specs.ts';
+import { parseHelmRelease, planHelmUpgrade } from '../../cluster-agent/helm.plan.ts';
+
+const spec = (s: unknown) => helmSpecSchema.parse(s);
+
+describe('helm plan', () => {
+  it('installs a repo chart with every user value as --flag=value or after --', () => {
+    const args = planHelmUpgrade({
+      spec: spec({ release: 'web', namespace: 'apps', chart: { repo: 'https://charts.example.com', name: 'nginx', version: '1.2.3' }, createNamespace: true, wait: true, timeoutSeconds: 120 }),
+      kubeconfig: '/k/config',
+      valuesFile: '/run/values.json',
+    });
+    assert.deepEqual(args, [
+      'upgrade', '--install', '--namespace=apps', '--kubeconfig=/k/config', '--create-namespace', '--wait', '--timeout=120s',
+      '--history-max=10', '--output=json', '--repo=https://charts.example.com', '--version=1.2.3', '--values=/run/values.json', '--', 'web', 'nginx',
+    ]);
+  });
+
+  it('uses an OCI reference as the chart', () => {
+    const args = planHelmUpgrade({ spec: spec({ release: 'db', namespace: 'data', chart: { oci: 'oci://registry.example.com/charts/pg' } }), kubeconfig: '/k' });
+    assert.deepEqual(args.slice(-3), ['--', 'db', 'oci://registry.example.com/charts/pg']);
+    assert.ok(!args.includes('--wait') && !args.includes('--create-namespace'));
+    assert.ok(!args.some((a) => a.startsWith('--values')));
+  });
+
+  it('uses the checked-out folder for a git chart, and refuses to plan without it', () => {
+    const s = spec({ release: 'app', namespace: 'x', chart: { git: { url: 'file:///repo.git', ref: 'main', path: 'charts/app' } } });
+    assert.deepEqual(planHelmUpgrade({ spec: s, kubeconfig: '/k', chartPath: '/work/src/charts/app' }).slice(-3), ['--', 'app', '/work/src/charts/app']);
+    assert.throws(() => planHelmUpgrade({ spec: s, kubeconfig: '/k' }));
+  });
+
+  it('nothing the user gives can start with a dash as its own argument', () => {
+    const args = planHelmUpgrade({ spec: spec({ release: 'a', namespace: 'b', chart: { repo: 'https://x.example', name: 'c' } }), kubeconfig: '/k' });
+    const dashDash = args.indexOf('--');
+    for (const a of args.slice(0, dashDash)) assert.ok(a.startsWith('--') && (a.includes('=') || ['--install', '--create-namespace', '--wait'].includes(a)) || a === 'upgrade', a);
+  });
+
+  it('the specs refuse release names and versions that could be options', () => {
+    assert.equal(helmSpecSchema.safeParse({ release: '--set', namespace: 'a', chart: { oci: 'oci://x/y' } }).success, false);
+    assert.equal(helmSpecSchema.safeParse({ release: 'a', namespace: 'a', chart: { oci: 'oci://x/y', version: '--devel' } }).success, false);
+  });
+
+  it('reads release, namespace, revision and status, and never the values', () => {
+    const json = JSON.stringify({ name: 'web', namespace: 'apps', version: 2, info: { status: 'deployed' }, config: { password: 'hunter2' }, chart: { metadata: { name: 'c', version: '0.1.0', appVersion: '1.0' } } });
+    const out = parseHelmRelease(`WARNING: something\n${json}`);
+    assert.deepEqual(out, { release: 'web', namespace: 'apps', revision: 2, status: 'deployed', chart: 'c', chartVersion: '0.1.0', appVersion: '1.0' });
+    assert.ok(!JSON.stringify(out).includes('hunter2'));
+    assert.throws(() => parseHelmRelease('not json'));
+  });
+});
