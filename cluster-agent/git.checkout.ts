@@ -8,6 +8,7 @@ import { simpleGit, type SimpleGit } from 'simple-git';
 import { TetherError, errorMessage } from '../common/errors.ts';
 import type { GitSource } from '../common/specs.ts';
 import { resolveInside } from './paths.ts';
+import { baseEnv } from './process.run.ts';
 
 export interface Checkout {
   /** Root of the working tree. */
@@ -21,10 +22,15 @@ const SHA_RE = /^[0-9a-f]{7,64}$/i;
 
 export async function checkoutGit(source: GitSource, into: string, opts: { signal: AbortSignal; emit?: (line: string) => void }): Promise<Checkout> {
   mkdirSync(into, { recursive: true, mode: 0o700 });
-  const git: SimpleGit = simpleGit({ baseDir: into, abort: opts.signal, maxConcurrentProcesses: 1 }).env({
-    ...process.env,
+  // The same allow-listed environment as helm and tofu: never the agent's own variables.
+  const git: SimpleGit = simpleGit({
+    baseDir: into,
+    abort: opts.signal,
+    maxConcurrentProcesses: 1,
+    allowEnvironment: ['GIT_TERMINAL_PROMPT', 'GIT_LFS_SKIP_SMUDGE'],
+  }).env({
+    ...baseEnv(),
     GIT_TERMINAL_PROMPT: '0',
-    GIT_ASKPASS: 'true',
     GIT_LFS_SKIP_SMUDGE: '1',
   });
   const where = `${redactUrl(source.url)}@${source.ref}`;

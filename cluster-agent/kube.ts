@@ -5,7 +5,7 @@
  * keep working.
  */
 import { join } from 'node:path';
-import { CoreV1Api, KubeConfig, KubernetesObjectApi, type V1APIResource } from '@kubernetes/client-node';
+import { CoreV1Api, HttpMethod, KubeConfig, KubernetesObjectApi, PatchStrategy, type KubernetesObject, type V1APIResource } from '@kubernetes/client-node';
 import { writeFileAtomic } from '../common/files.ts';
 
 const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -19,8 +19,25 @@ export interface KubeAccess {
   inCluster: boolean;
 }
 
-/** KubernetesObjectApi with its discovery (kind -> resource, namespaced or not) made usable. */
+/**
+ * KubernetesObjectApi with its discovery (kind -> resource, namespaced or not) made usable, and a
+ * server-side apply that sends the object exactly as given. (The library's `patch` first runs the
+ * object through its typed model, which silently drops keys it spells differently, such as
+ * `x-kubernetes-preserve-unknown-fields` in a CRD, and any field newer than the library.)
+ */
 export class ObjectApi extends KubernetesObjectApi {
+  async apply<T extends KubernetesObject>(obj: T, opts: { fieldManager: string; force?: boolean; dryRun?: boolean }): Promise<KubernetesObject> {
+    const path = await this.specUriPath(obj, 'patch');
+    const ctx = this.configuration.baseServer.makeRequestContext(path, HttpMethod.PATCH);
+    ctx.setHeaderParam('Accept', 'application/json');
+    ctx.setHeaderParam('Content-Type', PatchStrategy.ServerSideApply);
+    ctx.setQueryParam('fieldManager', opts.fieldManager);
+    if (opts.force) ctx.setQueryParam('force', 'true');
+    if (opts.dryRun) ctx.setQueryParam('dryRun', 'All');
+    ctx.setBody(JSON.stringify(obj));
+    return this.requestPromise(ctx);
+  }
+
   async lookup(apiVersion: string, kind: string): Promise<V1APIResource | undefined> {
     return this.resource(apiVersion, kind);
   }

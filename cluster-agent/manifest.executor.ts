@@ -2,7 +2,6 @@
  * Applies manifests with server-side apply (field manager "tether", conflicts forced), in the
  * planned order; waits for each CRD to be established before objects of its kinds are applied.
  */
-import { PatchStrategy } from '@kubernetes/client-node';
 import { TetherError } from '../common/errors.ts';
 import type { ManifestSpec } from '../common/specs.ts';
 import { kubeMessage, kubeStatus, type ObjectApi } from './kube.ts';
@@ -24,7 +23,7 @@ export async function executeManifest(spec: ManifestSpec, s: StepContext): Promi
     const ref = refOf(obj);
     const what = `${obj.kind} ${ref.namespace ? `${ref.namespace}/` : ''}${ref.name}`;
     try {
-      await api.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+      await api.apply(obj, { fieldManager: FIELD_MANAGER, force: true });
     } catch (err) {
       const status = kubeStatus(err);
       throw new TetherError('apply_failed', `cannot apply ${what}: ${kubeMessage(err)}`, {

@@ -3,7 +3,7 @@
  * outputs (and its own identity) with server-side apply. Values never leave this process except
  * into the cluster; errors name secrets and keys, never their content.
  */
-import { PatchStrategy, type CoreV1Api, type V1Secret } from '@kubernetes/client-node';
+import type { CoreV1Api, V1Secret } from '@kubernetes/client-node';
 import { TetherError } from '../common/errors.ts';
 import type { SecretRef } from '../common/specs.ts';
 import { kubeMessage, kubeStatus, type ObjectApi } from './kube.ts';
@@ -41,7 +41,7 @@ export async function applySecret(
     data,
   };
   try {
-    await objects.patch(body, undefined, opts.dryRun ? 'All' : undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+    await objects.apply(body, { fieldManager: FIELD_MANAGER, force: true, dryRun: opts.dryRun });
   } catch (err) {
     throw new TetherError('kube_error', `cannot write Secret ${s.namespace}/${s.name}: ${kubeMessage(err)}`, { retryable: true, cause: err });
   }

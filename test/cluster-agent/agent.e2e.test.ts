@@ -1,0 +1,191 @@
+/**
+ * The cluster agent end to end: a real control plane, a real kube-apiserver (envtest), the agent
+ * as a real process. Bootstrap once and reuse the identity on restart; manifests with server-side
+ * apply; helm releases from a chart in a git repository.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import type { AgentView } from '../../common/wire.ts';
+import { startEnvtest, type Envtest } from '../support/envtest.ts';
+import { eventually, removeDir, startTestControlPlane, tempDir, type TestControlPlane } from '../support/control-plane.ts';
+import { bareRepo, createNamespace, createSecret, jobLogs, kubeGet, runJob, secretData, spawnAgent, submit, waitForJob, type AgentProcess, type BareRepo } from './support.ts';
+
+const CID = 'alpha';
+const NS = 'tether-system';
+
+const CHART = {
+  'charts/hello/Chart.yaml': 'apiVersion: v2\nname: hello\nversion: 0.1.0\nappVersion: "1.0"\n',
+  'charts/hello/values.yaml': 'greeting: hello\npassword: ""\n',
+  'charts/hello/templates/configmap.yaml': [
+    'apiVersion: v1',
+    'kind: ConfigMap',
+    'metadata:',
+    '  name: {{ .Release.Name }}-config',
+    'data:',
+    '  greeting: {{ .Values.greeting | quote }}',
+    '  password: {{ .Values.password | quote }}',
+    '',
+  ].join('\n'),
+};
+
+describe('cluster agent (end to end)', function () {
+  this.timeout(120_000);
+  let env: Envtest;
+  let t: TestControlPlane;
+  let dir: string;
+  let agent: AgentProcess | undefined;
+  let repo: BareRepo;
+
+  const start = (token?: string) => spawnAgent({ t, env, namespace: NS, workDir: join(dir, 'work'), token });
+  const agents = async () => (await t.admin.request<{ agents: AgentView[] }>('GET', `/v1/agents?cluster=${CID}`)).body.agents;
+
+  before(async function () {
+    dir = tempDir('tether-ca-e2e-');
+    [env, t] = await Promise.all([startEnvtest(), startTestControlPlane({ dataDir: join(dir, 'cp') })]);
+    await t.createCluster(CID);
+    await createNamespace(env, NS);
+    repo = bareRepo(dir, 'charts');
+    repo.commit(CHART);
+    agent = start(await t.bootstrapToken(CID, 'cluster-agent'));
+    await agent.waitForLog(/cluster agent running/);
+  });
+
+  after(async function () {
+    await agent?.stop('SIGKILL');
+    await t?.close();
+    await env?.stop();
+    if (dir) removeDir(dir);
+  });
+
+  it('bootstraps once: the identity Secret holds key, certificate and CA; the agent heartbeats', async () => {
+    const id = await secretData(env, NS, 'tether-agent-identity');
+    assert.ok(id, 'identity Secret exists');
+    assert.match(id['tls.key']!, /BEGIN PRIVATE KEY/);
+    assert.match(id['tls.crt']!, /BEGIN CERTIFICATE/);
+    assert.equal(id['ca.crt']!.trim(), t.caPem.trim());
+    const list = await eventually(async () => {
+      const a = await agents();
+      return a.length === 1 && a[0]!.lastHeartbeatAt ? a : undefined;
+    }, 10_000, 'a heartbeat');
+    assert.equal(list[0]!.role, 'cluster-agent');
+    assert.equal(list[0]!.id, id['agent-id']);
+    assert.match(agent!.output(), /bootstrapped; identity stored/);
+    assert.doesNotMatch(agent!.output(), /BEGIN PRIVATE KEY|tether_bt_|bootstrapToken"/, 'no key or token in the agent log');
+  });
+
+  it('restarts from the stored identity without a second bootstrap (and without a token)', async () => {
+    const before = await agents();
+    assert.equal(await agent!.stop('SIGTERM'), 0, 'graceful exit on SIGTERM');
+    agent = start(); // no bootstrap token at all
+    await agent.waitForLog(/cluster agent running/);
+    assert.match(agent.output(), /identity found in the cluster; skipping bootstrap/);
+    assert.doesNotMatch(agent.output(), /bootstrapping with the token/);
+    const startedAt = Date.now();
+    const after = await eventually(async () => {
+      const a = await agents();
+      return a.length === 1 && a[0]!.lastHeartbeatAt && Date.parse(a[0]!.lastHeartbeatAt) >= startedAt - 500 ? a : undefined;
+    }, 10_000, 'a heartbeat from the restarted agent');
+    assert.equal(after[0]!.id, before[0]!.id, 'same agent identity');
+  });
+
+  it('applies manifests with server-side apply: namespace first, namespaced objects defaulted, reported as outputs', async () => {
+    const manifests = [
+      'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-settings\ndata:\n  mode: "blue"',
+      'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: tenant-a',
+    ].join('\n---\n');
+    const v = await runJob(t, CID, 'manifest', { manifests, namespace: 'tenant-a' });
+    assert.deepEqual(v.outputs, {
+      applied: [
+        { apiVersion: 'v1', kind: 'Namespace', name: 'tenant-a' },
+        { apiVersion: 'v1', kind: 'ConfigMap', namespace: 'tenant-a', name: 'app-settings' },
+      ],
+    });
+    const cm = await kubeGet<{ data: Record<string, string>; metadata: { managedFields: { manager: string; operation: string }[] } }>(env, '/api/v1/namespaces/tenant-a/configmaps/app-settings');
+    assert.equal(cm?.data.mode, 'blue');
+    assert.ok(cm!.metadata.managedFields.some((f) => f.manager === 'tether' && f.operation === 'Apply'), 'applied by field manager tether');
+
+    // Applying again with a change updates in place.
+    await runJob(t, CID, 'manifest', { manifests: manifests.replace('blue', 'green'), namespace: 'tenant-a' });
+    assert.equal((await kubeGet<{ data: Record<string, string> }>(env, '/api/v1/namespaces/tenant-a/configmaps/app-settings'))?.data.mode, 'green');
+  });
+
+  it('applies a CRD and a custom resource of it in one command', async () => {
+    const crd = [
+      'apiVersion: apiextensions.k8s.io/v1',
+      'kind: CustomResourceDefinition',
+      'metadata: {name: widgets.example.com}',
+      'spec:',
+      '  group: example.com',
+      '  scope: Namespaced',
+      '  names: {plural: widgets, singular: widget, kind: Widget}',
+      '  versions:',
+      '  - name: v1',
+      '    served: true',
+      '    storage: true',
+      '    schema: {openAPIV3Schema: {type: object, properties: {spec: {type: object, x-kubernetes-preserve-unknown-fields: true}}}}',
+    ].join('\n');
+    const widget = 'apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {size: 3}';
+    const ns = 'apiVersion: v1\nkind: Namespace\nmetadata: {name: widgets}';
+    const v = await runJob(t, CID, 'manifest', { manifests: `${widget}\n---\n${crd}\n---\n${ns}`, namespace: 'widgets' });
+    assert.deepEqual((v.outputs?.applied as { kind: string }[]).map((a) => a.kind), ['Namespace', 'CustomResourceDefinition', 'Widget']);
+    const w = await kubeGet<{ spec: { size: number } }>(env, '/apis/example.com/v1/namespaces/widgets/widgets/w1');
+    assert.equal(w?.spec?.size, 3, JSON.stringify(w));
+  });
+
+  it('fails a manifest the API server refuses, naming the object', async () => {
+    const id = await submit(t, CID, 'manifest', { manifests: 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bad}\ndata: {key: [1, 2]}\n', namespace: 'tenant-a' });
+    const v = await waitForJob(t, id);
+    assert.equal(v.state, 'failed');
+    assert.equal(v.error?.code, 'apply_failed');
+    assert.match(v.error!.message, /ConfigMap tenant-a\/bad/);
+  });
+
+  it('installs a helm chart from a git repo, resolving a secretRef value, then upgrades it to revision 2', async () => {
+    await createNamespace(env, 'web');
+    await createSecret(env, 'web', 'db-credentials', { password: 'pa55-from-secret-7731' });
+    const spec = {
+      release: 'hello',
+      namespace: 'web',
+      chart: { git: { url: repo.url, ref: 'main', path: 'charts/hello' } },
+      values: { greeting: 'bonjour', password: { secretRef: { name: 'db-credentials', key: 'password' } } },
+    };
+    const first = await runJob(t, CID, 'helm', spec);
+    assert.deepEqual(first.outputs, { release: 'hello', namespace: 'web', revision: 1, status: 'deployed', chart: 'hello', chartVersion: '0.1.0', appVersion: '1.0' });
+    const cm = await kubeGet<{ data: Record<string, string> }>(env, '/api/v1/namespaces/web/configmaps/hello-config');
+    assert.deepEqual(cm?.data, { greeting: 'bonjour', password: 'pa55-from-secret-7731' });
+
+    const second = await runJob(t, CID, 'helm', { ...spec, values: { ...spec.values, greeting: 'hallo' } });
+    assert.equal(second.outputs?.revision, 2);
+    assert.equal((await kubeGet<{ data: Record<string, string> }>(env, '/api/v1/namespaces/web/configmaps/hello-config'))?.data.greeting, 'hallo');
+    assert.ok(await kubeGet(env, '/api/v1/namespaces/web/secrets/sh.helm.release.v1.hello.v2'), 'helm stored revision 2');
+
+    for (const v of [first, second]) {
+      const seen = JSON.stringify(v) + (await jobLogs(t, v.id));
+      assert.ok(!seen.includes('pa55-from-secret-7731'), 'the secret value never reaches the control plane');
+    }
+  });
+
+  it('creates the namespace when asked, and pins a chart to a commit SHA', async () => {
+    const sha = repo.commit({ 'charts/hello/values.yaml': 'greeting: pinned\npassword: ""\n' });
+    repo.commit({ 'charts/hello/values.yaml': 'greeting: later\npassword: ""\n' });
+    const v = await runJob(t, CID, 'helm', { release: 'pinned', namespace: 'fresh-ns', createNamespace: true, chart: { git: { url: repo.url, ref: sha, path: 'charts/hello' } } });
+    assert.equal(v.outputs?.revision, 1);
+    assert.equal((await kubeGet<{ data: Record<string, string> }>(env, '/api/v1/namespaces/fresh-ns/configmaps/pinned-config'))?.data.greeting, 'pinned');
+  });
+
+  it('fails clearly when a secretRef points to a missing Secret, and when the chart path leaves the repo', async () => {
+    const missing = await waitForJob(t, await submit(t, CID, 'helm', {
+      release: 'nosecret', namespace: 'web', chart: { git: { url: repo.url, ref: 'main', path: 'charts/hello' } },
+      values: { password: { secretRef: { name: 'does-not-exist', key: 'x' } } },
+    }));
+    assert.equal(missing.state, 'failed');
+    assert.equal(missing.error?.code, 'secret_not_found');
+    assert.match(missing.error!.message, /web\/does-not-exist/);
+
+    repo.commit({ 'charts/escape': { symlink: '/etc' } });
+    const escape = await waitForJob(t, await submit(t, CID, 'helm', { release: 'escape', namespace: 'web', chart: { git: { url: repo.url, ref: 'main', path: 'charts/escape' } } }));
+    assert.equal(escape.state, 'failed');
+    assert.equal(escape.error?.code, 'invalid_path');
+    assert.match(escape.error!.message, /leads outside the repository/);
+  });
+});
