@@ -12,4 +12,5 @@ eval "$(bash test/toolchain/install.sh)"
 if [ -f test/node-agent/setup.sh ]; then
   if [ "$(id -u)" = 0 ]; then bash test/node-agent/setup.sh; else echo "test: not root; the WireGuard/netns tests will say why they skip" >&2; fi
 fi
+if [ $# -eq 0 ]; then set -- "test/**/*.test.ts"; fi
 exec node_modules/.bin/mocha "$@"

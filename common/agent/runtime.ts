@@ -111,12 +111,12 @@ export class AgentRuntime {
     if (this.stopping.signal.aborted) return;
     this.o.log.info({ running: this.runningIds, graceMs }, 'stopping: no new work');
     this.stopping.abort();
-    await Promise.all(this.loops);
-    const all = Promise.all([...this.running.values()].map((r) => r.done));
     const timer = setTimeout(() => {
       for (const r of this.running.values()) r.controller.abort(new StopReason('shutdown', 'the agent is shutting down'));
     }, graceMs);
-    await all;
+    // Poll loops end once their current execution has finished (or been cancelled by the timer).
+    await Promise.all(this.loops);
+    await Promise.all([...this.running.values()].map((r) => r.done));
     clearTimeout(timer);
     await this.flushOutbox(5_000);
     clearInterval(this.heartbeatTimer);
@@ -129,8 +129,10 @@ export class AgentRuntime {
     const log = this.o.log.child({ slot });
     while (!this.stopping.signal.aborted) {
       try {
-        await this.flushOutbox();
-        const res = await pRetry(() => this.o.client.poll(this.o.pollWaitSeconds, this.stopping.signal), {
+        const res = await pRetry(async () => {
+          await this.flushOutbox(); // results first: a reconnect delivers what was produced while away
+          return this.o.client.poll(this.o.pollWaitSeconds, this.stopping.signal);
+        }, {
           retries: Number.POSITIVE_INFINITY,
           factor: 2,
           minTimeout: this.o.minBackoffMs,
@@ -202,7 +204,13 @@ export class AgentRuntime {
       ctx.emit(`${outcome.status}${'error' in outcome ? `: ${outcome.error.code}: ${outcome.error.message}` : 'message' in outcome && outcome.message ? `: ${outcome.message}` : ''}`);
       await shipper.close();
       const result = toResult(command.leaseId, outcome, masker);
-      await this.o.outbox.put({ commandId: command.id, result });
+      try {
+        await this.o.outbox.put({ commandId: command.id, result });
+      } catch (err) {
+        // Without a durable outbox the result can still be delivered directly (and is lost only if that fails too).
+        log.error({ err }, 'cannot store the result in the outbox; reporting it directly');
+        await this.deliver({ commandId: command.id, result }).catch(() => undefined);
+      }
       this.running.delete(command.id);
       await this.flushOutbox();
     })();
@@ -227,7 +235,14 @@ export class AgentRuntime {
 
   private async deliverAll(timeoutMs?: number): Promise<void> {
     const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
-    for (const entry of await this.o.outbox.list()) {
+    let entries: OutboxEntry[];
+    try {
+      entries = await this.o.outbox.list();
+    } catch (err) {
+      this.o.log.error({ err }, 'cannot read the outbox');
+      return;
+    }
+    for (const entry of entries) {
       if (deadline !== undefined && Date.now() > deadline) return;
       await this.deliver(entry);
     }
@@ -237,11 +252,11 @@ export class AgentRuntime {
     try {
       const r = await this.o.client.report(entry.commandId, entry.result);
       this.o.log.info({ commandId: entry.commandId, outcome: entry.result.outcome, status: r.status, state: r.state }, 'result delivered');
-      await this.o.outbox.remove(entry);
+      await this.o.outbox.remove(entry).catch((err: unknown) => this.o.log.error({ err }, 'cannot remove a delivered result from the outbox'));
     } catch (err) {
       if (err instanceof TetherError && !err.retryable && err.status >= 400 && err.status < 500) {
         this.o.log.warn({ commandId: entry.commandId, err }, 'result refused by the control plane; dropping it');
-        await this.o.outbox.remove(entry);
+        await this.o.outbox.remove(entry).catch(() => undefined);
       } else {
         this.o.log.warn({ commandId: entry.commandId, err }, 'result not delivered yet; kept in the outbox');
       }
@@ -260,6 +275,7 @@ export class AgentRuntime {
       const res = await this.o.client.heartbeat({ version: this.o.version, metrics, running: this.runningIds, ...(vpn ? { vpn } : {}) });
       this.lastHeartbeatOk = Date.now();
       this.cancel(res.cancel);
+      void this.flushOutbox(); // the control plane is reachable: deliver anything still waiting
     } catch (err) {
       this.o.log.warn({ err }, 'heartbeat failed');
     } finally {

@@ -10,6 +10,7 @@
 import { spawn, execFile } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -94,6 +95,10 @@ function startProcess(name: string, bin: string, args: string[], verbose: boolea
   };
   child.stdout?.on('data', onData);
   child.stderr?.on('data', onData);
+  // Don't let a forgotten envtest keep the test process alive: the 'exit' hook in startOnce
+  // kills the process groups when Node exits.
+  child.unref();
+  for (const s of [child.stdout, child.stderr]) (s as unknown as { unref?: () => void } | null)?.unref?.();
   proc.exited = new Promise<void>((resolve) => {
     child.once('error', (err) => {
       proc.exitInfo = `failed to start: ${err.message}`;
@@ -289,7 +294,7 @@ async function waitFor(
     if (proc.exitInfo !== undefined) {
       const tail = proc.out.tail();
       throw new StartError(
-        `envtest: ${proc.name} ${proc.exitInfo} before ${what} became ready. Last output:\n${tail}`,
+        `envtest: ${proc.name} ${proc.exitInfo} while waiting for ${what} to become ready. Last output:\n${tail}`,
         /address already in use/i.test(tail),
       );
     }
@@ -326,6 +331,7 @@ async function startOnce(opts: EnvtestOptions): Promise<Envtest> {
         }
       }
     }
+    if (!opts.keepTempDir) rmSync(tempDir, { recursive: true, force: true });
   };
   process.once('exit', onExit);
 

@@ -1,0 +1,191 @@
+/**
+ * The agents' consumer loop against a real control plane over mTLS: execution and results,
+ * masked logs, cancellation and timeouts through the AbortSignal, the outbox across an outage,
+ * graceful stop.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { AgentRuntime, StopReason, type Executor, type Outcome } from '../../common/agent/runtime.ts';
+import { FileOutbox } from '../../common/agent/outbox.ts';
+import { silentLogger } from '../../common/logger.ts';
+import type { CommandView } from '../../common/wire.ts';
+import { eventually, removeDir, startTestControlPlane, tempDir, type TestAgent, type TestControlPlane } from '../support/control-plane.ts';
+
+const waitForAbort = (signal: AbortSignal) =>
+  new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
+
+describe('agent runtime (common/agent)', function () {
+  this.timeout(30_000);
+  let t: TestControlPlane;
+  let agent: TestAgent;
+  const runtimes: AgentRuntime[] = [];
+
+  const runtime = (execute: Executor, extra: Partial<ConstructorParameters<typeof AgentRuntime>[0]> = {}) => {
+    const r = new AgentRuntime({
+      client: agent.client,
+      execute,
+      log: silentLogger(),
+      version: 'test',
+      collectMetrics: () => ({ cpuPercent: 1 }),
+      heartbeatIntervalMs: 200,
+      pollWaitSeconds: 5,
+      minBackoffMs: 50,
+      maxBackoffMs: 200,
+      ...extra,
+    });
+    runtimes.push(r);
+    r.start();
+    return r;
+  };
+  const submit = async (spec: Record<string, unknown> = { manifests: 'kind: X' }, extra: Record<string, unknown> = {}) =>
+    (await t.admin.request<{ id: number }>('POST', '/v1/commands', { target: { cluster: 'rt1' }, type: 'manifest', spec, ...extra })).body.id;
+  const job = async (id: number) => (await t.admin.request<CommandView>('GET', `/v1/commands/${id}`)).body;
+  const finished = (id: number) => eventually(async () => {
+    const j = await job(id);
+    return ['succeeded', 'failed', 'cancelled', 'timed_out'].includes(j.state) ? j : undefined;
+  }, 20_000, `job ${id} to finish`);
+
+  before(async () => {
+    t = await startTestControlPlane();
+    await t.createCluster('rt1');
+    agent = await t.agent('rt1', 'cluster-agent');
+  });
+  afterEach(async () => {
+    await Promise.all(runtimes.splice(0).map((r) => r.stop(100)));
+  });
+  after(async () => {
+    agent.client.close();
+    await t.close();
+    removeDir(t.dataDir);
+  });
+
+  it('executes a claimed command, ships its log with secrets masked, and reports outputs', async () => {
+    const secret = 's3cr3t-value-123';
+    runtime(async (cmd, ctx) => {
+      ctx.mask(secret);
+      ctx.emit(`connecting with password ${secret}`, 'stdout');
+      return { status: 'succeeded', outputs: { type: cmd.type, attempt: cmd.attempt } };
+    });
+    const id = await submit();
+    const j = await finished(id);
+    assert.equal(j.state, 'succeeded');
+    assert.deepEqual(j.outputs, { type: 'manifest', attempt: 1 });
+    const { lines } = (await t.admin.request<{ lines: { text: string }[] }>('GET', `/v1/commands/${id}/logs`)).body;
+    assert.ok(lines.some((l) => l.text === 'connecting with password ***'), JSON.stringify(lines));
+    for (const f of ['tether.db', 'tether.db-wal']) assert.ok(!readFileSync(join(t.dataDir, f)).includes(secret), `${f} holds no secret`);
+  });
+
+  it('reports an executor exception as a failure and keeps going', async () => {
+    let n = 0;
+    runtime(async () => {
+      n++;
+      if (n === 1) throw new Error('kaboom');
+      return { status: 'succeeded' };
+    });
+    const a = await submit();
+    const b = await submit();
+    const ja = await finished(a);
+    assert.equal(ja.state, 'failed');
+    assert.equal(ja.error?.code, 'executor_error');
+    assert.match(ja.error?.message ?? '', /kaboom/);
+    assert.equal((await finished(b)).state, 'succeeded');
+  });
+
+  it('cancels a running execution through its AbortSignal', async () => {
+    let started = false;
+    runtime(async (_cmd, ctx) => {
+      started = true;
+      await waitForAbort(ctx.signal);
+      assert.ok(ctx.signal.reason instanceof StopReason);
+      return { status: 'failed', error: { code: 'aborted', message: 'stopped' }, retryable: false } satisfies Outcome;
+    });
+    const id = await submit();
+    await eventually(() => started, 10_000, 'execution to start');
+    await t.admin.request('POST', `/v1/commands/${id}/cancel`);
+    const j = await finished(id);
+    assert.equal(j.state, 'cancelled');
+  });
+
+  it('times out an execution at the command timeout', async () => {
+    runtime(async (_cmd, ctx) => {
+      await waitForAbort(ctx.signal);
+      return { status: 'failed', error: { code: 'aborted', message: 'stopped' }, retryable: false };
+    });
+    const id = await submit(undefined, { timeoutSeconds: 1 });
+    const j = await finished(id);
+    assert.equal(j.state, 'timed_out');
+    assert.match(j.error?.message ?? '', /timeout of 1s/);
+  });
+
+  it('keeps a result in the on-disk outbox while the control plane is down and delivers it after', async () => {
+    const dir = tempDir('tether-outbox-');
+    const port = t.cp.port;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const r = runtime(async () => {
+      await gate;
+      return { status: 'succeeded', outputs: { late: true } };
+    }, { outbox: new FileOutbox(dir) });
+    const id = await submit();
+    await eventually(() => r.runningIds.includes(id), 10_000, 'execution to start');
+    // The control plane goes away (same data folder and port come back later).
+    await t.cp.close();
+    release();
+    await eventually(() => new FileOutbox(dir).list().then((l) => l.length === 1), 10_000, 'result stored in the outbox');
+    const { startControlPlane } = await import('../../control-plane/app.ts');
+    t.cp = await startControlPlane({ dataDir: t.dataDir, host: '127.0.0.1', port }, { log: silentLogger() });
+    const j = await finished(id);
+    assert.equal(j.state, 'succeeded');
+    assert.deepEqual(j.outputs, { late: true });
+    await eventually(() => new FileOutbox(dir).list().then((l) => l.length === 0), 10_000, 'outbox emptied');
+    await r.stop(100);
+    removeDir(dir);
+  });
+
+  it('stops gracefully: lets running work finish within the grace period, cancels it after', async () => {
+    let finishedInTime = false;
+    const r1 = runtime(async () => {
+      await new Promise((res) => setTimeout(res, 300));
+      finishedInTime = true;
+      return { status: 'succeeded' };
+    });
+    const a = await submit();
+    await eventually(() => r1.runningIds.includes(a), 10_000, 'execution to start');
+    await r1.stop(5_000);
+    assert.equal(finishedInTime, true);
+    assert.equal((await job(a)).state, 'succeeded');
+
+    const r2 = runtime(async (_c, ctx) => {
+      await waitForAbort(ctx.signal);
+      return { status: 'failed', error: { code: 'x', message: 'x' }, retryable: false };
+    });
+    const b = await submit();
+    await eventually(() => r2.runningIds.includes(b), 10_000, 'execution to start');
+    await r2.stop(200);
+    const jb = await job(b);
+    assert.equal(jb.state, 'cancelled');
+    assert.match(jb.error?.message ?? '', /shutting down/);
+  });
+
+  it('heartbeats with metrics while idle', async () => {
+    runtime(async () => ({ status: 'succeeded' }));
+    await eventually(async () => {
+      const a = (await t.admin.request<{ metrics: { cpuPercent?: number } | null; version: string | null }>('GET', `/v1/agents/${agent.identity.agentId}`)).body;
+      return a.version === 'test' && a.metrics?.cpuPercent === 1;
+    }, 10_000, 'a heartbeat');
+  });
+
+  it('keeps retrying with backoff while the control plane is down, and picks up work once it is back', async () => {
+    const port = t.cp.port;
+    await t.cp.close();
+    runtime(async () => ({ status: 'succeeded', outputs: { recovered: true } }));
+    await new Promise((res) => setTimeout(res, 500)); // several refused polls
+    const { startControlPlane } = await import('../../control-plane/app.ts');
+    t.cp = await startControlPlane({ dataDir: t.dataDir, host: '127.0.0.1', port }, { log: silentLogger() });
+    const id = await submit();
+    const j = await finished(id);
+    assert.equal(j.state, 'succeeded');
+    assert.deepEqual(j.outputs, { recovered: true });
+  });
+});
