@@ -4,6 +4,7 @@
  * apply; helm releases from a chart in a git repository.
  */
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AgentView } from '../../common/wire.ts';
 import { startEnvtest, type Envtest } from '../support/envtest.ts';
@@ -11,6 +12,13 @@ import { eventually, removeDir, startTestControlPlane, tempDir, type TestControl
 import { bareRepo, createNamespace, createSecret, jobLogs, kubeGet, runJob, secretData, spawnAgent, submit, waitForJob, type AgentProcess, type BareRepo } from './support.ts';
 
 const CID = 'alpha';
+
+function filesUnder(d: string): string[] {
+  return readdirSync(d).flatMap((n) => {
+    const p = join(d, n);
+    return statSync(p).isDirectory() ? filesUnder(p) : [p];
+  });
+}
 const NS = 'tether-system';
 
 const CHART = {
@@ -163,14 +171,19 @@ describe('cluster agent (end to end)', function () {
       const seen = JSON.stringify(v) + (await jobLogs(t, v.id));
       assert.ok(!seen.includes('pa55-from-secret-7731'), 'the secret value never reaches the control plane');
     }
+    assert.deepEqual(readdirSync(join(dir, 'work', 'runs')), [], 'scratch folders (with the values file) are removed');
+    for (const f of filesUnder(join(dir, 'work'))) assert.ok(!readFileSync(f, 'utf8').includes('pa55-from-secret-7731'), `${f} holds the secret`);
   });
 
-  it('creates the namespace when asked, and pins a chart to a commit SHA', async () => {
+  it('creates the namespace when asked, and pins a chart to a commit SHA (full or abbreviated)', async () => {
     const sha = repo.commit({ 'charts/hello/values.yaml': 'greeting: pinned\npassword: ""\n' });
     repo.commit({ 'charts/hello/values.yaml': 'greeting: later\npassword: ""\n' });
     const v = await runJob(t, CID, 'helm', { release: 'pinned', namespace: 'fresh-ns', createNamespace: true, chart: { git: { url: repo.url, ref: sha, path: 'charts/hello' } } });
     assert.equal(v.outputs?.revision, 1);
     assert.equal((await kubeGet<{ data: Record<string, string> }>(env, '/api/v1/namespaces/fresh-ns/configmaps/pinned-config'))?.data.greeting, 'pinned');
+    // An abbreviated SHA cannot be fetched shallowly; the agent falls back to a full fetch.
+    await runJob(t, CID, 'helm', { release: 'short', namespace: 'fresh-ns', chart: { git: { url: repo.url, ref: sha.slice(0, 10), path: 'charts/hello' } } });
+    assert.equal((await kubeGet<{ data: Record<string, string> }>(env, '/api/v1/namespaces/fresh-ns/configmaps/short-config'))?.data.greeting, 'pinned');
   });
 
   it('fails clearly when a secretRef points to a missing Secret, and when the chart path leaves the repo', async () => {
