@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { Executor, Outcome } from '../common/agent/runtime.ts';
 import { TetherError, errorMessage } from '../common/errors.ts';
 import { CLUSTER_COMMAND_TYPES, flowSpecSchema, helmSpecSchema, manifestSpecSchema, tofuSpecSchema } from '../common/specs.ts';
-import { executeFlow } from './flow.executor.ts';
+import { executeFlow, FlowFailure } from './flow.executor.ts';
 import { executeHelm } from './helm.executor.ts';
 import { executeManifest } from './manifest.executor.ts';
 import { SecretResolver } from './secrets.ts';
@@ -36,6 +36,7 @@ export function createExecutor(deps: AgentDeps): Executor {
         status: 'failed',
         error: { code: err instanceof TetherError ? err.code : 'executor_error', message: errorMessage(err) },
         retryable: err instanceof TetherError ? err.retryable : false,
+        ...(err instanceof FlowFailure ? { outputs: err.outputs } : {}),
       };
     } finally {
       rmSync(runDir, { recursive: true, force: true });

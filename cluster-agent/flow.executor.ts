@@ -20,6 +20,15 @@ export interface FlowStepReport {
   error?: { code: string; message: string };
 }
 
+/** A flow that stopped at a failed step; `outputs.steps` reports every step's state. */
+export class FlowFailure extends TetherError {
+  readonly outputs: Record<string, unknown>;
+  constructor(code: string, message: string, steps: FlowStepReport[], cause: unknown) {
+    super(code, message, { retryable: false, cause });
+    this.outputs = { steps };
+  }
+}
+
 export function runStep(step: FlowStep, s: StepContext): Promise<StepResult> {
   switch (step.type) {
     case 'helm':
@@ -60,11 +69,12 @@ export async function executeFlow(spec: FlowSpec, s: StepContext): Promise<StepR
       s.exec.emit(`step "${step.name}" ${report.state}: ${report.error.message}`);
       s.exec.emit(`steps: ${reports.map((r) => `${r.name}=${r.state}`).join(', ')}`);
       if (aborted) throw err;
-      throw new TetherError(
+      throw new FlowFailure(
         report.error.code,
         `flow stopped at step ${i + 1}/${spec.steps.length} "${step.name}" (${step.type}): ${report.error.message} ` +
           `[steps: ${reports.map((r) => `${r.name} ${r.state}`).join(', ')}]`,
-        { retryable: false, cause: err },
+        reports,
+        err,
       );
     } finally {
       rmSync(runDir, { recursive: true, force: true });

@@ -17,7 +17,7 @@ import { Masker } from './masker.ts';
 
 export type Outcome =
   | { status: 'succeeded'; outputs?: Record<string, unknown> }
-  | { status: 'failed'; error: { code: string; message: string }; retryable: boolean }
+  | { status: 'failed'; error: { code: string; message: string }; retryable: boolean; outputs?: Record<string, unknown> }
   | { status: 'cancelled'; message?: string }
   | { status: 'timed_out'; message?: string };
 
@@ -297,7 +297,12 @@ function toResult(leaseId: string, o: Outcome, masker: Masker): ResultRequest {
     case 'succeeded':
       return { leaseId, outcome: 'succeeded', ...(o.outputs ? { outputs: o.outputs } : {}) };
     case 'failed':
-      return { leaseId, outcome: 'failed', error: { code: o.error.code, message: masker.apply(o.error.message).slice(0, 16_000), retryable: o.retryable } };
+      return {
+        leaseId,
+        outcome: 'failed',
+        error: { code: o.error.code, message: masker.apply(o.error.message).slice(0, 16_000), retryable: o.retryable },
+        ...(o.outputs ? { outputs: o.outputs } : {}),
+      };
     case 'cancelled':
       return { leaseId, outcome: 'cancelled', error: { code: 'cancelled', message: o.message ?? 'cancelled', retryable: false } };
     case 'timed_out':

@@ -192,6 +192,8 @@ describe('cluster agent with tofu and flows (end to end)', function () {
     assert.match(v.error!.message, /flow stopped at step 2\/3 "broken" \(tofu\)/);
     assert.match(v.error!.message, /exit status 3|the provisioner fails on purpose/);
     assert.match(v.error!.message, /first succeeded, broken failed, never skipped/);
+    const steps = (v.outputs as { steps: { name: string; state: string }[] } | null)?.steps;
+    assert.deepEqual(steps?.map((st) => [st.name, st.state]), [['first', 'succeeded'], ['broken', 'failed'], ['never', 'skipped']], 'every step\'s state is in the outputs');
     assert.ok(await kubeGet(env, `/api/v1/namespaces/${NS}/configmaps/flow-first`));
     assert.equal(await kubeGet(env, `/api/v1/namespaces/${NS}/configmaps/flow-never`), undefined);
   });
