@@ -23,6 +23,8 @@ import { IdentityService } from './identity/identity.service.ts';
 import { QueueService } from './queue/queue.service.ts';
 import { Dispatcher } from './queue/dispatcher.ts';
 import { adminRoutes } from './http/admin.routes.ts';
+import { VpnService } from './vpn/vpn.service.ts';
+import { vpnAdminRoutes, vpnAgentRoutes } from './http/vpn.routes.ts';
 import { agentRoutes, bootstrapRoutes } from './http/agent.routes.ts';
 import { errorHandler, notFoundRoute } from './http/errors.ts';
 import { FailureLimiter } from './http/rate-limit.ts';
@@ -65,7 +67,8 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   if (ca.created) log.info({ caFile: join(dataDir, 'ca.crt') }, 'certificate authority created');
 
   const accounts = new AccountsService({ db, clock, config, log });
-  const identity = new IdentityService({ db, clock, config, ca, log });
+  // The VPN is built after the queue it submits to; identity calls it only once requests flow.
+  const identity = new IdentityService({ db, clock, config, ca, log, onNodeJoined: (n) => vpn.onNodeJoined(n), onNodeLeft: (n) => vpn.onNodeLeft(n) });
   const dispatcher = new Dispatcher();
   const metrics = createMetrics({
     commandsByState: async () => ({
@@ -80,6 +83,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     },
   });
   const queue = new QueueService({ db, clock, config, dispatcher, metrics, log });
+  const vpn = new VpnService({ db, clock, queue, log });
 
   const adminTokenFile = join(dataDir, 'admin-token');
   if (!(await accounts.hasAccounts())) {
@@ -99,7 +103,9 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     res.set('content-type', metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   app.use('/v1', json, bootstrapRoutes({ identity, limiter: new FailureLimiter(config.bootstrapFailuresPerMinute) }));
+  app.use('/v1/agent/vpn', json, vpnAgentRoutes({ identity, vpn }));
   app.use('/v1/agent', json, agentRoutes({ identity, queue, config, metrics }));
+  app.use('/v1/clusters/:cid/vpn', json, vpnAdminRoutes({ accounts, vpn }));
   app.use('/v1', json, adminRoutes({ accounts, identity, queue }));
   app.use(notFoundRoute);
   app.use(errorHandler(log));

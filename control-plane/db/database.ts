@@ -7,6 +7,7 @@ import SQLite from 'better-sqlite3';
 import { Kysely, SqliteDialect } from 'kysely';
 import { Migrator, type Migration, type MigrationProvider } from 'kysely/migration';
 import * as m0001 from './migrations/0001_initial.ts';
+import * as m0002 from './migrations/0002_vpn.ts';
 import type { Database } from './schema.ts';
 
 export type Db = Kysely<Database>;
@@ -14,6 +15,7 @@ export type Db = Kysely<Database>;
 /** Numbered, forward-only; a new migration gets the next number and is never edited once released. */
 const MIGRATIONS: Record<string, Migration> = {
   '0001_initial': m0001,
+  '0002_vpn': m0002,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

@@ -2,6 +2,7 @@ import type { AccountsTable, ClustersTable } from './accounts.table.ts';
 import type { AgentsTable, CertificatesTable } from './agents.table.ts';
 import type { CommandLogsTable, CommandsTable } from './commands.table.ts';
 import type { ApiTokensTable, BootstrapTokensTable } from './tokens.table.ts';
+import type { VpnNodesTable, VpnUsersTable } from './vpn.table.ts';
 
 export interface Database {
   accounts: AccountsTable;
@@ -12,4 +13,6 @@ export interface Database {
   api_tokens: ApiTokensTable;
   commands: CommandsTable;
   command_logs: CommandLogsTable;
+  vpn_nodes: VpnNodesTable;
+  vpn_users: VpnUsersTable;
 }

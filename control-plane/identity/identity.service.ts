@@ -23,6 +23,9 @@ export interface IdentityDeps {
   config: Config;
   ca: CaMaterial;
   log: Logger;
+  /** Called after a node agent is bootstrapped / revoked (the VPN resyncs the cluster); a failure is logged, never raised. */
+  onNodeJoined?: (node: AgentPrincipal) => Promise<void>;
+  onNodeLeft?: (node: AgentPrincipal) => Promise<void>;
 }
 
 export class IdentityService {
@@ -88,6 +91,7 @@ export class IdentityService {
     });
     if (!ok) throw unauthorized('the bootstrap token was already used', 'token_used');
     this.d.log.info({ agentId, aid: row.aid, cid: row.cid, role: row.role, nid }, 'agent bootstrapped');
+    if (row.role === 'node') await this.d.onNodeJoined?.({ agentId, aid: row.aid, cid: row.cid, role: 'node', nid }).catch((err: unknown) => this.d.log.error({ err, agentId }, 'onNodeJoined hook failed'));
     return {
       agentId,
       aid: row.aid,
@@ -119,12 +123,15 @@ export class IdentityService {
   }
 
   async revoke(aid: string, agentId: string) {
-    if (!(await agents.revokeAgent(this.d.db, aid, agentId, this.d.clock.now()))) {
+    const revoked = await agents.revokeAgent(this.d.db, aid, agentId, this.d.clock.now());
+    if (!revoked) {
       const a = await agents.getAgent(this.d.db, agentId);
       if (!a || a.aid !== aid) throw notFound(`agent ${agentId} does not exist`, 'agent_not_found');
     }
     this.d.log.warn({ agentId, aid }, 'agent revoked');
-    return this.get(aid, agentId);
+    const view = await this.get(aid, agentId);
+    if (revoked && view.role === 'node') await this.d.onNodeLeft?.({ agentId, aid, cid: view.cid, role: 'node', nid: view.nid }).catch((err: unknown) => this.d.log.error({ err, agentId }, 'onNodeLeft hook failed'));
+    return view;
   }
 
   async get(aid: string, agentId: string): Promise<AgentView> {

@@ -1,0 +1,53 @@
+/**
+ * VPN routes. Agent side (mTLS, node agents only): register keys and endpoint, get addresses and
+ * peers. Admin side (bearer token): the cluster's VPN, and user peers with their client configs.
+ */
+import { Router, type Response } from 'express';
+import { z } from 'zod';
+import type { AccountsService } from '../accounts/accounts.service.ts';
+import type { IdentityService } from '../identity/identity.service.ts';
+import type { VpnService } from '../vpn/vpn.service.ts';
+import { createVpnUserSchema, vpnRegisterSchema } from '../vpn/vpn.schemas.ts';
+import { cidSchema } from '../../common/wire.ts';
+import { onlyRole, requireAdmin, requireAgent } from './auth.ts';
+
+const userId = z.string().regex(/^vu-[a-z0-9]{10}$/, 'a VPN user id (vu-…)');
+
+/** Mounted at /v1/agent/vpn. */
+export function vpnAgentRoutes(deps: { identity: IdentityService; vpn: VpnService }): Router {
+  const r = Router();
+  r.use(requireAgent(deps.identity), onlyRole('node'));
+  const agentOf = (res: Response) => res.locals.agent!;
+  r.put('/node', async (req, res) => {
+    res.json(await deps.vpn.registerNode(agentOf(res), vpnRegisterSchema.parse(req.body)));
+  });
+  r.get('/config', async (_req, res) => {
+    res.json(await deps.vpn.configFor(agentOf(res)));
+  });
+  return r;
+}
+
+/** Mounted at /v1/clusters/:cid/vpn. */
+export function vpnAdminRoutes(deps: { accounts: AccountsService; vpn: VpnService }): Router {
+  const r = Router({ mergeParams: true });
+  r.use(requireAdmin(deps.accounts));
+  const scope = (req: { params: Record<string, string | undefined> }, res: Response) => ({ aid: res.locals.aid!, cid: cidSchema.parse(req.params.cid) });
+  r.get('/', async (req, res) => {
+    const { aid, cid } = scope(req, res);
+    res.json(await deps.vpn.clusterView(aid, cid));
+  });
+  r.post('/users', async (req, res) => {
+    const { aid, cid } = scope(req, res);
+    res.status(201).json(await deps.vpn.createUser(aid, cid, createVpnUserSchema.parse(req.body)));
+  });
+  r.get('/users/:uid/config', async (req, res) => {
+    const { aid, cid } = scope(req, res);
+    res.json(await deps.vpn.userConfig(aid, cid, userId.parse(req.params.uid)));
+  });
+  r.delete('/users/:uid', async (req, res) => {
+    const { aid, cid } = scope(req, res);
+    await deps.vpn.revokeUser(aid, cid, userId.parse(req.params.uid));
+    res.status(204).end();
+  });
+  return r;
+}
