@@ -55,9 +55,10 @@ program
   .option('--wg1-port <port>', 'user-access listen port', portArg('--wg1-port'), 51821)
   .option('--endpoint <address>', 'address peers reach this node at (default: the local address toward the control plane)')
   .option('--wireguard-go <path>', 'userspace WireGuard binary', 'wireguard-go')
+  .option('--no-vpn', 'do not manage WireGuard on this node')
   .option('--heartbeat-interval-ms <ms>', 'heartbeat interval', (v) => Number(v))
   .option('--force', 'register again over an existing configuration')
-  .action(async (o: { token?: string; aid: string; controlPlane: string; server: string; caFile?: string; config?: string; name?: string; stateDir?: string; wg0Interface: string; wg1Interface: string; wg0Port: number; wg1Port: number; endpoint?: string; wireguardGo: string; heartbeatIntervalMs?: number; force?: boolean }) => {
+  .action(async (o: { token?: string; aid: string; controlPlane: string; server: string; caFile?: string; config?: string; name?: string; stateDir?: string; wg0Interface: string; wg1Interface: string; wg0Port: number; wg1Port: number; endpoint?: string; wireguardGo: string; vpn: boolean; heartbeatIntervalMs?: number; force?: boolean }) => {
     const token = o.token ?? process.env.TETHER_BOOTSTRAP_TOKEN;
     if (!token) throw new UsageError('pass --token or set TETHER_BOOTSTRAP_TOKEN');
     if (o.controlPlane !== '0' && o.controlPlane !== '1') throw new UsageError('--control-plane must be 0 or 1');
@@ -73,7 +74,7 @@ program
         ...(o.caFile ? { caFile: o.caFile } : {}),
         ...(o.name ? { name: o.name } : {}),
         ...(o.stateDir ? { stateDir: o.stateDir } : {}),
-        network: { wg0Interface: o.wg0Interface, wg1Interface: o.wg1Interface, wg0Port: o.wg0Port, wg1Port: o.wg1Port, wireguardGo: o.wireguardGo, ...(o.endpoint ? { endpointAddress: o.endpoint } : {}) },
+        network: { manageVpn: o.vpn, wg0Interface: o.wg0Interface, wg1Interface: o.wg1Interface, wg0Port: o.wg0Port, wg1Port: o.wg1Port, wireguardGo: o.wireguardGo, ...(o.endpoint ? { endpointAddress: o.endpoint } : {}) },
         ...(o.heartbeatIntervalMs ? { heartbeatIntervalMs: o.heartbeatIntervalMs } : {}),
         ...(o.force ? { force: true } : {}),
       },
@@ -173,6 +174,7 @@ sync
   .action(async (o: { config?: string }) => {
     process.umask(0o077);
     const c = load(o.config);
+    if (!c.network.manageVpn) throw new UsageError('this node does not manage its VPN (network.manageVpn is false in its configuration)');
     const client = new AgentClient(c.server, readCredentials(c));
     try {
       const r = await syncVpn(c, client, runCommand, commandLogger());
@@ -201,7 +203,7 @@ program
     } finally {
       client.close();
     }
-    const vpn = await collectVpnState(c.network, runCommand);
+    const vpn = c.network.manageVpn ? await collectVpnState(c.network, runCommand) : {};
     const s = { nodeId: c.nodeId, agentId: c.agentId, accountId: c.accountId, cluster: c.cluster, controlPlaneNode: c.controlPlane, server: c.server, certificate: { notAfter: notAfter.toISOString(), renewDue: due }, controlPlane, vpn, version: VERSION };
     if (o.json) return out(JSON.stringify(s, null, 2));
     out(`node        ${c.nodeId} (agent ${c.agentId}, account ${c.accountId}, cluster ${c.cluster}${c.controlPlane ? ', control plane' : ''})`);

@@ -19,6 +19,8 @@ export const interfaceSchema = z.object({ interface: ifname, listenPort: port })
 
 export const networkSchema = z
   .object({
+    /** Whether this agent manages WireGuard at all (false: vpn-sync is refused, heartbeats carry no VPN state). */
+    manageVpn: z.boolean().default(true),
     wg0: interfaceSchema.default({ interface: 'wg0', listenPort: 51820 }),
     wg1: interfaceSchema.default({ interface: 'wg1', listenPort: 51821 }),
     /** Address other nodes and users reach this node at; unset: the local address routed to the control plane. */
@@ -50,6 +52,7 @@ export const nodeConfigSchema = z
     pollWaitSeconds: z.number().int().min(1).max(120).default(25),
     shutdownGraceSeconds: z.number().int().min(0).max(3600).default(30),
     network: networkSchema.default({
+      manageVpn: true,
       wg0: { interface: 'wg0', listenPort: 51820 },
       wg1: { interface: 'wg1', listenPort: 51821 },
       wireguardGo: 'wireguard-go',

@@ -41,7 +41,10 @@ export function startNodeAgent(config: NodeConfig, log: Logger, o: NodeAgentOpti
 
   let chain: Promise<unknown> = Promise.resolve();
   const serialisedSync = (): Promise<VpnSyncResult> => {
-    const next = chain.then(() => syncVpn(config, client, run, log));
+    const next = chain.then(() => {
+      if (!config.network.manageVpn) throw new Error('this node does not manage its VPN (network.manageVpn is false)');
+      return syncVpn(config, client, run, log);
+    });
     chain = next.catch(() => undefined);
     return next;
   };
@@ -52,7 +55,7 @@ export function startNodeAgent(config: NodeConfig, log: Logger, o: NodeAgentOpti
     log,
     version: VERSION,
     collectMetrics: hostMetricsCollector('/'),
-    collectVpn: () => collectVpnState(config.network, run).catch(() => undefined),
+    ...(config.network.manageVpn ? { collectVpn: () => collectVpnState(config.network, run).catch(() => undefined) } : {}),
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     pollWaitSeconds: config.pollWaitSeconds,
     shutdownGraceMs: config.shutdownGraceSeconds * 1000,
@@ -64,7 +67,7 @@ export function startNodeAgent(config: NodeConfig, log: Logger, o: NodeAgentOpti
   const timers: NodeJS.Timeout[] = [];
   let stopped = false;
   // VPN at start: retried with backoff until it works once (the control plane may be away).
-  if (o.vpnAtStart !== false) {
+  if (o.vpnAtStart !== false && config.network.manageVpn) {
     void (async () => {
       for (let delay = 1000; !stopped; delay = Math.min(delay * 2, 60_000)) {
         try {

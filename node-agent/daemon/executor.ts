@@ -53,6 +53,7 @@ export function nodeExecutor(d: ExecutorDeps): Executor {
         return { status: 'succeeded', outputs: { steps: r.result.steps, pending: r.result.pending, hostCommands: r.hostCommands } };
       }
       case 'vpn-sync': {
+        if (!d.config.network.manageVpn) return failed('vpn_not_managed', 'this node does not manage its VPN (network.manageVpn is false)', false);
         try {
           const v = await d.syncVpn();
           ctx.emit(`wg0 ${v.wg0.interface} ${v.wg0.address}: ${v.wg0.peers} peers; wg1 ${v.wg1.interface} ${v.wg1.address}: ${v.wg1.peers} users`);

@@ -20,7 +20,7 @@ export interface RegisterOptions {
   caFile?: string;
   name?: string;
   stateDir?: string;
-  network?: Partial<{ wg0Interface: string; wg1Interface: string; wg0Port: number; wg1Port: number; endpointAddress: string; wireguardGo: string }>;
+  network?: Partial<{ manageVpn: boolean; wg0Interface: string; wg1Interface: string; wg0Port: number; wg1Port: number; endpointAddress: string; wireguardGo: string }>;
   heartbeatIntervalMs?: number;
   force?: boolean;
 }
@@ -54,6 +54,7 @@ export async function registerNode(o: RegisterOptions, log: Logger): Promise<Nod
     stateDir: o.stateDir ?? defaultStateDir(o.configPath),
     ...(o.heartbeatIntervalMs ? { heartbeatIntervalMs: o.heartbeatIntervalMs } : {}),
     network: {
+      manageVpn: n.manageVpn ?? true,
       wg0: { interface: n.wg0Interface ?? 'wg0', listenPort: n.wg0Port ?? 51820 },
       wg1: { interface: n.wg1Interface ?? 'wg1', listenPort: n.wg1Port ?? 51821 },
       ...(n.endpointAddress ? { endpointAddress: n.endpointAddress } : {}),

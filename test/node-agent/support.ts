@@ -1,0 +1,67 @@
+/** Test helpers for the node agent: its CLI as a process, the daemon as a process, root/tool checks. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { nodeArgs } from '../support/control-plane.ts';
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `tether-node <args>` (node-agent/cli/main.ts on this Node), optionally inside a network namespace. */
+export function runNodeCli(args: string[], o: { env?: NodeJS.ProcessEnv; netns?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+  const [cmd, argv] = wrapNetns(nodeArgs('node-agent/cli/main.ts', args), o.netns);
+  return runProcess(cmd, argv, { env: { ...process.env, TETHER_NODE_NO_HOST_CHANGES: '1', ...o.env }, timeoutMs: o.timeoutMs ?? 30_000 });
+}
+
+export function runTetherCli(args: string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
+  const [cmd, argv] = nodeArgs('control-plane/cli/main.ts', args);
+  return runProcess(cmd, argv, { env: { ...process.env, ...env }, timeoutMs: 30_000 });
+}
+
+export function runProcess(cmd: string, args: string[], o: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { env: o.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout!.on('data', (d) => (stdout += d));
+    p.stderr!.on('data', (d) => (stderr += d));
+    const t = setTimeout(() => p.kill('SIGKILL'), o.timeoutMs ?? 30_000);
+    p.on('error', reject);
+    p.on('close', (code) => {
+      clearTimeout(t);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+export interface Daemon {
+  proc: ChildProcess;
+  output(): string;
+}
+
+/** Starts `tether-node agent --config <file>` (in a namespace when given); host changes are off for tests. */
+export function startDaemon(config: string, o: { env?: NodeJS.ProcessEnv; netns?: string } = {}): Daemon {
+  const [cmd, argv] = wrapNetns(nodeArgs('node-agent/cli/main.ts', ['agent', '--config', config]), o.netns);
+  const proc = spawn(cmd, argv, { env: { ...process.env, TETHER_NODE_NO_HOST_CHANGES: '1', TETHER_LOG_LEVEL: 'info', ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout!.on('data', (d) => (out += d));
+  proc.stderr!.on('data', (d) => (out += d));
+  return { proc, output: () => out };
+}
+
+function wrapNetns([cmd, args]: [string, string[]], netns?: string): [string, string[]] {
+  return netns ? ['ip', ['netns', 'exec', netns, cmd, ...args]] : [cmd, args];
+}
+
+export function executable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export const isRoot = () => typeof process.getuid === 'function' && process.getuid() === 0;
