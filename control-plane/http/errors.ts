@@ -4,7 +4,10 @@ import { TetherError, errorBody } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import { formatIssues } from '../queue/queue.service.ts';
 
-/** Every error becomes JSON {error:{code,message}} with a fitting status; only 5xx are logged as errors. */
+/**
+ * Every error becomes JSON {error:{code,message}} with a fitting status. 5xx are logged as errors,
+ * auth refusals (401/403/429) as warnings with code, route and peer address, other 4xx at debug.
+ */
 export function errorHandler(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     let status = 500;
@@ -26,8 +29,13 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       code = 'storage_unavailable';
       message = `storage is unavailable (${err.code}); nothing was changed`;
     }
-    if (status >= 500) log.error({ err, method: req.method, path: req.path }, 'request failed');
-    else log.debug({ method: req.method, path: req.path, status, code }, 'request refused');
+    // The route without its query string (which may hold anything), never a header or a token.
+    const route = `${req.baseUrl}${req.path}`;
+    if (status >= 500) log.error({ err, method: req.method, path: route }, 'request failed');
+    else if (status === 401 || status === 403 || status === 429) {
+      // Authentication and authorisation refusals are security events: always logged.
+      log.warn({ method: req.method, path: route, status, code, peer: req.socket.remoteAddress ?? null }, 'request refused');
+    } else log.debug({ method: req.method, path: route, status, code }, 'request refused');
     if (res.headersSent) {
       res.end();
       return;
