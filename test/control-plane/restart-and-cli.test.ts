@@ -20,7 +20,7 @@ function runCli(args: string[], env: NodeJS.ProcessEnv, stdin?: string): Promise
     let stderr = '';
     p.stdout.on('data', (d) => (stdout += d));
     p.stderr.on('data', (d) => (stderr += d));
-    p.on('exit', (code) => resolve({ code, stdout, stderr }));
+    p.on('close', (code) => resolve({ code, stdout, stderr }));
     p.stdin.end(stdin ?? '');
   });
 }

@@ -73,7 +73,7 @@ export async function startTestControlPlane(
     },
     async close() {
       admin.close();
-      await cp.close();
+      await t.cp.close(); // t.cp, not cp: a test may have restarted it
     },
   };
   return t;
@@ -109,8 +109,13 @@ export async function spawnControlPlane(dataDir: string, port: number, extra: st
 }
 
 export async function stopProcess(proc: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
-  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  // 'close' (not 'exit'): the process has ended and its pipes are closed.
+  const exited = new Promise<number | null>((r) => proc.once('close', (code) => r(code)));
+  if (proc.exitCode !== null || proc.signalCode !== null) {
+    proc.stdout?.destroy();
+    proc.stderr?.destroy();
+    return proc.exitCode;
+  }
   proc.kill(signal);
   return exited;
 }
