@@ -12,7 +12,7 @@ import YAML from 'yaml';
 import { ManualClock } from '../../common/clock.ts';
 import type { AgentView, CommandView } from '../../common/wire.ts';
 import { eventually, removeDir, startTestControlPlane, stopProcess, tempDir, type TestControlPlane } from '../support/control-plane.ts';
-import { runNodeCli, runTetherCli, startDaemon, type Daemon } from './support.ts';
+import { killAndWait, runNodeCli, runTetherCli, startDaemon, type Daemon } from './support.ts';
 
 describe('node agent: register and daemon (processes)', function () {
   this.timeout(60_000);
@@ -36,7 +36,7 @@ describe('node agent: register and daemon (processes)', function () {
     config = join(dir, 'etc', 'config.yaml');
   });
   after(async () => {
-    if (daemon) await stopProcess(daemon.proc, 'SIGKILL');
+    if (daemon) await killAndWait(daemon);
     await t.close();
     removeDir(t.dataDir);
     removeDir(dir);
@@ -151,7 +151,7 @@ describe('node agent: liveness as the CLI shows it (manual clock)', function () 
     dir = tempDir('tether-node-live-');
   });
   after(async () => {
-    if (daemon) await stopProcess(daemon.proc, 'SIGKILL');
+    if (daemon) await killAndWait(daemon);
     await t.close();
     removeDir(t.dataDir);
     removeDir(dir);

@@ -39,16 +39,28 @@ export function runProcess(cmd: string, args: string[], o: { env?: NodeJS.Proces
 export interface Daemon {
   proc: ChildProcess;
   output(): string;
+  /** Resolves once the process has exited and its pipes are closed. */
+  closed: Promise<void>;
+}
+
+/** SIGKILLs (if still running) and waits until the process and its pipes are gone. */
+export async function killAndWait(d: Daemon): Promise<void> {
+  if (d.proc.exitCode === null && d.proc.signalCode === null) d.proc.kill('SIGKILL');
+  await d.closed;
+}
+
+export function track(proc: ChildProcess): Daemon {
+  let out = '';
+  proc.stdout?.on('data', (c) => (out += c));
+  proc.stderr?.on('data', (c) => (out += c));
+  const closed = new Promise<void>((resolve) => proc.once('close', () => resolve()));
+  return { proc, output: () => out, closed };
 }
 
 /** Starts `tether-node agent --config <file>` (in a namespace when given); host changes are off for tests. */
 export function startDaemon(config: string, o: { env?: NodeJS.ProcessEnv; netns?: string } = {}): Daemon {
   const [cmd, argv] = wrapNetns(nodeArgs('node-agent/cli/main.ts', ['agent', '--config', config]), o.netns);
-  const proc = spawn(cmd, argv, { env: { ...process.env, TETHER_NODE_NO_HOST_CHANGES: '1', TETHER_LOG_LEVEL: 'info', ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  proc.stdout!.on('data', (d) => (out += d));
-  proc.stderr!.on('data', (d) => (out += d));
-  return { proc, output: () => out };
+  return track(spawn(cmd, argv, { env: { ...process.env, TETHER_NODE_NO_HOST_CHANGES: '1', TETHER_LOG_LEVEL: 'info', ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] }));
 }
 
 function wrapNetns([cmd, args]: [string, string[]], netns?: string): [string, string[]] {
