@@ -1,6 +1,7 @@
 /**
  * Runs a helm spec: fetch the chart's git source when it has one, resolve the values (secret and
  * output references) into a 0600 file in the step's scratch folder, then `helm upgrade --install`.
+ * With `action: delete`: `helm uninstall` (no chart, no values).
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,12 +9,13 @@ import { TetherError } from '../common/errors.ts';
 import type { HelmSpec } from '../common/specs.ts';
 import { writeFileAtomic } from '../common/files.ts';
 import { checkoutGit } from './git.checkout.ts';
-import { helmEnv, parseHelmRelease, planHelmUpgrade } from './helm.plan.ts';
+import { helmEnv, parseHelmRelease, planHelmUninstall, planHelmUpgrade } from './helm.plan.ts';
 import { failureMessage, runProcess } from './process.run.ts';
 import { checkAborted, plainLookup, refResolvers, type StepContext, type StepResult } from './step.ts';
 import { deepMerge, resolveRefs } from './values.ts';
 
 export async function executeHelm(spec: HelmSpec, s: StepContext): Promise<StepResult> {
+  if (spec.action === 'delete') return uninstallHelm(spec, s);
   const { config, kube } = s.deps;
   let chartPath: string | undefined;
   if ('git' in spec.chart) {
@@ -52,5 +54,23 @@ export async function executeHelm(spec: HelmSpec, s: StepContext): Promise<StepR
   }
   s.exec.emit(`release ${outputs.release} revision ${outputs.revision}: ${outputs.status}`);
   const o = { ...outputs } as Record<string, unknown>;
+  return { outputs: o, lookup: plainLookup(o) };
+}
+
+async function uninstallHelm(spec: HelmSpec, s: StepContext): Promise<StepResult> {
+  const { config, kube } = s.deps;
+  const helmHome = join(config.workDir, 'helm');
+  mkdirSync(helmHome, { recursive: true, mode: 0o700 });
+  s.exec.emit(`helm uninstall ${spec.release} (namespace ${spec.namespace})`);
+  const r = await runProcess(config.helmBin, planHelmUninstall({ spec, kubeconfig: kube.kubeconfigPath }), {
+    env: helmEnv(helmHome),
+    signal: s.exec.signal,
+    killGraceMs: config.killGraceSeconds * 1000,
+    log: s.exec.log,
+    onLine: (line, stream) => s.exec.emit(line, stream),
+  });
+  checkAborted(s.exec.signal);
+  if (r.exitCode !== 0) throw new TetherError('helm_failed', failureMessage('helm uninstall', r));
+  const o: Record<string, unknown> = { release: spec.release, namespace: spec.namespace, uninstalled: true };
   return { outputs: o, lookup: plainLookup(o) };
 }

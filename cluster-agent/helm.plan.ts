@@ -46,6 +46,21 @@ export function planHelmUpgrade(input: HelmPlanInput): string[] {
   ];
 }
 
+/** `helm uninstall` of the spec's release; a release that does not exist counts as uninstalled. */
+export function planHelmUninstall(input: { spec: HelmSpec; kubeconfig: string }): string[] {
+  const { spec } = input;
+  return [
+    'uninstall',
+    `--namespace=${spec.namespace}`,
+    `--kubeconfig=${input.kubeconfig}`,
+    '--ignore-not-found',
+    ...(spec.wait ? ['--wait'] : []),
+    ...(spec.timeoutSeconds ? [`--timeout=${spec.timeoutSeconds}s`] : []),
+    '--',
+    spec.release,
+  ];
+}
+
 /** Environment for helm: its caches and config in the agent's work dir (the root filesystem is read-only). */
 export function helmEnv(helmHome: string): Record<string, string> {
   return {

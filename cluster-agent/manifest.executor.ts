@@ -1,18 +1,49 @@
 /**
  * Applies manifests with server-side apply (field manager "tether", conflicts forced), in the
  * planned order; waits for each CRD to be established before objects of its kinds are applied.
+ * The YAML is inline or the files of a folder in a git repository (checked out at its ref). With
+ * `action: delete` the same objects are deleted in reverse order (missing ones are fine).
  */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { TetherError } from '../common/errors.ts';
-import type { ManifestSpec } from '../common/specs.ts';
+import { isManifestFileName, MAX_MANIFEST_BYTES, type ManifestSpec } from '../common/specs.ts';
+import { checkoutGit } from './git.checkout.ts';
 import { kubeMessage, kubeStatus, type ObjectApi } from './kube.ts';
-import { isCrd, orderForApply, parseManifests, refOf, withNamespace, type AppliedRef, type KubeObject } from './manifest.plan.ts';
+import { isCrd, orderForApply, orderForDelete, parseManifests, refOf, withNamespace, type AppliedRef, type KubeObject } from './manifest.plan.ts';
+import { resolveInside } from './paths.ts';
 import { FIELD_MANAGER } from './secrets.ts';
 import { checkAborted, plainLookup, type StepContext, type StepResult } from './step.ts';
 
 const DISCOVERY_WAIT_MS = 30_000;
 
+/** The manifests' YAML: inline, or every *.yaml|*.yml|*.json file of the source folder (by name). */
+async function manifestText(spec: ManifestSpec, s: StepContext): Promise<string> {
+  if (spec.manifests !== undefined) return spec.manifests;
+  if (!spec.source) throw new TetherError('invalid_spec', 'a manifest spec needs manifests or source');
+  const co = await checkoutGit(spec.source.git, join(s.runDir, 'src'), { signal: s.exec.signal, emit: (l) => s.exec.emit(l) });
+  checkAborted(s.exec.signal);
+  const names = readdirSync(co.dir).filter(isManifestFileName).sort();
+  if (names.length === 0) throw new TetherError('invalid_manifest', `path "${spec.source.git.path}" holds no *.yaml, *.yml or *.json file`);
+  const parts: string[] = [];
+  let size = 0;
+  for (const name of names) {
+    // Every file is resolved again: a symbolic link must not lead out of the checkout.
+    const file = resolveInside(co.root, relative(co.root, join(co.dir, name)), 'any');
+    if (!statSync(file).isFile()) continue;
+    const text = readFileSync(file, 'utf8');
+    size += Buffer.byteLength(text);
+    if (size > MAX_MANIFEST_BYTES) throw new TetherError('invalid_manifest', 'the manifest files are larger than 1 MiB together');
+    parts.push(text);
+  }
+  s.exec.emit(`read ${parts.length} manifest file(s) from ${spec.source.git.path}`);
+  return parts.map((p) => (p.endsWith('\n') ? p : `${p}\n`)).join('---\n');
+}
+
 export async function executeManifest(spec: ManifestSpec, s: StepContext): Promise<StepResult> {
-  const objects = orderForApply(parseManifests(spec.manifests));
+  const parsed = parseManifests(await manifestText(spec, s));
+  if (spec.action === 'delete') return deleteManifests(parsed, spec, s);
+  const objects = orderForApply(parsed);
   const api = s.deps.kube.objects;
   const defaultNamespace = spec.namespace ?? 'default';
   const applied: AppliedRef[] = [];
@@ -39,9 +70,51 @@ export async function executeManifest(spec: ManifestSpec, s: StepContext): Promi
   return { outputs, lookup: plainLookup(outputs) };
 }
 
-/** The API resource of an object's kind; a kind from a CRD applied just before may take a moment. */
-async function discover(api: ObjectApi, o: KubeObject, signal: AbortSignal) {
-  const deadline = Date.now() + DISCOVERY_WAIT_MS;
+/**
+ * Deletes the objects (background propagation, no waiting for finalizers): everything else first,
+ * then CRDs, then Namespaces. Objects or kinds that no longer exist count as deleted.
+ */
+async function deleteManifests(parsed: KubeObject[], spec: ManifestSpec, s: StepContext): Promise<StepResult> {
+  const api = s.deps.kube.objects;
+  const defaultNamespace = spec.namespace ?? 'default';
+  const deleted: AppliedRef[] = [];
+  for (const o of orderForDelete(parsed)) {
+    checkAborted(s.exec.signal);
+    const resource = await discover(api, o, s.exec.signal, 0);
+    if (!resource) {
+      s.exec.emit(`${o.kind} ${o.metadata.name}: the cluster no longer serves ${o.apiVersion} ${o.kind}; nothing to delete`);
+      continue;
+    }
+    const obj = withNamespace(o, resource.namespaced, defaultNamespace);
+    const ref = refOf(obj);
+    const what = `${obj.kind} ${ref.namespace ? `${ref.namespace}/` : ''}${ref.name}`;
+    try {
+      await api.delete({ apiVersion: obj.apiVersion, kind: obj.kind, metadata: { name: ref.name, ...(ref.namespace ? { namespace: ref.namespace } : {}) } }, undefined, undefined, undefined, undefined, 'Background');
+      s.exec.emit(`deleted ${what}`);
+    } catch (err) {
+      const status = kubeStatus(err);
+      if (status === 404) s.exec.emit(`${what} does not exist`);
+      else {
+        throw new TetherError('delete_failed', `cannot delete ${what}: ${kubeMessage(err)}`, {
+          retryable: status === undefined || status >= 500 || status === 429,
+          cause: err,
+        });
+      }
+    }
+    deleted.push(ref);
+  }
+  const outputs: Record<string, unknown> = { deleted };
+  return { outputs, lookup: plainLookup(outputs) };
+}
+
+/**
+ * The API resource of an object's kind; a kind from a CRD applied just before may take a moment.
+ * With `waitMs` 0 an unknown kind is undefined at once.
+ */
+async function discover(api: ObjectApi, o: KubeObject, signal: AbortSignal, waitMs: number): Promise<Awaited<ReturnType<ObjectApi['lookup']>>>;
+async function discover(api: ObjectApi, o: KubeObject, signal: AbortSignal): Promise<NonNullable<Awaited<ReturnType<ObjectApi['lookup']>>>>;
+async function discover(api: ObjectApi, o: KubeObject, signal: AbortSignal, waitMs = DISCOVERY_WAIT_MS) {
+  const deadline = Date.now() + waitMs;
   for (;;) {
     let resource;
     try {
@@ -50,6 +123,7 @@ async function discover(api: ObjectApi, o: KubeObject, signal: AbortSignal) {
       if (kubeStatus(err) !== 404) throw new TetherError('kube_error', `cannot discover ${o.apiVersion} ${o.kind}: ${kubeMessage(err)}`, { retryable: true, cause: err });
     }
     if (resource) return resource;
+    if (waitMs === 0) return undefined;
     if (Date.now() > deadline) throw new TetherError('unknown_kind', `the cluster does not serve ${o.kind} in ${o.apiVersion}`);
     api.forget(o.apiVersion);
     await sleep(250, signal);

@@ -80,6 +80,11 @@ export function withNamespace(o: KubeObject, namespaced: boolean, defaultNamespa
   return { ...o, metadata };
 }
 
+/** Deletion order: the reverse of {@link orderForApply} (dependents first, Namespaces last). */
+export function orderForDelete(objects: KubeObject[]): KubeObject[] {
+  return orderForApply(objects).reverse();
+}
+
 export interface AppliedRef {
   apiVersion: string;
   kind: string;

@@ -25,6 +25,17 @@ export async function readSecretData(core: CoreV1Api, namespace: string, name: s
   return out;
 }
 
+/** Deletes a Secret; true when it existed. */
+export async function deleteSecret(core: CoreV1Api, namespace: string, name: string): Promise<boolean> {
+  try {
+    await core.deleteNamespacedSecret({ name, namespace });
+    return true;
+  } catch (err) {
+    if (kubeStatus(err) === 404) return false;
+    throw new TetherError('kube_error', `cannot delete Secret ${namespace}/${name}: ${kubeMessage(err)}`, { retryable: true, cause: err });
+  }
+}
+
 /** Creates or updates a Secret (server-side apply, field manager "tether"), replacing its data. */
 export async function applySecret(
   objects: ObjectApi,

@@ -3,6 +3,8 @@
  * (backend override), write the variables to a 0600 var file outside the checkout, then init,
  * apply and read the outputs. Every output is written to the `<stateName>-outputs` Secret;
  * only the non-sensitive ones (and the names of the others) go back to the control plane.
+ * With `action: delete`: init and `tofu destroy` against the same state, then the outputs Secret
+ * is deleted (the state Secret stays, holding the empty state).
  */
 import { join } from 'node:path';
 import { TetherError } from '../common/errors.ts';
@@ -10,7 +12,7 @@ import type { TofuSpec } from '../common/specs.ts';
 import { writeFileAtomic } from '../common/files.ts';
 import { checkoutGit } from './git.checkout.ts';
 import { failureMessage, runProcess, type RunResult } from './process.run.ts';
-import { applySecret, readSecretData } from './secrets.ts';
+import { applySecret, deleteSecret, readSecretData } from './secrets.ts';
 import { checkAborted, refResolvers, type StepContext, type StepResult } from './step.ts';
 import {
   BACKEND_OVERRIDE_FILE,
@@ -19,6 +21,7 @@ import {
   splitOutputs,
   stateSecretName,
   tofuApplyArgs,
+  tofuDestroyArgs,
   tofuEnv,
   tofuInitArgs,
   tofuOutputArgs,
@@ -59,14 +62,22 @@ export async function executeTofu(spec: TofuSpec, s: StepContext): Promise<StepR
       onLine: (line, stream) => s.exec.emit(line, stream),
     });
 
-  for (const [what, args] of [
+  const destroy = spec.action === 'delete';
+  const steps: [string, string[]][] = [
     ['tofu init', tofuInitArgs()],
-    ['tofu apply', tofuApplyArgs(varFile)],
-  ] as const) {
+    destroy ? ['tofu destroy', tofuDestroyArgs(varFile)] : ['tofu apply', tofuApplyArgs(varFile)],
+  ];
+  for (const [what, args] of steps) {
     s.exec.emit(`${what} (state ${namespace}/${stateSecretName(spec.stateName)})`);
     const r = await run([...args]);
     checkAborted(s.exec.signal);
     if (r.exitCode !== 0) throw new TetherError('tofu_failed', failureMessage(what, r));
+  }
+  if (destroy) {
+    const outputsSecret = outputsSecretName(spec.stateName);
+    if (await deleteSecret(kube.core, namespace, outputsSecret)) s.exec.emit(`deleted Secret ${namespace}/${outputsSecret}`);
+    const o: Record<string, unknown> = { stateName: spec.stateName, namespace, commit: co.commit, stateSecret: stateSecretName(spec.stateName), destroyed: true };
+    return { outputs: o, lookup: async (key) => (Object.hasOwn(o, key) ? o[key] : undefined) };
   }
 
   // Never streamed: the JSON holds the sensitive values.

@@ -34,6 +34,10 @@ export function tofuApplyArgs(varFile?: string): string[] {
   return ['apply', '-auto-approve', '-input=false', '-no-color', ...(varFile ? [`-var-file=${varFile}`] : [])];
 }
 
+export function tofuDestroyArgs(varFile?: string): string[] {
+  return ['destroy', '-auto-approve', '-input=false', '-no-color', ...(varFile ? [`-var-file=${varFile}`] : [])];
+}
+
 export const tofuOutputArgs = (): string[] => ['output', '-json', '-no-color'];
 
 export interface TofuEnvInput {

@@ -5,6 +5,9 @@
  * References are structured values, never string templates:
  *   {secretRef: {name, key, namespace?}}  a value read from a Kubernetes Secret by the agent;
  *   {outputRef: {step, key}}              an earlier flow step's output.
+ *
+ * helm, manifest and tofu specs take `action: apply | delete` (default apply): delete is helm
+ * uninstall, deleting the manifest's objects, tofu destroy with the same state.
  */
 import { z } from 'zod';
 
@@ -119,8 +122,14 @@ export const helmChartSchema = z.union([
   z.object({ git: gitSourceSchema }).strict(),
 ]);
 
+/** What a helm, manifest or tofu spec does; absent means apply. */
+export const STEP_ACTIONS = ['apply', 'delete'] as const;
+export type StepAction = (typeof STEP_ACTIONS)[number];
+const stepAction = z.enum(STEP_ACTIONS).optional();
+
 export const helmSpecSchema = z
   .object({
+    action: stepAction,
     release: dnsLabel(53),
     namespace: dnsLabel(),
     chart: helmChartSchema,
@@ -132,15 +141,27 @@ export const helmSpecSchema = z
   .strict();
 
 export const MAX_MANIFEST_BYTES = 1024 * 1024;
+/** The files of a manifest `source` folder that are read (by name order, not recursive). */
+export function isManifestFileName(name: string): boolean {
+  return /\.(ya?ml|json)$/i.test(name) && !name.startsWith('.');
+}
+
+/** Inline YAML (`manifests`) or the YAML files of a folder in a git repository (`source`): exactly one. */
 export const manifestSpecSchema = z
   .object({
-    manifests: z.string().min(1).max(MAX_MANIFEST_BYTES, 'manifests must be at most 1 MiB'),
+    action: stepAction,
+    manifests: z.string().min(1).max(MAX_MANIFEST_BYTES, 'manifests must be at most 1 MiB').optional(),
+    source: z.object({ git: gitSourceSchema }).strict().optional(),
     namespace: dnsLabel().optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((m, ctx) => {
+    if ((m.manifests === undefined) === (m.source === undefined)) ctx.addIssue({ code: 'custom', message: 'set exactly one of manifests and source' });
+  });
 
 export const tofuSpecSchema = z
   .object({
+    action: stepAction,
     source: z.object({ git: gitSourceSchema }).strict(),
     vars: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_-]*$/, 'must be a variable name').max(128), jsonValue).superRefine((v, ctx) => {
       const problem = checkRefs(v);
