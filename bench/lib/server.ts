@@ -1,0 +1,101 @@
+/**
+ * The control plane under test: `tether server` as its own process (SQLite and CA in the bench
+ * data folder, mTLS on 127.0.0.1), started through prlimit with a raised file-descriptor limit,
+ * its log written to a file. Plus an admin client for it.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, openSync, readFileSync, closeSync } from 'node:fs';
+import { join } from 'node:path';
+import { HttpClient } from '../../common/http-client.ts';
+import { REPO_ROOT, sleep } from './util.ts';
+
+import { spawnSync } from 'node:child_process';
+
+export const NOFILE_WANTED = 1_048_576;
+
+/**
+ * The open-files limit spawned processes get: 1,048,576 where the launcher may raise the hard
+ * limit (root with CAP_SYS_RESOURCE, like LimitNOFILE= in a systemd unit), else the hard limit.
+ */
+export const NOFILE: number = (() => {
+  if (spawnSync('prlimit', [`--nofile=${NOFILE_WANTED}:${NOFILE_WANTED}`, '--', 'true']).status === 0) return NOFILE_WANTED;
+  const r = spawnSync('bash', ['-c', 'ulimit -Hn'], { encoding: 'utf8' });
+  const hard = Number(r.stdout.trim());
+  return Number.isFinite(hard) && hard > 0 ? hard : 1024;
+})();
+
+/** The command line prefix that raises the open-files limit of a spawned process (prlimit, soft = hard = NOFILE). */
+export function withNofile(cmd: string, args: string[]): [string, string[]] {
+  return ['prlimit', [`--nofile=${NOFILE}:${NOFILE}`, '--', cmd, ...args]];
+}
+
+export interface BenchServer {
+  proc: ChildProcess;
+  pid: number;
+  url: string;
+  port: number;
+  dataDir: string;
+  caPem: string;
+  adminToken: string;
+  admin: HttpClient;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export async function startServer(o: { dataDir: string; port: number; logFile: string; extraArgs?: string[]; env?: NodeJS.ProcessEnv; nodeArgs?: string[] }): Promise<BenchServer> {
+  mkdirSync(o.dataDir, { recursive: true });
+  const fd = openSync(o.logFile, 'a');
+  const [cmd, args] = withNofile(process.execPath, [...(o.nodeArgs ?? []), join(REPO_ROOT, 'control-plane/cli/main.ts'), 'server', '--data-dir', o.dataDir, '--listen', `127.0.0.1:${o.port}`, ...(o.extraArgs ?? [])]);
+  const proc = spawn(cmd, args, { env: { ...process.env, TETHER_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? 'info', ...o.env }, stdio: ['ignore', fd, fd] });
+  closeSync(fd);
+  const url = `https://127.0.0.1:${o.port}`;
+  const deadline = Date.now() + 60_000;
+  let caPem = '';
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`the control plane exited (${proc.exitCode}); see ${o.logFile}`);
+    if (Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error(`the control plane was not ready within 60 s; see ${o.logFile}`);
+    }
+    try {
+      caPem = readFileSync(join(o.dataDir, 'ca.crt'), 'utf8');
+      const probe = new HttpClient({ baseUrl: url, ca: caPem, timeoutMs: 1000 });
+      try {
+        await probe.request('GET', '/healthz');
+        break;
+      } finally {
+        probe.close();
+      }
+    } catch {
+      await sleep(100);
+    }
+  }
+  const adminToken = readFileSync(join(o.dataDir, 'admin-token'), 'utf8').trim();
+  const admin = new HttpClient({ baseUrl: url, ca: caPem, bearerToken: adminToken, timeoutMs: 60_000 });
+  return {
+    proc,
+    pid: proc.pid!,
+    url,
+    port: o.port,
+    dataDir: o.dataDir,
+    caPem,
+    adminToken,
+    admin,
+    async stop(signal = 'SIGTERM') {
+      admin.close();
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+      proc.kill(signal);
+      const t = setTimeout(() => proc.kill('SIGKILL'), 30_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** Reads one Prometheus sample (first match) from /metrics. */
+export async function metric(s: BenchServer, name: string, labels = ''): Promise<number> {
+  const text = (await s.admin.request<string>('GET', '/metrics')).body;
+  const re = new RegExp(`^${name}${labels ? `\\{${labels.replace(/[{}]/g, '')}\\}` : ''}\\s+([0-9.eE+-]+)$`, 'm');
+  const m = re.exec(typeof text === 'string' ? text : '');
+  return m ? Number(m[1]) : NaN;
+}

@@ -1,0 +1,294 @@
+/**
+ * A load-generator process (forked by bench/main.ts): a slice of simulated agents, each with its
+ * own certificate, its own https.Agent (keep-alive, at most 2 sockets: one for the held long-poll,
+ * one for heartbeats and results, as the real agent runtime has), long-polling /v1/agent/poll and
+ * heartbeating every 5 s from a jittered start. Poll failures back off like the runtime (p-retry:
+ * 1 s doubling to 60 s, randomised). Figures go back to the parent over IPC.
+ */
+import https from 'node:https';
+import tls from 'node:tls';
+import { join } from 'node:path';
+import { loadIdentities, loadKeys, type Identity } from './lib/identities.ts';
+import { Reservoir, nowMs, sleep } from './lib/util.ts';
+
+export interface LoadgenStart {
+  type: 'start';
+  url: string;
+  caPem: string;
+  identityDir: string;
+  from: number;
+  to: number;
+  heartbeatMs: number;
+  pollWaitSeconds: number;
+  rampMs: number;
+  /** ack: report every claimed command as succeeded at once (with retries, like the outbox). */
+  mode: 'ack' | 'hold';
+  localAddresses: number;
+}
+
+export type ParentMessage = LoadgenStart | { type: 'report'; reset?: boolean } | { type: 'mark' } | { type: 'stop' };
+
+export interface LoadgenStats {
+  type: 'stats';
+  agents: number;
+  /** Agents whose last heartbeat succeeded. */
+  healthy: number;
+  /** Agents with at least one successful request since start. */
+  connected: number;
+  hbOk: number;
+  hbErr: number;
+  hbLatency: number[];
+  pollOk: number;
+  pollErr: number;
+  claims: { id: number; at: number }[];
+  resultsOk: number;
+  resultsErr: number;
+  resultDone: { id: number; at: number }[];
+  /** Since the last mark: agents that had a successful heartbeat, and their times (ms after the mark). */
+  recoveredHb: number[];
+  /** Since the last mark: agents whose poll was answered or is being held past 2 s after a successful (re)connect. */
+  recoveredPoll: number[];
+  errors: Record<string, number>;
+}
+
+let cfg: LoadgenStart;
+let stopped = false;
+const hbLat = new Reservoir(100_000);
+const stats = { hbOk: 0, hbErr: 0, pollOk: 0, pollErr: 0, resultsOk: 0, resultsErr: 0 };
+let claims: { id: number; at: number }[] = [];
+let resultDone: { id: number; at: number }[] = [];
+const errors: Record<string, number> = {};
+let markAt = 0;
+
+class SimAgent {
+  readonly agent: https.Agent;
+  healthy = false;
+  connected = false;
+  hbInFlight = false;
+  recHb = -1;
+  recPoll = -1;
+  private readonly id: Identity;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly host: string;
+  private readonly port: number;
+
+  constructor(id: Identity, key: string, index: number) {
+    this.id = id;
+    const u = new URL(cfg.url);
+    this.host = u.hostname;
+    this.port = Number(u.port);
+    const secureContext = tls.createSecureContext({ ca: cfg.caPem, cert: id.certPem, key });
+    this.agent = new https.Agent({
+      keepAlive: true,
+      maxSockets: 2,
+      maxCachedSessions: 4,
+      secureContext,
+      localAddress: `127.0.0.${1 + (index % cfg.localAddresses)}`,
+    } as https.AgentOptions);
+  }
+
+  request(method: string, path: string, body: unknown, timeoutMs: number): Promise<{ status: number; json: any }> {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    return new Promise((resolve, reject) => {
+      const req = https.request(
+        {
+          host: this.host,
+          port: this.port,
+          method,
+          path,
+          agent: this.agent,
+          servername: undefined,
+          headers: { accept: 'application/json', 'user-agent': 'tether-agent', ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}) },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            let json: unknown;
+            try {
+              json = text ? JSON.parse(text) : undefined;
+            } catch {
+              json = text;
+            }
+            resolve({ status: res.statusCode ?? 0, json });
+          });
+          res.on('error', reject);
+        },
+      );
+      req.setTimeout(timeoutMs, () => req.destroy(new Error('timeout')));
+      req.on('error', reject);
+      req.end(payload);
+    });
+  }
+
+  start(delay: number): void {
+    setTimeout(() => {
+      if (stopped) return;
+      void this.heartbeat();
+      this.timer = setInterval(() => void this.heartbeat(), cfg.heartbeatMs);
+      void this.pollLoop();
+    }, delay);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.agent.destroy();
+  }
+
+  private ok(): void {
+    this.connected = true;
+  }
+
+  async heartbeat(): Promise<void> {
+    if (this.hbInFlight || stopped) return;
+    this.hbInFlight = true;
+    const t0 = nowMs();
+    try {
+      const r = await this.request('POST', '/v1/agent/heartbeat', heartbeatBody(), 10_000);
+      if (r.status !== 200) throw new Error(`http_${r.status}`);
+      const t1 = nowMs();
+      hbLat.add(t1 - t0);
+      stats.hbOk++;
+      this.healthy = true;
+      this.ok();
+      if (markAt && this.recHb < 0 && t0 >= markAt) this.recHb = t1 - markAt;
+    } catch (err) {
+      stats.hbErr++;
+      this.healthy = false;
+      count(err);
+    } finally {
+      this.hbInFlight = false;
+    }
+  }
+
+  private async pollLoop(): Promise<void> {
+    let attempt = 0;
+    while (!stopped) {
+      const t0 = nowMs();
+      const held = setTimeout(() => {
+        // Still held 2 s after it was sent: the control plane has this agent's poll.
+        if (markAt && this.recPoll < 0 && t0 >= markAt) this.recPoll = t0 - markAt;
+      }, 2000);
+      try {
+        const r = await this.request('GET', `/v1/agent/poll?wait=${cfg.pollWaitSeconds}`, undefined, (cfg.pollWaitSeconds + 15) * 1000);
+        clearTimeout(held);
+        if (r.status !== 200) throw new Error(`http_${r.status}`);
+        stats.pollOk++;
+        attempt = 0;
+        this.ok();
+        if (markAt && this.recPoll < 0 && t0 >= markAt) this.recPoll = nowMs() - markAt;
+        const cmd = r.json?.command as { id: number; leaseId: string } | null | undefined;
+        if (cmd) {
+          claims.push({ id: cmd.id, at: nowMs() });
+          if (cfg.mode === 'ack') await this.report(cmd);
+        }
+      } catch (err) {
+        clearTimeout(held);
+        stats.pollErr++;
+        count(err);
+        attempt++;
+        const delay = Math.min(60_000, (1 + Math.random()) * 1000 * 2 ** (attempt - 1));
+        await sleep(delay);
+      }
+    }
+  }
+
+  /** Delivers a result like the runtime's outbox: retried until applied or refused. */
+  private async report(cmd: { id: number; leaseId: string }): Promise<void> {
+    for (let i = 0; i < 30 && !stopped; i++) {
+      try {
+        const r = await this.request('POST', `/v1/agent/commands/${cmd.id}/result`, { leaseId: cmd.leaseId, outcome: 'succeeded', outputs: { bench: true } }, 15_000);
+        if (r.status === 200) {
+          stats.resultsOk++;
+          resultDone.push({ id: cmd.id, at: nowMs() });
+          return;
+        }
+        if (r.status >= 400 && r.status < 500) {
+          stats.resultsErr++;
+          errors[`result_${r.status}`] = (errors[`result_${r.status}`] ?? 0) + 1;
+          return;
+        }
+      } catch (err) {
+        count(err);
+      }
+      await sleep(Math.min(10_000, 500 * 2 ** i));
+    }
+    stats.resultsErr++;
+  }
+}
+
+function count(err: unknown): void {
+  const e = err as NodeJS.ErrnoException;
+  const k = e?.code ?? e?.message ?? 'error';
+  errors[k] = (errors[k] ?? 0) + 1;
+}
+
+const metricsBody = {
+  cpuPercent: 3.2,
+  memoryTotalBytes: 8_340_000_000,
+  memoryUsedBytes: 2_110_000_000,
+  diskTotalBytes: 100_000_000_000,
+  diskUsedBytes: 31_000_000_000,
+  load: [0.12, 0.2, 0.18],
+  uptimeSeconds: 86_400,
+  rssBytes: 48_000_000,
+};
+const heartbeatBody = () => ({ version: '0.1.0', metrics: { ...metricsBody, uptimeSeconds: Math.round(process.uptime()) + 86_400 }, running: [] });
+
+let agents: SimAgent[] = [];
+
+function snapshot(reset: boolean): LoadgenStats {
+  const s: LoadgenStats = {
+    type: 'stats',
+    agents: agents.length,
+    healthy: agents.filter((a) => a.healthy).length,
+    connected: agents.filter((a) => a.connected).length,
+    ...stats,
+    hbLatency: [...hbLat.values],
+    claims,
+    resultDone,
+    recoveredHb: agents.filter((a) => a.recHb >= 0).map((a) => a.recHb),
+    recoveredPoll: agents.filter((a) => a.recPoll >= 0).map((a) => a.recPoll),
+    errors: { ...errors },
+  };
+  claims = [];
+  resultDone = [];
+  if (reset) {
+    hbLat.values.length = 0;
+    hbLat.seen = 0;
+    for (const k of Object.keys(stats) as (keyof typeof stats)[]) stats[k] = 0;
+    for (const k of Object.keys(errors)) delete errors[k];
+  }
+  return s;
+}
+
+process.on('message', (m: ParentMessage) => {
+  if (m.type === 'start') {
+    cfg = m;
+    const ids = loadIdentities(m.identityDir);
+    const keys = loadKeys(m.identityDir);
+    for (let i = m.from; i < m.to; i++) {
+      const id = ids.get(i);
+      if (!id) throw new Error(`identity ${i} missing in ${join(m.identityDir, 'agents.jsonl')}`);
+      agents.push(new SimAgent(id, keys[id.key]!.privateKeyPem, i));
+    }
+    for (const a of agents) a.start(Math.random() * m.rampMs);
+    process.send!({ type: 'started' });
+  } else if (m.type === 'report') {
+    process.send!(snapshot(m.reset ?? false));
+  } else if (m.type === 'mark') {
+    markAt = nowMs();
+    for (const a of agents) {
+      a.recHb = -1;
+      a.recPoll = -1;
+    }
+    process.send!({ type: 'marked' });
+  } else if (m.type === 'stop') {
+    stopped = true;
+    for (const a of agents) a.stop();
+    agents = [];
+    setTimeout(() => process.exit(0), 200);
+  }
+});
+process.on('disconnect', () => process.exit(0));

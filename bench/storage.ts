@@ -1,0 +1,101 @@
+/**
+ * Figure 6, the durable write rate: the control plane's own repository functions against a real
+ * SQLite file (WAL, synchronous NORMAL as the server runs it; FULL for comparison), no HTTP.
+ * Run by bench/main.ts as a child process; prints one JSON line. Usage: node bench/storage.ts <dir> <seconds>
+ */
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { openDatabase, migrate, type Db } from '../control-plane/db/database.ts';
+import { insertAccount, insertCluster } from '../control-plane/db/accounts.repository.ts';
+import { insertAgent, recordHeartbeat } from '../control-plane/db/agents.repository.ts';
+import { insertCommand, completeAttempt } from '../control-plane/db/commands.repository.ts';
+import { claimNext } from '../control-plane/db/claim.ts';
+import { summarize } from './lib/util.ts';
+
+const dir = process.argv[2] ?? '/tmp/tether-bench-storage';
+const seconds = Number(process.argv[3] ?? 5);
+const AGENTS = 10_000;
+const metrics = JSON.stringify({ cpuPercent: 3.2, memoryTotalBytes: 8_340_000_000, memoryUsedBytes: 2_110_000_000, load: [0.1, 0.2, 0.2], uptimeSeconds: 86400, rssBytes: 48_000_000 });
+
+async function fresh(name: string, synchronous: 'NORMAL' | 'FULL') {
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${name}.db`);
+  for (const s of ['', '-wal', '-shm']) rmSync(file + s, { force: true });
+  const prev = process.env.TETHER_SQLITE_SYNCHRONOUS;
+  process.env.TETHER_SQLITE_SYNCHRONOUS = synchronous;
+  const o = openDatabase(file);
+  if (prev === undefined) delete process.env.TETHER_SQLITE_SYNCHRONOUS;
+  else process.env.TETHER_SQLITE_SYNCHRONOUS = prev;
+  await migrate(o.db);
+  const now = Date.now();
+  await insertAccount(o.db, { aid: 'bench', name: 'bench', now });
+  await o.db.transaction().execute(async (trx) => {
+    for (let i = 0; i < AGENTS; i++) {
+      const cid = `c${i}`;
+      await insertCluster(trx, { aid: 'bench', cid, domain: `${cid}.bench.local`, now });
+      await insertAgent(trx, { id: `ca-${String(i).padStart(10, '0')}`, aid: 'bench', cid, role: 'cluster-agent', nid: null, control_plane: 0, created_at: now });
+    }
+  });
+  return o;
+}
+
+/** Runs `op` back to back for `secs`; per-call latency (ms) and calls/s. */
+async function loop(secs: number, op: (i: number) => Promise<unknown>) {
+  const lat: number[] = [];
+  const end = performance.now() + secs * 1000;
+  let i = 0;
+  const t0 = performance.now();
+  while (performance.now() < end && i < 5_000_000) {
+    const a = performance.now();
+    await op(i++);
+    lat.push(performance.now() - a);
+  }
+  return { perSecond: Math.round(i / ((performance.now() - t0) / 1000)), latencyMs: summarize(lat) };
+}
+
+const agentId = (i: number) => `ca-${String(i % AGENTS).padStart(10, '0')}`;
+const hb = (db: Db, i: number) => recordHeartbeat(db, agentId(i), { now: Date.now(), version: '0.1.0', metrics, vpn: null });
+
+const out: Record<string, unknown> = { agents: AGENTS, seconds };
+{
+  const { db, sqlite } = await fresh('normal', 'NORMAL');
+  out.heartbeatOnePerCommit = await loop(seconds, (i) => hb(db, i));
+  const BATCH = 200;
+  const r = await loop(seconds, (i) => db.transaction().execute(async (trx) => {
+    for (let k = 0; k < BATCH; k++) await hb(trx, i * BATCH + k);
+  }));
+  out.heartbeatBatched = { batch: BATCH, perSecond: r.perSecond * BATCH, commitLatencyMs: r.latencyMs };
+  // A command's durable life: submit (insert, one transaction), claim (one UPDATE), result (one UPDATE).
+  const submit: number[] = [];
+  const claim: number[] = [];
+  const complete: number[] = [];
+  let n = 0;
+  const t0 = performance.now();
+  const end = t0 + seconds * 1000;
+  while (performance.now() < end && n < 1_000_000) {
+    const cid = `c${n % AGENTS}`;
+    const a = performance.now();
+    const { row } = await insertCommand(db, { aid: 'bench', cid, nid: null, type: 'manifest', spec: '{"manifests":"kind: Namespace"}', idempotencyKey: null, timeoutSeconds: 600, maxAttempts: 3, now: Date.now() });
+    const b = performance.now();
+    const leaseId = `l${n}`;
+    const claimed = await claimNext(db, { aid: 'bench', cid, nid: null }, { agentId: agentId(n), leaseId, leaseExpiresAt: Date.now() + 30_000, now: Date.now() });
+    const c = performance.now();
+    if (!claimed || claimed.id !== row.id) throw new Error('claim did not return the submitted command');
+    await completeAttempt(db, { id: row.id, agentId: agentId(n), leaseId, now: Date.now() }, { kind: 'final', state: 'succeeded', outputs: null, error: null });
+    const d = performance.now();
+    submit.push(b - a);
+    claim.push(c - b);
+    complete.push(d - c);
+    n++;
+  }
+  out.commandLifecycle = { commandsPerSecond: Math.round(n / ((performance.now() - t0) / 1000)), writesPerSecond: Math.round((3 * n) / ((performance.now() - t0) / 1000)), submitMs: summarize(submit), claimMs: summarize(claim), resultMs: summarize(complete) };
+  await db.destroy();
+  if (sqlite.open) sqlite.close();
+}
+{
+  const { db, sqlite } = await fresh('full', 'FULL');
+  out.heartbeatOnePerCommitFull = await loop(Math.min(seconds, 5), (i) => hb(db, i));
+  await db.destroy();
+  if (sqlite.open) sqlite.close();
+}
+process.stdout.write(`${JSON.stringify(out)}\n`);
