@@ -25,6 +25,9 @@ import { Dispatcher } from './queue/dispatcher.ts';
 import { adminRoutes } from './http/admin.routes.ts';
 import { VpnService } from './vpn/vpn.service.ts';
 import { vpnAdminRoutes, vpnAgentRoutes } from './http/vpn.routes.ts';
+import { BundlesService } from './bundles/bundles.service.ts';
+import { GitCache } from './bundles/git-cache.ts';
+import { bundleRoutes, instanceRoutes } from './http/bundles.routes.ts';
 import { agentRoutes, bootstrapRoutes } from './http/agent.routes.ts';
 import { errorHandler, notFoundRoute } from './http/errors.ts';
 import { FailureLimiter } from './http/rate-limit.ts';
@@ -84,6 +87,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   });
   const queue = new QueueService({ db, clock, config, dispatcher, metrics, log });
   const vpn = new VpnService({ db, clock, queue, log });
+  const bundles = new BundlesService({ db, clock, log, queue, cache: new GitCache(join(dataDir, 'bundle-cache')) });
 
   const adminTokenFile = join(dataDir, 'admin-token');
   if (!(await accounts.hasAccounts())) {
@@ -106,6 +110,8 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   app.use('/v1/agent/vpn', json, vpnAgentRoutes({ identity, vpn }));
   app.use('/v1/agent', json, agentRoutes({ identity, queue, config, metrics }));
   app.use('/v1/clusters/:cid/vpn', json, vpnAdminRoutes({ accounts, vpn }));
+  app.use('/v1/bundles', json, bundleRoutes({ accounts, bundles }));
+  app.use('/v1/instances', json, instanceRoutes({ accounts, bundles }));
   app.use('/v1', json, adminRoutes({ accounts, identity, queue }));
   app.use(notFoundRoute);
   app.use(errorHandler(log));

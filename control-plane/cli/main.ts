@@ -13,6 +13,7 @@ import { startControlPlane } from '../app.ts';
 import { readCredentials, saveCredentials } from './credentials.ts';
 import { printTable } from './table.ts';
 import { readSse } from './sse.ts';
+import { registerBundleCommands } from './bundles.commands.ts';
 
 class UsageError extends Error {}
 
@@ -277,6 +278,10 @@ agents
     const a = await call<AgentView>('POST', `/v1/agents/${encodeURIComponent(id)}/revoke`);
     out(`${a.id}\trevoked`);
   });
+
+// ------------------------------------------------------------------ bundles and instances
+
+registerBundleCommands(program, { call, out, json, usage: (m) => new UsageError(m) });
 
 // ------------------------------------------------------------------ run
 

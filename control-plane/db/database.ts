@@ -8,6 +8,7 @@ import { Kysely, SqliteDialect } from 'kysely';
 import { Migrator, type Migration, type MigrationProvider } from 'kysely/migration';
 import * as m0001 from './migrations/0001_initial.ts';
 import * as m0002 from './migrations/0002_vpn.ts';
+import * as m0003 from './migrations/0003_bundles.ts';
 import type { Database } from './schema.ts';
 
 export type Db = Kysely<Database>;
@@ -16,6 +17,7 @@ export type Db = Kysely<Database>;
 const MIGRATIONS: Record<string, Migration> = {
   '0001_initial': m0001,
   '0002_vpn': m0002,
+  '0003_bundles': m0003,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

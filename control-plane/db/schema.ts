@@ -2,6 +2,7 @@ import type { AccountsTable, ClustersTable } from './accounts.table.ts';
 import type { AgentsTable, CertificatesTable } from './agents.table.ts';
 import type { CommandLogsTable, CommandsTable } from './commands.table.ts';
 import type { ApiTokensTable, BootstrapTokensTable } from './tokens.table.ts';
+import type { BundleSourcesTable, InstancesTable } from './bundles.table.ts';
 import type { VpnNodesTable, VpnUsersTable } from './vpn.table.ts';
 
 export interface Database {
@@ -15,4 +16,6 @@ export interface Database {
   command_logs: CommandLogsTable;
   vpn_nodes: VpnNodesTable;
   vpn_users: VpnUsersTable;
+  bundle_sources: BundleSourcesTable;
+  instances: InstancesTable;
 }

@@ -1,0 +1,245 @@
+/**
+ * Bundle sources and instances: register a git source, deploy it to a cluster (pin the commit,
+ * validate, compile to a flow, queue it), upgrade in place, delete in reverse order, and show an
+ * instance with its state and outputs (taken from its last succeeded apply job). SQL stays in
+ * ../db; the decisions are in compile.ts and validate.ts.
+ */
+import { existsSync, realpathSync, statSync } from 'node:fs';
+import { isAbsolute, relative, resolve, sep } from 'node:path';
+import { TetherError, badRequest, conflict, notFound } from '../../common/errors.ts';
+import { iso, type Clock } from '../../common/clock.ts';
+import { isTerminal, type CommandView } from '../../common/wire.ts';
+import type { Logger } from '../../common/logger.ts';
+import type { Db } from '../db/database.ts';
+import { getCluster } from '../db/accounts.repository.ts';
+import * as repo from '../db/bundles.repository.ts';
+import type { InstanceRow } from '../db/bundles.repository.ts';
+import type { QueueService } from '../queue/queue.service.ts';
+import { bundleType, type Bundle } from './bundle.schema.ts';
+import { validateBundleDir } from './bundle-fs.ts';
+import { compileBundle, hostOf, instanceOutputs, namespaceOf, newOsid, portHostOf, resolveInputs, type InstanceContext, type InstanceOutputs } from './compile.ts';
+import type { GitCache } from './git-cache.ts';
+import { formatProblems } from './validate.ts';
+import type { BundleSourceView, DeployRequest, DeployResponse, InstanceState, InstanceView, RedeployRequest } from './bundles.wire.ts';
+
+export interface BundlesDeps {
+  db: Db;
+  clock: Clock;
+  log: Logger;
+  queue: QueueService;
+  cache: GitCache;
+}
+
+/** A validated bundle at a pinned commit. */
+interface LoadedBundle {
+  bundle: Bundle;
+  commit: string;
+}
+
+export class BundlesService {
+  private readonly d: BundlesDeps;
+  constructor(deps: BundlesDeps) {
+    this.d = deps;
+  }
+
+  // ------------------------------------------------------------------ sources
+
+  async registerSource(aid: string, s: { name: string; url: string; ref: string; path: string }): Promise<{ source: BundleSourceView; created: boolean; commit: string }> {
+    // The ref must resolve now; the commit is pinned again at every deployment.
+    const commit = await this.d.cache.resolve(s.url, s.ref);
+    const created = await repo.upsertBundleSource(this.d.db, { aid, ...s, now: this.d.clock.now() });
+    this.d.log.info({ aid, name: s.name, commit }, created ? 'bundle source registered' : 'bundle source updated');
+    return { source: await this.getSource(aid, s.name), created, commit };
+  }
+
+  async getSource(aid: string, name: string): Promise<BundleSourceView> {
+    const row = await repo.getBundleSource(this.d.db, aid, name);
+    if (!row) throw notFound(`bundle ${name} is not registered`, 'bundle_not_found');
+    return sourceView(row);
+  }
+
+  async listSources(aid: string): Promise<BundleSourceView[]> {
+    return (await repo.listBundleSources(this.d.db, aid)).map(sourceView);
+  }
+
+  /** Pins the source's ref to a commit, checks the tree out (cached) and validates the bundle there. */
+  private async load(src: { url: string; ref: string; path: string }): Promise<LoadedBundle> {
+    const commit = await this.d.cache.resolve(src.url, src.ref);
+    const tree = await this.d.cache.tree(src.url, commit);
+    const dir = containedDir(tree, src.path);
+    if (!dir) throw new TetherError('invalid_bundle', `${src.path}: no such folder inside the repository at ${commit}`, { status: 422 });
+    const { bundle, problems } = validateBundleDir(dir);
+    if (!bundle) {
+      throw new TetherError('invalid_bundle', `the bundle at ${src.ref} (${commit.slice(0, 12)}) has ${problems.length} problem(s):\n${formatProblems(problems)}`, { status: 422 });
+    }
+    return { bundle, commit };
+  }
+
+  // ------------------------------------------------------------------ instances
+
+  async deploy(aid: string, req: DeployRequest): Promise<DeployResponse> {
+    const { db, clock } = this.d;
+    const src = await repo.getBundleSource(db, aid, req.bundle);
+    if (!src) throw notFound(`bundle ${req.bundle} is not registered`, 'bundle_not_found');
+    const cluster = await getCluster(db, aid, req.cluster);
+    if (!cluster) throw notFound(`cluster ${req.cluster} does not exist`, 'cluster_not_found');
+    const { bundle, commit } = await this.load(src);
+    const given = { ...req.inputs };
+    const inputs = resolveInputs(bundle, given);
+    if (inputs.problems.length) throw badRequest(inputs.problems.join('; '), 'invalid_inputs');
+
+    let osid = newOsid(bundleType(bundle));
+    for (let i = 0; (await repo.osidExists(db, osid)) && i < 10; i++) osid = newOsid(bundleType(bundle));
+    const ctx: InstanceContext = { osid, cluster: cluster.cid, clusterDomain: cluster.domain, git: { url: src.url, commit, path: src.path } };
+    const flow = compileBundle(bundle, inputs.values, ctx, 'apply');
+    const job = await this.submit(aid, cluster.cid, flow, osid, 'apply', req.timeoutSeconds);
+    const now = clock.now();
+    const row: InstanceRow = {
+      aid,
+      osid,
+      cid: cluster.cid,
+      source: src.name,
+      bundle_name: bundle.name,
+      bundle_version: bundle.version,
+      git_url: src.url,
+      git_path: src.path,
+      commit_sha: commit,
+      bundle: JSON.stringify(bundle),
+      inputs: JSON.stringify(given),
+      last_job_id: job.id,
+      last_action: 'apply',
+      outputs: null,
+      outputs_job_id: null,
+      created_at: now,
+      updated_at: now,
+    };
+    await repo.insertInstance(db, row);
+    this.d.log.info({ aid, osid, cid: cluster.cid, bundle: bundle.name, commit, jobId: job.id }, 'instance deploying');
+    return { osid, jobId: job.id, instance: await this.view(row) };
+  }
+
+  /** Upgrades in place: the source's ref is pinned again, earlier inputs are kept unless given. */
+  async redeploy(aid: string, osid: string, req: RedeployRequest): Promise<DeployResponse> {
+    const row = await this.idle(aid, osid);
+    if (row.last_action === 'delete') throw conflict(`instance ${osid} has been deleted`, 'instance_deleted');
+    const src = await repo.getBundleSource(this.d.db, aid, row.source);
+    if (!src) throw notFound(`bundle ${row.source} is no longer registered`, 'bundle_not_found');
+    const cluster = (await getCluster(this.d.db, aid, row.cid))!;
+    const { bundle, commit } = await this.load(src);
+    const previous = JSON.parse(row.inputs) as Record<string, unknown>;
+    // Inputs the new version no longer declares are dropped; new ones are checked.
+    const kept = Object.fromEntries(Object.entries(previous).filter(([k]) => Object.hasOwn(bundle.inputs, k)));
+    const given = { ...kept, ...req.inputs };
+    const inputs = resolveInputs(bundle, req.inputs, kept);
+    if (inputs.problems.length) throw badRequest(inputs.problems.join('; '), 'invalid_inputs');
+    const ctx: InstanceContext = { osid, cluster: row.cid, clusterDomain: cluster.domain, git: { url: src.url, commit, path: src.path } };
+    const job = await this.submit(aid, row.cid, compileBundle(bundle, inputs.values, ctx, 'apply'), osid, 'apply', req.timeoutSeconds);
+    await repo.updateInstanceJob(this.d.db, aid, osid, {
+      jobId: job.id,
+      action: 'apply',
+      now: this.d.clock.now(),
+      apply: { bundle_name: bundle.name, bundle_version: bundle.version, git_url: src.url, git_path: src.path, commit_sha: commit, bundle: JSON.stringify(bundle), inputs: JSON.stringify(given) },
+    });
+    this.d.log.info({ aid, osid, commit, jobId: job.id }, 'instance upgrading');
+    return { osid, jobId: job.id, instance: await this.get(aid, osid) };
+  }
+
+  /** Tears the instance down in reverse order (helm uninstall, manifest delete, tofu destroy), then its namespace. */
+  async delete(aid: string, osid: string, timeoutSeconds?: number): Promise<DeployResponse> {
+    const row = await this.idle(aid, osid);
+    const state = deriveState(row.last_action, (await this.d.queue.get(aid, row.last_job_id)).state);
+    if (state === 'deleted') throw conflict(`instance ${osid} has already been deleted`, 'instance_deleted');
+    const bundle = JSON.parse(row.bundle) as Bundle;
+    const cluster = (await getCluster(this.d.db, aid, row.cid))!;
+    const inputs = resolveInputs(bundle, {}, JSON.parse(row.inputs) as Record<string, unknown>);
+    const ctx = contextOf(row, cluster.domain);
+    const job = await this.submit(aid, row.cid, compileBundle(bundle, inputs.values, ctx, 'delete'), osid, 'delete', timeoutSeconds);
+    await repo.updateInstanceJob(this.d.db, aid, osid, { jobId: job.id, action: 'delete', now: this.d.clock.now() });
+    this.d.log.info({ aid, osid, jobId: job.id }, 'instance deleting');
+    return { osid, jobId: job.id, instance: await this.get(aid, osid) };
+  }
+
+  async get(aid: string, osid: string): Promise<InstanceView> {
+    const row = await repo.getInstance(this.d.db, aid, osid);
+    if (!row) throw notFound(`instance ${osid} does not exist`, 'instance_not_found');
+    return this.view(row);
+  }
+
+  async list(aid: string, f: { cid?: string } = {}): Promise<InstanceView[]> {
+    const rows = await repo.listInstances(this.d.db, aid, f);
+    const out: InstanceView[] = [];
+    for (const r of rows) out.push(await this.view(r));
+    return out;
+  }
+
+  /** The instance, refused with 409 while its last job has not ended (one operation at a time). */
+  private async idle(aid: string, osid: string): Promise<InstanceRow> {
+    const row = await repo.getInstance(this.d.db, aid, osid);
+    if (!row) throw notFound(`instance ${osid} does not exist`, 'instance_not_found');
+    const job = await this.d.queue.get(aid, row.last_job_id);
+    if (!isTerminal(job.state)) throw conflict(`instance ${osid} is busy: job ${job.id} (${row.last_action}) is ${job.state}`, 'instance_busy');
+    return row;
+  }
+
+  private async submit(aid: string, cid: string, flow: unknown, osid: string, action: 'apply' | 'delete', timeoutSeconds?: number): Promise<CommandView> {
+    const { command } = await this.d.queue.submit(aid, { target: { cluster: cid }, type: 'flow', spec: flow, ...(timeoutSeconds ? { timeoutSeconds } : {}) });
+    this.d.log.debug({ osid, action, jobId: command.id }, 'instance job queued');
+    return command;
+  }
+
+  /** The view; outputs are computed once from the last succeeded apply job and stored. */
+  private async view(row: InstanceRow): Promise<InstanceView> {
+    const job = await this.d.queue.get(row.aid, row.last_job_id);
+    const cluster = (await getCluster(this.d.db, row.aid, row.cid))!;
+    const bundle = JSON.parse(row.bundle) as Bundle;
+    const ctx = contextOf(row, cluster.domain);
+    const inputs = resolveInputs(bundle, {}, JSON.parse(row.inputs) as Record<string, unknown>).values;
+    let outputs: InstanceOutputs | null = row.outputs ? (JSON.parse(row.outputs) as InstanceOutputs) : null;
+    if (row.last_action === 'apply' && job.state === 'succeeded' && row.outputs_job_id !== job.id) {
+      outputs = instanceOutputs(bundle, inputs, ctx, job.outputs);
+      await repo.storeInstanceOutputs(this.d.db, row.aid, row.osid, { outputs: JSON.stringify(outputs), jobId: job.id });
+      if (outputs.missing.length) this.d.log.warn({ osid: row.osid, missing: outputs.missing }, 'outputs not reported by the deployment');
+    }
+    const state = deriveState(row.last_action, job.state);
+    return {
+      osid: row.osid,
+      cluster: row.cid,
+      namespace: namespaceOf(row.osid),
+      host: hostOf(ctx),
+      ports: Object.fromEntries(bundle.ports.map((p) => [String(p), portHostOf(ctx, p)])),
+      bundle: { source: row.source, name: row.bundle_name, version: row.bundle_version, url: row.git_url, path: row.git_path, commit: row.commit_sha },
+      inputs,
+      state,
+      job: { id: job.id, action: row.last_action, state: job.state, error: job.error },
+      outputs: state === 'deleted' ? {} : (outputs?.outputs ?? {}),
+      sensitiveOutputs: state === 'deleted' ? {} : (outputs?.sensitiveOutputs ?? {}),
+      createdAt: iso(row.created_at)!,
+      updatedAt: iso(row.updated_at)!,
+    };
+  }
+}
+
+export function deriveState(action: 'apply' | 'delete', job: CommandView['state']): InstanceState {
+  if (!isTerminal(job)) return action === 'apply' ? 'deploying' : 'deleting';
+  if (job === 'succeeded') return action === 'apply' ? 'deployed' : 'deleted';
+  return action === 'apply' ? 'failed' : 'delete_failed';
+}
+
+function contextOf(row: InstanceRow, clusterDomain: string): InstanceContext {
+  return { osid: row.osid, cluster: row.cid, clusterDomain, git: { url: row.git_url, commit: row.commit_sha, path: row.git_path } };
+}
+
+function sourceView(r: repo.BundleSourceRow): BundleSourceView {
+  return { name: r.name, url: r.url, ref: r.ref, path: r.path, createdAt: iso(r.created_at)!, updatedAt: iso(r.updated_at)! };
+}
+
+/** The real folder `sub` names inside `root` (symbolic links must stay inside), or undefined. */
+function containedDir(root: string, sub: string): string | undefined {
+  const realRoot = realpathSync(root);
+  const lexical = resolve(realRoot, sub);
+  if (!existsSync(lexical)) return undefined;
+  const real = realpathSync(lexical);
+  const rel = relative(realRoot, real);
+  if (rel.startsWith(`..${sep}`) || rel === '..' || isAbsolute(rel)) return undefined;
+  return statSync(real).isDirectory() ? real : undefined;
+}

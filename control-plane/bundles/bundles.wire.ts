@@ -1,0 +1,69 @@
+/** Request bodies and views of the bundle and instance API (control plane and its CLI). */
+import { z } from 'zod';
+import { dnsLabel, gitRef, gitUrl, repoPath } from '../../common/specs.ts';
+import { cidSchema } from '../../common/wire.ts';
+import type { CommandState, CommandError } from '../../common/wire.ts';
+import type { Problem } from './validate.ts';
+
+export const registerBundleSchema = z
+  .object({ name: dnsLabel(), url: gitUrl, ref: gitRef, path: repoPath.default('.') })
+  .strict();
+
+const inputValues = z.record(z.string().max(128), z.union([z.string().max(64 * 1024), z.number().finite(), z.boolean()])).default({});
+
+export const deploySchema = z
+  .object({
+    bundle: dnsLabel(),
+    cluster: cidSchema,
+    inputs: inputValues,
+    timeoutSeconds: z.number().int().min(1).max(86_400).optional(),
+  })
+  .strict();
+export type DeployRequest = z.infer<typeof deploySchema>;
+
+export const redeploySchema = z.object({ inputs: inputValues, timeoutSeconds: z.number().int().min(1).max(86_400).optional() }).strict();
+export type RedeployRequest = z.infer<typeof redeploySchema>;
+
+export const osidParam = z.string().max(63).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?-[a-z0-9]{5}$/, 'an OSID is <type>-<5 lowercase alphanumerics>');
+
+export interface BundleSourceView {
+  name: string;
+  url: string;
+  ref: string;
+  path: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export type InstanceState = 'deploying' | 'deployed' | 'failed' | 'deleting' | 'deleted' | 'delete_failed';
+
+export interface InstanceView {
+  osid: string;
+  cluster: string;
+  namespace: string;
+  host: string;
+  /** Declared ports and their hosts (`<osid>-<port>.<clusterDomain>`). */
+  ports: Record<string, string>;
+  bundle: { source: string; name: string; version: string; url: string; path: string; commit: string };
+  /** Resolved inputs (defaults included). */
+  inputs: Record<string, unknown>;
+  state: InstanceState;
+  job: { id: number; action: 'apply' | 'delete'; state: CommandState; error: CommandError | null };
+  /** Non-sensitive outputs of the last succeeded deployment. */
+  outputs: Record<string, unknown>;
+  /** Sensitive outputs: only where they are (a Secret in the instance's namespace). */
+  sensitiveOutputs: Record<string, { secret: { namespace: string; name: string; key: string }; description?: string }>;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface DeployResponse {
+  osid: string;
+  jobId: number;
+  instance: InstanceView;
+}
+
+export interface ValidationView {
+  valid: boolean;
+  problems: Problem[];
+}

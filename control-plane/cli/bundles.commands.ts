@@ -1,0 +1,181 @@
+/**
+ * CLI commands for stack bundles: `bundles validate|register|list`, `deploy`, `instances
+ * list|show|delete`. Validation runs locally (a folder, or a git URL cloned into a temp folder)
+ * with the same code the control plane runs at deploy time.
+ */
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { gitRef, gitUrl, repoPath } from '../../common/specs.ts';
+import { validateBundleDir } from '../bundles/bundle-fs.ts';
+import type { BundleSourceView, DeployResponse, InstanceView } from '../bundles/bundles.wire.ts';
+import { GitCache } from '../bundles/git-cache.ts';
+import { formatProblems, type ValidationResult } from '../bundles/validate.ts';
+import { printTable } from './table.ts';
+
+export interface CliHelpers {
+  call<T>(method: string, path: string, body?: unknown): Promise<T>;
+  out(s: string): void;
+  json(v: unknown): void;
+  usage(message: string): Error;
+}
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+/** `--set key=value` pairs (values stay strings; the control plane types them by the bundle's inputs). */
+export function parseSets(sets: readonly string[], usage: (m: string) => Error): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const s of sets) {
+    const i = s.indexOf('=');
+    if (i <= 0) throw usage(`--set takes key=value (got ${s})`);
+    const key = s.slice(0, i);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw usage(`--set: "${key}" is not an input name`);
+    out[key] = s.slice(i + 1);
+  }
+  return out;
+}
+
+async function validateTarget(target: string, o: { ref: string; path: string }, usage: (m: string) => Error): Promise<{ where: string; result: ValidationResult }> {
+  if (gitUrl.safeParse(target).success && !isDir(target)) {
+    const ref = gitRef.safeParse(o.ref);
+    const path = repoPath.safeParse(o.path);
+    if (!ref.success) throw usage(`--ref: ${ref.error.issues[0]!.message}`);
+    if (!path.success) throw usage(`--path: ${path.error.issues[0]!.message}`);
+    const tmp = mkdtempSync(join(tmpdir(), 'tether-bundle-'));
+    try {
+      const cache = new GitCache(tmp);
+      const commit = await cache.resolve(target, ref.data);
+      const tree = await cache.tree(target, commit);
+      return { where: `${target}@${ref.data} (${commit.slice(0, 12)})${path.data === '.' ? '' : ` ${path.data}`}`, result: validateBundleDir(join(tree, path.data)) };
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  }
+  if (!isDir(target)) throw usage(`${target} is neither a folder nor a git URL`);
+  return { where: resolve(target), result: validateBundleDir(target) };
+}
+
+function isDir(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function showInstance(i: InstanceView): void {
+  const rows: [string, string][] = [
+    ['osid', i.osid],
+    ['state', i.state],
+    ['cluster', i.cluster],
+    ['namespace', i.namespace],
+    ['host', i.host],
+    ...Object.entries(i.ports).map(([p, host]): [string, string] => [`port ${p}`, host]),
+    ['bundle', `${i.bundle.source} (${i.bundle.name} ${i.bundle.version})`],
+    ['commit', i.bundle.commit],
+    ['job', `${i.job.id} ${i.job.action} ${i.job.state}${i.job.error ? `: ${i.job.error.code}: ${i.job.error.message}` : ''}`],
+    ...Object.entries(i.inputs).map(([k, v]): [string, string] => [`input ${k}`, JSON.stringify(v)]),
+    ...Object.entries(i.outputs).map(([k, v]): [string, string] => [`output ${k}`, typeof v === 'string' ? v : JSON.stringify(v)]),
+    ...Object.entries(i.sensitiveOutputs).map(([k, v]): [string, string] => [`output ${k}`, `(sensitive) Secret ${v.secret.namespace}/${v.secret.name} key ${v.secret.key}`]),
+  ];
+  printTable(['FIELD', 'VALUE'], rows);
+}
+
+export function registerBundleCommands(program: Command, h: CliHelpers): void {
+  const bundles = program.command('bundles').description('stack bundles: validate, register and list');
+  bundles
+    .command('validate <target>')
+    .description('validate a bundle folder or git URL; lists every problem; exits 1 when invalid')
+    .option('--ref <ref>', 'branch, tag or commit (git URLs)', 'main')
+    .option('--path <path>', 'folder of bundle.yaml inside the repository (git URLs)', '.')
+    .option('--json', 'print JSON')
+    .action(async (target: string, o: { ref: string; path: string; json?: boolean }) => {
+      const { where, result } = await validateTarget(target, o, h.usage);
+      if (o.json) h.json({ valid: result.bundle !== undefined, problems: result.problems, ...(result.bundle ? { bundle: result.bundle } : {}) });
+      else if (result.bundle) {
+        const b = result.bundle;
+        h.out(`${where}: bundle ${b.name} ${b.version} is valid`);
+        h.out(`  type ${b.type ?? b.name}; ${Object.keys(b.inputs).length} input(s): ${Object.keys(b.inputs).join(', ') || '-'}`);
+        h.out(`  ${b.resources.length} resource(s): ${b.resources.map((r) => `${r.name} (${r.type})`).join(', ')}`);
+        h.out(`  ${Object.keys(b.outputs).length} output(s): ${Object.entries(b.outputs).map(([k, v]) => (v.sensitive ? `${k} (sensitive)` : k)).join(', ') || '-'}`);
+      } else {
+        h.out(formatProblems(result.problems));
+        process.stderr.write(`tether: ${where}: ${result.problems.length} problem(s); the bundle is invalid\n`);
+      }
+      process.exitCode = result.bundle ? 0 : 1;
+    });
+  bundles
+    .command('register <name>')
+    .description('register (or update) a bundle source: a git URL, a ref and the folder of bundle.yaml')
+    .requiredOption('--url <git-url>', 'repository URL')
+    .option('--ref <ref>', 'branch, tag or commit; pinned to a commit at every deployment', 'main')
+    .option('--path <path>', 'folder of bundle.yaml inside the repository', '.')
+    .option('--json', 'print JSON')
+    .action(async (name: string, o: { url: string; ref: string; path: string; json?: boolean }) => {
+      const r = await h.call<BundleSourceView & { commit: string; created: boolean }>('POST', '/v1/bundles', { name, url: o.url, ref: o.ref, path: o.path });
+      if (o.json) h.json(r);
+      else h.out(`${r.name}\t${r.url}\t${r.ref}\t${r.path}\t${r.commit}`);
+    });
+  bundles
+    .command('list')
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }) => {
+      const { bundles: list } = await h.call<{ bundles: BundleSourceView[] }>('GET', '/v1/bundles');
+      if (o.json) h.json(list);
+      else printTable(['NAME', 'URL', 'REF', 'PATH', 'UPDATED'], list.map((b) => [b.name, b.url, b.ref, b.path, b.updatedAt]));
+    });
+
+  program
+    .command('deploy [bundle]')
+    .description('deploy a registered bundle to a cluster (or upgrade --instance in place); prints the job id')
+    .option('--cluster <cid>', 'target cluster (new instances)')
+    .option('--instance <osid>', 'upgrade this instance in place (earlier inputs are kept unless set)')
+    .option('--set <key=value>', 'an input (repeatable)', collect, [])
+    .option('--timeout <seconds>', 'job timeout in seconds')
+    .option('--json', 'print {osid, jobId, instance} as JSON')
+    .action(async (bundle: string | undefined, o: { cluster?: string; instance?: string; set: string[]; timeout?: string; json?: boolean }) => {
+      const inputs = parseSets(o.set, h.usage);
+      if (o.timeout !== undefined && !/^[1-9][0-9]*$/.test(o.timeout)) throw h.usage('--timeout must be a whole number of seconds');
+      const timeout = o.timeout ? { timeoutSeconds: Number(o.timeout) } : {};
+      let r: DeployResponse;
+      if (o.instance) {
+        if (bundle || o.cluster) throw h.usage('--instance upgrades an existing instance: give no bundle and no --cluster');
+        r = await h.call<DeployResponse>('POST', `/v1/instances/${encodeURIComponent(o.instance)}/deploy`, { inputs, ...timeout });
+      } else {
+        if (!bundle || !o.cluster) throw h.usage('deploy <bundle> --cluster <cid> (or --instance <osid> to upgrade)');
+        r = await h.call<DeployResponse>('POST', '/v1/instances', { bundle, cluster: o.cluster, inputs, ...timeout });
+      }
+      if (o.json) return h.json(r);
+      h.out(String(r.jobId));
+      process.stderr.write(`tether: instance ${r.osid} (namespace ${r.instance.namespace}, host ${r.instance.host}): job ${r.jobId}\n`);
+    });
+
+  const instances = program.command('instances').description('bundle instances');
+  instances
+    .command('list')
+    .option('--cluster <cid>', 'only this cluster')
+    .option('--json', 'print JSON')
+    .action(async (o: { cluster?: string; json?: boolean }) => {
+      const { instances: list } = await h.call<{ instances: InstanceView[] }>('GET', `/v1/instances${o.cluster ? `?cluster=${encodeURIComponent(o.cluster)}` : ''}`);
+      if (o.json) return h.json(list);
+      printTable(['OSID', 'BUNDLE', 'VERSION', 'CLUSTER', 'STATE', 'HOST', 'JOB'], list.map((i) => [i.osid, i.bundle.source, i.bundle.version, i.cluster, i.state, i.host, String(i.job.id)]));
+    });
+  instances
+    .command('show <osid>')
+    .option('--json', 'print JSON')
+    .action(async (osid: string, o: { json?: boolean }) => {
+      const i = await h.call<InstanceView>('GET', `/v1/instances/${encodeURIComponent(osid)}`);
+      if (o.json) return h.json(i);
+      showInstance(i);
+    });
+  instances
+    .command('delete <osid>')
+    .description('tear the instance down in reverse order; prints the job id')
+    .option('--json', 'print JSON')
+    .action(async (osid: string, o: { json?: boolean }) => {
+      const r = await h.call<DeployResponse>('DELETE', `/v1/instances/${encodeURIComponent(osid)}`);
+      if (o.json) return h.json(r);
+      h.out(String(r.jobId));
+    });
+}

@@ -1,0 +1,36 @@
+export interface BundleSourcesTable {
+  aid: string;
+  name: string;
+  url: string;
+  ref: string;
+  /** Folder of bundle.yaml inside the repository ("." for its root). */
+  path: string;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface InstancesTable {
+  aid: string;
+  /** `<type>-<5 alphanumerics>`; also the instance's namespace. */
+  osid: string;
+  cid: string;
+  /** Name of the bundle source it was deployed from. */
+  source: string;
+  bundle_name: string;
+  bundle_version: string;
+  git_url: string;
+  git_path: string;
+  /** The commit the last apply pinned. */
+  commit_sha: string;
+  /** JSON of the validated bundle at that commit (what delete compiles from). */
+  bundle: string;
+  /** JSON of the resolved inputs (never secrets: those are secretRefs). */
+  inputs: string;
+  last_job_id: number;
+  last_action: 'apply' | 'delete';
+  /** JSON of the outputs computed from the last succeeded apply job (outputs_job_id). */
+  outputs: string | null;
+  outputs_job_id: number | null;
+  created_at: number;
+  updated_at: number;
+}

@@ -1,0 +1,56 @@
+/**
+ * Bundle sources (mounted at /v1/bundles) and instances (mounted at /v1/instances): admin API,
+ * bearer token, account-scoped, bodies parsed with zod, errors as {error:{code,message}}.
+ */
+import { Router, type Response } from 'express';
+import { z } from 'zod';
+import { dnsLabel } from '../../common/specs.ts';
+import { cidSchema } from '../../common/wire.ts';
+import type { AccountsService } from '../accounts/accounts.service.ts';
+import type { BundlesService } from '../bundles/bundles.service.ts';
+import { deploySchema, osidParam, redeploySchema, registerBundleSchema } from '../bundles/bundles.wire.ts';
+import { requireAdmin } from './auth.ts';
+
+const aidOf = (res: Response) => res.locals.aid!;
+const deleteQuery = z.object({ timeoutSeconds: z.coerce.number().int().min(1).max(86_400).optional() });
+
+export function bundleRoutes(deps: { accounts: AccountsService; bundles: BundlesService }): Router {
+  const { bundles } = deps;
+  const r = Router();
+  r.use(requireAdmin(deps.accounts));
+  r.post('/', async (req, res) => {
+    const { source, created, commit } = await bundles.registerSource(aidOf(res), registerBundleSchema.parse(req.body));
+    res.status(created ? 201 : 200).json({ ...source, commit, created });
+  });
+  r.get('/', async (_req, res) => {
+    res.json({ bundles: await bundles.listSources(aidOf(res)) });
+  });
+  r.get('/:name', async (req, res) => {
+    res.json(await bundles.getSource(aidOf(res), dnsLabel().parse(req.params.name)));
+  });
+  return r;
+}
+
+export function instanceRoutes(deps: { accounts: AccountsService; bundles: BundlesService }): Router {
+  const { bundles } = deps;
+  const r = Router();
+  r.use(requireAdmin(deps.accounts));
+  r.post('/', async (req, res) => {
+    res.status(202).json(await bundles.deploy(aidOf(res), deploySchema.parse(req.body)));
+  });
+  r.get('/', async (req, res) => {
+    const cluster = req.query.cluster === undefined ? undefined : cidSchema.parse(req.query.cluster);
+    res.json({ instances: await bundles.list(aidOf(res), { cid: cluster }) });
+  });
+  r.get('/:osid', async (req, res) => {
+    res.json(await bundles.get(aidOf(res), osidParam.parse(req.params.osid)));
+  });
+  r.post('/:osid/deploy', async (req, res) => {
+    res.status(202).json(await bundles.redeploy(aidOf(res), osidParam.parse(req.params.osid), redeploySchema.parse(req.body ?? {})));
+  });
+  r.delete('/:osid', async (req, res) => {
+    const q = deleteQuery.parse(req.query);
+    res.status(202).json(await bundles.delete(aidOf(res), osidParam.parse(req.params.osid), q.timeoutSeconds));
+  });
+  return r;
+}
