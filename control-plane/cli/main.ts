@@ -283,6 +283,34 @@ agents
 
 registerBundleCommands(program, { call, out, json, usage: (m) => new UsageError(m) });
 
+// ------------------------------------------------------------------ vpn
+
+const vpn = program.command('vpn').description("a cluster's WireGuard VPN (wg0 node mesh, wg1 user access)");
+vpn
+  .command('show <cid>')
+  .option('--json', 'print JSON')
+  .action(async (cid: string, o: { json?: boolean }) => {
+    const v = await call<{ nodes: { nid: string; wg0Address: string; wg1Address: string; endpoint: string | null }[]; users: { id: string; name: string; address: string }[] }>('GET', `/v1/clusters/${encodeURIComponent(cid)}/vpn`);
+    if (o.json) return json(v);
+    printTable(['NODE', 'WG0', 'WG1', 'ENDPOINT'], v.nodes.map((n) => [n.nid, n.wg0Address, n.wg1Address, n.endpoint ?? '-']));
+    if (v.users.length) printTable(['USER', 'ID', 'ADDRESS'], v.users.map((u) => [u.name, u.id, u.address]));
+  });
+const vpnUsers = vpn.command('users').description('user peers on wg1');
+vpnUsers
+  .command('create <cid> <name>')
+  .description('add a user peer and print its client configuration (a generated private key is shown once)')
+  .option('--public-key <key>', "the user's own WireGuard public key (no private key is generated)")
+  .action(async (cid: string, name: string, o: { publicKey?: string }) => {
+    const r = await call<{ clientConfig: string }>('POST', `/v1/clusters/${encodeURIComponent(cid)}/vpn/users`, { name, ...(o.publicKey ? { publicKey: o.publicKey } : {}) });
+    out(r.clientConfig);
+  });
+vpnUsers
+  .command('delete <cid> <id>')
+  .action(async (cid: string, id: string) => {
+    await call('DELETE', `/v1/clusters/${encodeURIComponent(cid)}/vpn/users/${encodeURIComponent(id)}`);
+    out(`${id}\tdeleted`);
+  });
+
 // ------------------------------------------------------------------ run
 
 function intArg(v: string, name: string): number {

@@ -10,6 +10,8 @@ import { vpnConfigSchema, type VpnConfig } from '../../node-agent/vpn/vpn.wire.t
 import type { CommandView } from '../../common/wire.ts';
 import { HttpError } from '../../common/http-client.ts';
 import { removeDir, startTestControlPlane, type TestAgent, type TestControlPlane } from '../support/control-plane.ts';
+import { runTetherCli } from './support.ts';
+import { join } from 'node:path';
 
 describe('VPN: address plan (pure)', () => {
   it('wg0 skips the network address and the wg1 /21; wg1 splits nodes and users', () => {
@@ -146,5 +148,22 @@ describe('VPN: control plane', function () {
     assert.deepEqual(cfg.wg0.peers, []);
     await assert.rejects(n1.client.request('PUT', '/v1/agent/vpn/node', { wg0: { publicKey: 'x', listenPort: 1 } }), (e: HttpError) => e.status === 400);
     await assert.rejects(t.admin.request('GET', '/v1/clusters/nope/vpn'), (e: HttpError) => e.status === 404);
+  });
+
+  it('the tether CLI shows the VPN and creates/deletes user peers', async () => {
+    const env = { TETHER_URL: t.url, TETHER_API_KEY: t.adminToken, TETHER_CA_FILE: join(t.dataDir, 'ca.crt') };
+    const created = await runTetherCli(['vpn', 'users', 'create', 'vpn1', 'carol'], env);
+    assert.equal(created.code, 0, created.stderr);
+    assert.match(created.stdout, /^# Tether VPN access for carol\n\[Interface\]\nPrivateKey = [A-Za-z0-9+/]{43}=\nAddress = 172\.24\.201\.\d+\/32/);
+    const show = await runTetherCli(['vpn', 'show', 'vpn1', '--json'], env);
+    assert.equal(show.code, 0, show.stderr);
+    const v = JSON.parse(show.stdout) as { nodes: { nid: string }[]; users: { id: string; name: string }[] };
+    assert.deepEqual(v.nodes.map((n) => n.nid), ['n1', 'n3']);
+    const carol = v.users.find((u) => u.name === 'carol')!;
+    const del = await runTetherCli(['vpn', 'users', 'delete', 'vpn1', carol.id], env);
+    assert.equal(del.code, 0, del.stderr);
+    const table = await runTetherCli(['vpn', 'show', 'vpn1'], env);
+    assert.match(table.stdout, /NODE\s+WG0\s+WG1\s+ENDPOINT/);
+    assert.doesNotMatch(table.stdout, /carol/);
   });
 });
