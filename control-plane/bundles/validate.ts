@@ -78,7 +78,7 @@ export function checkSourcePath(source: string): { path: string } | { problem: s
 export function validateBundle(text: string, fs: BundleFs): ValidationResult {
   const problems: Problem[] = [];
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true, strict: true });
+  const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true, strict: true });
   for (const e of doc.errors) {
     problems.push({ file: BUNDLE_FILE, path: '(root)', line: e.linePos?.[0]?.line, message: `invalid YAML: ${e.message.split('\n')[0]}` });
   }

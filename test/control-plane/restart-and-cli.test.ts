@@ -3,27 +3,14 @@
  * loses no queued or running command, and the `tether` CLI drives it end to end.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { HttpClient } from '../../common/http-client.ts';
 import { generateKeyPair } from '../../common/csr.ts';
 import { AgentClient, bootstrapAgent } from '../../common/agent/agent-client.ts';
 import type { AgentView, CommandView } from '../../common/wire.ts';
-import { freePort, nodeArgs, removeDir, spawnControlPlane, stopProcess, tempDir } from '../support/control-plane.ts';
-
-function runCli(args: string[], env: NodeJS.ProcessEnv, stdin?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const [cmd, argv] = nodeArgs('control-plane/cli/main.ts', args);
-  return new Promise((resolve) => {
-    const p = spawn(cmd, argv, { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    p.on('close', (code) => resolve({ code, stdout, stderr }));
-    p.stdin.end(stdin ?? '');
-  });
-}
+import { freePort, removeDir, spawnControlPlane, stopProcess, tempDir } from '../support/control-plane.ts';
+import { runCli } from '../support/cli.ts';
 
 describe('control plane process: restart and CLI', function () {
   this.timeout(60_000);
