@@ -10,6 +10,7 @@ import { CLUSTER_COMMAND_TYPES, flowSpecSchema, helmSpecSchema, manifestSpecSche
 import { executeFlow, FlowFailure } from './flow.executor.ts';
 import { executeHelm } from './helm.executor.ts';
 import { executeManifest } from './manifest.executor.ts';
+import { reapLeftoverProcesses } from './process.run.ts';
 import { SecretResolver } from './secrets.ts';
 import { noOutputRefs, type AgentDeps, type StepContext, type StepResult } from './step.ts';
 import { executeTofu } from './tofu.executor.ts';
@@ -19,6 +20,8 @@ export function createExecutor(deps: AgentDeps): Executor {
   // Scratch left by a previous process (killed mid-run) may hold resolved secrets.
   rmSync(runsDir, { recursive: true, force: true });
   mkdirSync(runsDir, { recursive: true, mode: 0o700 });
+  // So may processes of that process's helm/tofu runs (their grandchildren survive the agent).
+  reapLeftoverProcesses(join(deps.config.workDir, 'processes'), deps.log);
 
   return async (command, ctx): Promise<Outcome> => {
     if (!(CLUSTER_COMMAND_TYPES as readonly string[]).includes(command.type)) {
