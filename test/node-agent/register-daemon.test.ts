@@ -131,6 +131,24 @@ describe('node agent: register and daemon (processes)', function () {
     daemon = undefined;
   });
 
+  it('preflight from the CLI: JSON report, exit code 1 exactly when a check failed', async () => {
+    const r = await runNodeCli(['preflight', '--json', '--config', config]);
+    const report = JSON.parse(r.stdout) as { checks: { name: string; status: string }[]; summary: { ok: boolean; fail: number } };
+    assert.equal(r.code, report.summary.ok ? 0 : 1, r.stderr);
+    assert.equal(report.summary.fail, report.checks.filter((c) => c.status === 'fail').length);
+    assert.ok(report.checks.some((c) => c.name === 'control plane' && c.status === 'pass'));
+    const table = await runNodeCli(['preflight', '--config', config]);
+    assert.match(table.stdout, /passed, \d+ warnings, \d+ failed/);
+  });
+
+  it('install --dry-run --root prints the plan and writes nothing', async () => {
+    const root = join(dir, 'root');
+    const r = await runNodeCli(['install', '--dry-run', '--root', root, '--config', config]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /1\. kernel modules/);
+    assert.ok(!existsSync(root));
+  });
+
   it('a missing config is a usage error (exit 2) naming the file', async () => {
     const r = await runNodeCli(['status', '--config', join(dir, 'nope.yaml')]);
     assert.equal(r.code, 2);
