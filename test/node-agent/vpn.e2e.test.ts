@@ -75,7 +75,7 @@ describe('node agent: VPN end to end (network namespaces, real WireGuard)', func
   const created = { bridge: false, namespaces: [] as string[] };
   const timings: Record<string, number> = {};
   let tcpPort = 0;
-  const t0 = Date.now();
+  let t0 = Date.now();
 
   before(async function () {
     const missing = [!isRoot() && 'root', ...['ip', 'wg', 'wireguard-go'].filter((b) => !which(b))].filter(Boolean);
@@ -83,6 +83,7 @@ describe('node agent: VPN end to end (network namespaces, real WireGuard)', func
       console.log(`      skipped: needs ${missing.join(', ')} (run test/node-agent/setup.sh as root)`);
       this.skip();
     }
+    t0 = Date.now();
     dir = tempDir('tether-vpn-e2e-');
     await sh('ip', ['link', 'add', BRIDGE, 'type', 'bridge']);
     created.bridge = true;
