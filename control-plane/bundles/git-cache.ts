@@ -14,7 +14,7 @@ const FULL_SHA_RE = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
 
 function gitEnv(): Record<string, string> {
   const env: Record<string, string> = { GIT_TERMINAL_PROMPT: '0', GIT_LFS_SKIP_SMUDGE: '1', GIT_CONFIG_NOSYSTEM: '1' };
-  for (const k of ['PATH', 'HOME', 'LANG', 'SSL_CERT_FILE', 'SSL_CERT_DIR', 'SSH_AUTH_SOCK', 'GIT_SSH_COMMAND', 'HTTPS_PROXY', 'HTTP_PROXY', 'NO_PROXY']) {
+  for (const k of ['PATH', 'HOME', 'LANG', 'SSL_CERT_FILE', 'SSL_CERT_DIR', 'SSH_AUTH_SOCK', 'HTTPS_PROXY', 'HTTP_PROXY', 'NO_PROXY']) {
     const v = process.env[k];
     if (v !== undefined) env[k] = v;
   }
@@ -22,7 +22,12 @@ function gitEnv(): Record<string, string> {
 }
 
 function git(baseDir: string): SimpleGit {
-  return simpleGit({ baseDir, maxConcurrentProcesses: 2, timeout: { block: 120_000 } }).env(gitEnv());
+  return simpleGit({
+    baseDir,
+    maxConcurrentProcesses: 2,
+    timeout: { block: 120_000 },
+    allowEnvironment: ['GIT_TERMINAL_PROMPT', 'GIT_LFS_SKIP_SMUDGE', 'GIT_CONFIG_NOSYSTEM'],
+  }).env(gitEnv());
 }
 
 /** A URL without its userinfo (credentials never reach a message). */

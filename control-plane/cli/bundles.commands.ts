@@ -56,6 +56,23 @@ async function validateTarget(target: string, o: { ref: string; path: string }, 
   return { where: resolve(target), result: validateBundleDir(target) };
 }
 
+/**
+ * `--url` is also the global control plane flag, which commander gives to the program wherever it
+ * appears. For `bundles register` the one after the subcommand is the git URL, one before it (if
+ * any) the control plane's: split them by position.
+ */
+export function splitUrlFlags(argv: readonly string[], subcommand: readonly string[]): { controlPlane?: string; git?: string } {
+  const at = argv.findIndex((a, i) => subcommand.every((w, j) => argv[i + j] === w));
+  const out: { controlPlane?: string; git?: string } = {};
+  argv.forEach((a, i) => {
+    const value = a === '--url' ? argv[i + 1] : a.startsWith('--url=') ? a.slice('--url='.length) : undefined;
+    if (value === undefined) return;
+    if (at >= 0 && i > at) out.git = value;
+    else out.controlPlane = value;
+  });
+  return out;
+}
+
 function isDir(p: string): boolean {
   try {
     return statSync(p).isDirectory();
@@ -108,12 +125,15 @@ export function registerBundleCommands(program: Command, h: CliHelpers): void {
   bundles
     .command('register <name>')
     .description('register (or update) a bundle source: a git URL, a ref and the folder of bundle.yaml')
-    .requiredOption('--url <git-url>', 'repository URL')
+    .option('--url <git-url>', 'repository URL (required)')
     .option('--ref <ref>', 'branch, tag or commit; pinned to a commit at every deployment', 'main')
     .option('--path <path>', 'folder of bundle.yaml inside the repository', '.')
     .option('--json', 'print JSON')
-    .action(async (name: string, o: { url: string; ref: string; path: string; json?: boolean }) => {
-      const r = await h.call<BundleSourceView & { commit: string; created: boolean }>('POST', '/v1/bundles', { name, url: o.url, ref: o.ref, path: o.path });
+    .action(async (name: string, o: { ref: string; path: string; json?: boolean }) => {
+      const urls = splitUrlFlags(process.argv, ['bundles', 'register']);
+      if (!urls.git) throw h.usage('bundles register <name> --url <git-url> [--ref <ref>] [--path <path>]');
+      program.setOptionValue('url', urls.controlPlane);
+      const r = await h.call<BundleSourceView & { commit: string; created: boolean }>('POST', '/v1/bundles', { name, url: urls.git, ref: o.ref, path: o.path });
       if (o.json) h.json(r);
       else h.out(`${r.name}\t${r.url}\t${r.ref}\t${r.path}\t${r.commit}`);
     });

@@ -12,6 +12,7 @@ import { compileBundle, instanceOutputs, newOsid, resolveInputs, topologicalOrde
 import { parseTfModule } from '../../control-plane/bundles/tf-module.ts';
 import { formatProblems, validateBundle, type BundleFs } from '../../control-plane/bundles/validate.ts';
 import type { Bundle, BundleResource } from '../../control-plane/bundles/bundle.schema.ts';
+import { parseSets, splitUrlFlags } from '../../control-plane/cli/bundles.commands.ts';
 import { removeDir, REPO_ROOT, tempDir } from '../support/control-plane.ts';
 import { BROKEN_BUNDLE_PROBLEMS, brokenBundle, type FileMap } from '../support/bundles.ts';
 
@@ -229,5 +230,20 @@ describe('bundles: inputs, OSIDs and compilation', () => {
     assert.deepEqual(o.sensitiveOutputs, { password: { secret: { namespace: 'db-ab12c', name: 'credentials-outputs', key: 'password' }, description: 'Kept only in the Secret credentials-outputs of the instance namespace.' } });
     assert.deepEqual(o.missing, []);
     assert.deepEqual(instanceOutputs(database, {}, c, { steps: [] }).missing.sort(), ['database', 'service', 'username']);
+  });
+});
+
+describe('bundles: CLI argument handling', () => {
+  it('--set takes key=value pairs; values may contain "="', () => {
+    const usage = (m: string) => new Error(m);
+    assert.deepEqual(parseSets(['a=1', 'msg=x=y', 'empty='], usage), { a: '1', msg: 'x=y', empty: '' });
+    assert.throws(() => parseSets(['novalue'], usage), /key=value/);
+    assert.throws(() => parseSets(['bad-key=1'], usage), /not an input name/);
+  });
+
+  it('bundles register: a --url after the subcommand is the git URL, one before it the control plane', () => {
+    const argv = ['node', 'main.ts', '--url', 'https://cp:8443', 'bundles', 'register', 'web', '--url=file:///srv/x.git', '--ref', 'v1'];
+    assert.deepEqual(splitUrlFlags(argv, ['bundles', 'register']), { controlPlane: 'https://cp:8443', git: 'file:///srv/x.git' });
+    assert.deepEqual(splitUrlFlags(['node', 'main.ts', 'bundles', 'register', 'web', '--url', 'file:///a.git'], ['bundles', 'register']), { git: 'file:///a.git' });
   });
 });
