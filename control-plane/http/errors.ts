@@ -19,11 +19,12 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       status = 400;
       code = 'invalid_request';
       message = formatIssues(err.issues);
-    } else if (typeof err?.type === 'string' && typeof err?.status === 'number' && err.status < 500) {
-      // body-parser: entity.too.large (413), entity.parse.failed (400), charset/encoding errors (415)
+    } else if (typeof err?.status === 'number' && err.status >= 400 && err.status < 500) {
+      // body-parser: entity.too.large (413), entity.parse.failed (400), charset/encoding errors (415),
+      // and errors without a type such as a corrupt gzip body (zlib, 400)
       status = err.status;
       code = err.type === 'entity.too.large' ? 'payload_too_large' : err.type === 'entity.parse.failed' ? 'invalid_json' : 'invalid_body';
-      message = err.type === 'entity.too.large' ? `the request body is larger than ${err.limit} bytes` : String(err.message);
+      message = err.type === 'entity.too.large' ? `the request body is larger than ${err.limit} bytes` : typeof err.type === 'string' ? String(err.message) : `the request body cannot be read: ${String(err.message)}`;
     } else if (err?.code === 'SQLITE_FULL' || err?.code === 'SQLITE_READONLY' || err?.code === 'SQLITE_IOERR' || err?.code === 'SQLITE_BUSY' || err?.code === 'SQLITE_CANTOPEN') {
       status = 503;
       code = 'storage_unavailable';
