@@ -25,7 +25,7 @@ export interface VpnDeps {
   log: Logger;
 }
 
-/** What a node gets back: its addresses and its peers (the shape node-agent/vpn/vpn.wire.ts parses). */
+/** What a node gets back: its addresses and its peers (the shape common/vpn.ts vpnConfigSchema describes). */
 export interface NodeVpnConfig {
   nid: string;
   wg0: { address: string; network: string; peers: { nid: string; publicKey: string; endpoint: string | null; allowedIps: string[] }[] };

@@ -12,7 +12,7 @@ import type { Runner } from '../process/run.ts';
 import { applyInterface } from './wireguard.apply.ts';
 import { ensureWgKey } from './wireguard.keys.ts';
 import { meshPeers, renderWgConf, userPeers } from './wireguard.render.ts';
-import { vpnConfigSchema, type VpnConfig, type VpnRegister } from './vpn.wire.ts';
+import { vpnConfigSchema, type VpnConfig, type VpnRegister } from '../../common/vpn.ts';
 
 /** What the sync needs from the agent client (an AgentClient satisfies it). */
 export interface VpnApi {

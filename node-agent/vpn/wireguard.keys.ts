@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { writeFileAtomic } from '../../common/files.ts';
 import { mustRun, type Runner } from '../process/run.ts';
-import { WG_KEY_RE } from './vpn.wire.ts';
+import { WG_KEY_RE } from '../../common/vpn.ts';
 
 export interface WgKey {
   privateKey: string;

@@ -2,7 +2,7 @@
  * Pure rendering for WireGuard: the `wg syncconf` file of an interface, and the `ip` commands that
  * bring its address, state and routes to what they should be (from what they are now).
  */
-import type { VpnConfig } from './vpn.wire.ts';
+import type { VpnConfig } from '../../common/vpn.ts';
 
 export interface WgPeer {
   publicKey: string;

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { isWg0Usable, nextWg0Index, nextWg1NodeIndex, nextWg1UserIndex, wg0Address, wg1Address } from '../../control-plane/vpn/vpn.addresses.ts';
 import { generateWgKeyPair } from '../../control-plane/vpn/wireguard.keys.ts';
-import { vpnConfigSchema, type VpnConfig } from '../../node-agent/vpn/vpn.wire.ts';
+import { vpnConfigSchema, type VpnConfig } from '../../common/vpn.ts';
 import type { CommandView } from '../../common/wire.ts';
 import { HttpError } from '../../common/http-client.ts';
 import { removeDir, startTestControlPlane, type TestAgent, type TestControlPlane } from '../support/control-plane.ts';

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { renderWgConf, planLink, parseLinkState, parseWgDump, meshPeers, userPeers } from '../../node-agent/vpn/wireguard.render.ts';
-import { vpnConfigSchema, WG_KEY_RE } from '../../node-agent/vpn/vpn.wire.ts';
+import { vpnConfigSchema, WG_KEY_RE } from '../../common/vpn.ts';
 
 const K = (c: string) => `${c.repeat(42)}A=`;
 

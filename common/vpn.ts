@@ -1,7 +1,7 @@
 /**
- * The node agent's view of the control plane's VPN routes (/v1/agent/vpn/*). The control plane
- * parses the same shapes in control-plane/http/vpn.routes.ts; the agent parses the answers again
- * before it changes an interface (it never trusts the wire).
+ * Wire shapes of the VPN routes (/v1/agent/vpn/*): the control plane parses registrations with
+ * them, the node agent parses the configuration it gets back before it changes an interface (it
+ * never trusts the wire).
  */
 import { z } from 'zod';
 
