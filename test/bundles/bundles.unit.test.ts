@@ -4,14 +4,14 @@
  * flows (stable topological order, references, delete in reverse) and instance outputs.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { flowSpecSchema, findRefs } from '../../common/specs.ts';
 import { validateBundleDir } from '../../control-plane/bundles/bundle-fs.ts';
 import { compileBundle, instanceOutputs, newOsid, resolveInputs, topologicalOrder, NAMESPACE_STEP, type InstanceContext } from '../../control-plane/bundles/compile.ts';
 import { parseTfModule } from '../../control-plane/bundles/tf-module.ts';
 import { formatProblems, validateBundle, type BundleFs } from '../../control-plane/bundles/validate.ts';
-import type { Bundle, BundleResource } from '../../control-plane/bundles/bundle.schema.ts';
+import { INPUT_TYPES, RESOURCE_TYPES, VALUE_REFS, topLevelSchema, resourceSchema, type Bundle, type BundleResource } from '../../control-plane/bundles/bundle.schema.ts';
 import { parseSets, splitUrlFlags } from '../../control-plane/cli/bundles.commands.ts';
 import { removeDir, REPO_ROOT, tempDir } from '../support/control-plane.ts';
 import { BROKEN_BUNDLE_PROBLEMS, brokenBundle, type FileMap } from '../support/bundles.ts';
@@ -245,5 +245,17 @@ describe('bundles: CLI argument handling', () => {
     const argv = ['node', 'main.ts', '--url', 'https://cp:8443', 'bundles', 'register', 'web', '--url=file:///srv/x.git', '--ref', 'v1'];
     assert.deepEqual(splitUrlFlags(argv, ['bundles', 'register']), { controlPlane: 'https://cp:8443', git: 'file:///srv/x.git' });
     assert.deepEqual(splitUrlFlags(['node', 'main.ts', 'bundles', 'register', 'web', '--url', 'file:///a.git'], ['bundles', 'register']), { git: 'file:///a.git' });
+  });
+});
+
+describe('bundles: docs/bundle.schema.json', () => {
+  it('describes the same fields, types and references as the validator', () => {
+    const schema = JSON.parse(readFileSync(join(REPO_ROOT, 'docs/bundle.schema.json'), 'utf8'));
+    assert.deepEqual(Object.keys(schema.properties).sort(), Object.keys(topLevelSchema.shape).sort());
+    assert.deepEqual(Object.keys(schema.$defs.resource.properties).sort(), Object.keys(resourceSchema.shape).sort());
+    assert.deepEqual(schema.$defs.resource.properties.type.enum, [...RESOURCE_TYPES]);
+    assert.deepEqual(schema.$defs.input.properties.type.enum, [...INPUT_TYPES]);
+    assert.deepEqual(schema.$defs.valueRef.properties.valueRef.enum, [...VALUE_REFS]);
+    assert.deepEqual(schema.required, ['name', 'version', 'resources']);
   });
 });

@@ -184,7 +184,7 @@ describe('REST API edges', () => {
     const doc = YAML.parse(readFileSync(join(REPO_ROOT, 'docs/api.openapi.yaml'), 'utf8'));
     assert.match(doc.openapi, /^3\./);
     const paths = Object.keys(doc.paths);
-    for (const p of ['/v1/commands', '/v1/commands/{id}', '/v1/commands/{id}/cancel', '/v1/commands/{id}/logs', '/v1/clusters', '/v1/tokens', '/v1/agents', '/v1/agents/{id}/revoke', '/v1/bootstrap', '/v1/agent/poll', '/v1/agent/heartbeat', '/v1/agent/commands/{id}/result', '/v1/agent/commands/{id}/logs', '/v1/agent/certificate', '/metrics']) {
+    for (const p of ['/v1/commands', '/v1/commands/{id}', '/v1/commands/{id}/cancel', '/v1/commands/{id}/logs', '/v1/clusters', '/v1/tokens', '/v1/agents', '/v1/agents/{id}/revoke', '/v1/bootstrap', '/v1/agent/poll', '/v1/agent/heartbeat', '/v1/agent/commands/{id}/result', '/v1/agent/commands/{id}/logs', '/v1/agent/certificate', '/metrics', '/v1/bundles', '/v1/bundles/{name}', '/v1/instances', '/v1/instances/{osid}', '/v1/instances/{osid}/deploy']) {
       assert.ok(paths.includes(p), `docs/api.openapi.yaml documents ${p}`);
     }
   });
