@@ -35,17 +35,28 @@ export function requireAgent(identity: IdentityService): RequestHandler {
   };
 }
 
+/**
+ * The verified peer of each TLS 1.3 connection (1.3 has no renegotiation: the peer certificate of
+ * a connection never changes), so a kept-alive agent's certificate is parsed once, not per request.
+ */
+const verifiedPeers = new WeakMap<TLSSocket, { serial: string; cn: string | undefined }>();
+
 export async function authenticateAgent(identity: IdentityService, req: Request): Promise<AgentPrincipal> {
   const socket = req.socket as TLSSocket;
-  const peer = typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate() : undefined;
-  if (!peer || !peer.serialNumber) throw unauthorized('this route needs a client certificate issued by this control plane', 'client_certificate_required');
-  if (!socket.authorized) {
-    const why = String(socket.authorizationError ?? 'not trusted');
-    if (why === 'CERT_HAS_EXPIRED') throw unauthorized('the client certificate has expired', 'certificate_expired');
-    throw unauthorized(`the client certificate was not issued by this control plane (${why})`, 'untrusted_certificate');
+  let known = verifiedPeers.get(socket);
+  if (!known) {
+    const peer = typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate() : undefined;
+    if (!peer || !peer.serialNumber) throw unauthorized('this route needs a client certificate issued by this control plane', 'client_certificate_required');
+    if (!socket.authorized) {
+      const why = String(socket.authorizationError ?? 'not trusted');
+      if (why === 'CERT_HAS_EXPIRED') throw unauthorized('the client certificate has expired', 'certificate_expired');
+      throw unauthorized(`the client certificate was not issued by this control plane (${why})`, 'untrusted_certificate');
+    }
+    known = { serial: peer.serialNumber, cn: Array.isArray(peer.subject?.CN) ? peer.subject.CN[0] : peer.subject?.CN };
+    if (socket.getProtocol() === 'TLSv1.3') verifiedPeers.set(socket, known);
   }
-  const cn = Array.isArray(peer.subject?.CN) ? peer.subject.CN[0] : peer.subject?.CN;
-  return identity.authenticate(peer.serialNumber, cn);
+  // The serial is checked against the database (through the identity cache) on every request.
+  return identity.authenticate(known.serial, known.cn);
 }
 
 export function onlyRole(role: AgentPrincipal['role']): RequestHandler {

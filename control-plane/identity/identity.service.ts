@@ -105,9 +105,24 @@ export class IdentityService {
     };
   }
 
+  /**
+   * Certificates known to be unrevoked, by serial: the lookup behind every agent request. Only
+   * this process revokes (revoke() below), and it clears the cache first, so a revocation applies
+   * to the very next request; expiry is checked on every request from the cached row.
+   */
+  private readonly certCache = new Map<string, NonNullable<Awaited<ReturnType<typeof agents.findCertificateAgent>>>>();
+
   /** Authorises an mTLS request by the serial of its (CA-verified) client certificate. */
   async authenticate(serial: string, commonName: string | undefined): Promise<AgentPrincipal> {
-    const row = await agents.findCertificateAgent(this.d.db, serial.toUpperCase());
+    const key = serial.toUpperCase();
+    let row = this.certCache.get(key);
+    if (!row) {
+      row = await agents.findCertificateAgent(this.d.db, key);
+      if (row && row.cert_revoked_at === null && row.agent_revoked_at === null) {
+        if (this.certCache.size >= 100_000) this.certCache.clear();
+        this.certCache.set(key, row);
+      }
+    }
     if (!row || row.agent_id !== commonName) throw unauthorized('the client certificate is not known to this control plane', 'unknown_certificate');
     if (row.cert_revoked_at !== null || row.agent_revoked_at !== null) throw forbidden('the client certificate has been revoked', 'certificate_revoked');
     if (row.not_after <= this.d.clock.now()) throw unauthorized('the client certificate has expired', 'certificate_expired');
@@ -123,7 +138,9 @@ export class IdentityService {
   }
 
   async revoke(aid: string, agentId: string) {
+    this.certCache.clear();
     const revoked = await agents.revokeAgent(this.d.db, aid, agentId, this.d.clock.now());
+    this.certCache.clear(); // and again: a lookup that ran before the revocation committed may have cached the row
     if (!revoked) {
       const a = await agents.getAgent(this.d.db, agentId);
       if (!a || a.aid !== aid) throw notFound(`agent ${agentId} does not exist`, 'agent_not_found');
