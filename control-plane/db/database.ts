@@ -4,7 +4,7 @@
  * connection, so every statement and transaction here runs alone: the queue's atomicity rests on it.
  */
 import SQLite from 'better-sqlite3';
-import { Kysely, SqliteDialect } from 'kysely';
+import { Kysely, SqliteDialect, SqliteDriver, type DatabaseConnection, type SqliteDialectConfig } from 'kysely';
 import { Migrator, type Migration, type MigrationProvider } from 'kysely/migration';
 import * as m0001 from './migrations/0001_initial.ts';
 import * as m0002 from './migrations/0002_vpn.ts';
@@ -39,8 +39,38 @@ export function openDatabase(file: string): OpenedDatabase {
   sqlite.pragma(`synchronous = ${process.env.TETHER_SQLITE_SYNCHRONOUS === 'FULL' ? 'FULL' : 'NORMAL'}`);
   sqlite.pragma('foreign_keys = ON');
   sqlite.pragma('busy_timeout = 5000');
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+  const db = new Kysely<Database>({ dialect: new RollbackSafeSqliteDialect({ database: withStatementCache(sqlite) }, sqlite) });
   return { db, sqlite };
+}
+
+/**
+ * When a statement fails with SQLITE_FULL or an I/O error, SQLite has already rolled the whole
+ * transaction back; Kysely's ROLLBACK then fails ("no transaction is active") and that error
+ * replaced the real one (a 500 instead of 503 storage_unavailable). ROLLBACK is skipped when no
+ * transaction is open, so the original error reaches the caller.
+ */
+class RollbackSafeSqliteDriver extends SqliteDriver {
+  readonly #sqlite: SQLite.Database;
+  constructor(config: SqliteDialectConfig, sqlite: SQLite.Database) {
+    super(config);
+    this.#sqlite = sqlite;
+  }
+  override async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    if (this.#sqlite.inTransaction) await super.rollbackTransaction(connection);
+  }
+}
+
+class RollbackSafeSqliteDialect extends SqliteDialect {
+  readonly #config: SqliteDialectConfig;
+  readonly #sqlite: SQLite.Database;
+  constructor(config: SqliteDialectConfig, sqlite: SQLite.Database) {
+    super(config);
+    this.#config = config;
+    this.#sqlite = sqlite;
+  }
+  override createDriver(): SqliteDriver {
+    return new RollbackSafeSqliteDriver(this.#config, this.#sqlite);
+  }
 }
 
 /**

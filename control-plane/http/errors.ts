@@ -25,7 +25,8 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       status = err.status;
       code = err.type === 'entity.too.large' ? 'payload_too_large' : err.type === 'entity.parse.failed' ? 'invalid_json' : 'invalid_body';
       message = err.type === 'entity.too.large' ? `the request body is larger than ${err.limit} bytes` : typeof err.type === 'string' ? String(err.message) : `the request body cannot be read: ${String(err.message)}`;
-    } else if (err?.code === 'SQLITE_FULL' || err?.code === 'SQLITE_READONLY' || err?.code === 'SQLITE_IOERR' || err?.code === 'SQLITE_BUSY' || err?.code === 'SQLITE_CANTOPEN') {
+    } else if (typeof err?.code === 'string' && /^SQLITE_(FULL|READONLY|IOERR|BUSY|CANTOPEN)(_|$)/.test(err.code)) {
+      // better-sqlite3 reports extended codes (SQLITE_IOERR_WRITE, SQLITE_READONLY_DBMOVED, …)
       status = 503;
       code = 'storage_unavailable';
       message = `storage is unavailable (${err.code}); nothing was changed`;
