@@ -8,17 +8,15 @@
  * If the agent itself is killed (kill -9, OOM): the child is started through `setpriv
  * --pdeathsig SIGKILL` (util-linux), so the kernel kills it the moment the agent dies; and every
  * run is recorded in a file under the work dir and carries a random `TETHER_RUN_ID` in its
- * environment, which its descendants inherit. The next start ({@link reapLeftoverProcesses})
+ * environment, which its descendants inherit (common/process-reaper.ts). The next start ({@link reapLeftoverProcesses})
  * SIGKILLs every process still carrying a recorded id: a grandchild (a provisioner, a provider
  * plugin) lives at most until the agent is back. A descendant that scrubs its environment and
  * leaves the process group is out of reach (in a container, the pod's end kills it anyway).
  */
 import { execa } from 'execa';
-import { randomBytes } from 'node:crypto';
-import { accessSync, constants, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../common/logger.ts';
+import { trackRun } from '../common/process-reaper.ts';
 
 export interface RunOptions {
   cwd?: string;
@@ -67,65 +65,7 @@ function killGroup(pid: number, signal: NodeJS.Signals): boolean {
   }
 }
 
-/** Where runs are recorded (set by {@link reapLeftoverProcesses}) and the setpriv binary, if any. */
-let runsDir: string | undefined;
-let setpriv: string | undefined;
-const RUN_ID = 'TETHER_RUN_ID';
-
-function findSetpriv(path = process.env.PATH ?? ''): string | undefined {
-  for (const d of [...path.split(':'), '/usr/bin', '/bin']) {
-    if (!d) continue;
-    try {
-      accessSync(join(d, 'setpriv'), constants.X_OK);
-      return join(d, 'setpriv');
-    } catch {
-      /* not here */
-    }
-  }
-  return undefined;
-}
-
-/** Live pids whose environment holds `TETHER_RUN_ID=<id>` (only our own processes are readable). */
-function pidsOfRun(id: string): number[] {
-  const entry = `${RUN_ID}=${id}`;
-  const out: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
-    try {
-      if (readFileSync(`/proc/${d}/environ`, 'utf8').split('\0').includes(entry)) out.push(Number(d));
-    } catch {
-      /* gone, or not ours */
-    }
-  }
-  return out;
-}
-
-/**
- * Called once at start: kills what runs of a previous agent process left behind (see the file
- * comment), then records this process's runs in `dir`. Returns how many processes were killed.
- */
-export function reapLeftoverProcesses(dir: string, log: Logger): number {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  let killed = 0;
-  for (const f of readdirSync(dir)) {
-    if (/^[0-9a-f]{24}$/.test(f)) {
-      for (const pid of pidsOfRun(f)) {
-        try {
-          process.kill(pid, 'SIGKILL');
-          killed++;
-        } catch {
-          /* already gone */
-        }
-      }
-    }
-    rmSync(join(dir, f), { force: true });
-  }
-  if (killed) log.warn({ killed }, 'killed processes left behind by a previous agent process');
-  runsDir = dir;
-  setpriv = findSetpriv();
-  if (!setpriv) log.warn('setpriv (util-linux) not found: helm/tofu will not be killed at once if the agent dies, only at its next start');
-  return killed;
-}
+export { reapLeftoverProcesses } from '../common/process-reaper.ts';
 
 export async function runProcess(file: string, args: string[], o: RunOptions): Promise<RunResult> {
   if (!exitHook) {
@@ -135,13 +75,10 @@ export async function runProcess(file: string, args: string[], o: RunOptions): P
     });
   }
   if (o.signal.aborted) return { exitCode: undefined, signal: undefined, stdout: '', stderrTail: '', aborted: true };
-  // Recorded before the spawn, so a kill of the agent right after it still finds the run.
-  const runId = runsDir ? randomBytes(12).toString('hex') : undefined;
-  if (runId) writeFileSync(join(runsDir!, runId), '', { mode: 0o600 });
-  const [cmd, argv] = setpriv ? [setpriv, ['--pdeathsig', 'SIGKILL', '--', file, ...args]] : [file, args];
-  const child = execa(cmd, argv, {
+  const run = trackRun(file, args);
+  const child = execa(run.file, run.args, {
     cwd: o.cwd,
-    env: { ...baseEnv(), ...o.env, ...(runId ? { [RUN_ID]: runId } : {}) },
+    env: { ...baseEnv(), ...o.env, ...run.env },
     extendEnv: false,
     detached: true,
     cleanup: false,
@@ -212,7 +149,7 @@ export async function runProcess(file: string, args: string[], o: RunOptions): P
       killGroup(pid, 'SIGKILL'); // whatever the leader left behind in its group
       liveGroups.delete(pid);
     }
-    if (runId) rmSync(join(runsDir!, runId), { force: true });
+    run.done();
   }
 }
 

@@ -11,7 +11,7 @@ import { FileOutbox } from '../../common/agent/outbox.ts';
 import { hostMetricsCollector } from '../../common/agent/host-metrics.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { NodeConfig } from '../config/node.config.ts';
-import { runCommand, type Runner } from '../process/run.ts';
+import { reapLeftoverProcesses, runCommand, type Runner } from '../process/run.ts';
 import { syncVpn, type VpnSyncResult } from '../vpn/vpn.sync.ts';
 import { collectVpnState } from '../vpn/vpn.state.ts';
 import { VERSION } from '../version.ts';
@@ -36,6 +36,8 @@ export interface NodeAgentOptions {
 export function startNodeAgent(config: NodeConfig, log: Logger, o: NodeAgentOptions = {}): RunningNodeAgent {
   const run = o.run ?? runCommand;
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+  // Kills what a previous daemon process's commands left behind (kill -9, OOM), then records runs.
+  reapLeftoverProcesses(join(config.stateDir, 'processes'), log, 'host commands');
   const creds = readCredentials(config);
   const client = new AgentClient(config.server, creds);
 

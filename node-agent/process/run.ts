@@ -2,8 +2,16 @@
  * Runs host tools (ip, wg, wireguard-go, modprobe, systemctl, …): argument arrays only (execa,
  * never a shell), an explicit minimal environment, output captured. A missing binary is a result
  * (`missing: true`), not an exception, so callers can fall back.
+ *
+ * In the daemon (after {@link reapLeftoverProcesses} at its start) each child goes through
+ * `setpriv --pdeathsig SIGKILL` and carries a recorded run id (common/process-reaper.ts): a kill -9
+ * of the daemon kills the child at once, and anything it left is killed at the next start. A tool
+ * meant to outlive the run (wireguard-go daemonises) is started with `leavesDaemon`.
  */
 import { execa } from 'execa';
+import { trackRun } from '../../common/process-reaper.ts';
+
+export { reapLeftoverProcesses } from '../../common/process-reaper.ts';
 
 export interface RunResult {
   ok: boolean;
@@ -20,6 +28,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Added to the minimal environment (PATH, LANG=C). */
   env?: Record<string, string>;
+  /** The tool daemonises on purpose (wireguard-go): neither killed with the agent nor reaped. */
+  leavesDaemon?: boolean;
 }
 
 /** A way to run commands; tests substitute a recording fake. */
@@ -28,15 +38,16 @@ export type Runner = (file: string, args: string[], o?: RunOptions) => Promise<R
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 export const runCommand: Runner = async (file, args, o = {}) => {
-  const r = await execa(file, args, {
+  const tracked = o.leavesDaemon ? undefined : trackRun(file, args);
+  const r = await execa(tracked?.file ?? file, tracked?.args ?? args, {
     reject: false,
     extendEnv: false,
-    env: { PATH: process.env.PATH ? `${process.env.PATH}:${DEFAULT_PATH}` : DEFAULT_PATH, LANG: 'C', ...o.env },
+    env: { PATH: process.env.PATH ? `${process.env.PATH}:${DEFAULT_PATH}` : DEFAULT_PATH, LANG: 'C', ...o.env, ...tracked?.env },
     ...(o.input !== undefined ? { input: o.input } : { stdin: 'ignore' }),
     ...(o.signal ? { cancelSignal: o.signal } : {}),
     timeout: o.timeoutMs ?? 60_000,
     stripFinalNewline: true,
-  });
+  }).finally(() => tracked?.done());
   const code = (r as { code?: string }).code;
   return {
     ok: !r.failed && r.exitCode === 0,

@@ -41,7 +41,7 @@ export async function ensureInterface(run: Runner, ifname: string, wireguardGo: 
   log.info({ ifname, reason: kernel.stderr.trim() }, 'no kernel WireGuard; starting the userspace implementation');
   // wireguard-go daemonises itself (its stdio goes to /dev/null unless LOG_LEVEL is set) and serves
   // the interface through /var/run/wireguard/<ifname>.sock.
-  await mustRun(run, wireguardGo, [ifname], { env: { WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' }, timeoutMs: 15_000 });
+  await mustRun(run, wireguardGo, [ifname], { env: { WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' }, timeoutMs: 15_000, leavesDaemon: true });
   for (let i = 0; i < 50; i++) {
     if ((await run('ip', ['link', 'show', 'dev', ifname])).ok && (await run('wg', ['show', ifname, 'listen-port'])).ok) {
       log.info({ ifname, implementation: wireguardGo }, 'WireGuard interface created (userspace)');
