@@ -46,9 +46,9 @@ const cfg = {
   dispatchAgents: num(flags['dispatch-agents'], 1000),
   dispatchCommands: num(flags['dispatch-commands'], quick ? 200 : 1000),
   throughputCommands: num(flags['throughput-commands'], quick ? 3000 : 20000),
-  stormAgents: num(flags['storm-agents'], quick ? 1000 : 10000),
+  stormAgents: num(flags['storm-agents'], quick ? 500 : 10000),
   stormCommands: num(flags['storm-commands'], quick ? 200 : 1000),
-  footprintSeconds: num(flags['footprint-seconds'], quick ? 30 : 600),
+  footprintSeconds: num(flags['footprint-seconds'], quick ? 25 : 600),
   storageSeconds: num(flags['storage-seconds'], quick ? 2 : 10),
   window: num(flags.window, quick ? 10 : 60),
   perProcess: num(flags['per-process'], 2500),
@@ -375,7 +375,7 @@ async function footprint() {
     agentPid = child.pid!;
     netns = readlinkSync(`/proc/${agentPid}/ns/net`);
     // Start-up (registration of the VPN keys, the first sync) is not idle: measure after it.
-    const settle = quick ? 10 : 30;
+    const settle = quick ? 8 : 30;
     log(`footprint: node agent ${name} (pid ${agentPid}) settling ${settle} s, then idle for ${cfg.footprintSeconds} s`);
     await sleep(settle * 1000);
     const findAgentPid = () => {
