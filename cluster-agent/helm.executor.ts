@@ -9,14 +9,105 @@ import { TetherError } from '../common/errors.ts';
 import type { HelmSpec } from '../common/specs.ts';
 import { writeFileAtomic } from '../common/files.ts';
 import { checkoutGit } from './git.checkout.ts';
-import { helmEnv, parseHelmRelease, planHelmUninstall, planHelmUpgrade } from './helm.plan.ts';
-import { failureMessage, runProcess } from './process.run.ts';
+import {
+  helmEnv,
+  helmRecovery,
+  isHelmOperationInProgress,
+  parseHelmHistory,
+  parseHelmRelease,
+  parseHelmStatus,
+  planHelmHistory,
+  planHelmRollback,
+  planHelmStatus,
+  planHelmUninstall,
+  planHelmUpgrade,
+} from './helm.plan.ts';
+import { failureMessage, runProcess, type RunResult } from './process.run.ts';
 import { checkAborted, plainLookup, refResolvers, type StepContext, type StepResult } from './step.ts';
 import { deepMerge, resolveRefs } from './values.ts';
 
+/** When this agent process started: a pending operation begun before that was a previous process's. */
+const AGENT_STARTED_AT = performance.timeOrigin;
+
+/** Tail of the chain of runs per release (`namespace/release`): one helm command per release at a time. */
+const releaseQueues = new Map<string, Promise<unknown>>();
+
+async function serialized<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  const mine = (releaseQueues.get(key) ?? Promise.resolve()).then(fn, fn);
+  const tail = mine.then(
+    () => undefined,
+    () => undefined,
+  );
+  releaseQueues.set(key, tail);
+  try {
+    return await mine;
+  } finally {
+    if (releaseQueues.get(key) === tail) releaseQueues.delete(key);
+  }
+}
+
 export async function executeHelm(spec: HelmSpec, s: StepContext): Promise<StepResult> {
-  if (spec.action === 'delete') return uninstallHelm(spec, s);
-  const { config, kube } = s.deps;
+  const key = `${spec.namespace}/${spec.release}`;
+  if (releaseQueues.has(key)) s.exec.emit(`waiting for the other run on release ${key}`);
+  return serialized(key, () => {
+    checkAborted(s.exec.signal);
+    return spec.action === 'delete' ? uninstallHelm(spec, s) : upgradeHelm(spec, s);
+  });
+}
+
+/** Runs helm with the agent's helm home; stdout captured (release JSON holds values) unless `stream`. */
+function helm(s: StepContext, args: string[], stream = false): Promise<RunResult> {
+  const helmHome = join(s.deps.config.workDir, 'helm');
+  mkdirSync(helmHome, { recursive: true, mode: 0o700 });
+  return runProcess(s.deps.config.helmBin, args, {
+    env: helmEnv(helmHome),
+    signal: s.exec.signal,
+    killGraceMs: s.deps.config.killGraceSeconds * 1000,
+    log: s.exec.log,
+    captureStdout: !stream,
+    onLine: (line, st) => s.exec.emit(line, st),
+  });
+}
+
+/**
+ * After helm said another operation is in progress: clears the release's pending state when it
+ * is stale (see {@link helmRecovery}). True when it did (retry), false to fail as reported.
+ */
+async function recoverPendingRelease(spec: HelmSpec, s: StepContext): Promise<boolean> {
+  const input = { spec, kubeconfig: s.deps.kube.kubeconfigPath };
+  const st = await helm(s, planHelmStatus(input));
+  checkAborted(s.exec.signal);
+  if (st.exitCode !== 0) return false;
+  const hist = await helm(s, planHelmHistory(input));
+  checkAborted(s.exec.signal);
+  if (hist.exitCode !== 0) return false;
+  let decision;
+  try {
+    decision = helmRecovery(parseHelmStatus(st.stdout), parseHelmHistory(hist.stdout), AGENT_STARTED_AT);
+  } catch (err) {
+    s.exec.log.warn({ err, release: spec.release }, 'could not read the release state');
+    return false;
+  }
+  const where = { release: spec.release, namespace: spec.namespace, reason: decision.reason };
+  if (decision.action === 'none') {
+    s.exec.log.warn(where, 'release busy: not clearing it');
+    s.exec.emit(`release busy, not cleared: ${decision.reason}`);
+    return false;
+  }
+  s.exec.log.warn({ ...where, action: decision.action }, 'clearing a stale pending release');
+  s.exec.emit(`clearing the stale pending release ${spec.namespace}/${spec.release}: ${decision.reason}`);
+  const args = decision.action === 'rollback' ? planHelmRollback(input, decision.revision) : planHelmUninstall(input);
+  const r = await helm(s, args, true);
+  checkAborted(s.exec.signal);
+  if (r.exitCode !== 0) {
+    s.exec.emit(failureMessage(`helm ${decision.action}`, r));
+    return false;
+  }
+  return true;
+}
+
+async function upgradeHelm(spec: HelmSpec, s: StepContext): Promise<StepResult> {
+  const { kube } = s.deps;
   let chartPath: string | undefined;
   if ('git' in spec.chart) {
     const co = await checkoutGit(spec.chart.git, join(s.runDir, 'src'), { signal: s.exec.signal, emit: (l) => s.exec.emit(l) });
@@ -32,19 +123,14 @@ export async function executeHelm(spec: HelmSpec, s: StepContext): Promise<StepR
   }
   checkAborted(s.exec.signal);
 
-  const helmHome = join(config.workDir, 'helm');
-  mkdirSync(helmHome, { recursive: true, mode: 0o700 });
   const args = planHelmUpgrade({ spec, kubeconfig: kube.kubeconfigPath, chartPath, valuesFile });
   s.exec.emit(`helm upgrade --install ${spec.release} (namespace ${spec.namespace})`);
-  const r = await runProcess(config.helmBin, args, {
-    env: helmEnv(helmHome),
-    signal: s.exec.signal,
-    killGraceMs: config.killGraceSeconds * 1000,
-    log: s.exec.log,
-    captureStdout: true, // the release JSON holds the values
-    onLine: (line, stream) => s.exec.emit(line, stream),
-  });
+  let r = await helm(s, args); // stdout captured: the release JSON holds the values
   checkAborted(s.exec.signal);
+  if (r.exitCode !== 0 && isHelmOperationInProgress(r.stderrTail) && (await recoverPendingRelease(spec, s))) {
+    r = await helm(s, args);
+    checkAborted(s.exec.signal);
+  }
   if (r.exitCode !== 0) throw new TetherError('helm_failed', failureMessage('helm upgrade', r));
   let outputs;
   try {
@@ -58,17 +144,8 @@ export async function executeHelm(spec: HelmSpec, s: StepContext): Promise<StepR
 }
 
 async function uninstallHelm(spec: HelmSpec, s: StepContext): Promise<StepResult> {
-  const { config, kube } = s.deps;
-  const helmHome = join(config.workDir, 'helm');
-  mkdirSync(helmHome, { recursive: true, mode: 0o700 });
   s.exec.emit(`helm uninstall ${spec.release} (namespace ${spec.namespace})`);
-  const r = await runProcess(config.helmBin, planHelmUninstall({ spec, kubeconfig: kube.kubeconfigPath }), {
-    env: helmEnv(helmHome),
-    signal: s.exec.signal,
-    killGraceMs: config.killGraceSeconds * 1000,
-    log: s.exec.log,
-    onLine: (line, stream) => s.exec.emit(line, stream),
-  });
+  const r = await helm(s, planHelmUninstall({ spec, kubeconfig: s.deps.kube.kubeconfigPath }), true);
   checkAborted(s.exec.signal);
   if (r.exitCode !== 0) throw new TetherError('helm_failed', failureMessage('helm uninstall', r));
   const o: Record<string, unknown> = { release: spec.release, namespace: spec.namespace, uninstalled: true };

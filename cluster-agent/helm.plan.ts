@@ -109,3 +109,96 @@ export function parseHelmRelease(stdout: string): HelmOutputs {
     ...(typeof meta?.appVersion === 'string' ? { appVersion: meta.appVersion } : {}),
   };
 }
+
+/** What helm says when a release is `pending-*` (an install/upgrade/rollback never finished). */
+export const isHelmOperationInProgress = (stderr: string): boolean => /another operation \(install\/upgrade\/rollback\) is in progress/i.test(stderr);
+
+const target = (input: { spec: HelmSpec; kubeconfig: string }) => [`--namespace=${input.spec.namespace}`, `--kubeconfig=${input.kubeconfig}`];
+
+/** `helm status -o json` (captured, never streamed: it holds the values). */
+export const planHelmStatus = (input: { spec: HelmSpec; kubeconfig: string }): string[] => ['status', ...target(input), '--output=json', '--', input.spec.release];
+
+/** `helm history -o json`. */
+export const planHelmHistory = (input: { spec: HelmSpec; kubeconfig: string }): string[] => [
+  'history',
+  ...target(input),
+  '--output=json',
+  `--max=${HELM_HISTORY_MAX + 1}`,
+  '--',
+  input.spec.release,
+];
+
+export const planHelmRollback = (input: { spec: HelmSpec; kubeconfig: string }, revision: number): string[] => [
+  'rollback',
+  ...target(input),
+  `--history-max=${HELM_HISTORY_MAX}`,
+  '--',
+  input.spec.release,
+  String(revision),
+];
+
+export interface HelmReleaseState {
+  status: string;
+  revision: number;
+  /** Epoch ms of `info.last_deployed` (when the pending operation began). */
+  lastDeployedAt?: number;
+}
+
+/** `helm status -o json`, reduced to what the recovery needs. */
+export function parseHelmStatus(stdout: string): HelmReleaseState {
+  let r: { version?: unknown; info?: { status?: unknown; last_deployed?: unknown } };
+  try {
+    r = JSON.parse(stdout.slice(stdout.indexOf('{')));
+  } catch {
+    throw new Error('helm status did not print JSON');
+  }
+  const at = typeof r.info?.last_deployed === 'string' ? Date.parse(r.info.last_deployed) : Number.NaN;
+  return {
+    status: typeof r.info?.status === 'string' ? r.info.status : 'unknown',
+    revision: typeof r.version === 'number' ? r.version : 0,
+    ...(Number.isNaN(at) ? {} : { lastDeployedAt: at }),
+  };
+}
+
+export interface HelmRevision {
+  revision: number;
+  status: string;
+}
+
+/** `helm history -o json`: revision numbers and statuses. */
+export function parseHelmHistory(stdout: string): HelmRevision[] {
+  let r: unknown;
+  try {
+    r = JSON.parse(stdout.slice(stdout.search(/[[{]/)));
+  } catch {
+    throw new Error('helm history did not print JSON');
+  }
+  if (!Array.isArray(r)) throw new Error('helm history did not print a list');
+  return r.flatMap((h: { revision?: unknown; status?: unknown }) => (typeof h?.revision === 'number' && typeof h.status === 'string' ? [{ revision: h.revision, status: h.status }] : []));
+}
+
+export type HelmRecovery =
+  | { action: 'none'; reason: string }
+  | { action: 'rollback'; revision: number; reason: string }
+  | { action: 'uninstall'; reason: string };
+
+/**
+ * What to do with a release helm calls busy. Like tofu's state lock: the agent runs one helm
+ * command per release at a time (in-process mutex) and the chart one pod (Recreate), so a
+ * `pending-*` release whose operation began before this process started was left by a previous,
+ * dead agent process: roll back to the last good revision, or uninstall a release that never had
+ * one. A pending operation begun since (or of unknown age) may be live: left alone.
+ */
+export function helmRecovery(state: HelmReleaseState, history: HelmRevision[], agentStartedAt: number): HelmRecovery {
+  if (!state.status.startsWith('pending-')) return { action: 'none', reason: `release is ${state.status}, not pending` };
+  if (state.lastDeployedAt === undefined) return { action: 'none', reason: `release is ${state.status} since an unknown time: it may belong to a live run` };
+  const since = new Date(state.lastDeployedAt).toISOString();
+  const started = new Date(agentStartedAt).toISOString();
+  if (state.lastDeployedAt >= agentStartedAt) return { action: 'none', reason: `release is ${state.status} since ${since}, after this agent process started (${started}): it may belong to a live run` };
+  const stale = `release is ${state.status} since ${since}, before this agent process started (${started}): its operation died with a previous agent process`;
+  const good = history
+    .filter((h) => h.revision < state.revision && (h.status === 'deployed' || h.status === 'superseded'))
+    .reduce<number | undefined>((best, h) => (best === undefined || h.revision > best ? h.revision : best), undefined);
+  if (good !== undefined) return { action: 'rollback', revision: good, reason: `${stale}; rolling back to revision ${good}` };
+  return { action: 'uninstall', reason: `${stale}; no good revision to roll back to, uninstalling` };
+}

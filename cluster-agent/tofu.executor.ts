@@ -24,14 +24,48 @@ import {
   tofuDestroyArgs,
   tofuEnv,
   tofuInitArgs,
+  tofuForceUnlockArgs,
   tofuOutputArgs,
+  parseStateLock,
+  staleLockVerdict,
   varsFile,
 } from './tofu.plan.ts';
 import { resolveRefs } from './values.ts';
 
+/** When this agent process started: a state lock older than that was left by a previous process. */
+const AGENT_STARTED_AT = performance.timeOrigin;
+
+/** Tail of the chain of runs per state (`namespace/stateName`): one tofu command per state at a time. */
+const stateQueues = new Map<string, Promise<unknown>>();
+
+/** Runs `fn` after every earlier run on the same key has settled. */
+async function serialized<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  const prev = stateQueues.get(key) ?? Promise.resolve();
+  const mine = prev.then(fn, fn);
+  const tail = mine.then(
+    () => undefined,
+    () => undefined,
+  );
+  stateQueues.set(key, tail);
+  try {
+    return await mine;
+  } finally {
+    if (stateQueues.get(key) === tail) stateQueues.delete(key);
+  }
+}
+
 export async function executeTofu(spec: TofuSpec, s: StepContext): Promise<StepResult> {
+  const namespace = spec.namespace ?? s.deps.config.agentNamespace;
+  const key = `${namespace}/${spec.stateName}`;
+  if (stateQueues.has(key)) s.exec.emit(`waiting for the other run on state ${namespace}/${stateSecretName(spec.stateName)}`);
+  return serialized(key, () => {
+    checkAborted(s.exec.signal);
+    return executeTofuSerialized(spec, s, namespace);
+  });
+}
+
+async function executeTofuSerialized(spec: TofuSpec, s: StepContext, namespace: string): Promise<StepResult> {
   const { config, kube } = s.deps;
-  const namespace = spec.namespace ?? config.agentNamespace;
   const co = await checkoutGit(spec.source.git, join(s.runDir, 'src'), { signal: s.exec.signal, emit: (l) => s.exec.emit(l) });
   checkAborted(s.exec.signal);
 
@@ -62,6 +96,29 @@ export async function executeTofu(spec: TofuSpec, s: StepContext): Promise<StepR
       onLine: (line, stream) => s.exec.emit(line, stream),
     });
 
+  /** A state lock error naming a stale lock: force-unlock it (true: retry). Any other failure: false. */
+  const unlockIfStale = async (r: RunResult, ns: string): Promise<boolean> => {
+    const lock = parseStateLock(r.stderrTail);
+    if (!lock) return false;
+    const verdict = staleLockVerdict(lock, AGENT_STARTED_AT);
+    const state = `${ns}/${stateSecretName(spec.stateName)}`;
+    if (!verdict.stale) {
+      s.exec.log.warn({ state, lock, reason: verdict.reason }, 'state lock held: not clearing it');
+      s.exec.emit(`state lock held, not cleared: ${verdict.reason}`);
+      return false;
+    }
+    s.exec.log.warn({ state, lock, reason: verdict.reason }, 'clearing a stale state lock (tofu force-unlock)');
+    s.exec.emit(`clearing the stale state lock of ${state}: ${verdict.reason}`);
+    const u = await run(tofuForceUnlockArgs(lock.id));
+    checkAborted(s.exec.signal);
+    if (u.exitCode !== 0) {
+      s.exec.log.warn({ state, lockId: lock.id, exitCode: u.exitCode }, 'tofu force-unlock failed');
+      s.exec.emit(failureMessage('tofu force-unlock', u));
+      return false;
+    }
+    return true;
+  };
+
   const destroy = spec.action === 'delete';
   const steps: [string, string[]][] = [
     ['tofu init', tofuInitArgs()],
@@ -69,8 +126,12 @@ export async function executeTofu(spec: TofuSpec, s: StepContext): Promise<StepR
   ];
   for (const [what, args] of steps) {
     s.exec.emit(`${what} (state ${namespace}/${stateSecretName(spec.stateName)})`);
-    const r = await run([...args]);
+    let r = await run([...args]);
     checkAborted(s.exec.signal);
+    if (r.exitCode !== 0 && (await unlockIfStale(r, namespace))) {
+      r = await run([...args]);
+      checkAborted(s.exec.signal);
+    }
     if (r.exitCode !== 0) throw new TetherError('tofu_failed', failureMessage(what, r));
   }
   if (destroy) {

@@ -85,3 +85,57 @@ export function splitOutputs(stdout: string): SplitOutputs {
 export function varsFile(vars: Record<string, unknown>): string {
   return `${JSON.stringify(vars)}\n`;
 }
+
+/** A state lock as tofu reports it when it cannot take it ("Lock Info:" of the error). */
+export interface StateLock {
+  id: string;
+  /** Epoch ms of the lock's creation, when tofu printed a time that parses. */
+  createdAt?: number;
+  who?: string;
+  operation?: string;
+}
+
+/**
+ * The lock named in tofu's "Error acquiring the state lock" output, or undefined when the output
+ * is not that error (or names no usable lock ID).
+ */
+export function parseStateLock(stderr: string): StateLock | undefined {
+  if (!/Error acquiring the state lock/i.test(stderr) || !/Lock Info:/i.test(stderr)) return undefined;
+  const field = (name: string) => new RegExp(`^\\s*${name}:[ \\t]*(.*?)\\s*$`, 'mi').exec(stderr.slice(stderr.search(/Lock Info:/i)))?.[1];
+  const id = field('ID');
+  // A UUID in practice; never anything that could be read as an option.
+  if (!id || !/^[0-9a-zA-Z][-0-9a-zA-Z_.]{0,127}$/.test(id)) return undefined;
+  const created = field('Created');
+  const createdAt = created ? parseGoTime(created) : undefined;
+  const who = field('Who');
+  const operation = field('Operation');
+  return { id, ...(createdAt !== undefined ? { createdAt } : {}), ...(who ? { who } : {}), ...(operation ? { operation } : {}) };
+}
+
+/** Go's `time.Time.String()` ("2026-11-23 11:06:48.123456789 +0000 UTC") or RFC 3339, as epoch ms. */
+export function parseGoTime(s: string): number | undefined {
+  const m = /^(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)(?:\.(\d+))?\s*(Z|[+-]\d\d:?\d\d)?/.exec(s.trim());
+  if (!m) return undefined;
+  const frac = (m[3] ?? '').slice(0, 3).padEnd(3, '0');
+  const tz = !m[4] || m[4] === 'Z' ? 'Z' : m[4].includes(':') ? m[4] : `${m[4].slice(0, 3)}:${m[4].slice(3)}`;
+  const t = Date.parse(`${m[1]}T${m[2]}.${frac}${tz}`);
+  return Number.isNaN(t) ? undefined : t;
+}
+
+export type LockVerdict = { stale: true; reason: string } | { stale: false; reason: string };
+
+/**
+ * Whether a state lock may be force-unlocked. The agent runs one tofu command per state at a time
+ * (in-process mutex) and the chart runs one pod (Recreate), so while it holds the state's mutex,
+ * the only possible holder of a lock created before this process started is a run of a previous
+ * agent process: dead, the lock stale. A lock created since (or of unknown age) may be live.
+ */
+export function staleLockVerdict(lock: StateLock, agentStartedAt: number): LockVerdict {
+  if (lock.createdAt === undefined) return { stale: false, reason: `lock ${lock.id} has no creation time tofu printed that could be read` };
+  const created = new Date(lock.createdAt).toISOString();
+  const started = new Date(agentStartedAt).toISOString();
+  if (lock.createdAt < agentStartedAt) return { stale: true, reason: `lock ${lock.id} was created at ${created}, before this agent process started (${started}): its holder died with a previous agent process` };
+  return { stale: false, reason: `lock ${lock.id} was created at ${created}, after this agent process started (${started}): it may belong to a live run` };
+}
+
+export const tofuForceUnlockArgs = (lockId: string): string[] => ['force-unlock', '-force', '-no-color', lockId];

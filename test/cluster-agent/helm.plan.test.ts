@@ -1,7 +1,17 @@
 /** The helm argument list as a pure function of the spec, and the release JSON it reads back. */
 import assert from 'node:assert/strict';
 import { helmSpecSchema } from '../../common/specs.ts';
-import { parseHelmRelease, planHelmUpgrade } from '../../cluster-agent/helm.plan.ts';
+import {
+  helmRecovery,
+  isHelmOperationInProgress,
+  parseHelmHistory,
+  parseHelmRelease,
+  parseHelmStatus,
+  planHelmHistory,
+  planHelmRollback,
+  planHelmStatus,
+  planHelmUpgrade,
+} from '../../cluster-agent/helm.plan.ts';
 
 const spec = (s: unknown) => helmSpecSchema.parse(s);
 
@@ -48,5 +58,53 @@ describe('helm plan', () => {
     assert.deepEqual(out, { release: 'web', namespace: 'apps', revision: 2, status: 'deployed', chart: 'c', chartVersion: '0.1.0', appVersion: '1.0' });
     assert.ok(!JSON.stringify(out).includes('hunter2'));
     assert.throws(() => parseHelmRelease('not json'));
+  });
+
+  describe('a release left pending by a killed run', () => {
+    const began = Date.parse('2026-11-23T11:06:48Z');
+    const history = [
+      { revision: 1, status: 'superseded' },
+      { revision: 2, status: 'deployed' },
+      { revision: 3, status: 'pending-upgrade' },
+    ];
+
+    it('recognises helm\'s busy-release error', () => {
+      assert.ok(isHelmOperationInProgress('Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress'));
+      assert.ok(!isHelmOperationInProgress('Error: UPGRADE FAILED: timed out waiting for the condition'));
+    });
+
+    it('reads status and history JSON, never more than it needs', () => {
+      const st = parseHelmStatus(JSON.stringify({ name: 'web', version: 3, info: { status: 'pending-upgrade', last_deployed: '2026-11-23T11:06:48.000000+00:00' }, config: { password: 'x' } }));
+      assert.deepEqual(st, { status: 'pending-upgrade', revision: 3, lastDeployedAt: began });
+      assert.deepEqual(parseHelmStatus('{"version":1,"info":{"status":"pending-install"}}'), { status: 'pending-install', revision: 1 });
+      assert.deepEqual(parseHelmHistory(JSON.stringify([{ revision: 1, status: 'deployed', updated: 'x', chart: 'c' }, { nope: 1 }])), [{ revision: 1, status: 'deployed' }]);
+      assert.throws(() => parseHelmStatus('not json'));
+      assert.throws(() => parseHelmHistory('{}'));
+    });
+
+    it('rolls a stale pending-upgrade back to the last good revision', () => {
+      const d = helmRecovery({ status: 'pending-upgrade', revision: 3, lastDeployedAt: began }, history, began + 1);
+      assert.equal(d.action, 'rollback');
+      assert.equal(d.action === 'rollback' && d.revision, 2);
+      assert.match(d.reason, /before this agent process started/);
+    });
+
+    it('uninstalls a stale pending-install that never had a good revision', () => {
+      assert.equal(helmRecovery({ status: 'pending-install', revision: 1, lastDeployedAt: began }, [{ revision: 1, status: 'pending-install' }], began + 1).action, 'uninstall');
+    });
+
+    it('leaves alone what may be live: begun since this process started, of unknown age, or not pending', () => {
+      assert.equal(helmRecovery({ status: 'pending-upgrade', revision: 3, lastDeployedAt: began }, history, began).action, 'none');
+      assert.equal(helmRecovery({ status: 'pending-upgrade', revision: 3, lastDeployedAt: began }, history, began - 1).action, 'none');
+      assert.equal(helmRecovery({ status: 'pending-upgrade', revision: 3 }, history, began + 1).action, 'none');
+      assert.equal(helmRecovery({ status: 'deployed', revision: 2, lastDeployedAt: began }, history, began + 1).action, 'none');
+    });
+
+    it('reads and recovers with every user value after --', () => {
+      const input = { spec: spec({ release: 'web', namespace: 'apps', chart: { repo: 'https://charts.example.com', name: 'nginx' } }), kubeconfig: '/k/config' };
+      assert.deepEqual(planHelmStatus(input), ['status', '--namespace=apps', '--kubeconfig=/k/config', '--output=json', '--', 'web']);
+      assert.deepEqual(planHelmHistory(input), ['history', '--namespace=apps', '--kubeconfig=/k/config', '--output=json', '--max=11', '--', 'web']);
+      assert.deepEqual(planHelmRollback(input, 2), ['rollback', '--namespace=apps', '--kubeconfig=/k/config', '--history-max=10', '--', 'web', '2']);
+    });
   });
 });

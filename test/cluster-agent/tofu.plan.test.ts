@@ -1,6 +1,40 @@
 /** The tofu invocation as pure functions: backend override, arguments, output splitting. */
 import assert from 'node:assert/strict';
-import { backendOverride, outputsSecretName, splitOutputs, stateSecretName, tofuApplyArgs, tofuEnv, tofuInitArgs, tofuOutputArgs } from '../../cluster-agent/tofu.plan.ts';
+import {
+  backendOverride,
+  outputsSecretName,
+  parseGoTime,
+  parseStateLock,
+  splitOutputs,
+  staleLockVerdict,
+  stateSecretName,
+  tofuApplyArgs,
+  tofuEnv,
+  tofuForceUnlockArgs,
+  tofuInitArgs,
+  tofuOutputArgs,
+} from '../../cluster-agent/tofu.plan.ts';
+
+/** What `tofu apply` prints on stderr when the kubernetes backend's Lease is held. */
+const LOCK_ERROR = `
+Error: Error acquiring the state lock
+
+Error message: the state is already locked by another terraform client
+Lock Info:
+  ID:        6f1c2a9e-3b4d-5e6f-8a9b-0c1d2e3f4a5b
+  Path:      
+  Operation: OperationTypeApply
+  Who:       agent@host
+  Version:   1.9.0
+  Created:   2026-11-23 11:06:48.123456789 +0000 UTC
+  Info:      
+
+
+OpenTofu acquires a state lock to protect the state from being written
+by multiple users at the same time. Please resolve the issue above and try
+again. For most commands, you can disable locking with the "-lock=false"
+flag, but this is not recommended.
+`;
 
 describe('tofu plan', () => {
   it('points the kubernetes backend at the agent kubeconfig outside a cluster', () => {
@@ -45,5 +79,46 @@ describe('tofu plan', () => {
     assert.deepEqual(sensitive, { password: 's3cret-pw', conf: '{"a":1}', odd: 'no sensitivity flag' });
     assert.deepEqual(splitOutputs(''), { plain: {}, sensitive: {} });
     assert.throws(() => splitOutputs('[1]'));
+  });
+
+  describe('a state lock left by a killed run', () => {
+    const created = Date.parse('2026-11-23T11:06:48.123Z');
+
+    it('reads the lock ID and creation time from tofu\'s lock error', () => {
+      assert.deepEqual(parseStateLock(LOCK_ERROR), { id: '6f1c2a9e-3b4d-5e6f-8a9b-0c1d2e3f4a5b', createdAt: created, who: 'agent@host', operation: 'OperationTypeApply' });
+    });
+
+    it('finds no lock in other failures, nor an ID that could be read as an option', () => {
+      assert.equal(parseStateLock('Error: Invalid provider configuration'), undefined);
+      assert.equal(parseStateLock(''), undefined);
+      assert.equal(parseStateLock(LOCK_ERROR.replace('6f1c2a9e-3b4d-5e6f-8a9b-0c1d2e3f4a5b', '-force')), undefined);
+      assert.equal(parseStateLock(LOCK_ERROR.replace(/ID: .*/, 'ID:')), undefined);
+    });
+
+    it('keeps a lock whose time does not parse, without a creation time', () => {
+      assert.equal(parseStateLock(LOCK_ERROR.replace(/Created: .*/, 'Created: yesterday'))?.createdAt, undefined);
+    });
+
+    it('parses Go and RFC 3339 times', () => {
+      assert.equal(parseGoTime('2026-11-23 11:06:48.123456789 +0000 UTC'), created);
+      assert.equal(parseGoTime('2026-11-23 13:06:48.123 +0200 CEST'), created);
+      assert.equal(parseGoTime('2026-11-23T11:06:48.123Z'), created);
+      assert.equal(parseGoTime('2026-11-23 11:06:48 +0000 UTC'), Date.parse('2026-11-23T11:06:48Z'));
+      assert.equal(parseGoTime('soon'), undefined);
+    });
+
+    it('is stale only when created before this agent process started', () => {
+      const lock = parseStateLock(LOCK_ERROR)!;
+      const before = staleLockVerdict(lock, created + 1);
+      assert.equal(before.stale, true);
+      assert.match(before.reason, /before this agent process started/);
+      assert.equal(staleLockVerdict(lock, created).stale, false, 'created the same millisecond: may be live');
+      assert.equal(staleLockVerdict(lock, created - 60_000).stale, false, 'created since: may be live');
+      assert.equal(staleLockVerdict({ id: 'x' }, Date.now()).stale, false, 'unknown age: may be live');
+    });
+
+    it('force-unlocks by ID, without a prompt', () => {
+      assert.deepEqual(tofuForceUnlockArgs('6f1c2a9e'), ['force-unlock', '-force', '-no-color', '6f1c2a9e']);
+    });
   });
 });
