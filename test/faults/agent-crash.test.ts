@@ -8,7 +8,8 @@
  * 409 stale_lease; the killed agent's helm/tofu child dies with it (setpriv --pdeathsig) and any
  * grandchild is gone once the agent is back; each command ends in exactly one terminal state;
  * the tofu state lock the killed attempt left (created before the restarted agent started) is
- * force-unlocked, so the rerun succeeds.
+ * force-unlocked, so the rerun succeeds; likewise a helm release left pending-install is
+ * uninstalled and installed again.
  */
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -17,7 +18,7 @@ import { AgentClient } from '../../common/agent/agent-client.ts';
 import { HttpError } from '../../common/http-client.ts';
 import { startEnvtest, type Envtest } from '../support/envtest.ts';
 import { eventually, removeDir, startTestControlPlane, tempDir, type TestControlPlane } from '../support/control-plane.ts';
-import { bareRepo, createNamespace, job, jobLogs, pidsWithCmdline, secretData, spawnAgent, submit, waitForJob, type AgentProcess, type BareRepo } from '../cluster-agent/support.ts';
+import { bareRepo, createNamespace, createSecret, job, jobLogs, kubeGet, pidsWithCmdline, secretData, spawnAgent, submit, waitForJob, type AgentProcess, type BareRepo } from '../cluster-agent/support.ts';
 import { faultIterations, pidsWithEnv, readCommands } from './support.ts';
 
 const CID = 'kilo';
@@ -66,6 +67,28 @@ describe(`faults: the cluster agent killed (kill -9) and stopped (SIGTERM) mid-c
     repo = bareRepo(dir, 'infra');
     const files: Record<string, string> = { 'modules/short/main.tf': sleepModule('2.5'), 'modules/long/main.tf': sleepModule('3011') };
     for (let i = 0; i < ITERATIONS; i++) files[`modules/kill${i}/main.tf`] = sleepModule(`4.${String(i).padStart(4, '0')}`);
+    // A post-install hook Job (never completes without a kubelet) until the Secret hook-go-ahead exists.
+    files['charts/held/Chart.yaml'] = 'apiVersion: v2\nname: held\nversion: 0.1.0\n';
+    files['charts/held/templates/configmap.yaml'] = 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-config\ndata:\n  a: b\n';
+    files['charts/held/templates/hook.yaml'] = [
+      '{{- if not (lookup "v1" "Secret" .Release.Namespace "hook-go-ahead") }}',
+      'apiVersion: batch/v1',
+      'kind: Job',
+      'metadata:',
+      '  name: {{ .Release.Name }}-hook',
+      '  annotations:',
+      '    "helm.sh/hook": post-install',
+      'spec:',
+      '  template:',
+      '    spec:',
+      '      restartPolicy: Never',
+      '      containers:',
+      '      - name: wait',
+      '        image: busybox',
+      '        command: ["sleep", "3600"]',
+      '{{- end }}',
+      '',
+    ].join('\n');
     repo.commit(files);
     agent = start(await t.bootstrapToken(CID, 'cluster-agent'));
     await agent.waitForLog(/cluster agent running/);
@@ -150,6 +173,23 @@ describe(`faults: the cluster agent killed (kill -9) and stopped (SIGTERM) mid-c
       summary.push(`${id}:${v.state}`);
     }
     console.warn(`      kill -9 x${ITERATIONS}: ${summary.join(', ')}`);
+  });
+
+  it('kill -9 mid helm install: the rerun uninstalls the release left pending-install, then installs it', async () => {
+    const id = await submit(t, CID, 'helm', { release: 'held', namespace: NS, chart: { git: { url: repo.url, ref: 'main', path: 'charts/held' } } }, { maxAttempts: 3 });
+    // helm waits for the hook Job: the release is pending-install.
+    await eventually(async () => (await kubeGet(env, `/apis/batch/v1/namespaces/${NS}/jobs/held-hook`)) !== undefined, 60_000, 'the hook Job (helm waiting on it)');
+    await agent!.stop('SIGKILL');
+    await createSecret(env, NS, 'hook-go-ahead', {});
+    await eventually(() => readCommands(t.dataDir).find((x) => x.id === id)?.state === 'queued', (LEASE_SECONDS + 10) * 1000, 'the requeue');
+    agent = start();
+    await agent.waitForLog(/cluster agent running/);
+    const v = await waitForJob(t, id, 90_000);
+    const logs = await jobLogs(t, id);
+    assert.equal(v.state, 'succeeded', `${JSON.stringify(v.error)}\nlogs:\n${logs.slice(-3000)}`);
+    assert.match(logs, /clearing the stale pending release .*pending-install.*uninstalling/);
+    assert.equal(readCommands(t.dataDir).find((x) => x.id === id)!.attempts, 2);
+    assert.equal((v.outputs as { status?: string }).status, 'deployed');
   });
 
   it('SIGTERM during a run: stops polling, lets the command finish within the grace period, reports it, exits 0', async () => {
