@@ -25,31 +25,15 @@ import {
 import { failureMessage, runProcess, type RunResult } from './process.run.ts';
 import { checkAborted, plainLookup, refResolvers, type StepContext, type StepResult } from './step.ts';
 import { deepMerge, resolveRefs } from './values.ts';
+import { AGENT_STARTED_AT, KeyedQueue } from './keyed-queue.ts';
 
-/** When this agent process started: a pending operation begun before that was a previous process's. */
-const AGENT_STARTED_AT = performance.timeOrigin;
-
-/** Tail of the chain of runs per release (`namespace/release`): one helm command per release at a time. */
-const releaseQueues = new Map<string, Promise<unknown>>();
-
-async function serialized<T>(key: string, fn: () => Promise<T>): Promise<T> {
-  const mine = (releaseQueues.get(key) ?? Promise.resolve()).then(fn, fn);
-  const tail = mine.then(
-    () => undefined,
-    () => undefined,
-  );
-  releaseQueues.set(key, tail);
-  try {
-    return await mine;
-  } finally {
-    if (releaseQueues.get(key) === tail) releaseQueues.delete(key);
-  }
-}
+/** One helm command per release (`namespace/release`) at a time. */
+const queue = new KeyedQueue();
 
 export async function executeHelm(spec: HelmSpec, s: StepContext): Promise<StepResult> {
   const key = `${spec.namespace}/${spec.release}`;
-  if (releaseQueues.has(key)) s.exec.emit(`waiting for the other run on release ${key}`);
-  return serialized(key, () => {
+  if (queue.busy(key)) s.exec.emit(`waiting for the other run on release ${key}`);
+  return queue.run(key, () => {
     checkAborted(s.exec.signal);
     return spec.action === 'delete' ? uninstallHelm(spec, s) : upgradeHelm(spec, s);
   });

@@ -31,34 +31,16 @@ import {
   varsFile,
 } from './tofu.plan.ts';
 import { resolveRefs } from './values.ts';
+import { AGENT_STARTED_AT, KeyedQueue } from './keyed-queue.ts';
 
-/** When this agent process started: a state lock older than that was left by a previous process. */
-const AGENT_STARTED_AT = performance.timeOrigin;
-
-/** Tail of the chain of runs per state (`namespace/stateName`): one tofu command per state at a time. */
-const stateQueues = new Map<string, Promise<unknown>>();
-
-/** Runs `fn` after every earlier run on the same key has settled. */
-async function serialized<T>(key: string, fn: () => Promise<T>): Promise<T> {
-  const prev = stateQueues.get(key) ?? Promise.resolve();
-  const mine = prev.then(fn, fn);
-  const tail = mine.then(
-    () => undefined,
-    () => undefined,
-  );
-  stateQueues.set(key, tail);
-  try {
-    return await mine;
-  } finally {
-    if (stateQueues.get(key) === tail) stateQueues.delete(key);
-  }
-}
+/** One tofu command per state (`namespace/stateName`) at a time. */
+const queue = new KeyedQueue();
 
 export async function executeTofu(spec: TofuSpec, s: StepContext): Promise<StepResult> {
   const namespace = spec.namespace ?? s.deps.config.agentNamespace;
   const key = `${namespace}/${spec.stateName}`;
-  if (stateQueues.has(key)) s.exec.emit(`waiting for the other run on state ${namespace}/${stateSecretName(spec.stateName)}`);
-  return serialized(key, () => {
+  if (queue.busy(key)) s.exec.emit(`waiting for the other run on state ${namespace}/${stateSecretName(spec.stateName)}`);
+  return queue.run(key, () => {
     checkAborted(s.exec.signal);
     return executeTofuSerialized(spec, s, namespace);
   });
