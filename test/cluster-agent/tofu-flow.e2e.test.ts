@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startEnvtest, type Envtest } from '../support/envtest.ts';
-import { eventually, removeDir, startTestControlPlane, tempDir, type TestControlPlane } from '../support/control-plane.ts';
+import { captureLogger, eventually, removeDir, startTestControlPlane, tempDir, type TestControlPlane } from '../support/control-plane.ts';
 import {
   bareRepo,
   createNamespace,
@@ -104,10 +104,11 @@ describe('cluster agent with tofu and flows (end to end)', function () {
   let dir: string;
   let agent: AgentProcess | undefined;
   let repo: BareRepo;
+  const cpLog = captureLogger();
 
   before(async function () {
     dir = tempDir('tether-ca-tofu-');
-    [env, t] = await Promise.all([startEnvtest(), startTestControlPlane({ dataDir: join(dir, 'cp') })]);
+    [env, t] = await Promise.all([startEnvtest(), startTestControlPlane({ dataDir: join(dir, 'cp') }, { log: cpLog.log })]);
     await t.createCluster(CID);
     await createNamespace(env, NS);
     await createSecret(env, NS, 'app-credentials', { password: PASSWORD });
@@ -231,5 +232,11 @@ describe('cluster agent with tofu and flows (end to end)', function () {
     const v = await waitForJob(t, id, 40_000);
     assert.equal(v.state, 'timed_out');
     await assertGroupGone(pgid, 'hook-timeout-7');
+  });
+
+  it('leaves no secret value in the control plane\'s own log after these runs', () => {
+    const log = cpLog.text();
+    assert.match(log, /command claimed/, 'the log was captured');
+    assert.equal(log.indexOf(PASSWORD), -1, 'the secret value never reaches the control plane log');
   });
 });

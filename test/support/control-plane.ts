@@ -8,7 +8,9 @@ import { join, resolve } from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { startControlPlane, type ControlPlane, type StartOptions } from '../../control-plane/app.ts';
 import { HttpClient } from '../../common/http-client.ts';
-import { silentLogger } from '../../common/logger.ts';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { REDACT_PATHS, silentLogger, type Logger } from '../../common/logger.ts';
 import { generateKeyPair, type KeyPair } from '../../common/csr.ts';
 import { bootstrapAgent, AgentClient } from '../../common/agent/agent-client.ts';
 import type { BootstrapResponse } from '../../common/wire.ts';
@@ -147,4 +149,17 @@ export async function eventually<T>(fn: () => Promise<T | undefined | false> | T
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastErr ? `: ${String(lastErr)}` : ''}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** A control-plane logger that keeps every line (debug and up) in memory, redaction as in production. */
+export function captureLogger(): { log: Logger; text(): string } {
+  const chunks: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      chunks.push(chunk.toString('utf8'));
+      done();
+    },
+  });
+  const log = pino({ level: 'debug', redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, sink);
+  return { log, text: () => chunks.join('') };
 }
