@@ -37,7 +37,7 @@ describe('helm plan', () => {
 
   it('uses the checked-out folder for a git chart, and refuses to plan without it', () => {
     const s = spec({ release: 'app', namespace: 'x', chart: { git: { url: 'file:///repo.git', ref: 'main', path: 'charts/app' } } });
-    assert.deepEqual(planHelmUpgrade({ spec: s, kubeconfig: '/k', chartPath: '/work/src/charts/app' }).slice(-3), ['--', 'app', '/work/src/charts/app']);
+    assert.deepEqual(planHelmUpgrade({ spec: s, kubeconfig: '/k', chartPath: '/srv/charts/app' }).slice(-3), ['--', 'app', '/srv/charts/app']);
     assert.throws(() => planHelmUpgrade({ spec: s, kubeconfig: '/k' }));
   });
 

@@ -247,3 +247,21 @@ export function pidsInGroup(pgid: number): number[] {
 }
 
 export { tempDir };
+
+/** A post-install hook Job template that never completes without a kubelet: helm waits on it. */
+export const NEVER_ENDING_HOOK_JOB: readonly string[] = [
+  'apiVersion: batch/v1',
+  'kind: Job',
+  'metadata:',
+  '  name: {{ .Release.Name }}-hook',
+  '  annotations:',
+  '    "helm.sh/hook": post-install',
+  'spec:',
+  '  template:',
+  '    spec:',
+  '      restartPolicy: Never',
+  '      containers:',
+  '      - name: wait',
+  '        image: busybox',
+  '        command: ["sleep", "3600"]',
+];

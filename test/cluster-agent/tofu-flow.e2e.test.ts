@@ -11,6 +11,7 @@ import { startEnvtest, type Envtest } from '../support/envtest.ts';
 import { captureLogger, eventually, removeDir, startTestControlPlane, tempDir, type TestControlPlane } from '../support/control-plane.ts';
 import {
   bareRepo,
+  NEVER_ENDING_HOOK_JOB,
   createNamespace,
   createSecret,
   job,
@@ -73,23 +74,7 @@ const CHART = {
   'chart/templates/configmap.yaml': 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-config\ndata:\n  greeting: {{ .Values.greeting | quote }}\n  token: {{ .Values.token | quote }}\n',
   // A post-install hook Job never completes without a kubelet: helm waits for it.
   'hook-chart/Chart.yaml': 'apiVersion: v2\nname: hooked\nversion: 0.1.0\n',
-  'hook-chart/templates/job.yaml': [
-    'apiVersion: batch/v1',
-    'kind: Job',
-    'metadata:',
-    '  name: {{ .Release.Name }}-hook',
-    '  annotations:',
-    '    "helm.sh/hook": post-install',
-    'spec:',
-    '  template:',
-    '    spec:',
-    '      restartPolicy: Never',
-    '      containers:',
-    '      - name: wait',
-    '        image: busybox',
-    '        command: ["sleep", "3600"]',
-    '',
-  ].join('\n'),
+  'hook-chart/templates/job.yaml': [...NEVER_ENDING_HOOK_JOB, ''].join('\n'),
 };
 
 /** Every byte of the control plane's SQLite files. */

@@ -18,7 +18,7 @@ import { AgentClient } from '../../common/agent/agent-client.ts';
 import { HttpError } from '../../common/http-client.ts';
 import { startEnvtest, type Envtest } from '../support/envtest.ts';
 import { eventually, removeDir, startTestControlPlane, tempDir, type TestControlPlane } from '../support/control-plane.ts';
-import { bareRepo, createNamespace, createSecret, job, jobLogs, kubeGet, pidsWithCmdline, secretData, spawnAgent, submit, waitForJob, type AgentProcess, type BareRepo } from '../cluster-agent/support.ts';
+import { NEVER_ENDING_HOOK_JOB, bareRepo, createNamespace, createSecret, job, jobLogs, kubeGet, pidsWithCmdline, secretData, spawnAgent, submit, waitForJob, type AgentProcess, type BareRepo } from '../cluster-agent/support.ts';
 import { faultIterations, pidsWithEnv, readCommands } from './support.ts';
 
 const CID = 'kilo';
@@ -72,20 +72,7 @@ describe(`faults: the cluster agent killed (kill -9) and stopped (SIGTERM) mid-c
     files['charts/held/templates/configmap.yaml'] = 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-config\ndata:\n  a: b\n';
     files['charts/held/templates/hook.yaml'] = [
       '{{- if not (lookup "v1" "Secret" .Release.Namespace "hook-go-ahead") }}',
-      'apiVersion: batch/v1',
-      'kind: Job',
-      'metadata:',
-      '  name: {{ .Release.Name }}-hook',
-      '  annotations:',
-      '    "helm.sh/hook": post-install',
-      'spec:',
-      '  template:',
-      '    spec:',
-      '      restartPolicy: Never',
-      '      containers:',
-      '      - name: wait',
-      '        image: busybox',
-      '        command: ["sleep", "3600"]',
+      ...NEVER_ENDING_HOOK_JOB,
       '{{- end }}',
       '',
     ].join('\n');
