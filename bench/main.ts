@@ -373,11 +373,12 @@ async function footprint() {
     const child = spawn('unshare', ['--net', '--mount', '--propagation', 'private', '--', 'bash', '-c', script], { stdio: ['ignore', fd, fd], env: { ...process.env, TETHER_LOG_LEVEL: 'info' } });
     closeSync(fd);
     agentPid = child.pid!;
-    netns = readlinkSync(`/proc/${agentPid}/ns/net`);
     // Start-up (registration of the VPN keys, the first sync) is not idle: measure after it.
     const settle = quick ? 8 : 30;
     log(`footprint: node agent ${name} (pid ${agentPid}) settling ${settle} s, then idle for ${cfg.footprintSeconds} s`);
     await sleep(settle * 1000);
+    // Read once unshare has moved it (right after spawn it may still be in ours): the clean-up kills what runs there.
+    netns = readlinkSync(`/proc/${agentPid}/ns/net`);
     const findAgentPid = () => {
       // prlimit exec's node: the pid stays the one bash exec'd into.
       return agentPid;
