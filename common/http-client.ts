@@ -83,19 +83,7 @@ export class HttpClient {
       req.end(payload);
     });
 
-    let parsed: unknown = undefined;
-    if (res.text.length > 0) {
-      try {
-        parsed = JSON.parse(res.text);
-      } catch {
-        parsed = res.text;
-      }
-    }
-    if ((res.status >= 200 && res.status < 300) || ro.accept?.includes(res.status)) {
-      return { status: res.status, body: parsed as T, headers: res.headers };
-    }
-    const err = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
-    throw new HttpError(res.status, err?.code ?? `http_${res.status}`, err?.message ?? `${method} ${url.pathname} answered ${res.status}`);
+    return toResponse<T>(method, url, res, ro);
   }
 
   /** Opens a streaming GET (Server-Sent Events); the caller reads the response. */
@@ -131,7 +119,29 @@ export class HttpClient {
   }
 }
 
-function wrapTransportError(err: Error, url: URL): Error {
+/** A finished exchange as the caller sees it: 2xx (or an accepted status) returns, anything else throws {@link HttpError}. */
+export function toResponse<T>(
+  method: string,
+  url: URL,
+  res: { status: number; text: string; headers: IncomingMessage['headers'] },
+  ro: RequestOptions,
+): HttpResponse<T> {
+  let parsed: unknown = undefined;
+  if (res.text.length > 0) {
+    try {
+      parsed = JSON.parse(res.text);
+    } catch {
+      parsed = res.text;
+    }
+  }
+  if ((res.status >= 200 && res.status < 300) || ro.accept?.includes(res.status)) {
+    return { status: res.status, body: parsed as T, headers: res.headers };
+  }
+  const err = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
+  throw new HttpError(res.status, err?.code ?? `http_${res.status}`, err?.message ?? `${method} ${url.pathname} answered ${res.status}`);
+}
+
+export function wrapTransportError(err: Error, url: URL): Error {
   if (err instanceof TetherError) return err;
   if (err.name === 'AbortError') return err;
   const code = (err as NodeJS.ErrnoException).code ?? 'transport_error';

@@ -3,8 +3,6 @@
  * serves the admin and agent APIs on one HTTPS port (client certificates requested, verified
  * per route).
  */
-import https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { mkdirSync, chmodSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import express from 'express';
@@ -24,11 +22,12 @@ import { QueueService } from './queue/queue.service.ts';
 import { Dispatcher } from './queue/dispatcher.ts';
 import { adminRoutes } from './http/admin.routes.ts';
 import { VpnService } from './vpn/vpn.service.ts';
-import { vpnAdminRoutes, vpnAgentRoutes } from './http/vpn.routes.ts';
+import { vpnAdminRoutes } from './http/vpn.routes.ts';
 import { BundlesService } from './bundles/bundles.service.ts';
 import { GitCache } from './bundles/git-cache.ts';
 import { bundleRoutes, instanceRoutes } from './http/bundles.routes.ts';
-import { agentRoutes, bootstrapRoutes } from './http/agent.routes.ts';
+import { AgentApi, bootstrapRoutes } from './http/agent.routes.ts';
+import { ApiServer } from './http/server.ts';
 import { errorHandler, notFoundRoute } from './http/errors.ts';
 import { FailureLimiter } from './http/rate-limit.ts';
 
@@ -107,8 +106,6 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     res.set('content-type', metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   app.use('/v1', json, bootstrapRoutes({ identity, limiter: new FailureLimiter(config.bootstrapFailuresPerMinute) }));
-  app.use('/v1/agent/vpn', json, vpnAgentRoutes({ identity, vpn }));
-  app.use('/v1/agent', json, agentRoutes({ identity, queue, config, metrics }));
   app.use('/v1/clusters/:cid/vpn', json, vpnAdminRoutes({ accounts, vpn }));
   app.use('/v1/bundles', json, bundleRoutes({ accounts, bundles }));
   app.use('/v1/instances', json, instanceRoutes({ accounts, bundles }));
@@ -116,31 +113,18 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   app.use(notFoundRoute);
   app.use(errorHandler(log));
 
-  const server = https.createServer(
-    {
-      key: ca.serverKeyPem,
-      cert: ca.serverCertPem,
-      ca: [ca.caCertPem],
-      requestCert: true,
-      // Verified per route: bootstrap and the admin API work without a client certificate.
-      rejectUnauthorized: false,
-      minVersion: 'TLSv1.2',
-    },
+  // The agent API (/v1/agent/…) is served outside Express, over HTTP/1.1 and HTTP/2 (server.ts).
+  const server = new ApiServer({
+    key: ca.serverKeyPem,
+    cert: ca.serverCertPem,
+    ca: [ca.caCertPem],
     app,
-  );
-  server.keepAliveTimeout = 75_000;
-  server.headersTimeout = 80_000;
-  server.requestTimeout = 0; // long-polls and log follows are held open on purpose
-  server.on('tlsClientError', (err) => log.debug({ err }, 'TLS handshake failed'));
-  server.on('clientError', (err, socket) => {
-    log.debug({ err }, 'client error');
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+    agentApi: new AgentApi({ identity, queue, vpn, config, log }),
+    ticketKeyFile: join(dataDir, 'tls-ticket-keys'),
+    log,
+    now: () => clock.now(),
   });
-  await new Promise<void>((res, rej) => {
-    server.once('error', rej);
-    server.listen(config.port, config.host, () => res());
-  });
-  const port = (server.address() as AddressInfo).port;
+  const port = await server.listen(config.port, config.host);
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
 
   let reaper: NodeJS.Timeout | undefined;
@@ -168,11 +152,8 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     adminTokenFile,
     async close() {
       clearInterval(reaper);
-      dispatcher.closeAll();
-      await new Promise<void>((res) => {
-        server.close(() => res());
-        server.closeAllConnections();
-      });
+      dispatcher.closeAll(); // held polls are answered at once: agents reconnect without waiting them out
+      await server.close();
       await db.destroy();
       if (sqlite.open) sqlite.close();
     },

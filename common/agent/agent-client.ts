@@ -3,6 +3,7 @@
  * file it was given); everything else over mutual TLS with the issued certificate.
  */
 import { HttpClient } from '../http-client.ts';
+import { Http2Client } from '../http2-client.ts';
 import {
   bootstrapResponseSchema,
   heartbeatResponseSchema,
@@ -48,8 +49,12 @@ export async function bootstrapAgent(opts: {
   }
 }
 
+/**
+ * The agent API over mutual TLS and HTTP/2: the held poll, heartbeats, results and logs share one
+ * connection (see ../http2-client.ts).
+ */
 export class AgentClient {
-  private http: HttpClient;
+  private http: Http2Client;
   private readonly url: string;
   private creds: AgentCredentials;
 
@@ -60,7 +65,7 @@ export class AgentClient {
   }
 
   private make() {
-    return new HttpClient({ baseUrl: this.url, ca: this.creds.caPem, cert: this.creds.certPem, key: this.creds.keyPem, userAgent: 'tether-agent', timeoutMs: 30_000 });
+    return new Http2Client({ baseUrl: this.url, ca: this.creds.caPem, cert: this.creds.certPem, key: this.creds.keyPem, userAgent: 'tether-agent', timeoutMs: 30_000 });
   }
 
   /** Swaps in a renewed certificate; new connections use it. */
@@ -96,6 +101,11 @@ export class AgentClient {
   /** Escape hatch for role-specific routes (e.g. the node agent's VPN routes). */
   request<T>(method: string, path: string, body?: unknown): Promise<T> {
     return this.http.request<T>(method, path, body).then((r) => r.body);
+  }
+
+  /** Whether the current connection resumed a TLS session (benchmarks and tests). */
+  get resumedTls(): boolean {
+    return this.http.resumed;
   }
 
   close(): void {

@@ -1,18 +1,27 @@
-/** The agent API: long-poll, heartbeat, results, logs, renewal (mutual TLS), and bootstrap (one-way TLS). */
-import { Router, type Response } from 'express';
+/**
+ * The agent API (mutual TLS): long-poll, heartbeat, results, logs, renewal and the node agents'
+ * VPN routes. This is every agent's hot path (a heartbeat per agent every 5 s, a held poll per
+ * idle agent), so it is served by this small router rather than Express: no middleware chain,
+ * no request/response decoration, and the same handler serves HTTP/1.1 (from the Express-side
+ * server) and HTTP/2 streams (agents multiplex their poll and heartbeats over one connection;
+ * Express cannot serve HTTP/2). Bootstrap (one-way TLS) stays in Express.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import type { TLSSocket } from 'node:tls';
+import { Router } from 'express';
 import { z } from 'zod';
 import { bootstrapRequestSchema, heartbeatRequestSchema, logsRequestSchema, renewRequestSchema, resultRequestSchema } from '../../common/wire.ts';
-import { TetherError } from '../../common/errors.ts';
+import { TetherError, errorBody, unauthorized } from '../../common/errors.ts';
+import type { Logger } from '../../common/logger.ts';
 import type { IdentityService } from '../identity/identity.service.ts';
-import type { QueueService } from '../queue/queue.service.ts';
+import type { AgentPrincipal, QueueService } from '../queue/queue.service.ts';
+import type { VpnService } from '../vpn/vpn.service.ts';
+import { vpnRegisterSchema } from '../vpn/vpn.schemas.ts';
 import type { Config } from '../config.ts';
-import type { Metrics } from '../metrics.ts';
-import { requireAgent } from './auth.ts';
-import { idParam } from './errors.ts';
+import { authenticateAgent } from './auth.ts';
+import { describeError, idParam, logRefusal } from './errors.ts';
 import type { FailureLimiter } from './rate-limit.ts';
-
-const agentOf = (res: Response) => res.locals.agent!;
-const pollQuery = z.object({ wait: z.coerce.number().min(0).max(120).optional() });
 
 export function bootstrapRoutes(deps: { identity: IdentityService; limiter: FailureLimiter }): Router {
   const r = Router();
@@ -29,42 +38,174 @@ export function bootstrapRoutes(deps: { identity: IdentityService; limiter: Fail
   return r;
 }
 
-export function agentRoutes(deps: { identity: IdentityService; queue: QueueService; config: Config; metrics: Metrics }): Router {
-  const { identity, queue, config } = deps;
-  const r = Router();
-  r.use(requireAgent(identity));
+export type ApiRequest = IncomingMessage | Http2ServerRequest;
+export type ApiResponse = ServerResponse | Http2ServerResponse;
 
-  r.get('/whoami', (_req, res) => {
-    res.json(agentOf(res));
+interface Call {
+  agent: AgentPrincipal;
+  /** Captures of the route's pattern. */
+  params: string[];
+  query: URLSearchParams;
+  body: unknown;
+  /** Aborted when the client goes away (only for routes that hold the request). */
+  signal: AbortSignal;
+}
+
+interface Route {
+  method: string;
+  path: RegExp;
+  role?: AgentPrincipal['role'];
+  status?: number;
+  /** The handler may hold the request (long-poll): give it a signal for the client leaving. */
+  holds?: boolean;
+  run(c: Call): Promise<unknown> | unknown;
+}
+
+export const AGENT_API_PREFIX = '/v1/agent/';
+const pollQuery = z.object({ wait: z.coerce.number().min(0).max(120).optional() });
+const NEVER = new AbortController().signal;
+
+export class AgentApi {
+  private readonly routes: Route[];
+  private readonly d: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger };
+
+  constructor(deps: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger }) {
+    this.d = deps;
+    const { queue, vpn, identity, config } = deps;
+    this.routes = [
+      { method: 'GET', path: /^\/v1\/agent\/whoami$/, run: (c) => c.agent },
+      {
+        method: 'GET',
+        path: /^\/v1\/agent\/poll$/,
+        holds: true,
+        run: (c) => {
+          const q = pollQuery.parse(Object.fromEntries(c.query));
+          const waitMs = Math.min(q.wait ?? config.longPollSeconds, config.longPollSeconds) * 1000;
+          return queue.poll(c.agent, waitMs, c.signal);
+        },
+      },
+      { method: 'POST', path: /^\/v1\/agent\/heartbeat$/, run: (c) => queue.heartbeat(c.agent, heartbeatRequestSchema.parse(c.body)) },
+      {
+        method: 'POST',
+        path: /^\/v1\/agent\/commands\/([^/]+)\/result$/,
+        run: (c) => queue.report(c.agent, idParam(c.params[0]), resultRequestSchema.parse(c.body)),
+      },
+      {
+        method: 'POST',
+        path: /^\/v1\/agent\/commands\/([^/]+)\/logs$/,
+        run: async (c) => {
+          const body = logsRequestSchema.parse(c.body);
+          return { stored: await queue.appendLogs(c.agent, idParam(c.params[0]), body.leaseId, body.lines) };
+        },
+      },
+      { method: 'POST', path: /^\/v1\/agent\/certificate$/, status: 201, run: (c) => identity.renew(c.agent, renewRequestSchema.parse(c.body).csr) },
+      { method: 'PUT', path: /^\/v1\/agent\/vpn\/node$/, role: 'node', run: (c) => vpn.registerNode(c.agent, vpnRegisterSchema.parse(c.body)) },
+      { method: 'GET', path: /^\/v1\/agent\/vpn\/config$/, role: 'node', run: (c) => vpn.configFor(c.agent) },
+    ];
+  }
+
+  static handles(url: string | undefined): boolean {
+    return url !== undefined && url.startsWith(AGENT_API_PREFIX);
+  }
+
+  /** Serves one request; never throws (every failure becomes a JSON error response). */
+  async handle(req: ApiRequest, res: ApiResponse, socket: TLSSocket): Promise<void> {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q < 0 ? url : url.slice(0, q);
+    const method = req.method ?? 'GET';
+    try {
+      let params: string[] | undefined;
+      const route = this.routes.find((r) => {
+        if (r.method !== method) return false;
+        const m = r.path.exec(path);
+        if (m) params = m.slice(1);
+        return m !== null;
+      });
+      if (!route) throw new TetherError('route_not_found', `no route ${method} ${path}`, { status: 404 });
+      // Authenticate before reading a body: an unknown peer never gets its upload buffered.
+      const agent = await authenticateAgent(this.d.identity, socket);
+      if (route.role && agent.role !== route.role) throw unauthorized(`this route is for ${route.role} agents only`, 'wrong_role');
+      const body = method === 'GET' ? undefined : await readJsonBody(req, this.d.config.bodyLimitBytes);
+      let signal = NEVER;
+      let answered = false;
+      if (route.holds) {
+        // 'close' before we answered = the client left (HTTP/2 responses report writableFinished
+        // on a reset stream too, so our own flag decides).
+        const ac = new AbortController();
+        res.once('close', () => {
+          if (!answered) ac.abort();
+        });
+        signal = ac.signal;
+      }
+      const out = await route.run({ agent, params: params!, query: new URLSearchParams(q < 0 ? '' : url.slice(q + 1)), body, signal });
+      if (signal.aborted) return;
+      answered = true;
+      send(res, route.status ?? 200, out);
+    } catch (err) {
+      const d = describeError(err);
+      logRefusal(this.d.log, err, d, { method, route: path, peer: socket.remoteAddress ?? null });
+      if (res.headersSent) return void res.end();
+      // An unread upload is not drained: HTTP/1.1 closes the connection after the answer.
+      if (d.status === 413 && 'shouldKeepAlive' in res) res.shouldKeepAlive = false;
+      send(res, d.status, errorBody(d.code, d.message));
+    }
+  }
+}
+
+function send(res: ApiResponse, status: number, body: unknown): void {
+  if (res.destroyed) return;
+  const buf = Buffer.from(JSON.stringify(body ?? null));
+  res.sendDate = false; // agents have no use for it, and on HTTP/2 it is the one header HPACK cannot index away
+  // Both response kinds take (status, headers); their overloads just don't unify in TypeScript.
+  (res as ServerResponse).writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': buf.length });
+  res.end(buf);
+}
+
+/** Reads a JSON request body of at most `limit` bytes; an empty body is `undefined`. */
+export async function readJsonBody(req: ApiRequest, limit: number): Promise<unknown> {
+  const declared = Number(req.headers['content-length'] ?? Number.NaN);
+  if (declared > limit) throw new TetherError('payload_too_large', `the request body is larger than ${limit} bytes`, { status: 413 });
+  const encoding = req.headers['content-encoding'];
+  if (encoding !== undefined && encoding !== 'identity') {
+    throw new TetherError('unsupported_encoding', `content-encoding ${encoding} is not accepted by the agent API; send the body uncompressed`, { status: 415 });
+  }
+  const raw = await new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = () => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+    };
+    const onData = (c: Buffer) => {
+      size += c.length;
+      if (size <= limit) return void chunks.push(c);
+      // Stop reading: the refusal is sent and the connection closed rather than the rest drained.
+      done();
+      req.pause();
+      reject(new TetherError('payload_too_large', `the request body is larger than ${limit} bytes`, { status: 413 }));
+    };
+    const onEnd = () => {
+      done();
+      resolve(Buffer.concat(chunks, size));
+    };
+    const onError = (err: Error) => {
+      done();
+      reject(new TetherError('invalid_body', `the request body cannot be read: ${err.message}`, { status: 400 }));
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
   });
-
-  r.get('/poll', async (req, res) => {
-    const q = pollQuery.parse(req.query);
-    const waitMs = Math.min(q.wait ?? config.longPollSeconds, config.longPollSeconds) * 1000;
-    const ac = new AbortController();
-    res.on('close', () => {
-      if (!res.writableFinished) ac.abort();
-    });
-    const out = await queue.poll(agentOf(res), waitMs, ac.signal);
-    if (!ac.signal.aborted) res.json(out);
-  });
-
-  r.post('/heartbeat', async (req, res) => {
-    res.json(await queue.heartbeat(agentOf(res), heartbeatRequestSchema.parse(req.body)));
-  });
-
-  r.post('/commands/:id/result', async (req, res) => {
-    res.json(await queue.report(agentOf(res), idParam(req.params.id), resultRequestSchema.parse(req.body)));
-  });
-
-  r.post('/commands/:id/logs', async (req, res) => {
-    const body = logsRequestSchema.parse(req.body);
-    res.json({ stored: await queue.appendLogs(agentOf(res), idParam(req.params.id), body.leaseId, body.lines) });
-  });
-
-  r.post('/certificate', async (req, res) => {
-    res.status(201).json(await identity.renew(agentOf(res), renewRequestSchema.parse(req.body).csr));
-  });
-
-  return r;
+  if (raw.length === 0) return undefined;
+  const type = String(req.headers['content-type'] ?? '');
+  if (!/^application\/([a-z.+-]*\+)?json\s*(;|$)/i.test(type)) {
+    throw new TetherError('unsupported_media_type', `the request body must be application/json (got ${type || 'no content-type'})`, { status: 415 });
+  }
+  try {
+    return JSON.parse(raw.toString('utf8'));
+  } catch (err) {
+    throw new TetherError('invalid_json', `the request body is not valid JSON: ${(err as Error).message}`, { status: 400 });
+  }
 }

@@ -1,4 +1,4 @@
-import type { Request, RequestHandler } from 'express';
+import type { RequestHandler } from 'express';
 import type { TLSSocket } from 'node:tls';
 import { unauthorized } from '../../common/errors.ts';
 import type { AccountsService } from '../accounts/accounts.service.ts';
@@ -25,24 +25,12 @@ export function requireAdmin(accounts: AccountsService): RequestHandler {
 }
 
 /**
- * Agent routes: a client certificate that chains to our CA (verified by TLS) and whose serial is
- * known, unrevoked and unexpired in the database (checked on every request).
- */
-export function requireAgent(identity: IdentityService): RequestHandler {
-  return async (req, res, next) => {
-    res.locals.agent = await authenticateAgent(identity, req);
-    next();
-  };
-}
-
-/**
  * The verified peer of each TLS 1.3 connection (1.3 has no renegotiation: the peer certificate of
  * a connection never changes), so a kept-alive agent's certificate is parsed once, not per request.
  */
 const verifiedPeers = new WeakMap<TLSSocket, { serial: string; cn: string | undefined }>();
 
-export async function authenticateAgent(identity: IdentityService, req: Request): Promise<AgentPrincipal> {
-  const socket = req.socket as TLSSocket;
+export async function authenticateAgent(identity: IdentityService, socket: TLSSocket): Promise<AgentPrincipal> {
   let known = verifiedPeers.get(socket);
   if (!known) {
     const peer = typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate() : undefined;
@@ -57,11 +45,4 @@ export async function authenticateAgent(identity: IdentityService, req: Request)
   }
   // The serial is checked against the database (through the identity cache) on every request.
   return identity.authenticate(known.serial, known.cn);
-}
-
-export function onlyRole(role: AgentPrincipal['role']): RequestHandler {
-  return (_req, res, next) => {
-    if (res.locals.agent?.role !== role) throw unauthorized(`this route is for ${role} agents only`, 'wrong_role');
-    next();
-  };
 }

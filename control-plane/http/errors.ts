@@ -4,45 +4,54 @@ import { TetherError, errorBody } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import { formatIssues } from '../queue/queue.service.ts';
 
+/** What an error means for the API: a status and a stable code; anything unknown is a 500. */
+export function describeError(err: unknown): { status: number; code: string; message: string } {
+  const e = err as { status?: unknown; type?: unknown; limit?: unknown; message?: unknown; code?: unknown } | null | undefined;
+  if (err instanceof TetherError) return { status: err.status, code: err.code, message: err.message };
+  if (err instanceof ZodError) return { status: 400, code: 'invalid_request', message: formatIssues(err.issues) };
+  if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) {
+    // body-parser: entity.too.large (413), entity.parse.failed (400), charset/encoding errors (415),
+    // and errors without a type such as a corrupt gzip body (zlib, 400)
+    return {
+      status: e.status,
+      code: e.type === 'entity.too.large' ? 'payload_too_large' : e.type === 'entity.parse.failed' ? 'invalid_json' : 'invalid_body',
+      message:
+        e.type === 'entity.too.large'
+          ? `the request body is larger than ${String(e.limit)} bytes`
+          : typeof e.type === 'string'
+            ? String(e.message)
+            : `the request body cannot be read: ${String(e.message)}`,
+    };
+  }
+  if (typeof e?.code === 'string' && /^SQLITE_(FULL|READONLY|IOERR|BUSY|CANTOPEN)(_|$)/.test(e.code)) {
+    // better-sqlite3 reports extended codes (SQLITE_IOERR_WRITE, SQLITE_READONLY_DBMOVED, …)
+    return { status: 503, code: 'storage_unavailable', message: `storage is unavailable (${e.code}); nothing was changed` };
+  }
+  return { status: 500, code: 'internal', message: 'internal error' };
+}
+
 /**
- * Every error becomes JSON {error:{code,message}} with a fitting status. 5xx are logged as errors,
- * auth refusals (401/403/429) as warnings with code, route and peer address, other 4xx at debug.
+ * Logs a refused or failed request: 5xx as errors, auth refusals (401/403/429) as warnings with
+ * code, route and peer address (security events: always logged), other 4xx at debug. `route` is
+ * the path without its query string (which may hold anything), never a header or a token.
  */
+export function logRefusal(log: Logger, err: unknown, r: { status: number; code: string }, req: { method: string; route: string; peer: string | null }): void {
+  if (r.status >= 500) log.error({ err, method: req.method, path: req.route }, 'request failed');
+  else if (r.status === 401 || r.status === 403 || r.status === 429) {
+    log.warn({ method: req.method, path: req.route, status: r.status, code: r.code, peer: req.peer }, 'request refused');
+  } else log.debug({ method: req.method, path: req.route, status: r.status, code: r.code }, 'request refused');
+}
+
+/** Every error becomes JSON {error:{code,message}} with a fitting status (see describeError). */
 export function errorHandler(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
-    let status = 500;
-    let code = 'internal';
-    let message = 'internal error';
-    if (err instanceof TetherError) {
-      ({ status, code, message } = err);
-    } else if (err instanceof ZodError) {
-      status = 400;
-      code = 'invalid_request';
-      message = formatIssues(err.issues);
-    } else if (typeof err?.status === 'number' && err.status >= 400 && err.status < 500) {
-      // body-parser: entity.too.large (413), entity.parse.failed (400), charset/encoding errors (415),
-      // and errors without a type such as a corrupt gzip body (zlib, 400)
-      status = err.status;
-      code = err.type === 'entity.too.large' ? 'payload_too_large' : err.type === 'entity.parse.failed' ? 'invalid_json' : 'invalid_body';
-      message = err.type === 'entity.too.large' ? `the request body is larger than ${err.limit} bytes` : typeof err.type === 'string' ? String(err.message) : `the request body cannot be read: ${String(err.message)}`;
-    } else if (typeof err?.code === 'string' && /^SQLITE_(FULL|READONLY|IOERR|BUSY|CANTOPEN)(_|$)/.test(err.code)) {
-      // better-sqlite3 reports extended codes (SQLITE_IOERR_WRITE, SQLITE_READONLY_DBMOVED, …)
-      status = 503;
-      code = 'storage_unavailable';
-      message = `storage is unavailable (${err.code}); nothing was changed`;
-    }
-    // The route without its query string (which may hold anything), never a header or a token.
-    const route = `${req.baseUrl}${req.path}`;
-    if (status >= 500) log.error({ err, method: req.method, path: route }, 'request failed');
-    else if (status === 401 || status === 403 || status === 429) {
-      // Authentication and authorisation refusals are security events: always logged.
-      log.warn({ method: req.method, path: route, status, code, peer: req.socket.remoteAddress ?? null }, 'request refused');
-    } else log.debug({ method: req.method, path: route, status, code }, 'request refused');
+    const d = describeError(err);
+    logRefusal(log, err, d, { method: req.method, route: `${req.baseUrl}${req.path}`, peer: req.socket.remoteAddress ?? null });
     if (res.headersSent) {
       res.end();
       return;
     }
-    res.status(status).json(errorBody(code, message));
+    res.status(d.status).json(errorBody(d.code, d.message));
   };
 }
 

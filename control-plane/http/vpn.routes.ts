@@ -1,31 +1,16 @@
 /**
- * VPN routes. Agent side (mTLS, node agents only): register keys and endpoint, get addresses and
- * peers. Admin side (bearer token): the cluster's VPN, and user peers with their client configs.
+ * VPN admin routes (bearer token): the cluster's VPN, and user peers with their client configs.
+ * The agent side (node agents register keys, get addresses and peers) is in agent.routes.ts.
  */
 import { Router, type Response } from 'express';
 import { z } from 'zod';
 import type { AccountsService } from '../accounts/accounts.service.ts';
-import type { IdentityService } from '../identity/identity.service.ts';
 import type { VpnService } from '../vpn/vpn.service.ts';
-import { createVpnUserSchema, vpnRegisterSchema } from '../vpn/vpn.schemas.ts';
+import { createVpnUserSchema } from '../vpn/vpn.schemas.ts';
 import { cidSchema } from '../../common/wire.ts';
-import { onlyRole, requireAdmin, requireAgent } from './auth.ts';
+import { requireAdmin } from './auth.ts';
 
 const userId = z.string().regex(/^vu-[a-z0-9]{10}$/, 'a VPN user id (vu-…)');
-
-/** Mounted at /v1/agent/vpn. */
-export function vpnAgentRoutes(deps: { identity: IdentityService; vpn: VpnService }): Router {
-  const r = Router();
-  r.use(requireAgent(deps.identity), onlyRole('node'));
-  const agentOf = (res: Response) => res.locals.agent!;
-  r.put('/node', async (req, res) => {
-    res.json(await deps.vpn.registerNode(agentOf(res), vpnRegisterSchema.parse(req.body)));
-  });
-  r.get('/config', async (_req, res) => {
-    res.json(await deps.vpn.configFor(agentOf(res)));
-  });
-  return r;
-}
 
 /** Mounted at /v1/clusters/:cid/vpn. */
 export function vpnAdminRoutes(deps: { accounts: AccountsService; vpn: VpnService }): Router {

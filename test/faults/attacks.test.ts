@@ -230,8 +230,18 @@ describe('faults: attacks on identity and isolation', function () {
       }
       // A heartbeat naming B's command extends nothing; A has no way to read logs (admin routes need a token).
       await agentA.client.heartbeat({ version: 'x', metrics: {}, running: [id] } as never);
-      const read = await refusal(agentA.client.request('GET', `/v1/commands/${id}/logs`));
-      assert.equal(read.status, 401);
+      // Over its own HTTP/2 connection the admin API is not served at all; over HTTP/1.1 its
+      // certificate is no substitute for an API token.
+      const overH2 = await refusal(agentA.client.request('GET', `/v1/commands/${id}/logs`));
+      assert.equal(overH2.status, 404);
+      assert.equal(overH2.code, 'route_not_found');
+      const h1 = new HttpClient({ baseUrl: t.url, ca: t.caPem, cert: agentA.identity.certificate, key: agentA.keys.privateKeyPem });
+      try {
+        const read = await refusal(h1.request('GET', `/v1/commands/${id}/logs`));
+        assert.equal(read.status, 401);
+      } finally {
+        h1.close();
+      }
       loggedRefusal(logs, 'missing_token', `/v1/commands/${id}/logs`);
       const v = (await t.admin.request<CommandView>('GET', `/v1/commands/${id}`)).body;
       assert.equal(v.state, 'running');

@@ -1,0 +1,124 @@
+/**
+ * The agents' JSON client over HTTP/2 with mutual TLS: one connection per agent carries its held
+ * long-poll, heartbeats, results and logs as concurrent streams (with HTTP/1.1 the held poll
+ * would pin a connection of its own). The TLS session is kept so a reconnect — after a network
+ * failure or a control-plane restart — resumes it instead of doing a full handshake.
+ *
+ * Same contract as {@link HttpClient.request}: 2xx returns, other statuses throw HttpError, and
+ * transport failures are retryable TetherErrors.
+ */
+import http2 from 'node:http2';
+import tls from 'node:tls';
+import { isIP } from 'node:net';
+import { TetherError } from './errors.ts';
+import { toResponse, wrapTransportError, type HttpResponse, type RequestOptions } from './http-client.ts';
+
+export interface Http2ClientOptions {
+  baseUrl: string;
+  ca: string;
+  cert: string;
+  key: string;
+  userAgent?: string;
+  timeoutMs?: number;
+}
+
+export class Http2Client {
+  readonly baseUrl: URL;
+  private readonly opts: Http2ClientOptions;
+  private session: http2.ClientHttp2Session | undefined;
+  private tlsSession: Buffer | undefined;
+  private closed = false;
+
+  constructor(opts: Http2ClientOptions) {
+    this.opts = opts;
+    this.baseUrl = new URL(opts.baseUrl);
+    if (this.baseUrl.protocol !== 'https:') throw new TetherError('invalid_url', `the control plane URL must be https:// (got ${opts.baseUrl})`, { status: 400 });
+  }
+
+  /** Whether the current connection resumed an earlier TLS session (for tests and benchmarks). */
+  get resumed(): boolean {
+    return (this.session?.socket as tls.TLSSocket | undefined)?.isSessionReused() ?? false;
+  }
+
+  private connect(): http2.ClientHttp2Session {
+    if (this.closed) throw new TetherError('client_closed', 'the client was closed', { retryable: false });
+    const current = this.session;
+    if (current && !current.closed && !current.destroyed) return current;
+    const host = this.baseUrl.hostname.replace(/^\[|\]$/g, '');
+    const port = Number(this.baseUrl.port || 443);
+    const session = http2.connect(this.baseUrl.origin, {
+      settings: { enablePush: false },
+      createConnection: () => {
+        const socket = tls.connect({
+          host,
+          port,
+          ...(isIP(host) ? {} : { servername: host }),
+          ca: this.opts.ca,
+          cert: this.opts.cert,
+          key: this.opts.key,
+          ALPNProtocols: ['h2'],
+          session: this.tlsSession,
+        });
+        socket.on('session', (s: Buffer) => {
+          this.tlsSession = s;
+        });
+        return socket;
+      },
+    });
+    // Failures reach the requests in flight; a broken or closing connection is replaced on the next request.
+    session.on('error', () => undefined);
+    const forget = () => {
+      if (this.session === session) this.session = undefined;
+    };
+    session.once('close', forget);
+    session.once('goaway', forget);
+    this.session = session;
+    return session;
+  }
+
+  async request<T = unknown>(method: string, path: string, body?: unknown, ro: RequestOptions = {}): Promise<HttpResponse<T>> {
+    const url = new URL(path, this.baseUrl);
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const headers: http2.OutgoingHttpHeaders = { ':method': method, ':path': `${url.pathname}${url.search}` };
+    if (payload) headers['content-type'] = 'application/json';
+    if (this.opts.userAgent) headers['user-agent'] = this.opts.userAgent;
+    const timeoutMs = ro.timeoutMs ?? this.opts.timeoutMs ?? 30_000;
+
+    const res = await new Promise<{ status: number; text: string; headers: Record<string, string | string[] | undefined> }>((resolve, reject) => {
+      let session: http2.ClientHttp2Session;
+      let stream: http2.ClientHttp2Stream;
+      try {
+        session = this.connect();
+        stream = session.request(headers, { endStream: !payload, ...(ro.signal ? { signal: ro.signal } : {}) });
+      } catch (err) {
+        reject(wrapTransportError(err as Error, url));
+        return;
+      }
+      let status = 0;
+      let resHeaders: Record<string, string | string[] | undefined> = {};
+      const chunks: Buffer[] = [];
+      stream.on('response', (h) => {
+        status = Number(h[':status'] ?? 0);
+        resHeaders = h as Record<string, string | string[] | undefined>;
+      });
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => resolve({ status, text: Buffer.concat(chunks).toString('utf8'), headers: resHeaders }));
+      stream.on('error', (err) => reject(wrapTransportError(err, url)));
+      // Reset without an error (e.g. the connection went away): settle rather than wait for the timeout.
+      stream.on('close', () => reject(new TetherError('transport_error', `the connection to ${url.origin} closed before an answer`, { retryable: true })));
+      stream.setTimeout(timeoutMs, () => {
+        // No answer in time: the connection is presumed dead (a lost peer sends no FIN); the next request reconnects.
+        reject(new TetherError('timeout', `no answer from ${url.origin} within ${timeoutMs} ms`, { retryable: true }));
+        session.destroy();
+      });
+      if (payload) stream.end(payload);
+    });
+    return toResponse<T>(method, url, res, ro);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.session?.destroy();
+    this.session = undefined;
+  }
+}
