@@ -1,4 +1,7 @@
-import type { Db } from './database.ts';
+import { exclusive, prepared, sqliteOf, type Db } from './database.ts';
+import type { ClustersTable } from './accounts.table.ts';
+
+const stmts = prepared((s) => ({ cluster: s.prepare(`SELECT * FROM clusters WHERE aid = ? AND cid = ?`) }));
 
 export async function insertAccount(db: Db, a: { aid: string; name: string; now: number }) {
   await db.insertInto('accounts').values({ aid: a.aid, name: a.name, created_at: a.now }).execute();
@@ -17,7 +20,10 @@ export async function insertCluster(db: Db, c: { aid: string; cid: string; domai
   await db.insertInto('clusters').values({ aid: c.aid, cid: c.cid, domain: c.domain, created_at: c.now }).execute();
 }
 
-export async function getCluster(db: Db, aid: string, cid: string) {
+/** Read on every submission: a prepared statement, not a Kysely query (see database.ts). */
+export async function getCluster(db: Db, aid: string, cid: string): Promise<ClustersTable | undefined> {
+  const sqlite = sqliteOf(db);
+  if (sqlite) return exclusive(db, sqlite, () => stmts(sqlite).cluster.get(aid, cid) as ClustersTable | undefined);
   return db.selectFrom('clusters').selectAll().where('aid', '=', aid).where('cid', '=', cid).executeTakeFirst();
 }
 

@@ -1,4 +1,5 @@
-import type { Db } from './database.ts';
+import type SQLite from 'better-sqlite3';
+import { onBeforeClose, prepared, sqliteOf, type Db } from './database.ts';
 import type { AgentsTable, CertificatesTable } from './agents.table.ts';
 
 export async function insertAgent(db: Db, a: Omit<AgentsTable, 'revoked_at' | 'last_heartbeat_at' | 'heartbeats' | 'version' | 'metrics' | 'vpn'>) {
@@ -6,6 +7,7 @@ export async function insertAgent(db: Db, a: Omit<AgentsTable, 'revoked_at' | 'l
 }
 
 export async function getAgent(db: Db, id: string) {
+  flushHeartbeats(db);
   return db.selectFrom('agents').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
@@ -21,6 +23,7 @@ export async function findActiveNode(db: Db, aid: string, cid: string, nid: stri
 }
 
 export async function listAgents(db: Db, aid: string, filter: { cid?: string } = {}) {
+  flushHeartbeats(db);
   let q = db.selectFrom('agents').selectAll().where('aid', '=', aid);
   if (filter.cid) q = q.where('cid', '=', filter.cid);
   return q.orderBy('cid').orderBy('created_at').execute();
@@ -61,11 +64,97 @@ export async function findCertificateAgent(db: Db, serial: string) {
     .executeTakeFirst();
 }
 
-export async function recordHeartbeat(
-  db: Db,
-  id: string,
-  hb: { now: number; version: string; metrics: string; vpn: string | null },
-) {
+type Heartbeat = { now: number; version: string; metrics: string; vpn: string | null };
+
+/**
+ * Heartbeats are written in batches: one transaction per window of at most HEARTBEAT_BATCH_MS
+ * (or HEARTBEAT_BATCH_MAX agents), one UPDATE per agent with its latest values and the count of
+ * beats since the last batch. A commit per heartbeat was most of a heartbeat's storage cost.
+ *
+ * What a crash (kill -9, power loss) can lose: the heartbeats of the last window, i.e. the agents'
+ * last-seen time, version, metrics and VPN state of up to 100 ms, and that many beats of the
+ * counter. That is liveness data, refreshed by every agent every few seconds, so it is fine: at
+ * worst an agent looks up to 100 ms older until its next beat. Nothing a heartbeat does for the
+ * queue waits here: lease extensions and cancellation lookups are written and read at once
+ * (commands.repository.ts), so a lease never lags behind the agent's heartbeats.
+ *
+ * Reads of the agents table in this file flush first (an agent's status is computed from the last
+ * heartbeat, and "one heartbeat makes it healthy again" must hold for the next read), as does
+ * closing the database. A batch that fails (disk full) is dropped; the heartbeats after it are
+ * written one at a time, and refused with the storage error, until one of them succeeds.
+ */
+const HEARTBEAT_BATCH_MS = 50;
+const HEARTBEAT_BATCH_MAX = 2000;
+
+class HeartbeatBatch {
+  private pending = new Map<string, Heartbeat & { n: number }>();
+  private timer: NodeJS.Timeout | undefined;
+  failure: unknown = undefined;
+  private readonly sqlite: SQLite.Database;
+  private readonly update: SQLite.Statement;
+  private readonly writeAll: (rows: Map<string, Heartbeat & { n: number }>) => void;
+
+  constructor(sqlite: SQLite.Database) {
+    this.sqlite = sqlite;
+    this.update = sqlite.prepare(
+      `UPDATE agents SET last_heartbeat_at = @now, version = @version, metrics = @metrics, vpn = @vpn, heartbeats = heartbeats + @n WHERE id = @id`,
+    );
+    this.writeAll = sqlite.transaction((rows: Map<string, Heartbeat & { n: number }>) => {
+      for (const [id, hb] of rows) this.update.run({ id, now: hb.now, version: hb.version, metrics: hb.metrics, vpn: hb.vpn, n: hb.n });
+    });
+    onBeforeClose(sqlite, () => this.flush());
+  }
+
+  /** After a failed batch: this heartbeat is written at once, and its error (if any) is the caller's. */
+  writeNow(id: string, hb: Heartbeat) {
+    this.update.run({ id, now: hb.now, version: hb.version, metrics: hb.metrics, vpn: hb.vpn, n: 1 });
+    this.failure = undefined;
+  }
+
+  add(id: string, hb: Heartbeat) {
+    const prev = this.pending.get(id);
+    this.pending.set(id, { ...hb, n: (prev?.n ?? 0) + 1 });
+    if (this.pending.size >= HEARTBEAT_BATCH_MAX) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), HEARTBEAT_BATCH_MS).unref();
+  }
+
+  flush() {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.pending.size === 0 || !this.sqlite.open) return;
+    // Never inside a Kysely transaction still open on the connection (it would take the batch with
+    // it if it rolled back): try again shortly.
+    if (this.sqlite.inTransaction) {
+      this.timer = setTimeout(() => this.flush(), 5).unref();
+      return;
+    }
+    const rows = this.pending;
+    this.pending = new Map();
+    try {
+      this.writeAll(rows);
+      this.failure = undefined;
+    } catch (err) {
+      this.failure = err;
+    }
+  }
+}
+
+const batches = prepared((sqlite) => new HeartbeatBatch(sqlite));
+
+/** Writes the pending heartbeats now (before a read of the agents table). */
+export function flushHeartbeats(db: Db) {
+  const sqlite = sqliteOf(db);
+  if (sqlite?.open) batches(sqlite).flush();
+}
+
+export async function recordHeartbeat(db: Db, id: string, hb: Heartbeat) {
+  const sqlite = sqliteOf(db);
+  if (sqlite) {
+    const batch = batches(sqlite);
+    if (batch.failure !== undefined && !sqlite.inTransaction) batch.writeNow(id, hb);
+    else batch.add(id, hb);
+    return;
+  }
   await db
     .updateTable('agents')
     .set((eb) => ({ last_heartbeat_at: hb.now, version: hb.version, metrics: hb.metrics, vpn: hb.vpn, heartbeats: eb('heartbeats', '+', 1) }))
@@ -75,6 +164,7 @@ export async function recordHeartbeat(
 
 /** Last heartbeat of every unrevoked agent (for the agents-by-status gauge). */
 export async function activeAgentHeartbeats(db: Db): Promise<(number | null)[]> {
+  flushHeartbeats(db);
   const rows = await db.selectFrom('agents').select('last_heartbeat_at').where('revoked_at', 'is', null).execute();
   return rows.map((r) => r.last_heartbeat_at);
 }

@@ -1,10 +1,76 @@
 import { sql } from 'kysely';
+import type SQLite from 'better-sqlite3';
 import type { CommandState } from '../../common/wire.ts';
-import type { Db } from './database.ts';
+import { exclusive, prepared, sqliteOf, type Db } from './database.ts';
 import type { CommandsTable } from './commands.table.ts';
 import type { Selectable } from 'kysely';
 
 export type CommandRow = Selectable<CommandsTable>;
+
+/**
+ * The hot paths' statements (submit, claim, result, heartbeat, cancellation lookup), prepared once
+ * and run synchronously through better-sqlite3 (see database.ts for why not through Kysely). Each
+ * is the SQL the Kysely builder below produced, written out.
+ */
+const stmts = prepared((s) => ({
+  byKey: s.prepare(`SELECT * FROM commands WHERE aid = ? AND idempotency_key = ?`),
+  insert: s.prepare(
+    `INSERT INTO commands (aid, cid, nid, type, spec, state, idempotency_key, timeout_seconds, max_attempts, attempts, created_at)
+     VALUES (@aid, @cid, @nid, @type, @spec, 'queued', @idempotencyKey, @timeoutSeconds, @maxAttempts, 0, @now) RETURNING *`,
+  ),
+  byId: s.prepare(`SELECT * FROM commands WHERE id = ?`),
+  // The claim, in two steps run back to back with nothing in between (synchronous, one connection):
+  // the oldest queued command of the target (a read, through the commands_queued index), then the
+  // UPDATE that re-checks state = 'queued'. An empty queue (most polls) costs a read, not a write.
+  pick: s.prepare(`SELECT id FROM commands WHERE state = 'queued' AND aid = ? AND cid = ? AND nid IS ? ORDER BY id LIMIT 1`).pluck(),
+  claim: s.prepare(
+    `UPDATE commands SET state = 'running', attempts = attempts + 1, lease_id = @leaseId, lease_expires_at = @leaseExpiresAt,
+       claimed_by = @agentId, claimed_at = @now
+     WHERE id = @id AND state = 'queued' RETURNING *`,
+  ),
+  completeFinal: s.prepare(
+    `UPDATE commands SET state = @state, outputs = @outputs, error = @error, finished_at = @now, lease_expires_at = NULL
+     WHERE id = @id AND claimed_by = @agentId AND lease_id = @leaseId AND state = 'running'
+     RETURNING id, aid, cid, nid, state`,
+  ),
+  completeRetry: s.prepare(
+    `UPDATE commands SET
+       state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END,
+       error = @error,
+       lease_id = CASE WHEN attempts < max_attempts THEN NULL ELSE lease_id END,
+       lease_expires_at = NULL,
+       claimed_by = CASE WHEN attempts < max_attempts THEN NULL ELSE claimed_by END,
+       finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE @now END
+     WHERE id = @id AND claimed_by = @agentId AND lease_id = @leaseId AND state = 'running'
+     RETURNING id, aid, cid, nid, state`,
+  ),
+  extend: s.prepare(
+    `UPDATE commands SET lease_expires_at = min(@until, claimed_at + timeout_seconds * 1000 + @graceMs)
+     WHERE claimed_by = @agentId AND state = 'running' AND id IN (SELECT value FROM json_each(@ids))`,
+  ),
+  cancelRequested: s.prepare(`SELECT id FROM commands WHERE claimed_by = ? AND state = 'running' AND cancel_requested_at IS NOT NULL`).pluck(),
+  release: s.prepare(
+    `UPDATE commands SET state = 'queued', attempts = attempts - 1, lease_id = NULL, lease_expires_at = NULL, claimed_by = NULL, claimed_at = NULL
+     WHERE id = ? AND lease_id = ? AND state = 'running'`,
+  ),
+  cancelCandidates: s.prepare(`SELECT DISTINCT claimed_by FROM commands WHERE state = 'running' AND cancel_requested_at IS NOT NULL`).pluck(),
+}));
+
+/**
+ * Agents that may hold a running command whose cancellation was requested: a superset, so the
+ * per-heartbeat and per-poll lookup runs only for them (almost never). Filled from the database on
+ * first use (a restart keeps pending cancellations) and by requestCancel() below, the only writer
+ * of cancel_requested_at on a running command; an agent leaves it when its lookup finds nothing.
+ */
+const cancelCandidates = new WeakMap<SQLite.Database, Set<string>>();
+function candidates(sqlite: SQLite.Database): Set<string> {
+  let set = cancelCandidates.get(sqlite);
+  if (!set) {
+    set = new Set(stmts(sqlite).cancelCandidates.all() as string[]);
+    cancelCandidates.set(sqlite, set);
+  }
+  return set;
+}
 
 export interface NewCommand {
   aid: string;
@@ -23,6 +89,19 @@ export interface NewCommand {
  * Runs in one transaction so two submissions with one key make one command.
  */
 export async function insertCommand(db: Db, c: NewCommand): Promise<{ row: CommandRow; created: boolean }> {
+  const sqlite = sqliteOf(db);
+  if (sqlite) {
+    // The lookup and the insert run back to back with nothing in between (synchronous); the unique
+    // index commands_idempotency backs it anyway. One INSERT needs no explicit transaction.
+    return exclusive(db, sqlite, () => {
+      const q = stmts(sqlite);
+      if (c.idempotencyKey !== null) {
+        const existing = q.byKey.get(c.aid, c.idempotencyKey) as CommandRow | undefined;
+        if (existing) return { row: existing, created: false };
+      }
+      return { row: q.insert.get(c) as CommandRow, created: true };
+    });
+  }
   return db.transaction().execute(async (trx) => {
     if (c.idempotencyKey !== null) {
       const existing = await trx.selectFrom('commands').selectAll().where('aid', '=', c.aid).where('idempotency_key', '=', c.idempotencyKey).executeTakeFirst();
@@ -53,7 +132,9 @@ export async function getCommand(db: Db, aid: string, id: number) {
   return db.selectFrom('commands').selectAll().where('aid', '=', aid).where('id', '=', id).executeTakeFirst();
 }
 
-export async function getCommandById(db: Db, id: number) {
+export async function getCommandById(db: Db, id: number): Promise<CommandRow | undefined> {
+  const sqlite = sqliteOf(db);
+  if (sqlite) return exclusive(db, sqlite, () => stmts(sqlite).byId.get(id) as CommandRow | undefined);
   return db.selectFrom('commands').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
@@ -89,7 +170,11 @@ export async function requestCancel(db: Db, aid: string, id: number, now: number
       .where('state', '=', 'running')
       .where('cancel_requested_at', 'is', null)
       .execute();
-    return trx.selectFrom('commands').selectAll().where('aid', '=', aid).where('id', '=', id).executeTakeFirst();
+    const row = await trx.selectFrom('commands').selectAll().where('aid', '=', aid).where('id', '=', id).executeTakeFirst();
+    // Marked before the commit: the agent's next heartbeat or poll looks the cancellation up.
+    const sqlite = sqliteOf(db);
+    if (sqlite && row?.state === 'running' && row.claimed_by) candidates(sqlite).add(row.claimed_by);
+    return row;
   });
 }
 
@@ -102,7 +187,21 @@ export type Completion =
  * row only while that attempt is the current one and still running, so a duplicate or a report
  * from an expired attempt updates nothing. Returns the updated row, or undefined if fenced off.
  */
-export async function completeAttempt(db: Db, f: { id: number; agentId: string; leaseId: string; now: number }, c: Completion) {
+export async function completeAttempt(
+  db: Db,
+  f: { id: number; agentId: string; leaseId: string; now: number },
+  c: Completion,
+): Promise<Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state'> | undefined> {
+  const sqlite = sqliteOf(db);
+  if (sqlite) {
+    return exclusive(db, sqlite, () => {
+      const q = stmts(sqlite);
+      const p = { id: f.id, agentId: f.agentId, leaseId: f.leaseId, now: f.now, error: c.error };
+      return (c.kind === 'retry' ? q.completeRetry.get(p) : q.completeFinal.get({ ...p, state: c.state, outputs: c.outputs })) as
+        | Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state'>
+        | undefined;
+    });
+  }
   const base = db
     .updateTable('commands')
     .where('id', '=', f.id)
@@ -135,6 +234,11 @@ export async function completeAttempt(db: Db, f: { id: number; agentId: string; 
  */
 export async function extendLeases(db: Db, agentId: string, ids: number[], until: number, graceMs: number) {
   if (ids.length === 0) return;
+  const sqlite = sqliteOf(db);
+  if (sqlite) {
+    await exclusive(db, sqlite, () => stmts(sqlite).extend.run({ agentId, until, graceMs, ids: JSON.stringify(ids) }));
+    return;
+  }
   await db
     .updateTable('commands')
     .set((eb) => ({
@@ -148,6 +252,16 @@ export async function extendLeases(db: Db, agentId: string, ids: number[], until
 
 /** Running commands of this agent whose cancellation was requested. */
 export async function cancelRequestedFor(db: Db, agentId: string): Promise<number[]> {
+  const sqlite = sqliteOf(db);
+  if (sqlite) {
+    const set = candidates(sqlite);
+    if (!set.has(agentId)) return [];
+    return exclusive(db, sqlite, () => {
+      const ids = stmts(sqlite).cancelRequested.all(agentId) as number[];
+      if (ids.length === 0) set.delete(agentId);
+      return ids;
+    });
+  }
   const rows = await db
     .selectFrom('commands')
     .select('id')
@@ -209,6 +323,11 @@ export async function nextLeaseExpiry(db: Db): Promise<number | null> {
 
 /** Gives back a claim that was never delivered: queued again, the attempt not counted. */
 export async function releaseClaim(db: Db, id: number, leaseId: string) {
+  const sqlite = sqliteOf(db);
+  if (sqlite) {
+    await exclusive(db, sqlite, () => stmts(sqlite).release.run(id, leaseId));
+    return;
+  }
   await db
     .updateTable('commands')
     .set((eb) => ({ state: 'queued', attempts: eb('attempts', '-', 1), lease_id: null, lease_expires_at: null, claimed_by: null, claimed_at: null }))
@@ -216,4 +335,17 @@ export async function releaseClaim(db: Db, id: number, leaseId: string) {
     .where('lease_id', '=', leaseId)
     .where('state', '=', 'running')
     .execute();
+}
+
+/** The claim on the direct path (see claim.ts); undefined when the target has nothing queued. */
+export function claimDirect(
+  sqlite: SQLite.Database,
+  target: { aid: string; cid: string; nid: string | null },
+  claim: { agentId: string; leaseId: string | (() => string); leaseExpiresAt: number; now: number },
+): CommandRow | undefined {
+  const q = stmts(sqlite);
+  const id = q.pick.get(target.aid, target.cid, target.nid) as number | undefined;
+  if (id === undefined) return undefined;
+  const leaseId = typeof claim.leaseId === 'function' ? claim.leaseId() : claim.leaseId;
+  return q.claim.get({ id, agentId: claim.agentId, leaseId, leaseExpiresAt: claim.leaseExpiresAt, now: claim.now }) as CommandRow | undefined;
 }

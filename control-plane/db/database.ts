@@ -40,7 +40,62 @@ export function openDatabase(file: string): OpenedDatabase {
   sqlite.pragma('foreign_keys = ON');
   sqlite.pragma('busy_timeout = 5000');
   const db = new Kysely<Database>({ dialect: new RollbackSafeSqliteDialect({ database: withStatementCache(sqlite) }, sqlite) });
+  handles.set(db, sqlite);
   return { db, sqlite };
+}
+
+// ------------------------------------------------------------------ the hot paths' direct access
+//
+// Kysely builds, compiles and runs every query through a few promise hops: on the queue's hot
+// paths (submit, claim, result, heartbeat, token lookup) that was most of the control plane's CPU
+// per command. Those paths use better-sqlite3 directly instead: statements prepared once per
+// database (below), run synchronously. The rest (admin reads, migrations, VPN, bundles) stays on
+// Kysely. The SQL stays in this folder either way.
+
+/** The better-sqlite3 handle behind each Db opened here (a Kysely Transaction has none). */
+const handles = new WeakMap<object, SQLite.Database>();
+
+/** The handle behind `db`, or undefined when `db` is a Kysely transaction (callers fall back to Kysely). */
+export function sqliteOf(db: Db): SQLite.Database | undefined {
+  return handles.get(db);
+}
+
+/**
+ * Runs `fn` (synchronous better-sqlite3 work, so nothing else can run in between) on the database
+ * alone. Kysely's own transactions span awaits on the same connection: a direct statement run
+ * while one is open would become part of it (and be rolled back with it). So while one is open,
+ * `fn` waits for its end through Kysely's connection lock, as any Kysely query would; otherwise
+ * (the usual case) it runs at once, without a promise.
+ */
+export function exclusive<T>(db: Db, sqlite: SQLite.Database, fn: () => T): T | Promise<T> {
+  if (!sqlite.inTransaction) return fn();
+  return db.connection().execute(async () => fn());
+}
+
+/** Statements prepared once per database handle, on first use (after the migrations ran). */
+export function prepared<T>(make: (sqlite: SQLite.Database) => T): (sqlite: SQLite.Database) => T {
+  const byHandle = new WeakMap<SQLite.Database, T>();
+  return (sqlite) => {
+    let s = byHandle.get(sqlite);
+    if (!s) {
+      s = make(sqlite);
+      byHandle.set(sqlite, s);
+    }
+    return s;
+  };
+}
+
+/** Work to run before the handle closes (the heartbeat batch's last flush). */
+const beforeClose = new WeakMap<SQLite.Database, (() => void)[]>();
+export function onBeforeClose(sqlite: SQLite.Database, fn: () => void) {
+  const list = beforeClose.get(sqlite) ?? [];
+  list.push(fn);
+  beforeClose.set(sqlite, list);
+}
+function runBeforeClose(sqlite: SQLite.Database) {
+  const list = beforeClose.get(sqlite);
+  beforeClose.delete(sqlite);
+  for (const fn of list ?? []) fn();
 }
 
 /**
@@ -81,7 +136,10 @@ class RollbackSafeSqliteDialect extends SqliteDialect {
 function withStatementCache(sqlite: SQLite.Database, max = 500) {
   const cache = new Map<string, SQLite.Statement>();
   return {
-    close: () => sqlite.close(),
+    close: () => {
+      if (sqlite.open) runBeforeClose(sqlite);
+      sqlite.close();
+    },
     prepare(sql: string): SQLite.Statement {
       const hit = cache.get(sql);
       if (hit && !hit.busy) return hit;

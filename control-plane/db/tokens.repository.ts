@@ -1,4 +1,4 @@
-import type { Db } from './database.ts';
+import { exclusive, prepared, sqliteOf, type Db } from './database.ts';
 import type { BootstrapTokensTable, ApiTokensTable } from './tokens.table.ts';
 
 export async function insertBootstrapToken(db: Db, t: BootstrapTokensTable) {
@@ -28,7 +28,12 @@ export async function insertApiToken(db: Db, t: ApiTokensTable) {
   await db.insertInto('api_tokens').values(t).execute();
 }
 
-export async function getApiToken(db: Db, keyId: string) {
+const stmts = prepared((s) => ({ apiToken: s.prepare(`SELECT * FROM api_tokens WHERE key_id = ?`) }));
+
+/** Read on every admin request: a prepared statement, not a Kysely query (see database.ts). */
+export async function getApiToken(db: Db, keyId: string): Promise<ApiTokensTable | undefined> {
+  const sqlite = sqliteOf(db);
+  if (sqlite) return exclusive(db, sqlite, () => stmts(sqlite).apiToken.get(keyId) as ApiTokensTable | undefined);
   return db.selectFrom('api_tokens').selectAll().where('key_id', '=', keyId).executeTakeFirst();
 }
 
