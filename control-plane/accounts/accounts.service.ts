@@ -43,13 +43,34 @@ export class AccountsService {
   }
 
   async revokeApiToken(aid: string, keyId: string): Promise<boolean> {
-    return tokens.revokeApiToken(this.d.db, aid, keyId, this.d.clock.now());
+    this.tokenCache.clear();
+    try {
+      return await tokens.revokeApiToken(this.d.db, aid, keyId, this.d.clock.now());
+    } finally {
+      this.tokenCache.clear(); // and again: a lookup that ran before the revocation committed may have cached the row
+    }
   }
+
+  /**
+   * API token rows known to be unrevoked, by key id: the lookup behind every admin request. Only
+   * this process revokes tokens (revokeApiToken() above), and it clears the cache before and after,
+   * so a revocation applies to the very next request. The secret is still checked against the
+   * stored hash, and the expiry against the clock, on every request; no token is kept in clear.
+   */
+  private readonly tokenCache = new Map<string, { aid: string; key_id: string; secret_hash: string; expires_at: number; revoked_at: number | null }>();
 
   /** Resolves `Authorization: Bearer tether_pat_…` to its account; every failure is a 401. */
   async authenticate(bearer: string): Promise<{ aid: string; keyId: string }> {
     const parsed = parseToken(PAT_PREFIX, bearer);
-    const row = parsed ? await tokens.getApiToken(this.d.db, parsed.id) : undefined;
+    let row = parsed ? this.tokenCache.get(parsed.id) : undefined;
+    if (parsed && !row) {
+      row = await tokens.getApiToken(this.d.db, parsed.id);
+      // Cached only once the secret matched: unknown ids and wrong secrets never fill the cache.
+      if (row && row.revoked_at === null && secretMatches(parsed.secret, row.secret_hash)) {
+        if (this.tokenCache.size >= 10_000) this.tokenCache.clear();
+        this.tokenCache.set(parsed.id, row);
+      }
+    }
     if (!parsed || !row || !secretMatches(parsed.secret, row.secret_hash)) throw unauthorized('the API token is not valid', 'invalid_token');
     if (row.revoked_at !== null) throw unauthorized('the API token has been revoked', 'token_revoked');
     if (row.expires_at <= this.d.clock.now()) throw unauthorized('the API token has expired', 'token_expired');
