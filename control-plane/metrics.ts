@@ -1,5 +1,5 @@
 /** Prometheus metrics of one control plane (prom-client, a registry of its own). */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export interface Metrics {
   registry: Registry;
@@ -15,6 +15,8 @@ export function createMetrics(collect: {
   agentsByStatus: () => Promise<Record<string, number>>;
 }): Metrics {
   const registry = new Registry();
+  // process_* and nodejs_* (CPU, RSS, heap, event-loop lag): an operator's first look at a busy control plane
+  collectDefaultMetrics({ register: registry });
   const heartbeats = new Counter({ name: 'tether_heartbeats_total', help: 'Agent heartbeats received', registers: [registry] });
   const longPollsHeld = new Gauge({ name: 'tether_long_polls_held', help: 'Agent long-polls currently held open', registers: [registry] });
   const submitToClaim = new Histogram({
