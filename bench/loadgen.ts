@@ -1,13 +1,14 @@
 /**
  * A load-generator process (forked by bench/main.ts): a slice of simulated agents, each with its
- * own certificate, its own https.Agent (keep-alive, at most 2 sockets: one for the held long-poll,
- * one for heartbeats and results, as the real agent runtime has), long-polling /v1/agent/poll and
- * heartbeating every 5 s from a jittered start. Poll failures back off like the runtime (p-retry:
- * 1 s doubling to 60 s, randomised). Figures go back to the parent over IPC.
+ * own certificate and the agents' own HTTP/2 client (common/http2-client.ts: one mTLS connection
+ * per agent carrying the held long-poll, heartbeats and results, TLS sessions resumed on
+ * reconnect, as the real agent runtime has), long-polling /v1/agent/poll and heartbeating every
+ * 5 s from a jittered start. Poll failures back off like the runtime (p-retry: 1 s doubling to
+ * 60 s, randomised). Figures go back to the parent over IPC.
  */
-import https from 'node:https';
-import tls from 'node:tls';
 import { join } from 'node:path';
+import { Http2Client } from '../common/http2-client.ts';
+import { HttpError } from '../common/http-client.ts';
 import { loadIdentities, loadKeys, type Identity } from './lib/identities.ts';
 import { Reservoir, nowMs, sleep } from './lib/util.ts';
 
@@ -48,6 +49,9 @@ export interface LoadgenStats {
   recoveredHb: number[];
   /** Since the last mark: agents whose poll was answered or is being held past 2 s after a successful (re)connect. */
   recoveredPoll: number[];
+  /** TLS connections made since start, and how many resumed a session. */
+  tlsConnects: number;
+  tlsResumed: number;
   errors: Record<string, number>;
 }
 
@@ -61,65 +65,33 @@ const errors: Record<string, number> = {};
 let markAt = 0;
 
 class SimAgent {
-  readonly agent: https.Agent;
+  readonly client: Http2Client;
   healthy = false;
   connected = false;
   hbInFlight = false;
   recHb = -1;
   recPoll = -1;
-  private readonly id: Identity;
   private timer: NodeJS.Timeout | undefined;
-  private readonly host: string;
-  private readonly port: number;
 
   constructor(id: Identity, key: string, index: number) {
-    this.id = id;
-    const u = new URL(cfg.url);
-    this.host = u.hostname;
-    this.port = Number(u.port);
-    const secureContext = tls.createSecureContext({ ca: cfg.caPem, cert: id.certPem, key });
-    this.agent = new https.Agent({
-      keepAlive: true,
-      maxSockets: 2,
-      maxCachedSessions: 4,
-      secureContext,
+    this.client = new Http2Client({
+      baseUrl: cfg.url,
+      ca: cfg.caPem,
+      cert: id.certPem,
+      key,
+      userAgent: 'tether-agent',
       localAddress: `127.0.0.${1 + (index % cfg.localAddresses)}`,
-    } as https.AgentOptions);
+    });
   }
 
-  request(method: string, path: string, body: unknown, timeoutMs: number): Promise<{ status: number; json: any }> {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    return new Promise((resolve, reject) => {
-      const req = https.request(
-        {
-          host: this.host,
-          port: this.port,
-          method,
-          path,
-          agent: this.agent,
-          servername: undefined,
-          headers: { accept: 'application/json', 'user-agent': 'tether-agent', ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}) },
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
-            let json: unknown;
-            try {
-              json = text ? JSON.parse(text) : undefined;
-            } catch {
-              json = text;
-            }
-            resolve({ status: res.statusCode ?? 0, json });
-          });
-          res.on('error', reject);
-        },
-      );
-      req.setTimeout(timeoutMs, () => req.destroy(new Error('timeout')));
-      req.on('error', reject);
-      req.end(payload);
-    });
+  async request(method: string, path: string, body: unknown, timeoutMs: number): Promise<{ status: number; json: any }> {
+    try {
+      const r = await this.client.request(method, path, body, { timeoutMs });
+      return { status: r.status, json: r.body };
+    } catch (err) {
+      if (err instanceof HttpError) return { status: err.status, json: undefined };
+      throw err;
+    }
   }
 
   start(delay: number): void {
@@ -133,7 +105,7 @@ class SimAgent {
 
   stop(): void {
     clearInterval(this.timer);
-    this.agent.destroy();
+    this.client.close();
   }
 
   private ok(): void {
@@ -250,6 +222,8 @@ function snapshot(reset: boolean): LoadgenStats {
     resultDone,
     recoveredHb: agents.filter((a) => a.recHb >= 0).map((a) => a.recHb),
     recoveredPoll: agents.filter((a) => a.recPoll >= 0).map((a) => a.recPoll),
+    tlsConnects: agents.reduce((n, a) => n + a.client.stats.connects, 0),
+    tlsResumed: agents.reduce((n, a) => n + a.client.stats.resumed, 0),
     errors: { ...errors },
   };
   claims = [];

@@ -20,6 +20,8 @@ export interface Http2ClientOptions {
   key: string;
   userAgent?: string;
   timeoutMs?: number;
+  /** Source address (benchmarks spread simulated agents over several loopback addresses). */
+  localAddress?: string;
 }
 
 export class Http2Client {
@@ -28,11 +30,16 @@ export class Http2Client {
   private session: http2.ClientHttp2Session | undefined;
   private tlsSession: Buffer | undefined;
   private closed = false;
+  private readonly secureContext: tls.SecureContext;
+  /** TLS connections made, and how many of them resumed a session instead of a full handshake. */
+  readonly stats = { connects: 0, resumed: 0 };
 
   constructor(opts: Http2ClientOptions) {
     this.opts = opts;
     this.baseUrl = new URL(opts.baseUrl);
     if (this.baseUrl.protocol !== 'https:') throw new TetherError('invalid_url', `the control plane URL must be https:// (got ${opts.baseUrl})`, { status: 400 });
+    // Parsed once: a reconnect does not re-read the key and certificates.
+    this.secureContext = tls.createSecureContext({ ca: opts.ca, cert: opts.cert, key: opts.key });
   }
 
   /** Whether the current connection resumed an earlier TLS session (for tests and benchmarks). */
@@ -53,14 +60,17 @@ export class Http2Client {
           host,
           port,
           ...(isIP(host) ? {} : { servername: host }),
-          ca: this.opts.ca,
-          cert: this.opts.cert,
-          key: this.opts.key,
+          secureContext: this.secureContext,
           ALPNProtocols: ['h2'],
           session: this.tlsSession,
+          ...(this.opts.localAddress ? { localAddress: this.opts.localAddress } : {}),
         });
         socket.on('session', (s: Buffer) => {
           this.tlsSession = s;
+        });
+        socket.once('secureConnect', () => {
+          this.stats.connects++;
+          if (socket.isSessionReused()) this.stats.resumed++;
         });
         return socket;
       },

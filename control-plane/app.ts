@@ -42,6 +42,8 @@ export interface ControlPlane {
   queue: QueueService;
   dispatcher: Dispatcher;
   metrics: Metrics;
+  /** Open TLS connections, and how many of them speak HTTP/2 (agents). */
+  connections(): { tls: number; http2: number };
   /** Path of the initial admin token file, when this start created it. */
   adminTokenFile: string;
   close(): Promise<void>;
@@ -150,6 +152,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     dispatcher,
     metrics,
     adminTokenFile,
+    connections: () => server.connections,
     async close() {
       clearInterval(reaper);
       dispatcher.closeAll(); // held polls are answered at once: agents reconnect without waiting them out

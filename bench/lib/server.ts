@@ -44,8 +44,14 @@ export interface BenchServer {
 export async function startServer(o: { dataDir: string; port: number; logFile: string; extraArgs?: string[]; env?: NodeJS.ProcessEnv; nodeArgs?: string[] }): Promise<BenchServer> {
   mkdirSync(o.dataDir, { recursive: true });
   const fd = openSync(o.logFile, 'a');
-  const [cmd, args] = withNofile(process.execPath, [...(o.nodeArgs ?? []), join(process.env.BENCH_SERVER_ROOT ?? REPO_ROOT, 'control-plane/cli/main.ts'), 'server', '--data-dir', o.dataDir, '--listen', `127.0.0.1:${o.port}`, ...(o.extraArgs ?? [])]);
-  const proc = spawn(cmd, args, { env: { ...process.env, TETHER_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? 'info', ...o.env }, stdio: ['ignore', fd, fd] });
+  // Started as deployed: `tether server` (bin/tether sets the control plane's Node flags); extra
+  // Node flags for a run (profiling, experiments) go through NODE_OPTIONS.
+  const [cmd, args] = withNofile('bash', [join(process.env.BENCH_SERVER_ROOT ?? REPO_ROOT, 'bin/tether'), 'server', '--data-dir', o.dataDir, '--listen', `127.0.0.1:${o.port}`, ...(o.extraArgs ?? [])]);
+  const nodeOptions = [process.env.NODE_OPTIONS, ...(o.nodeArgs ?? [])].filter(Boolean).join(' ');
+  const proc = spawn(cmd, args, {
+    env: { ...process.env, TETHER_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? 'info', ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}), ...o.env },
+    stdio: ['ignore', fd, fd],
+  });
   closeSync(fd);
   const url = `https://127.0.0.1:${o.port}`;
   const deadline = Date.now() + 60_000;

@@ -101,6 +101,11 @@ export class ApiServer {
     this.rotation.unref();
   }
 
+  /** Open TLS connections, and how many of them speak HTTP/2. */
+  get connections(): { tls: number; http2: number } {
+    return { tls: this.sockets.size, http2: this.sessions.size };
+  }
+
   private track(res: http.ServerResponse | http2.Http2ServerResponse) {
     this.inFlight++;
     res.once('close', () => {
