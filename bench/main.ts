@@ -32,6 +32,7 @@ const { values: flags } = parseArgs({
     window: { type: 'string' },
     'per-process': { type: 'string' },
     'cpu-prof': { type: 'boolean', default: false },
+    'server-node-args': { type: 'string' },
     'server-log-level': { type: 'string' },
     note: { type: 'string' },
   },
@@ -61,15 +62,15 @@ const runDir = join(BENCH_CACHE, 'runs', runId);
 mkdirSync(runDir, { recursive: true });
 const dataDir = join(BENCH_CACHE, 'cp-data');
 const log = (s: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
-/** Two sockets per agent (a held long-poll and one for heartbeats/results), plus room for the server's own files. */
-const maxAgents = Math.floor((NOFILE - 200) / 2);
+/** One socket per agent (HTTP/2: the held long-poll, heartbeats and results share it), plus room for the server's own files. */
+const maxAgents = NOFILE - 64;
 
 const results: Record<string, unknown> = {};
 const rows: { figure: string; measure: string; value: string; target?: string; met?: boolean | null }[] = [];
 const row = (figure: string, measure: string, value: string, target?: string, met?: boolean | null) => rows.push({ figure, measure, value, target, met });
 
 async function server(name: string, extra: string[] = []): Promise<BenchServer> {
-  const nodeArgs = flags['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(runDir, `prof-${name}`)}`] : [];
+  const nodeArgs = [...(flags['server-node-args']?.split(/\s+/).filter(Boolean) ?? []), ...(flags['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(runDir, `prof-${name}`)}`] : [])];
   return startServer({ dataDir, port: await freePort(), logFile: join(runDir, `server-${name}.log`), extraArgs: extra, nodeArgs });
 }
 
@@ -87,9 +88,9 @@ const rampFor = (n: number) => Math.max(5000, Math.round((n / 300) * 1000));
 
 async function held(n: number) {
   if (n > maxAgents) {
-    log(`held ${n}: skipped, needs ${2 * n} sockets in the control plane and its open-files limit is ${NOFILE}`);
-    results[`held_${n}`] = { skipped: `open-files hard limit ${NOFILE} (cannot be raised here) < ${2 * n} sockets` };
-    row('1 held agents', `N=${n}`, `not run: ${2 * n} sockets > open-files limit ${NOFILE}`);
+    log(`held ${n}: skipped, needs ${n} sockets plus its own files in the control plane and its open-files limit is ${NOFILE}`);
+    results[`held_${n}`] = { skipped: `open-files hard limit ${NOFILE} (cannot be raised here) < ${n} sockets + the server's files` };
+    row('1 held agents', `N=${n}`, `not run: ${n} sockets + files > open-files limit ${NOFILE}`);
     return undefined;
   }
   const s = await server(`held-${n}`);
@@ -116,13 +117,13 @@ async function held(n: number) {
       const r = {
         agents: n,
         connected: c.connected,
-        connections: 2 * n,
+        connections: n,
         heldPolls,
         baselineRssMB: mb(base.rssBytes),
         rssMB: mb(p.rssBytes),
         peakRssMB: mb(p.peakRssBytes),
         rssPerAgentKB: Math.round(perAgent / 1024),
-        rssPerConnectionKB: Math.round(perAgent / 2 / 1024),
+        rssPerConnectionKB: Math.round(perAgent / 1024),
         cpuPercent: p.cpuPercent,
         heartbeatsPerSecond: Math.round(st.hbOk / p.seconds),
         heartbeatErrors: st.hbErr,
@@ -248,7 +249,7 @@ async function dispatchAndThroughput() {
 async function storm() {
   let n = cfg.stormAgents;
   if (n > maxAgents) {
-    log(`storm: ${n} agents need ${2 * n} sockets; the open-files limit is ${NOFILE}: running with ${maxAgents}`);
+    log(`storm: ${n} agents need ${n} sockets plus the server's files; the open-files limit is ${NOFILE}: running with ${maxAgents}`);
     n = maxAgents;
   }
   let s = await server('storm-1');
@@ -270,6 +271,7 @@ async function storm() {
       }),
     );
     log(`storm: ${ids.length} commands submitted; restarting the control plane under ${n} agents`);
+    const tlsBefore = await f.stats(false);
     await f.mark();
     const t0 = nowMs();
     const port = s.port;
@@ -321,6 +323,7 @@ async function storm() {
       allPolledAgainSeconds: Math.round(back * 100) / 100,
       heldPollsMax: heldMax,
       heartbeatBack: { agents: st.recoveredHb.length, secondsP50: hbBack.p50 / 1000, secondsP99: hbBack.p99 / 1000, secondsMax: hbBack.max / 1000 },
+      reconnects: { tls: st.tlsConnects - tlsBefore.tlsConnects, resumed: st.tlsResumed - tlsBefore.tlsResumed },
       commandsBefore: ids.length,
       commandStates: states,
       allDeliveredSeconds: Math.round(tAllDelivered / 100) / 10,
@@ -329,6 +332,7 @@ async function storm() {
     };
     const lost = ids.length - (states.succeeded ?? 0);
     row('4 reconnect storm', `${n} agents: all polling again`, Number.isNaN(back) ? `not within 60 s (max ${heldMax} held)` : `${back.toFixed(1)} s after the restart (up after ${(tUp - t0) / 1000} s)`, '≤ 15 s', !Number.isNaN(back) && back <= 15);
+    row('4 reconnect storm', 'TLS sessions resumed on reconnect', `${st.tlsResumed - tlsBefore.tlsResumed}/${st.tlsConnects - tlsBefore.tlsConnects}`);
     row('4 reconnect storm', `commands queued before`, `${states.succeeded ?? 0}/${ids.length} succeeded (${Math.round(tAllDelivered / 1000)} s), ${lost} lost`, 'nothing lost', lost === 0);
   } finally {
     await f.stop();
