@@ -59,8 +59,9 @@ const stmts = prepared((s) => ({
 /**
  * Agents that may hold a running command whose cancellation was requested: a superset, so the
  * per-heartbeat and per-poll lookup runs only for them (almost never). Filled from the database on
- * first use (a restart keeps pending cancellations) and by requestCancel() below, the only writer
- * of cancel_requested_at on a running command; an agent leaves it when its lookup finds nothing.
+ * first use (a restart keeps pending cancellations), by requestCancel() below (the only writer of
+ * cancel_requested_at) and by a claim of a command that carries one (a retryable failure requeues
+ * a command with its request); an agent leaves the set when its lookup finds nothing.
  */
 const cancelCandidates = new WeakMap<SQLite.Database, Set<string>>();
 function candidates(sqlite: SQLite.Database): Set<string> {
@@ -347,5 +348,8 @@ export function claimDirect(
   const id = q.pick.get(target.aid, target.cid, target.nid) as number | undefined;
   if (id === undefined) return undefined;
   const leaseId = typeof claim.leaseId === 'function' ? claim.leaseId() : claim.leaseId;
-  return q.claim.get({ id, agentId: claim.agentId, leaseId, leaseExpiresAt: claim.leaseExpiresAt, now: claim.now }) as CommandRow | undefined;
+  const row = q.claim.get({ id, agentId: claim.agentId, leaseId, leaseExpiresAt: claim.leaseExpiresAt, now: claim.now }) as CommandRow | undefined;
+  // A command requeued by a retryable failure keeps its cancellation request: its new agent is told.
+  if (row && row.cancel_requested_at !== null) candidates(sqlite).add(claim.agentId);
+  return row;
 }

@@ -69,6 +69,20 @@ describe('REST API edges', () => {
       await refusedWith(short.token, 'token_revoked');
     });
 
+    it('refuses a token on the first request after its revocation, even once it was in use (cached)', async () => {
+      const used = (await t.admin.request<{ token: string; keyId: string }>('POST', '/v1/api-tokens', { name: 'used' })).body;
+      const c = as(used.token);
+      try {
+        for (let i = 0; i < 3; i++) assert.equal((await c.request('GET', '/v1/clusters')).status, 200);
+      } finally {
+        c.close();
+      }
+      const tampered = used.token.slice(0, -1) + (used.token.endsWith('A') ? 'B' : 'A');
+      await refusedWith(tampered, 'invalid_token');
+      await t.admin.request('DELETE', `/v1/api-tokens/${used.keyId}`);
+      await refusedWith(used.token, 'token_revoked');
+    });
+
     it('keeps accounts apart: another account cannot read or write this one', async () => {
       const other = await t.cp.accounts.createAccount('other');
       const o = as(other.token);

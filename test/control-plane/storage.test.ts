@@ -1,0 +1,102 @@
+/**
+ * The control plane's storage hot paths (control-plane/db, prepared statements outside Kysely):
+ * they never run inside a Kysely transaction still open on the connection, heartbeats are batched
+ * yet visible to the next read, and pending cancellations are found again after a restart and
+ * after a retryable failure requeued the command.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openDatabase, migrate, type OpenedDatabase } from '../../control-plane/db/database.ts';
+import { insertAccount, insertCluster } from '../../control-plane/db/accounts.repository.ts';
+import { getAgent, insertAgent, recordHeartbeat } from '../../control-plane/db/agents.repository.ts';
+import { cancelRequestedFor, completeAttempt, getCommandById, insertCommand, requestCancel } from '../../control-plane/db/commands.repository.ts';
+import { claimNext } from '../../control-plane/db/claim.ts';
+
+describe('storage hot paths (control-plane/db)', () => {
+  let dir: string;
+  let o: OpenedDatabase;
+  const open = async () => {
+    o = openDatabase(join(dir, 'tether.db'));
+    await migrate(o.db);
+  };
+  const close = async () => {
+    await o.db.destroy();
+    if (o.sqlite.open) o.sqlite.close();
+  };
+  const submit = (cid = 'c1') =>
+    insertCommand(o.db, { aid: 'a1', cid, nid: null, type: 'manifest', spec: '{"manifests":"kind: Namespace"}', idempotencyKey: null, timeoutSeconds: 600, maxAttempts: 3, now: 1000 });
+  const claim = (agentId: string, leaseId: string) => claimNext(o.db, { aid: 'a1', cid: 'c1', nid: null }, { agentId, leaseId, leaseExpiresAt: 60_000, now: 2000 });
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tether-storage-'));
+    await open();
+    await insertAccount(o.db, { aid: 'a1', name: 'a', now: 1 });
+    await insertCluster(o.db, { aid: 'a1', cid: 'c1', domain: 'c1.a1.test', now: 1 });
+    for (const id of ['ca-aaaaaaaaaa', 'ca-bbbbbbbbbb']) await insertAgent(o.db, { id, aid: 'a1', cid: 'c1', role: 'cluster-agent', nid: null, control_plane: 0, created_at: 1 });
+  });
+  afterEach(async () => {
+    await close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('never runs a statement inside an open Kysely transaction: a rolled-back transaction does not take a submission with it', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const trx = o.db.transaction().execute(async (t) => {
+      await insertCluster(t, { aid: 'a1', cid: 'c2', domain: 'c2.a1.test', now: 1 });
+      await gate;
+      throw new Error('rolled back');
+    });
+    await new Promise((r) => setImmediate(r));
+    assert.equal(o.sqlite.inTransaction, true);
+    const submitted = submit(); // waits for the transaction's end
+    release();
+    await assert.rejects(trx, /rolled back/);
+    const { row } = await submitted;
+    assert.equal((await getCommandById(o.db, row.id))?.state, 'queued', 'the submission outlived the rolled-back transaction');
+  });
+
+  it('writes heartbeats in batches, visible to the next read of the agent and across a close', async () => {
+    await recordHeartbeat(o.db, 'ca-aaaaaaaaaa', { now: 5000, version: '1.0.0', metrics: '{}', vpn: null });
+    await recordHeartbeat(o.db, 'ca-aaaaaaaaaa', { now: 6000, version: '1.0.1', metrics: '{"cpu":1}', vpn: null });
+    const a = await getAgent(o.db, 'ca-aaaaaaaaaa');
+    assert.equal(a?.last_heartbeat_at, 6000);
+    assert.equal(a?.version, '1.0.1');
+    assert.equal(a?.heartbeats, 2);
+    await recordHeartbeat(o.db, 'ca-bbbbbbbbbb', { now: 7000, version: '2.0.0', metrics: '{}', vpn: null });
+    await close();
+    await open();
+    assert.equal((await getAgent(o.db, 'ca-bbbbbbbbbb'))?.last_heartbeat_at, 7000, 'the pending batch is written when the database closes');
+  });
+
+  it('tells the agent of a requested cancellation after a restart, and tells the next agent after a retryable failure requeued it', async () => {
+    const { row } = await submit();
+    const claimed = await claim('ca-aaaaaaaaaa', 'lease-1');
+    assert.equal(claimed?.id, row.id);
+    assert.deepEqual(await cancelRequestedFor(o.db, 'ca-aaaaaaaaaa'), []);
+    await requestCancel(o.db, 'a1', row.id, 3000);
+    assert.deepEqual(await cancelRequestedFor(o.db, 'ca-aaaaaaaaaa'), [row.id]);
+    await close();
+    await open();
+    assert.deepEqual(await cancelRequestedFor(o.db, 'ca-aaaaaaaaaa'), [row.id], 'found again after a restart');
+    const requeued = await completeAttempt(o.db, { id: row.id, agentId: 'ca-aaaaaaaaaa', leaseId: 'lease-1', now: 4000 }, { kind: 'retry', error: '{"code":"x"}' });
+    assert.equal(requeued?.state, 'queued');
+    assert.deepEqual(await cancelRequestedFor(o.db, 'ca-aaaaaaaaaa'), []);
+    assert.equal((await claim('ca-bbbbbbbbbb', 'lease-2'))?.id, row.id);
+    assert.deepEqual(await cancelRequestedFor(o.db, 'ca-bbbbbbbbbb'), [row.id], 'the new agent learns of the cancellation');
+  });
+
+  it('claims the oldest queued command once; an empty queue claims nothing and draws no lease id', async () => {
+    const first = (await submit()).row;
+    const second = (await submit()).row;
+    let drawn = 0;
+    const lease = (n: string) => () => (drawn++, n);
+    const c1 = await claimNext(o.db, { aid: 'a1', cid: 'c1', nid: null }, { agentId: 'ca-aaaaaaaaaa', leaseId: lease('l1'), leaseExpiresAt: 60_000, now: 2000 });
+    const c2 = await claimNext(o.db, { aid: 'a1', cid: 'c1', nid: null }, { agentId: 'ca-bbbbbbbbbb', leaseId: lease('l2'), leaseExpiresAt: 60_000, now: 2000 });
+    const c3 = await claimNext(o.db, { aid: 'a1', cid: 'c1', nid: null }, { agentId: 'ca-bbbbbbbbbb', leaseId: lease('l3'), leaseExpiresAt: 60_000, now: 2000 });
+    assert.deepEqual([c1?.id, c1?.lease_id, c1?.attempts, c2?.id, c2?.lease_id, c3], [first.id, 'l1', 1, second.id, 'l2', undefined]);
+    assert.equal(drawn, 2);
+  });
+});
