@@ -15,7 +15,8 @@ import { summarize } from './lib/util.ts';
 const dir = process.argv[2] ?? '/tmp/tether-bench-storage';
 const seconds = Number(process.argv[3] ?? 5);
 const AGENTS = 10_000;
-const metrics = JSON.stringify({ cpuPercent: 3.2, memoryTotalBytes: 8_340_000_000, memoryUsedBytes: 2_110_000_000, load: [0.1, 0.2, 0.2], uptimeSeconds: 86400, rssBytes: 48_000_000 });
+const metricsObject = { cpuPercent: 3.2, memoryTotalBytes: 8_340_000_000, memoryUsedBytes: 2_110_000_000, load: [0.1, 0.2, 0.2], uptimeSeconds: 86400, rssBytes: 48_000_000 };
+const metrics = JSON.stringify(metricsObject);
 
 async function fresh(name: string, synchronous: 'NORMAL' | 'FULL') {
   mkdirSync(dir, { recursive: true });
@@ -55,7 +56,7 @@ async function loop(secs: number, op: (i: number) => Promise<unknown>) {
 
 const agentId = (i: number) => `ca-${String(i % AGENTS).padStart(10, '0')}`;
 /** recordHeartbeat() only queues the write; the commit happens at the batch's flush (see agents.repository.ts). */
-const hb = (db: Db, i: number) => recordHeartbeat(db, agentId(i), { now: Date.now(), version: '0.1.0', metrics, vpn: null });
+const hb = (db: Db, i: number) => recordHeartbeat(db, agentId(i), { now: Date.now(), version: '0.1.0', metrics: metricsObject, vpn: null });
 /** One heartbeat, committed on its own. */
 const hbCommitted = async (db: Db, i: number) => {
   await hb(db, i);

@@ -122,17 +122,26 @@ export const metricsSchema = z
   .strict();
 export type AgentMetrics = z.infer<typeof metricsSchema>;
 
+/**
+ * A heartbeat says what changed since the last one the control plane acknowledged: `version`
+ * and `vpn` when they differ, only the `metrics` fields that differ (merged into the stored
+ * ones), and always the commands running (their leases are extended). Agents send everything at
+ * least once a minute, so a lost acknowledgement heals itself.
+ */
 export const heartbeatRequestSchema = z
   .object({
-    version: z.string().max(64),
-    metrics: metricsSchema.default({}),
+    version: z.string().max(64).optional(),
+    metrics: metricsSchema.optional(),
     running: z.array(z.number().int()).max(1000).default([]),
     vpn: z.record(z.string(), jsonValue).optional(),
   })
   .strict();
-export type HeartbeatRequest = z.infer<typeof heartbeatRequestSchema>;
+/** What an agent sends (fields with defaults may be left out). */
+export type HeartbeatRequest = z.input<typeof heartbeatRequestSchema>;
+/** What the control plane works with once the request is parsed. */
+export type HeartbeatBody = z.output<typeof heartbeatRequestSchema>;
 
-export const heartbeatResponseSchema = z.object({ cancel: z.array(z.number().int()), serverTime: z.string() });
+export const heartbeatResponseSchema = z.object({ cancel: z.array(z.number().int()), serverTime: z.string().optional() });
 export type HeartbeatResponse = z.infer<typeof heartbeatResponseSchema>;
 
 export const OUTCOMES = ['succeeded', 'failed', 'cancelled', 'timed_out'] as const;

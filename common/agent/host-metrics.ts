@@ -22,7 +22,7 @@ export function hostMetricsCollector(diskPath = '/'): () => AgentMetrics {
       memoryTotalBytes: os.totalmem(),
       memoryUsedBytes: os.totalmem() - os.freemem(),
       ...disk,
-      load: os.loadavg(),
+      load: os.loadavg().map((l) => Math.round(l * 100) / 100),
       uptimeSeconds: Math.round(os.uptime()),
       rssBytes: process.memoryUsage.rss(),
     };

@@ -55,6 +55,8 @@ export interface RuntimeOptions {
   collectVpn?: () => Promise<Record<string, unknown> | undefined>;
   concurrency?: number;
   heartbeatIntervalMs?: number;
+  /** Every heartbeat field is sent at least this often, changed or not (default 60 s). */
+  fullHeartbeatMs?: number;
   pollWaitSeconds?: number;
   /** How long running work may finish after a stop before it is cancelled. */
   shutdownGraceMs?: number;
@@ -82,6 +84,7 @@ export class AgentRuntime {
     this.o = {
       concurrency: 1,
       heartbeatIntervalMs: 5000,
+      fullHeartbeatMs: 60_000,
       pollWaitSeconds: 25,
       shutdownGraceMs: 30_000,
       outbox: new MemoryOutbox(),
@@ -266,13 +269,32 @@ export class AgentRuntime {
   // ------------------------------------------------------------------ heartbeats
 
   private heartbeating = false;
+  /** What the control plane has acknowledged: heartbeats carry only what differs from it. */
+  private acked: { version?: string; metrics: Record<string, unknown>; vpn?: string; fullAt: number } = { metrics: {}, fullAt: 0 };
 
   private async heartbeatOnce(): Promise<void> {
     if (this.heartbeating) return;
     this.heartbeating = true;
     try {
       const [metrics, vpn] = await Promise.all([this.o.collectMetrics(), this.o.collectVpn?.()]);
-      const res = await this.o.client.heartbeat({ version: this.o.version, metrics, running: this.runningIds, ...(vpn ? { vpn } : {}) });
+      const full = Date.now() - this.acked.fullAt >= this.o.fullHeartbeatMs;
+      const changed: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(metrics)) if (full || JSON.stringify(v) !== JSON.stringify(this.acked.metrics[k])) changed[k] = v;
+      const vpnJson = vpn ? JSON.stringify(vpn) : undefined;
+      const sendVersion = full || this.acked.version !== this.o.version;
+      const sendVpn = vpn !== undefined && (full || vpnJson !== this.acked.vpn);
+      const res = await this.o.client.heartbeat({
+        running: this.runningIds,
+        ...(sendVersion ? { version: this.o.version } : {}),
+        ...(Object.keys(changed).length ? { metrics: changed } : {}),
+        ...(sendVpn ? { vpn } : {}),
+      });
+      this.acked = {
+        version: this.o.version,
+        metrics: full ? { ...metrics } : { ...this.acked.metrics, ...changed },
+        vpn: sendVpn ? vpnJson : this.acked.vpn,
+        fullAt: full ? Date.now() : this.acked.fullAt,
+      };
       this.lastHeartbeatOk = Date.now();
       this.cancel(res.cancel);
       void this.flushOutbox(); // the control plane is reachable: deliver anything still waiting

@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import type SQLite from 'better-sqlite3';
 import { onBeforeClose, prepared, sqliteOf, type Db } from './database.ts';
 import type { AgentsTable, CertificatesTable } from './agents.table.ts';
@@ -64,7 +65,29 @@ export async function findCertificateAgent(db: Db, serial: string) {
     .executeTakeFirst();
 }
 
-type Heartbeat = { now: number; version: string; metrics: string; vpn: string | null };
+/**
+ * What one heartbeat changes (agents send only what differs from what was acknowledged): a field
+ * that is null keeps the stored value; `metrics` is a JSON merge patch over the stored metrics.
+ */
+type Heartbeat = { now: number; version: string | null; metrics: Record<string, unknown> | null; vpn: string | null };
+type Pending = Heartbeat & { n: number };
+
+/** A later beat's fields win; fields it leaves out keep the earlier beat's. */
+function mergeBeats(prev: Pending | undefined, hb: Heartbeat): Pending {
+  if (!prev) return { ...hb, n: 1 };
+  return {
+    now: hb.now,
+    version: hb.version ?? prev.version,
+    metrics: prev.metrics && hb.metrics ? { ...prev.metrics, ...hb.metrics } : (hb.metrics ?? prev.metrics),
+    vpn: hb.vpn ?? prev.vpn,
+    n: prev.n + 1,
+  };
+}
+
+const UPDATE_HEARTBEAT = `UPDATE agents SET last_heartbeat_at = @now, version = COALESCE(@version, version),
+  metrics = CASE WHEN @metrics IS NULL THEN metrics ELSE json_patch(COALESCE(metrics, '{}'), @metrics) END,
+  vpn = COALESCE(@vpn, vpn), heartbeats = heartbeats + @n WHERE id = @id`;
+const params = (id: string, hb: Pending) => ({ id, now: hb.now, version: hb.version, metrics: hb.metrics ? JSON.stringify(hb.metrics) : null, vpn: hb.vpn, n: hb.n });
 
 /**
  * Heartbeats are written in batches: one transaction per window of at most HEARTBEAT_BATCH_MS
@@ -87,33 +110,30 @@ const HEARTBEAT_BATCH_MS = 50;
 const HEARTBEAT_BATCH_MAX = 2000;
 
 class HeartbeatBatch {
-  private pending = new Map<string, Heartbeat & { n: number }>();
+  private pending = new Map<string, Pending>();
   private timer: NodeJS.Timeout | undefined;
   failure: unknown = undefined;
   private readonly sqlite: SQLite.Database;
   private readonly update: SQLite.Statement;
-  private readonly writeAll: (rows: Map<string, Heartbeat & { n: number }>) => void;
+  private readonly writeAll: (rows: Map<string, Pending>) => void;
 
   constructor(sqlite: SQLite.Database) {
     this.sqlite = sqlite;
-    this.update = sqlite.prepare(
-      `UPDATE agents SET last_heartbeat_at = @now, version = @version, metrics = @metrics, vpn = @vpn, heartbeats = heartbeats + @n WHERE id = @id`,
-    );
-    this.writeAll = sqlite.transaction((rows: Map<string, Heartbeat & { n: number }>) => {
-      for (const [id, hb] of rows) this.update.run({ id, now: hb.now, version: hb.version, metrics: hb.metrics, vpn: hb.vpn, n: hb.n });
+    this.update = sqlite.prepare(UPDATE_HEARTBEAT);
+    this.writeAll = sqlite.transaction((rows: Map<string, Pending>) => {
+      for (const [id, hb] of rows) this.update.run(params(id, hb));
     });
     onBeforeClose(sqlite, () => this.flush());
   }
 
   /** After a failed batch: this heartbeat is written at once, and its error (if any) is the caller's. */
   writeNow(id: string, hb: Heartbeat) {
-    this.update.run({ id, now: hb.now, version: hb.version, metrics: hb.metrics, vpn: hb.vpn, n: 1 });
+    this.update.run(params(id, { ...hb, n: 1 }));
     this.failure = undefined;
   }
 
   add(id: string, hb: Heartbeat) {
-    const prev = this.pending.get(id);
-    this.pending.set(id, { ...hb, n: (prev?.n ?? 0) + 1 });
+    this.pending.set(id, mergeBeats(this.pending.get(id), hb));
     if (this.pending.size >= HEARTBEAT_BATCH_MAX) this.flush();
     else this.timer ??= setTimeout(() => this.flush(), HEARTBEAT_BATCH_MS).unref();
   }
@@ -155,11 +175,10 @@ export async function recordHeartbeat(db: Db, id: string, hb: Heartbeat) {
     else batch.add(id, hb);
     return;
   }
-  await db
-    .updateTable('agents')
-    .set((eb) => ({ last_heartbeat_at: hb.now, version: hb.version, metrics: hb.metrics, vpn: hb.vpn, heartbeats: eb('heartbeats', '+', 1) }))
-    .where('id', '=', id)
-    .execute();
+  const p = params(id, { ...hb, n: 1 });
+  await sql`UPDATE agents SET last_heartbeat_at = ${p.now}, version = COALESCE(${p.version}, version),
+    metrics = CASE WHEN ${p.metrics} IS NULL THEN metrics ELSE json_patch(COALESCE(metrics, '{}'), ${p.metrics}) END,
+    vpn = COALESCE(${p.vpn}, vpn), heartbeats = heartbeats + 1 WHERE id = ${id}`.execute(db);
 }
 
 /** Last heartbeat of every unrevoked agent (for the agents-by-status gauge). */

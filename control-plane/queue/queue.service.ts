@@ -10,7 +10,7 @@ import {
   isTerminal,
   type CommandState,
   type CommandView,
-  type HeartbeatRequest,
+  type HeartbeatBody,
   type HeartbeatResponse,
   type LogLine,
   type PollResponse,
@@ -189,18 +189,19 @@ export class QueueService {
     await commands.releaseClaim(this.d.db, claimed.row.id, claimed.command.leaseId);
   }
 
-  async heartbeat(agent: AgentPrincipal, hb: HeartbeatRequest): Promise<HeartbeatResponse> {
+  async heartbeat(agent: AgentPrincipal, hb: HeartbeatBody): Promise<HeartbeatResponse> {
     const { db, clock, config } = this.d;
     const now = clock.now();
+    // Only what changed since the agent's last acknowledged beat (see heartbeatRequestSchema).
     await recordHeartbeat(db, agent.agentId, {
       now,
-      version: hb.version,
-      metrics: JSON.stringify(hb.metrics),
+      version: hb.version ?? null,
+      metrics: hb.metrics ?? null,
       vpn: hb.vpn ? JSON.stringify(hb.vpn) : null,
     });
     await commands.extendLeases(db, agent.agentId, hb.running, now + config.leaseSeconds * 1000, config.timeoutGraceSeconds * 1000);
     this.d.metrics.heartbeats.inc();
-    return { cancel: await commands.cancelRequestedFor(db, agent.agentId), serverTime: new Date(now).toISOString() };
+    return { cancel: await commands.cancelRequestedFor(db, agent.agentId) };
   }
 
   /** A command the agent may report on: same account and cluster, and its own node's or the cluster's. */

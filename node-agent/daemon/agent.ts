@@ -57,7 +57,7 @@ export function startNodeAgent(config: NodeConfig, log: Logger, o: NodeAgentOpti
     log,
     version: VERSION,
     collectMetrics: hostMetricsCollector('/'),
-    ...(config.network.manageVpn ? { collectVpn: () => collectVpnState(config.network, run).catch(() => undefined) } : {}),
+    ...(config.network.manageVpn ? { collectVpn: () => collectVpnState(config.network, run, undefined, true).catch(() => undefined) } : {}),
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     pollWaitSeconds: config.pollWaitSeconds,
     shutdownGraceMs: config.shutdownGraceSeconds * 1000,

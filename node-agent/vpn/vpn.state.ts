@@ -3,7 +3,14 @@ import type { Runner } from '../process/run.ts';
 import type { NetworkConfig } from '../config/node.config.ts';
 import { parseWgDump } from './wireguard.render.ts';
 
-export async function collectVpnState(net: NetworkConfig, run: Runner, nowSeconds = Date.now() / 1000): Promise<Record<string, unknown>> {
+const MIB = 1024 * 1024;
+
+/**
+ * `forHeartbeat`: the form sent to the control plane, which changes only when something happens
+ * (heartbeats carry it only when it changed): the last handshake as a time rather than an age, and
+ * transfer counters in whole MiB.
+ */
+export async function collectVpnState(net: NetworkConfig, run: Runner, nowSeconds = Date.now() / 1000, forHeartbeat = false): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {};
   for (const role of ['wg0', 'wg1'] as const) {
     const ifname = net[role].interface;
@@ -18,14 +25,25 @@ export async function collectVpnState(net: NetworkConfig, run: Runner, nowSecond
       up: true,
       publicKey: dump.publicKey,
       listenPort: dump.listenPort,
-      peers: dump.peers.map((p) => ({
-        publicKey: p.publicKey,
-        endpoint: p.endpoint,
-        allowedIps: p.allowedIps,
-        handshakeAgeSeconds: p.latestHandshake > 0 ? Math.max(0, Math.round(nowSeconds - p.latestHandshake)) : null,
-        rxBytes: p.rxBytes,
-        txBytes: p.txBytes,
-      })),
+      peers: dump.peers.map((p) =>
+        forHeartbeat
+          ? {
+              publicKey: p.publicKey,
+              endpoint: p.endpoint,
+              allowedIps: p.allowedIps,
+              latestHandshake: p.latestHandshake > 0 ? p.latestHandshake : null,
+              rxMiB: Math.floor(p.rxBytes / MIB),
+              txMiB: Math.floor(p.txBytes / MIB),
+            }
+          : {
+              publicKey: p.publicKey,
+              endpoint: p.endpoint,
+              allowedIps: p.allowedIps,
+              handshakeAgeSeconds: p.latestHandshake > 0 ? Math.max(0, Math.round(nowSeconds - p.latestHandshake)) : null,
+              rxBytes: p.rxBytes,
+              txBytes: p.txBytes,
+            },
+      ),
     };
   }
   return out;

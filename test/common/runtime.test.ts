@@ -92,6 +92,33 @@ describe('agent runtime (common/agent)', function () {
     assert.equal((await finished(b)).state, 'succeeded');
   });
 
+  it('heartbeats only what changed since the last acknowledged beat, and everything once per full interval', async () => {
+    const sent: Record<string, unknown>[] = [];
+    const real = agent.client.heartbeat.bind(agent.client);
+    agent.client.heartbeat = (hb, signal) => {
+      sent.push(JSON.parse(JSON.stringify(hb)));
+      return real(hb, signal);
+    };
+    try {
+      let cpu = 0;
+      const r = runtime(async () => ({ status: 'succeeded' }), { collectMetrics: () => ({ cpuPercent: ++cpu, memoryTotalBytes: 1000 }), fullHeartbeatMs: 1500 });
+      await eventually(() => sent.length >= 10, 10_000, 'ten heartbeats');
+      await r.stop(100);
+      assert.deepEqual(sent[0], { running: [], version: 'test', metrics: { cpuPercent: 1, memoryTotalBytes: 1000 } });
+      assert.deepEqual(sent[1], { running: [], metrics: { cpuPercent: 2 } }, 'unchanged fields are left out');
+      const fulls = sent.filter((b) => b.version === 'test');
+      assert.ok(fulls.length >= 2, `a full beat again after the full interval: ${JSON.stringify(sent)}`);
+      for (const b of fulls) assert.equal((b.metrics as { memoryTotalBytes?: number }).memoryTotalBytes, 1000);
+      // The control plane merged the deltas: the stored view is complete and current.
+      const view = (await t.admin.request<{ version: string; metrics: Record<string, number> }>('GET', `/v1/agents/${agent.identity.agentId}`)).body;
+      assert.equal(view.version, 'test');
+      assert.equal(view.metrics.memoryTotalBytes, 1000);
+      assert.equal(view.metrics.cpuPercent, (sent.at(-1)!.metrics as { cpuPercent: number }).cpuPercent);
+    } finally {
+      agent.client.heartbeat = real;
+    }
+  });
+
   it('cancels a running execution through its AbortSignal', async () => {
     let started = false;
     runtime(async (_cmd, ctx) => {

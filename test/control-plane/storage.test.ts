@@ -59,13 +59,23 @@ describe('storage hot paths (control-plane/db)', () => {
   });
 
   it('writes heartbeats in batches, visible to the next read of the agent and across a close', async () => {
-    await recordHeartbeat(o.db, 'ca-aaaaaaaaaa', { now: 5000, version: '1.0.0', metrics: '{}', vpn: null });
-    await recordHeartbeat(o.db, 'ca-aaaaaaaaaa', { now: 6000, version: '1.0.1', metrics: '{"cpu":1}', vpn: null });
+    await recordHeartbeat(o.db, 'ca-aaaaaaaaaa', { now: 5000, version: '1.0.0', metrics: {}, vpn: null });
+    await recordHeartbeat(o.db, 'ca-aaaaaaaaaa', { now: 6000, version: '1.0.1', metrics: { cpu: 1, mem: 5 }, vpn: '{"wg0":{}}' });
     const a = await getAgent(o.db, 'ca-aaaaaaaaaa');
     assert.equal(a?.last_heartbeat_at, 6000);
     assert.equal(a?.version, '1.0.1');
     assert.equal(a?.heartbeats, 2);
-    await recordHeartbeat(o.db, 'ca-bbbbbbbbbb', { now: 7000, version: '2.0.0', metrics: '{}', vpn: null });
+    // A beat carries only what changed: the rest is kept, metrics are merged, in and across batches.
+    await recordHeartbeat(o.db, 'ca-aaaaaaaaaa', { now: 6500, version: null, metrics: { cpu: 2 }, vpn: null });
+    await recordHeartbeat(o.db, 'ca-aaaaaaaaaa', { now: 6600, version: null, metrics: { load: [1] }, vpn: null });
+    const b = await getAgent(o.db, 'ca-aaaaaaaaaa');
+    assert.equal(b?.version, '1.0.1');
+    assert.equal(b?.vpn, '{"wg0":{}}');
+    assert.deepEqual(JSON.parse(b?.metrics ?? 'null'), { cpu: 2, mem: 5, load: [1] });
+    assert.equal(b?.heartbeats, 4);
+    await recordHeartbeat(o.db, 'ca-aaaaaaaaaa', { now: 6700, version: null, metrics: null, vpn: null });
+    assert.deepEqual(JSON.parse((await getAgent(o.db, 'ca-aaaaaaaaaa'))?.metrics ?? 'null'), { cpu: 2, mem: 5, load: [1] });
+    await recordHeartbeat(o.db, 'ca-bbbbbbbbbb', { now: 7000, version: '2.0.0', metrics: {}, vpn: null });
     await close();
     await open();
     assert.equal((await getAgent(o.db, 'ca-bbbbbbbbbb'))?.last_heartbeat_at, 7000, 'the pending batch is written when the database closes');

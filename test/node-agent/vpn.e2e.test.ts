@@ -175,8 +175,8 @@ describe('node agent: VPN end to end (network namespaces, real WireGuard)', func
     const a = await eventually(async () => {
       const list = (await t.admin.request<{ agents: AgentView[] }>('GET', '/v1/agents?cluster=mesh')).body.agents;
       const n1 = list.find((x) => x.nid === 'n1');
-      const wg0 = n1?.vpn?.wg0 as { up?: boolean; peers?: { handshakeAgeSeconds: number | null }[] } | undefined;
-      return wg0?.up && wg0.peers?.length === 2 && wg0.peers.some((p) => p.handshakeAgeSeconds !== null) ? n1 : undefined;
+      const wg0 = n1?.vpn?.wg0 as { up?: boolean; peers?: { latestHandshake: number | null }[] } | undefined;
+      return wg0?.up && wg0.peers?.length === 2 && wg0.peers.some((p) => p.latestHandshake !== null) ? n1 : undefined;
     }, 20_000, 'VPN state in a heartbeat');
     assert.equal((a.vpn!.wg0 as { interface: string }).interface, nodes[0]!.wg0);
   });
