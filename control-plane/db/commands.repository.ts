@@ -57,6 +57,16 @@ const stmts = prepared((s) => ({
 }));
 
 /**
+ * The row a write with RETURNING produced. Never `.get()` for a write: it steps the statement once
+ * and resets it, and the autocommit's COMMIT happens at that reset, whose error (SQLITE_FULL on a
+ * full disk) better-sqlite3 does not raise; the row would be answered as stored while it was rolled
+ * back. `.all()` steps to the end, so a failed commit throws (storage_unavailable).
+ */
+function firstRow(stmt: SQLite.Statement, params: unknown): unknown {
+  return stmt.all(params)[0];
+}
+
+/**
  * Agents that may hold a running command whose cancellation was requested: a superset, so the
  * per-heartbeat and per-poll lookup runs only for them (almost never). Filled from the database on
  * first use (a restart keeps pending cancellations), by requestCancel() below (the only writer of
@@ -100,7 +110,7 @@ export async function insertCommand(db: Db, c: NewCommand): Promise<{ row: Comma
         const existing = q.byKey.get(c.aid, c.idempotencyKey) as CommandRow | undefined;
         if (existing) return { row: existing, created: false };
       }
-      return { row: q.insert.get(c) as CommandRow, created: true };
+      return { row: firstRow(q.insert, c) as CommandRow, created: true };
     });
   }
   return db.transaction().execute(async (trx) => {
@@ -198,7 +208,7 @@ export async function completeAttempt(
     return exclusive(db, sqlite, () => {
       const q = stmts(sqlite);
       const p = { id: f.id, agentId: f.agentId, leaseId: f.leaseId, now: f.now, error: c.error };
-      return (c.kind === 'retry' ? q.completeRetry.get(p) : q.completeFinal.get({ ...p, state: c.state, outputs: c.outputs })) as
+      return (c.kind === 'retry' ? firstRow(q.completeRetry, p) : firstRow(q.completeFinal, { ...p, state: c.state, outputs: c.outputs })) as
         | Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state'>
         | undefined;
     });
@@ -348,7 +358,7 @@ export function claimDirect(
   const id = q.pick.get(target.aid, target.cid, target.nid) as number | undefined;
   if (id === undefined) return undefined;
   const leaseId = typeof claim.leaseId === 'function' ? claim.leaseId() : claim.leaseId;
-  const row = q.claim.get({ id, agentId: claim.agentId, leaseId, leaseExpiresAt: claim.leaseExpiresAt, now: claim.now }) as CommandRow | undefined;
+  const row = firstRow(q.claim, { id, agentId: claim.agentId, leaseId, leaseExpiresAt: claim.leaseExpiresAt, now: claim.now }) as CommandRow | undefined;
   // A command requeued by a retryable failure keeps its cancellation request: its new agent is told.
   if (row && row.cancel_requested_at !== null) candidates(sqlite).add(claim.agentId);
   return row;
