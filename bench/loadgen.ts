@@ -69,6 +69,7 @@ class SimAgent {
   healthy = false;
   connected = false;
   hbInFlight = false;
+  beats = 0;
   recHb = -1;
   recPoll = -1;
   private timer: NodeJS.Timeout | undefined;
@@ -117,7 +118,7 @@ class SimAgent {
     this.hbInFlight = true;
     const t0 = nowMs();
     try {
-      const r = await this.request('POST', '/v1/agent/heartbeat', heartbeatBody(), 10_000);
+      const r = await this.request('POST', '/v1/agent/heartbeat', heartbeatBody(this.beats++), 10_000);
       if (r.status !== 200) throw new Error(`http_${r.status}`);
       const t1 = nowMs();
       hbLat.add(t1 - t0);
@@ -206,7 +207,16 @@ const metricsBody = {
   uptimeSeconds: 86_400,
   rssBytes: 48_000_000,
 };
-const heartbeatBody = () => ({ version: '0.1.0', metrics: { ...metricsBody, uptimeSeconds: Math.round(process.uptime()) + 86_400 }, running: [] });
+/**
+ * As the runtime sends them: everything on the first beat and once a minute, otherwise only the
+ * metrics that move between two beats (CPU, memory used, load, uptime, RSS).
+ */
+const heartbeatBody = (n: number) => {
+  const uptimeSeconds = Math.round(process.uptime()) + 86_400;
+  if (n % 12 === 0) return { version: '0.1.0', metrics: { ...metricsBody, uptimeSeconds }, running: [] };
+  const wobble = (n % 7) / 100;
+  return { metrics: { cpuPercent: 3.2 + wobble, memoryUsedBytes: 2_110_000_000 + n * 4096, load: [0.12 + wobble, 0.2, 0.18], uptimeSeconds, rssBytes: 48_000_000 + n * 1024 }, running: [] };
+};
 
 let agents: SimAgent[] = [];
 

@@ -125,8 +125,9 @@ export type AgentMetrics = z.infer<typeof metricsSchema>;
 /**
  * A heartbeat says what changed since the last one the control plane acknowledged: `version`
  * and `vpn` when they differ, only the `metrics` fields that differ (merged into the stored
- * ones), and always the commands running (their leases are extended). Agents send everything at
- * least once a minute, so a lost acknowledgement heals itself.
+ * ones), and the commands running (their leases are extended; absent = none). Agents send
+ * everything after each (re)connect and at least every 10 minutes, so state a control plane lost
+ * in a crash (its last heartbeat batch) heals itself.
  */
 export const heartbeatRequestSchema = z
   .object({

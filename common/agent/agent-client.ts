@@ -57,6 +57,7 @@ export class AgentClient {
   private http: Http2Client;
   private readonly url: string;
   private creds: AgentCredentials;
+  private connectsBefore = 0;
 
   constructor(url: string, creds: AgentCredentials) {
     this.url = url;
@@ -72,6 +73,7 @@ export class AgentClient {
   setCertificate(certPem: string): void {
     this.creds = { ...this.creds, certPem };
     const old = this.http;
+    this.connectsBefore += old.stats.connects;
     this.http = this.make();
     old.close();
   }
@@ -101,6 +103,14 @@ export class AgentClient {
   /** Escape hatch for role-specific routes (e.g. the node agent's VPN routes). */
   request<T>(method: string, path: string, body?: unknown): Promise<T> {
     return this.http.request<T>(method, path, body).then((r) => r.body);
+  }
+
+  /**
+   * TLS connections made so far, across certificate swaps (a change means the control plane may
+   * have restarted: the runtime then sends a full heartbeat).
+   */
+  get connections(): number {
+    return this.connectsBefore + this.http.stats.connects;
   }
 
   /** Whether the current connection resumed a TLS session (benchmarks and tests). */

@@ -1,4 +1,8 @@
-/** Host metrics for heartbeats: CPU (since the last sample), memory, disk, load, uptime, own RSS. */
+/**
+ * Host metrics for heartbeats: CPU (since the last sample), memory, disk, load, uptime, own RSS.
+ * Heartbeats carry only the fields that changed, so sizes are in whole MiB, load in hundredths and
+ * uptime in whole minutes: an idle host's figures then stay put between most beats.
+ */
 import os from 'node:os';
 import { statfsSync } from 'node:fs';
 import type { AgentMetrics } from '../wire.ts';
@@ -13,21 +17,25 @@ export function hostMetricsCollector(diskPath = '/'): () => AgentMetrics {
     let disk: Pick<AgentMetrics, 'diskTotalBytes' | 'diskUsedBytes'> = {};
     try {
       const s = statfsSync(diskPath);
-      disk = { diskTotalBytes: s.blocks * s.bsize, diskUsedBytes: (s.blocks - s.bfree) * s.bsize };
+      disk = { diskTotalBytes: mib(s.blocks * s.bsize), diskUsedBytes: mib((s.blocks - s.bfree) * s.bsize) };
     } catch {
       /* no disk figures */
     }
     return {
       cpuPercent: total > 0 ? Math.round((1 - idle / total) * 1000) / 10 : 0,
-      memoryTotalBytes: os.totalmem(),
-      memoryUsedBytes: os.totalmem() - os.freemem(),
+      memoryTotalBytes: mib(os.totalmem()),
+      memoryUsedBytes: mib(os.totalmem() - os.freemem()),
       ...disk,
       load: os.loadavg().map((l) => Math.round(l * 100) / 100),
-      uptimeSeconds: Math.round(os.uptime()),
-      rssBytes: process.memoryUsage.rss(),
+      uptimeSeconds: Math.floor(os.uptime() / 60) * 60,
+      rssBytes: mib(process.memoryUsage.rss()),
     };
   };
 }
+
+const MIB = 1024 * 1024;
+/** Rounded down to a whole MiB (still in bytes). */
+const mib = (bytes: number) => Math.floor(bytes / MIB) * MIB;
 
 function cpuTimes() {
   let idle = 0;

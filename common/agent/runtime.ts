@@ -55,7 +55,7 @@ export interface RuntimeOptions {
   collectVpn?: () => Promise<Record<string, unknown> | undefined>;
   concurrency?: number;
   heartbeatIntervalMs?: number;
-  /** Every heartbeat field is sent at least this often, changed or not (default 60 s). */
+  /** Every heartbeat field is sent at least this often, changed or not (default 10 min), and after each reconnect. */
   fullHeartbeatMs?: number;
   pollWaitSeconds?: number;
   /** How long running work may finish after a stop before it is cancelled. */
@@ -84,7 +84,7 @@ export class AgentRuntime {
     this.o = {
       concurrency: 1,
       heartbeatIntervalMs: 5000,
-      fullHeartbeatMs: 60_000,
+      fullHeartbeatMs: 600_000,
       pollWaitSeconds: 25,
       shutdownGraceMs: 30_000,
       outbox: new MemoryOutbox(),
@@ -270,21 +270,25 @@ export class AgentRuntime {
 
   private heartbeating = false;
   /** What the control plane has acknowledged: heartbeats carry only what differs from it. */
-  private acked: { version?: string; metrics: Record<string, unknown>; vpn?: string; fullAt: number } = { metrics: {}, fullAt: 0 };
+  private acked: { version?: string; metrics: Record<string, unknown>; vpn?: string; fullAt: number; connections: number } = { metrics: {}, fullAt: 0, connections: -1 };
 
   private async heartbeatOnce(): Promise<void> {
     if (this.heartbeating) return;
     this.heartbeating = true;
     try {
       const [metrics, vpn] = await Promise.all([this.o.collectMetrics(), this.o.collectVpn?.()]);
-      const full = Date.now() - this.acked.fullAt >= this.o.fullHeartbeatMs;
+      // Everything, now and then and on every new connection: a control plane that restarted may
+      // have lost the last acknowledged beats it had not written yet.
+      const connections = this.o.client.connections;
+      const full = Date.now() - this.acked.fullAt >= this.o.fullHeartbeatMs || connections !== this.acked.connections;
       const changed: Record<string, unknown> = {};
       for (const [k, v] of Object.entries(metrics)) if (full || JSON.stringify(v) !== JSON.stringify(this.acked.metrics[k])) changed[k] = v;
       const vpnJson = vpn ? JSON.stringify(vpn) : undefined;
       const sendVersion = full || this.acked.version !== this.o.version;
       const sendVpn = vpn !== undefined && (full || vpnJson !== this.acked.vpn);
+      const running = this.runningIds;
       const res = await this.o.client.heartbeat({
-        running: this.runningIds,
+        ...(running.length ? { running } : {}), // absent = nothing running
         ...(sendVersion ? { version: this.o.version } : {}),
         ...(Object.keys(changed).length ? { metrics: changed } : {}),
         ...(sendVpn ? { vpn } : {}),
@@ -294,6 +298,7 @@ export class AgentRuntime {
         metrics: full ? { ...metrics } : { ...this.acked.metrics, ...changed },
         vpn: sendVpn ? vpnJson : this.acked.vpn,
         fullAt: full ? Date.now() : this.acked.fullAt,
+        connections,
       };
       this.lastHeartbeatOk = Date.now();
       this.cancel(res.cancel);

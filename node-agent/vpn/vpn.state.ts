@@ -25,12 +25,13 @@ export async function collectVpnState(net: NetworkConfig, run: Runner, nowSecond
       up: true,
       publicKey: dump.publicKey,
       listenPort: dump.listenPort,
-      peers: dump.peers.map((p) =>
+      // In a stable order (wg lists peers in its hash-table order), so an unchanged mesh compares equal.
+      peers: [...dump.peers].sort((a, b) => (a.publicKey < b.publicKey ? -1 : 1)).map((p) =>
         forHeartbeat
           ? {
               publicKey: p.publicKey,
               endpoint: p.endpoint,
-              allowedIps: p.allowedIps,
+              allowedIps: [...p.allowedIps].sort(),
               latestHandshake: p.latestHandshake > 0 ? p.latestHandshake : null,
               rxMiB: Math.floor(p.rxBytes / MIB),
               txMiB: Math.floor(p.txBytes / MIB),

@@ -92,23 +92,31 @@ describe('agent runtime (common/agent)', function () {
     assert.equal((await finished(b)).state, 'succeeded');
   });
 
-  it('heartbeats only what changed since the last acknowledged beat, and everything once per full interval', async () => {
+  it('heartbeats only what changed since the last acknowledged beat, and everything after a reconnect or a full interval', async () => {
     const sent: Record<string, unknown>[] = [];
     const real = agent.client.heartbeat.bind(agent.client);
     agent.client.heartbeat = (hb, signal) => {
       sent.push(JSON.parse(JSON.stringify(hb)));
       return real(hb, signal);
     };
+    const fulls = () => sent.filter((b) => b.version === 'test').length;
     try {
       let cpu = 0;
-      const r = runtime(async () => ({ status: 'succeeded' }), { collectMetrics: () => ({ cpuPercent: ++cpu, memoryTotalBytes: 1000 }), fullHeartbeatMs: 1500 });
-      await eventually(() => sent.length >= 10, 10_000, 'ten heartbeats');
+      const collectMetrics = () => ({ cpuPercent: ++cpu, memoryTotalBytes: 1000 });
+      let r = runtime(async () => ({ status: 'succeeded' }), { collectMetrics, fullHeartbeatMs: 60_000 });
+      await eventually(() => sent.length >= 5, 10_000, 'five heartbeats');
+      assert.deepEqual(sent[0], { version: 'test', metrics: { cpuPercent: 1, memoryTotalBytes: 1000 } });
+      assert.deepEqual(sent[1], { metrics: { cpuPercent: 2 } }, 'unchanged fields (and an empty running list) are left out');
+      assert.equal(fulls(), 1, JSON.stringify(sent));
+      // A new connection (here: a certificate swap) may face a restarted control plane: all again.
+      agent.client.setCertificate(agent.identity.certificate);
+      await eventually(() => fulls() === 2, 10_000, 'a full heartbeat on the new connection');
       await r.stop(100);
-      assert.deepEqual(sent[0], { running: [], version: 'test', metrics: { cpuPercent: 1, memoryTotalBytes: 1000 } });
-      assert.deepEqual(sent[1], { running: [], metrics: { cpuPercent: 2 } }, 'unchanged fields are left out');
-      const fulls = sent.filter((b) => b.version === 'test');
-      assert.ok(fulls.length >= 2, `a full beat again after the full interval: ${JSON.stringify(sent)}`);
-      for (const b of fulls) assert.equal((b.metrics as { memoryTotalBytes?: number }).memoryTotalBytes, 1000);
+      // And once per full interval without any reconnect.
+      r = runtime(async () => ({ status: 'succeeded' }), { collectMetrics, fullHeartbeatMs: 600 });
+      await eventually(() => fulls() >= 5, 10_000, 'full heartbeats every interval');
+      await r.stop(100);
+      for (const b of sent.filter((x) => x.version === 'test')) assert.equal((b.metrics as { memoryTotalBytes?: number }).memoryTotalBytes, 1000);
       // The control plane merged the deltas: the stored view is complete and current.
       const view = (await t.admin.request<{ version: string; metrics: Record<string, number> }>('GET', `/v1/agents/${agent.identity.agentId}`)).body;
       assert.equal(view.version, 'test');
