@@ -1,6 +1,7 @@
 /**
- * Runs host tools (ip, wg, wireguard-go, modprobe, systemctl, …): argument arrays only (execa,
- * never a shell), an explicit minimal environment, output captured. A missing binary is a result
+ * Runs host tools (ip, wg, wireguard-go, modprobe, systemctl, …): argument arrays only (never a
+ * shell), an explicit minimal environment, output captured. Plain node:child_process rather than
+ * execa: the daemon runs `wg show` on every heartbeat, and execa cost it ~5 MB of resident memory. A missing binary is a result
  * (`missing: true`), not an exception, so callers can fall back.
  *
  * In the daemon (after {@link reapLeftoverProcesses} at its start) each child goes through
@@ -8,7 +9,7 @@
  * of the daemon kills the child at once, and anything it left is killed at the next start. A tool
  * meant to outlive the run (wireguard-go daemonises) is started with `leavesDaemon`.
  */
-import { execa } from 'execa';
+import { spawn } from 'node:child_process';
 import { trackRun } from '../../common/process-reaper.ts';
 
 export { reapLeftoverProcesses } from '../../common/process-reaper.ts';
@@ -37,25 +38,51 @@ export type Runner = (file: string, args: string[], o?: RunOptions) => Promise<R
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-export const runCommand: Runner = async (file, args, o = {}) => {
+/** After a timeout or cancellation SIGTERM, the child gets this long before SIGKILL. */
+const FORCE_KILL_MS = 5000;
+
+export const runCommand: Runner = (file, args, o = {}) => {
   const tracked = o.leavesDaemon ? undefined : trackRun(file, args);
-  const r = await execa(tracked?.file ?? file, tracked?.args ?? args, {
-    reject: false,
-    extendEnv: false,
-    env: { PATH: process.env.PATH ? `${process.env.PATH}:${DEFAULT_PATH}` : DEFAULT_PATH, LANG: 'C', ...o.env, ...tracked?.env },
-    ...(o.input !== undefined ? { input: o.input } : { stdin: 'ignore' }),
-    ...(o.signal ? { cancelSignal: o.signal } : {}),
-    timeout: o.timeoutMs ?? 60_000,
-    stripFinalNewline: true,
-  }).finally(() => tracked?.done());
-  const code = (r as { code?: string }).code;
-  return {
-    ok: !r.failed && r.exitCode === 0,
-    exitCode: r.exitCode,
-    stdout: typeof r.stdout === 'string' ? r.stdout : '',
-    stderr: typeof r.stderr === 'string' ? r.stderr : '',
-    missing: code === 'ENOENT',
-  };
+  return new Promise<RunResult>((resolve) => {
+    const child = spawn(tracked?.file ?? file, tracked?.args ?? args, {
+      env: { PATH: process.env.PATH ? `${process.env.PATH}:${DEFAULT_PATH}` : DEFAULT_PATH, LANG: 'C', ...o.env, ...tracked?.env },
+      stdio: [o.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    let killed = false;
+    let forceKill: NodeJS.Timeout | undefined;
+    const kill = () => {
+      if (killed) return;
+      killed = true;
+      child.kill('SIGTERM');
+      forceKill = setTimeout(() => child.kill('SIGKILL'), FORCE_KILL_MS);
+    };
+    const timer = setTimeout(kill, o.timeoutMs ?? 60_000);
+    o.signal?.addEventListener('abort', kill, { once: true });
+    if (o.signal?.aborted) kill();
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    // A child that exits without reading its input must not crash the agent (EPIPE).
+    if (o.input !== undefined) child.stdin!.on('error', () => undefined).end(o.input);
+    let done = false;
+    const finish = (exitCode: number | undefined, missing: boolean, error?: string) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      clearTimeout(forceKill);
+      o.signal?.removeEventListener('abort', kill);
+      tracked?.done();
+      const strip = (t: string) => t.replace(/\r?\n$/, '');
+      resolve({ ok: exitCode === 0 && !killed, exitCode, stdout: strip(stdout), stderr: error && !stderr ? error : strip(stderr), missing });
+    };
+    // Spawning failed (ENOENT: no such binary; EACCES…): there will be no exit code. (Other errors, a
+    // failed kill, leave the child running: its 'close' still ends the run.)
+    child.on('error', (err: NodeJS.ErrnoException) => {
+      if (child.pid === undefined) finish(undefined, err.code === 'ENOENT', err.message);
+    });
+    child.on('close', (code) => finish(code ?? undefined, false));
+  });
 };
 
 /** `cmd args…` for messages and dry-run output (never contains secrets: we pass none on argv). */
