@@ -4,24 +4,16 @@
  * that the daemon also runs when the control plane asks. Exit codes: 0 ok (preflight: pass or
  * warn), 1 a failure (preflight: a check failed), 2 bad usage or configuration.
  */
-import { spawn } from 'node:child_process';
 import { Command, CommanderError } from 'commander';
-import { AgentClient } from '../../common/agent/agent-client.ts';
 import { HttpError } from '../../common/http-client.ts';
 import { errorMessage } from '../../common/errors.ts';
 import { ConfigError, configPath, loadNodeConfig, type NodeConfig } from '../config/node.config.ts';
-import { registerNode } from '../register/register.ts';
-import { startNodeAgent } from '../daemon/agent.ts';
-import { readCredentials, renewCertificate, certificateDue } from '../daemon/certificate.ts';
-import { runPreflight } from '../preflight/preflight.run.ts';
-import { renderReport } from '../preflight/preflight.report.ts';
-import { exitCodeFor } from '../preflight/preflight.checks.ts';
-import { runInstall, DEFAULT_KUBERNETES_VERSION } from '../install/install.command.ts';
-import { syncVpn } from '../vpn/vpn.sync.ts';
-import { collectVpnState } from '../vpn/vpn.state.ts';
-import { runCommand } from '../process/run.ts';
-import { VERSION } from '../version.ts';
+import { DEFAULT_KUBERNETES_VERSION, VERSION } from '../version.ts';
 import { commandLogger, daemonLogger } from './log.ts';
+
+// Everything else is imported inside the command that needs it: the daemon, which runs for months,
+// then never loads (nor keeps in memory) registration, preflight or install code it may never run.
+// The deployed build (scripts/build.sh) keeps these modules unevaluated until the import() runs.
 
 class UsageError extends Error {}
 
@@ -64,6 +56,7 @@ program
     if (o.controlPlane !== '0' && o.controlPlane !== '1') throw new UsageError('--control-plane must be 0 or 1');
     process.umask(0o077);
     const path = configPath(o.config);
+    const { registerNode } = await import('../register/register.ts');
     const c = await registerNode(
       {
         configPath: path,
@@ -91,6 +84,7 @@ program
     process.umask(0o077);
     const config = load(o.config);
     const log = daemonLogger();
+    const { startNodeAgent } = await import('../daemon/agent.ts');
     const agent = startNodeAgent(config, log);
     await new Promise<void>((resolve) => {
       const stop = (signal: string) => {
@@ -119,6 +113,7 @@ program
       if (o.config || !(err instanceof ConfigError)) throw err; // an explicit config must load; the default may be absent before register
     }
     const { readFileSync } = await import('node:fs');
+    const [{ runPreflight }, { renderReport }, { exitCodeFor }] = await Promise.all([import('../preflight/preflight.run.ts'), import('../preflight/preflight.report.ts'), import('../preflight/preflight.checks.ts')]);
     const caFile = o.caFile ?? c?.caFile;
     const server = o.server ?? c?.server;
     const report = await runPreflight({
@@ -153,6 +148,7 @@ program
     const joinToken = o.joinToken ?? process.env.TETHER_JOIN_TOKEN;
     if (o.joinEndpoint && !(joinToken && o.caCertHash)) throw new UsageError('--join-endpoint needs --join-token (or TETHER_JOIN_TOKEN) and --ca-cert-hash');
     const { resolve } = await import('node:path');
+    const { runInstall } = await import('../install/install.command.ts');
     const r = await runInstall({
       config: c,
       root: resolve(o.root),
@@ -175,6 +171,7 @@ sync
     process.umask(0o077);
     const c = load(o.config);
     if (!c.network.manageVpn) throw new UsageError('this node does not manage its VPN (network.manageVpn is false in its configuration)');
+    const [{ AgentClient }, { readCredentials }, { syncVpn }, { runCommand }] = await Promise.all([import('../../common/agent/agent-client.ts'), import('../daemon/certificate.ts'), import('../vpn/vpn.sync.ts'), import('../process/run.ts')]);
     const client = new AgentClient(c.server, readCredentials(c));
     try {
       const r = await syncVpn(c, client, runCommand, commandLogger());
@@ -192,6 +189,7 @@ program
   .option('--json', 'print JSON')
   .action(async (o: { config?: string; json?: boolean }) => {
     const c = load(o.config);
+    const [{ AgentClient }, { readCredentials, certificateDue }, { collectVpnState }, { runCommand }] = await Promise.all([import('../../common/agent/agent-client.ts'), import('../daemon/certificate.ts'), import('../vpn/vpn.state.ts'), import('../process/run.ts')]);
     const { notAfter, due } = certificateDue(c);
     const client = new AgentClient(c.server, readCredentials(c));
     let controlPlane: { reachable: boolean; detail: string };
@@ -222,6 +220,7 @@ program
   .option('-n, --lines <n>', 'lines to show', '200')
   .action(async (o: { follow?: boolean; lines: string }) => {
     if (!/^\d+$/.test(o.lines)) throw new UsageError('--lines must be a number');
+    const { spawn } = await import('node:child_process');
     const args = ['-u', 'tether-node', '--no-pager', '-o', 'cat', '-n', o.lines, ...(o.follow ? ['-f'] : [])];
     const code = await new Promise<number>((resolve) => {
       const p = spawn('journalctl', args, { stdio: 'inherit' });
@@ -242,6 +241,7 @@ program
   .option(...configOption)
   .action(async (o: { config?: string }) => {
     const c = load(o.config);
+    const [{ AgentClient }, { readCredentials, renewCertificate }] = await Promise.all([import('../../common/agent/agent-client.ts'), import('../daemon/certificate.ts')]);
     const client = new AgentClient(c.server, readCredentials(c));
     try {
       const r = await renewCertificate(c, client);

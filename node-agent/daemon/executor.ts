@@ -1,15 +1,13 @@
 /**
  * The node agent's executor: preflight, install and vpn-sync commands from the control plane,
  * each returning an Outcome. The spec is validated again here (the agent never trusts the wire).
+ * The preflight and install code is imported when such a command comes, not at daemon start.
  */
 import { installSpecSchema, parseSpec } from '../../common/specs.ts';
 import { errorMessage } from '../../common/errors.ts';
 import type { Executor, Outcome } from '../../common/agent/runtime.ts';
 import type { NodeConfig } from '../config/node.config.ts';
 import type { Runner } from '../process/run.ts';
-import { runPreflight } from '../preflight/preflight.run.ts';
-import { renderReport } from '../preflight/preflight.report.ts';
-import { runInstall } from '../install/install.command.ts';
 import type { VpnSyncResult } from '../vpn/vpn.sync.ts';
 
 export interface ExecutorDeps {
@@ -28,6 +26,7 @@ export function nodeExecutor(d: ExecutorDeps): Executor {
     if (!spec.success) return failed('invalid_spec', spec.error.issues.map((i) => i.message).join('; '), false);
     switch (command.type) {
       case 'preflight': {
+        const [{ runPreflight }, { renderReport }] = await Promise.all([import('../preflight/preflight.run.ts'), import('../preflight/preflight.report.ts')]);
         const report = await runPreflight({
           controlPlaneNode: d.config.controlPlane,
           wg: d.config.network,
@@ -41,6 +40,7 @@ export function nodeExecutor(d: ExecutorDeps): Executor {
       }
       case 'install': {
         const s = installSpecSchema.parse(spec.data);
+        const { runInstall } = await import('../install/install.command.ts');
         const r = await runInstall({
           config: d.config,
           root: d.config.installRoot,

@@ -4,8 +4,9 @@ import { runCommand, type Runner } from '../process/run.ts';
 import { gatherInstallFacts } from './install.facts.ts';
 import { planInstall, renderPlan, type JoinParameters, type Step } from './install.plan.ts';
 import { executePlan, hostCommandsAllowed, type InstallResult } from './install.run.ts';
+import { DEFAULT_KUBERNETES_VERSION } from '../version.ts';
 
-export const DEFAULT_KUBERNETES_VERSION = 'v1.33';
+export { DEFAULT_KUBERNETES_VERSION };
 
 export interface InstallCommandOptions {
   config: Pick<NodeConfig, 'nodeId' | 'controlPlane'>;
