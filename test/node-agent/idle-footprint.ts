@@ -1,8 +1,11 @@
 /**
  * Measures the idle node agent daemon: RSS and CPU over a window (default 60 s; env
  * TETHER_IDLE_SECONDS), heartbeats every 5 s with host metrics and VPN state from real WireGuard.
- * The daemon runs in its own network namespace (veth to the host, control plane in-process on the
- * host side). Run as root: `node test/node-agent/idle-footprint.ts`. Prints one JSON line.
+ * The daemon is what is deployed (bin/tether-node agent: the bundle with the daemon's flags) and
+ * runs in its own network namespace (veth to the host, control plane in-process on the host side).
+ * Run as root: `node test/node-agent/idle-footprint.ts`. Prints one JSON line; `rssSplitMiB` is the
+ * last RSS split into anonymous memory (heap, malloc) and file-backed pages (mostly the node binary,
+ * shared with every other Node process).
  */
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -26,7 +29,8 @@ const cpuTicks = (pid: number) => {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return Number(f[11]) + Number(f[12]); // utime + stime
 };
-const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+const statusKb = (pid: number, field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+const rssKb = (pid: number) => statusKb(pid, 'VmRSS');
 
 const dir = tempDir('tether-idle-');
 let t: Awaited<ReturnType<typeof startTestControlPlane>> | undefined;
@@ -57,11 +61,13 @@ try {
     await new Promise((res) => setTimeout(res, 1000));
   }
   const cpuSeconds = (cpuTicks(pid) - c0) / clkTck;
+  const rssSplitMiB = { anonymous: +(statusKb(pid, 'RssAnon') / 1024).toFixed(1), file: +(statusKb(pid, 'RssFile') / 1024).toFixed(1) };
   const wall = (Date.now() - start) / 1000;
   const hb = (await t.admin.request<{ agents: { nid: string; metrics: { rssBytes: number } }[] }>('GET', '/v1/agents?cluster=idle')).body.agents[0]!;
   console.log(JSON.stringify({
     windowSeconds: Math.round(wall),
     rssMiB: { min: +(Math.min(...rss) / 1024).toFixed(1), max: +(Math.max(...rss) / 1024).toFixed(1), last: +(rss.at(-1)! / 1024).toFixed(1) },
+    rssSplitMiB,
     cpuSeconds: +cpuSeconds.toFixed(2),
     cpuPercentAvg: +((cpuSeconds / wall) * 100).toFixed(2),
     heartbeatReportedRssMiB: +(hb.metrics.rssBytes / 1048576).toFixed(1),

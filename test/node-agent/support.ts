@@ -1,7 +1,11 @@
 /** Test helpers for the node agent: its CLI as a process, the daemon as a process, root/tool checks. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
-import { nodeArgs } from '../support/control-plane.ts';
+import { join } from 'node:path';
+import { REPO_ROOT, nodeArgs } from '../support/control-plane.ts';
+
+/** What is deployed: bin/tether-node runs the bundle (dist/tether-node.mjs, rebuilt when a source changed) with the daemon's flags. */
+const TETHER_NODE = join(REPO_ROOT, 'bin/tether-node');
 
 export interface CliResult {
   code: number | null;
@@ -9,9 +13,9 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `tether-node <args>` (node-agent/cli/main.ts on this Node), optionally inside a network namespace. */
+/** Runs `bin/tether-node <args>`, optionally inside a network namespace. */
 export function runNodeCli(args: string[], o: { env?: NodeJS.ProcessEnv; netns?: string; timeoutMs?: number } = {}): Promise<CliResult> {
-  const [cmd, argv] = wrapNetns(nodeArgs('node-agent/cli/main.ts', args), o.netns);
+  const [cmd, argv] = wrapNetns([TETHER_NODE, args], o.netns);
   return runProcess(cmd, argv, { env: { ...process.env, TETHER_NODE_NO_HOST_CHANGES: '1', ...o.env }, timeoutMs: o.timeoutMs ?? 30_000 });
 }
 
@@ -57,9 +61,12 @@ export function track(proc: ChildProcess): Daemon {
   return { proc, output: () => out, closed };
 }
 
-/** Starts `tether-node agent --config <file>` (in a namespace when given); host changes are off for tests. */
+/**
+ * Starts `bin/tether-node agent --config <file>` (in a namespace when given); host changes are off
+ * for tests. The script exec's node, so the pid is the daemon's.
+ */
 export function startDaemon(config: string, o: { env?: NodeJS.ProcessEnv; netns?: string } = {}): Daemon {
-  const [cmd, argv] = wrapNetns(nodeArgs('node-agent/cli/main.ts', ['agent', '--config', config]), o.netns);
+  const [cmd, argv] = wrapNetns([TETHER_NODE, ['agent', '--config', config]], o.netns);
   return track(spawn(cmd, argv, { env: { ...process.env, TETHER_NODE_NO_HOST_CHANGES: '1', TETHER_LOG_LEVEL: 'info', ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] }));
 }
 
