@@ -82,7 +82,8 @@ async function fleet(s: BenchServer, agents: number, mode: 'ack' | 'hold', rampM
   return Fleet.start({ url: s.url, caPem: s.caPem, identityDir: identityDir(s.caPem), agents, perProcess: cfg.perProcess, heartbeatMs: 5000, pollWaitSeconds: 25, rampMs, mode, localAddresses: 8 });
 }
 
-const rampFor = (n: number) => Math.max(5000, Math.round((n / 300) * 1000));
+/** Agents connect at ~200/s (each connection is a full TLS handshake with RSA signatures on both sides, all on these 2 cores). */
+const rampFor = (n: number) => Math.max(5000, Math.round((n / 200) * 1000));
 
 // ------------------------------------------------------------------ 1. held agents
 

@@ -13,6 +13,9 @@ import { isIP } from 'node:net';
 import { TetherError } from './errors.ts';
 import { toResponse, wrapTransportError, type HttpResponse, type RequestOptions } from './http-client.ts';
 
+/** How long a liveness PING may take before the connection is declared dead. */
+const PING_TIMEOUT_MS = 15_000;
+
 export interface Http2ClientOptions {
   baseUrl: string;
   ca: string;
@@ -30,6 +33,7 @@ export class Http2Client {
   private session: http2.ClientHttp2Session | undefined;
   private tlsSession: Buffer | undefined;
   private closed = false;
+  private pinging: http2.ClientHttp2Session | undefined;
   private readonly secureContext: tls.SecureContext;
   /** TLS connections made, and how many of them resumed a session instead of a full handshake. */
   readonly stats = { connects: 0, resumed: 0 };
@@ -117,13 +121,36 @@ export class Http2Client {
       // Reset without an error (e.g. the connection went away): settle rather than wait for the timeout.
       stream.on('close', () => reject(new TetherError('transport_error', `the connection to ${url.origin} closed before an answer`, { retryable: true })));
       stream.setTimeout(timeoutMs, () => {
-        // No answer in time: the connection is presumed dead (a lost peer sends no FIN); the next request reconnects.
         reject(new TetherError('timeout', `no answer from ${url.origin} within ${timeoutMs} ms`, { retryable: true }));
-        session.destroy();
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        this.checkAlive(session);
       });
       if (payload) stream.end(payload);
     });
     return toResponse<T>(method, url, res, ro);
+  }
+
+  /**
+   * A request went unanswered: is the connection dead (a lost peer sends no FIN) or the control
+   * plane just slow? An HTTP/2 PING tells: no answer within PING_TIMEOUT_MS and the connection is
+   * dropped (the next request reconnects); an answer keeps it, and the other streams on it (the
+   * held poll) with it. Dropping on every slow answer would have a busy control plane's agents all
+   * reconnecting at once, making it busier.
+   */
+  private checkAlive(session: http2.ClientHttp2Session): void {
+    if (this.pinging === session || session.destroyed) return;
+    this.pinging = session;
+    const done = (alive: boolean) => {
+      clearTimeout(timer);
+      if (this.pinging === session) this.pinging = undefined;
+      if (!alive) session.destroy();
+    };
+    const timer = setTimeout(() => done(false), PING_TIMEOUT_MS);
+    try {
+      if (!session.ping((err) => done(!err))) done(false);
+    } catch {
+      done(false);
+    }
   }
 
   close(): void {
