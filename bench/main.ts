@@ -69,9 +69,10 @@ const results: Record<string, unknown> = {};
 const rows: { figure: string; measure: string; value: string; target?: string; met?: boolean | null }[] = [];
 const row = (figure: string, measure: string, value: string, target?: string, met?: boolean | null) => rows.push({ figure, measure, value, target, met });
 
-async function server(name: string, extra: string[] = []): Promise<BenchServer> {
-  const nodeArgs = [...(flags['server-node-args']?.split(/\s+/).filter(Boolean) ?? []), ...(flags['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(runDir, `prof-${name}`)}`] : [])];
-  return startServer({ dataDir, port: await freePort(), logFile: join(runDir, `server-${name}.log`), extraArgs: extra, nodeArgs });
+const serverNodeArgs = (name: string) => [...(flags['server-node-args']?.split(/\s+/).filter(Boolean) ?? []), ...(flags['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(runDir, `prof-${name}`)}`] : [])];
+
+async function server(name: string, extra: string[] = [], port?: number): Promise<BenchServer> {
+  return startServer({ dataDir, port: port ?? (await freePort()), logFile: join(runDir, `server-${name}.log`), extraArgs: extra, nodeArgs: serverNodeArgs(name) });
 }
 
 async function identities(s: BenchServer, n: number) {
@@ -278,7 +279,7 @@ async function storm() {
     const port = s.port;
     await s.stop('SIGTERM');
     const tDown = nowMs();
-    s = await startServer({ dataDir, port, logFile: join(runDir, 'server-storm-2.log') });
+    s = await server('storm-2', [], port);
     const tUp = nowMs();
     log(`storm: down in ${Math.round(tDown - t0)} ms, up again after ${Math.round(tUp - t0)} ms`);
     const w = new ProcWatcher(s.pid);
@@ -354,7 +355,8 @@ async function footprint() {
   let agentPid = 0;
   let netns = '';
   try {
-    const cid = 'bfoot';
+    // A cluster of its own per run: the node is alone in its mesh (earlier runs' nodes would be its peers).
+    const cid = `bf${Date.now().toString(36)}`;
     await s.admin.request('POST', '/v1/clusters', { cid }).catch(() => undefined);
     const { aid } = (await s.admin.request<{ aid: string }>('GET', '/v1/whoami')).body;
     const { token } = (await s.admin.request<{ token: string }>('POST', '/v1/tokens', { cluster: cid, role: 'node', controlPlane: false })).body;

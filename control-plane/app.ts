@@ -9,10 +9,10 @@ import express from 'express';
 import { systemClock, type Clock } from '../common/clock.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
 import { writeFileAtomic } from '../common/files.ts';
-import { agentStatus, COMMAND_STATES } from '../common/wire.ts';
+import { COMMAND_STATES, HEALTHY_BELOW_S, OFFLINE_FROM_S } from '../common/wire.ts';
 import { openDatabase, migrate, type Db } from './db/database.ts';
 import { countByState } from './db/commands.repository.ts';
-import { activeAgentHeartbeats } from './db/agents.repository.ts';
+import { countAgentsByHeartbeatAge } from './db/agents.repository.ts';
 import { loadOrCreatePki, type CaMaterial } from './pki/ca.ts';
 import { parseConfig, serverSans, type Config } from './config.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
@@ -79,12 +79,12 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       ...Object.fromEntries(COMMAND_STATES.map((s) => [s, 0])),
       ...Object.fromEntries((await countByState(db)).map((r) => [r.state, Number(r.n)])),
     }),
+    // agentStatus(): healthy while the age is < HEALTHY_BELOW_S, offline from OFFLINE_FROM_S.
     agentsByStatus: async () => {
-      const counts: Record<string, number> = { healthy: 0, degraded: 0, offline: 0 };
       const now = clock.now();
-      for (const t of await activeAgentHeartbeats(db)) counts[agentStatus(t, now)]!++;
-      return counts;
+      return countAgentsByHeartbeatAge(db, now - HEALTHY_BELOW_S * 1000, now - OFFLINE_FROM_S * 1000);
     },
+    connections: () => server.connections,
   });
   const queue = new QueueService({ db, clock, config, dispatcher, metrics, log });
   const vpn = new VpnService({ db, clock, queue, log });

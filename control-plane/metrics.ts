@@ -1,5 +1,5 @@
 /** Prometheus metrics of one control plane (prom-client, a registry of its own). */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 export interface Metrics {
   registry: Registry;
@@ -13,10 +13,50 @@ export interface Metrics {
 export function createMetrics(collect: {
   commandsByState: () => Promise<Record<string, number>>;
   agentsByStatus: () => Promise<Record<string, number>>;
+  connections: () => { tls: number; http2: number };
 }): Metrics {
   const registry = new Registry();
-  // process_* and nodejs_* (CPU, RSS, heap, event-loop lag): an operator's first look at a busy control plane
-  collectDefaultMetrics({ register: registry });
+  // The process's CPU and memory, chosen by hand: prom-client's default set also walks every
+  // active handle on each scrape, i.e. every agent's socket.
+  new Gauge({
+    name: 'process_cpu_seconds_total',
+    help: 'User and system CPU time spent by the control plane, in seconds',
+    registers: [registry],
+    collect() {
+      const u = process.cpuUsage();
+      this.set((u.user + u.system) / 1e6);
+    },
+  });
+  new Gauge({
+    name: 'process_resident_memory_bytes',
+    help: 'Resident memory of the control plane',
+    registers: [registry],
+    collect() {
+      this.set(process.memoryUsage.rss());
+    },
+  });
+  new Gauge({
+    name: 'nodejs_heap_size_bytes',
+    help: 'V8 heap: used and total (reserved) bytes',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+    collect() {
+      const m = process.memoryUsage();
+      this.set({ kind: 'used' }, m.heapUsed);
+      this.set({ kind: 'total' }, m.heapTotal);
+    },
+  });
+  new Gauge({
+    name: 'tether_connections',
+    help: 'Open TLS connections by protocol (agents speak HTTP/2, one connection each)',
+    labelNames: ['protocol'] as const,
+    registers: [registry],
+    collect() {
+      const c = collect.connections();
+      this.set({ protocol: 'http2' }, c.http2);
+      this.set({ protocol: 'http1' }, c.tls - c.http2);
+    },
+  });
   const heartbeats = new Counter({ name: 'tether_heartbeats_total', help: 'Agent heartbeats received', registers: [registry] });
   const longPollsHeld = new Gauge({ name: 'tether_long_polls_held', help: 'Agent long-polls currently held open', registers: [registry] });
   const submitToClaim = new Histogram({

@@ -181,9 +181,19 @@ export async function recordHeartbeat(db: Db, id: string, hb: Heartbeat) {
     vpn = COALESCE(${p.vpn}, vpn), heartbeats = heartbeats + 1 WHERE id = ${id}`.execute(db);
 }
 
-/** Last heartbeat of every unrevoked agent (for the agents-by-status gauge). */
-export async function activeAgentHeartbeats(db: Db): Promise<(number | null)[]> {
+/**
+ * Unrevoked agents counted by the last-heartbeat cut-offs of `agentStatus` (for the agents-by-status
+ * gauge): counted in SQL, so a scrape does not carry every agent's row into JavaScript.
+ */
+export async function countAgentsByHeartbeatAge(db: Db, healthySince: number, degradedSince: number): Promise<{ healthy: number; degraded: number; offline: number }> {
   flushHeartbeats(db);
-  const rows = await db.selectFrom('agents').select('last_heartbeat_at').where('revoked_at', 'is', null).execute();
-  return rows.map((r) => r.last_heartbeat_at);
+  const r = await sql<{ healthy: number | null; degraded: number | null; total: number }>`SELECT
+      SUM(last_heartbeat_at > ${healthySince}) AS healthy,
+      SUM(last_heartbeat_at <= ${healthySince} AND last_heartbeat_at > ${degradedSince}) AS degraded,
+      COUNT(*) AS total
+    FROM agents WHERE revoked_at IS NULL`.execute(db);
+  const row = r.rows[0] ?? { healthy: 0, degraded: 0, total: 0 };
+  const healthy = Number(row.healthy ?? 0);
+  const degraded = Number(row.degraded ?? 0);
+  return { healthy, degraded, offline: Number(row.total) - healthy - degraded };
 }

@@ -47,10 +47,12 @@ export class ApiServer {
   private inFlight = 0;
   private readonly idle: (() => void)[] = [];
   private readonly rotation: NodeJS.Timeout;
+  private closing = false;
 
   constructor(o: ApiServerOptions) {
     const h1 = http.createServer({ keepAliveTimeout: 75_000, requestTimeout: 0, headersTimeout: 80_000 }, (req, res) => {
       this.track(res);
+      if (this.closing) res.shouldKeepAlive = false; // answered, then the connection closes
       if (AgentApi.handles(req.url)) void o.agentApi.handle(req, res, req.socket as tls.TLSSocket);
       else o.app(req, res);
     });
@@ -127,6 +129,7 @@ export class ApiServer {
    * caller first) for up to `graceMs`, then closes every connection.
    */
   async close(graceMs = 5000): Promise<void> {
+    this.closing = true;
     clearInterval(this.rotation);
     const closed = new Promise<void>((res) => this.tlsServer.close(() => res()));
     for (const s of this.sessions) s.close(); // GOAWAY: no new streams, open ones finish

@@ -14,6 +14,7 @@ interface Waiter {
 export class Dispatcher {
   private readonly byKey = new Map<string, Set<Waiter>>();
   private readonly byAgent = new Map<string, Set<Waiter>>();
+  private closed = false;
 
   /** Waiters currently held (the long-polls gauge). */
   get held(): number {
@@ -28,7 +29,8 @@ export class Dispatcher {
 
   wait(key: string, agentId: string, timeoutMs: number, signal?: AbortSignal): Promise<WakeReason> {
     return new Promise((resolve) => {
-      if (signal?.aborted) return resolve('aborted');
+      // After closeAll (shutdown) nothing is held any more: a poll arriving late is answered at once.
+      if (signal?.aborted || this.closed) return resolve('aborted');
       let timer: NodeJS.Timeout | undefined;
       const waiter: Waiter = {
         key,
@@ -62,8 +64,9 @@ export class Dispatcher {
     for (const w of [...(this.byAgent.get(agentId) ?? [])]) w.resolve('agent');
   }
 
-  /** Ends every held poll (shutdown). */
+  /** Ends every held poll, and every poll after it (shutdown). */
   closeAll(): void {
+    this.closed = true;
     for (const set of [...this.byKey.values()]) for (const w of [...set]) w.resolve('aborted');
   }
 

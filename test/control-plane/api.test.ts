@@ -187,7 +187,7 @@ describe('REST API edges', () => {
         res.on('end', () => resolve(s));
       }).on('error', reject);
     });
-    for (const name of ['tether_commands', 'tether_submit_to_claim_seconds', 'tether_agents', 'tether_heartbeats_total', 'tether_long_polls_held']) {
+    for (const name of ['tether_commands', 'tether_submit_to_claim_seconds', 'tether_agents', 'tether_heartbeats_total', 'tether_long_polls_held', 'tether_connections', 'process_resident_memory_bytes', 'process_cpu_seconds_total', 'nodejs_heap_size_bytes']) {
       assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), name);
     }
     assert.match(text, /^tether_commands\{state="queued"\} \d+/m);
