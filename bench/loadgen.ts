@@ -3,8 +3,8 @@
  * own certificate and the agents' own HTTP/2 client (common/http2-client.ts: one mTLS connection
  * per agent carrying the held long-poll, heartbeats and results, TLS sessions resumed on
  * reconnect, as the real agent runtime has), long-polling /v1/agent/poll and heartbeating every
- * 5 s from a jittered start. Poll failures back off like the runtime (p-retry: 1 s doubling to
- * 60 s, randomised). Figures go back to the parent over IPC.
+ * 5 s from a jittered start. Poll failures back off like the runtime (1 s doubling to 60 s,
+ * randomised, ended early by a heartbeat that gets through). Figures go back to the parent over IPC.
  */
 import { join } from 'node:path';
 import { Http2Client } from '../common/http2-client.ts';
@@ -70,6 +70,7 @@ class SimAgent {
   connected = false;
   hbInFlight = false;
   beats = 0;
+  wake: (() => void) | undefined;
   recHb = -1;
   recPoll = -1;
   private timer: NodeJS.Timeout | undefined;
@@ -125,6 +126,7 @@ class SimAgent {
       stats.hbOk++;
       this.healthy = true;
       this.ok();
+      this.wake?.();
       if (markAt && this.recHb < 0 && t0 >= markAt) this.recHb = t1 - markAt;
     } catch (err) {
       stats.hbErr++;
@@ -162,7 +164,15 @@ class SimAgent {
         count(err);
         attempt++;
         const delay = Math.min(60_000, (1 + Math.random()) * 1000 * 2 ** (attempt - 1));
-        await sleep(delay);
+        // As the runtime: a heartbeat that gets through ends the backoff.
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, delay);
+          this.wake = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+        this.wake = undefined;
       }
     }
   }

@@ -33,6 +33,7 @@ const { values: flags } = parseArgs({
     'per-process': { type: 'string' },
     'cpu-prof': { type: 'boolean', default: false },
     'server-node-args': { type: 'string' },
+    'ramp-rate': { type: 'string' },
     'server-log-level': { type: 'string' },
     note: { type: 'string' },
   },
@@ -83,8 +84,9 @@ async function fleet(s: BenchServer, agents: number, mode: 'ack' | 'hold', rampM
   return Fleet.start({ url: s.url, caPem: s.caPem, identityDir: identityDir(s.caPem), agents, perProcess: cfg.perProcess, heartbeatMs: 5000, pollWaitSeconds: 25, rampMs, mode, localAddresses: 8 });
 }
 
-/** Agents connect at ~200/s (each connection is a full TLS handshake with RSA signatures on both sides, all on these 2 cores). */
-const rampFor = (n: number) => Math.max(5000, Math.round((n / 200) * 1000));
+/** Agents connect at --ramp-rate per second, 200 by default (each a full TLS handshake with RSA signatures on both sides, all on these 2 cores). */
+const rampRate = num(flags['ramp-rate'], 200);
+const rampFor = (n: number) => Math.max(5000, Math.round((n / rampRate) * 1000));
 
 // ------------------------------------------------------------------ 1. held agents
 

@@ -154,11 +154,16 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     adminTokenFile,
     connections: () => server.connections,
     async close() {
+      const t0 = Date.now();
       clearInterval(reaper);
+      const held = dispatcher.held;
       dispatcher.closeAll(); // held polls are answered at once: agents reconnect without waiting them out
+      const open = server.connections;
       await server.close();
+      const tClosed = Date.now();
       await db.destroy();
       if (sqlite.open) sqlite.close();
+      log.info({ heldPolls: held, connections: open.tls, connectionsClosedMs: tClosed - t0, totalMs: Date.now() - t0 }, 'control plane stopped');
     },
   };
 }

@@ -137,14 +137,15 @@ export class AgentRuntime {
           return this.o.client.poll(this.o.pollWaitSeconds, this.stopping.signal);
         }, {
           retries: Number.POSITIVE_INFINITY,
-          factor: 2,
-          minTimeout: this.o.minBackoffMs,
-          maxTimeout: this.o.maxBackoffMs,
-          randomize: true,
+          // p-retry counts the attempts; the backoff sleep is ours (below) so that it can end early.
+          minTimeout: 0,
           signal: this.stopping.signal,
-          onFailedAttempt: ({ error, attemptNumber, retryDelay }) => {
+          onFailedAttempt: async ({ error, attemptNumber }) => {
             const level = error instanceof TetherError && !error.retryable ? 'error' : 'warn';
-            log[level]({ err: error, attempt: attemptNumber, retryInMs: retryDelay }, 'poll failed; backing off');
+            // 1 s doubling to 60 s, each randomised by ×1–2 (p-retry's formula), so a fleet does not retry in step.
+            const delay = Math.min(this.o.maxBackoffMs, Math.round((1 + Math.random()) * this.o.minBackoffMs * 2 ** (attemptNumber - 1)));
+            log[level]({ err: error, attempt: attemptNumber, retryInMs: delay }, 'poll failed; backing off');
+            await this.backoff(delay);
           },
         });
         this.cancel(res.cancel);
@@ -158,6 +159,27 @@ export class AgentRuntime {
         await sleep(this.o.minBackoffMs, this.stopping.signal);
       }
     }
+  }
+
+  private readonly backingOff = new Set<() => void>();
+
+  /**
+   * Sleeps `ms`, or less: a heartbeat that gets through (the control plane is back) or a stop ends
+   * it, so after a control-plane restart an agent polls again within a heartbeat interval instead
+   * of sleeping out a backoff that grew while the control plane was down.
+   */
+  private backoff(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(t);
+        this.stopping.signal.removeEventListener('abort', done);
+        this.backingOff.delete(done);
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.stopping.signal.addEventListener('abort', done, { once: true });
+      this.backingOff.add(done);
+    });
   }
 
   private cancel(ids: number[]): void {
@@ -301,6 +323,7 @@ export class AgentRuntime {
         connections,
       };
       this.lastHeartbeatOk = Date.now();
+      for (const wake of [...this.backingOff]) wake();
       this.cancel(res.cancel);
       void this.flushOutbox(); // the control plane is reachable: deliver anything still waiting
     } catch (err) {

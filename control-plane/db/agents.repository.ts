@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type SQLite from 'better-sqlite3';
-import { onBeforeClose, prepared, sqliteOf, type Db } from './database.ts';
+import { exclusive, onBeforeClose, prepared, sqliteOf, type Db } from './database.ts';
 import type { AgentsTable, CertificatesTable } from './agents.table.ts';
 
 export async function insertAgent(db: Db, a: Omit<AgentsTable, 'revoked_at' | 'last_heartbeat_at' | 'heartbeats' | 'version' | 'metrics' | 'vpn'>) {
@@ -45,7 +45,36 @@ export async function insertCertificate(db: Db, c: CertificatesTable) {
 }
 
 /** The certificate with its agent, for authorising an mTLS request. */
-export async function findCertificateAgent(db: Db, serial: string) {
+const certStmts = prepared((sqlite) => ({
+  bySerial: sqlite.prepare(
+    `SELECT certificates.serial, certificates.not_after, certificates.revoked_at AS cert_revoked_at,
+       agents.id AS agent_id, agents.aid, agents.cid, agents.role, agents.nid, agents.control_plane,
+       agents.revoked_at AS agent_revoked_at
+     FROM certificates INNER JOIN agents ON agents.id = certificates.agent_id
+     WHERE certificates.serial = ?`,
+  ),
+}));
+
+type CertificateAgent = {
+  serial: string;
+  not_after: number;
+  cert_revoked_at: number | null;
+  agent_id: string;
+  aid: string;
+  cid: string;
+  role: AgentsTable['role'];
+  nid: string | null;
+  control_plane: AgentsTable['control_plane'];
+  agent_revoked_at: number | null;
+};
+
+/**
+ * The agent behind a certificate serial. Every agent's first request after a control-plane
+ * restart comes here (the identity cache starts empty), so it is a prepared statement.
+ */
+export async function findCertificateAgent(db: Db, serial: string): Promise<CertificateAgent | undefined> {
+  const sqlite = sqliteOf(db);
+  if (sqlite) return exclusive(db, sqlite, () => certStmts(sqlite).bySerial.get(serial) as CertificateAgent | undefined);
   return db
     .selectFrom('certificates')
     .innerJoin('agents', 'agents.id', 'certificates.agent_id')

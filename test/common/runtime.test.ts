@@ -223,4 +223,19 @@ describe('agent runtime (common/agent)', function () {
     assert.equal(j.state, 'succeeded');
     assert.deepEqual(j.outputs, { recovered: true });
   });
+
+  it('polls again as soon as a heartbeat gets through, not after the backoff it built up while the control plane was down', async () => {
+    const port = t.cp.port;
+    await t.cp.close();
+    // Backoff of 30 s to 60 s after the first refused poll; heartbeats every 200 ms.
+    const r = runtime(async () => ({ status: 'succeeded' }), { minBackoffMs: 30_000, maxBackoffMs: 60_000 });
+    await new Promise((res) => setTimeout(res, 500));
+    const { startControlPlane } = await import('../../control-plane/app.ts');
+    t.cp = await startControlPlane({ dataDir: t.dataDir, host: '127.0.0.1', port }, { log: silentLogger() });
+    const id = await submit();
+    // Well inside the 30 s the poll loop would otherwise still be sleeping.
+    const j = await eventually(async () => ((await job(id)).state === 'succeeded' ? job(id) : undefined), 10_000, `job ${id} to run after the restart`);
+    assert.equal(j.state, 'succeeded');
+    assert.ok(r.lastHeartbeatAt > 0);
+  });
 });
