@@ -84,9 +84,9 @@ async function fleet(s: BenchServer, agents: number, mode: 'ack' | 'hold', rampM
   return Fleet.start({ url: s.url, caPem: s.caPem, identityDir: identityDir(s.caPem), agents, perProcess: cfg.perProcess, heartbeatMs: 5000, pollWaitSeconds: 25, rampMs, mode, localAddresses: 8 });
 }
 
-/** Agents connect at --ramp-rate per second, 200 by default (each a full TLS handshake with RSA signatures on both sides, all on these 2 cores). */
+/** Agents connect at --ramp-rate per second, 200 by default, at most 100 above 10,000 agents (each a full TLS handshake with RSA signatures on both sides, all on these 2 cores). */
 const rampRate = num(flags['ramp-rate'], 200);
-const rampFor = (n: number) => Math.max(5000, Math.round((n / rampRate) * 1000));
+const rampFor = (n: number) => Math.max(5000, Math.round((n / (n > 10_000 ? Math.min(rampRate, 100) : rampRate)) * 1000));
 
 // ------------------------------------------------------------------ 1. held agents
 

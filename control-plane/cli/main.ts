@@ -103,6 +103,9 @@ program
       process.once('SIGTERM', stop);
     });
     await cp.close();
+    // Stopped and flushed (the logger writes synchronously): leave now rather than wait for
+    // whatever the runtime still holds, so a restart is not kept waiting.
+    process.exit(0);
   });
 
 // ------------------------------------------------------------------ login

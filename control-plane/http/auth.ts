@@ -33,16 +33,24 @@ const verifiedPeers = new WeakMap<TLSSocket, { serial: string; cn: string | unde
 export async function authenticateAgent(identity: IdentityService, socket: TLSSocket): Promise<AgentPrincipal> {
   let known = verifiedPeers.get(socket);
   if (!known) {
-    const peer = typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate() : undefined;
+    // The X509Certificate form parses fields on demand (getPeerCertificate() builds every field,
+    // which is most of a reconnecting agent's cost after a restart).
+    const peer = typeof socket.getPeerX509Certificate === 'function' ? socket.getPeerX509Certificate() : undefined;
     if (!peer || !peer.serialNumber) throw unauthorized('this route needs a client certificate issued by this control plane', 'client_certificate_required');
     if (!socket.authorized) {
       const why = String(socket.authorizationError ?? 'not trusted');
       if (why === 'CERT_HAS_EXPIRED') throw unauthorized('the client certificate has expired', 'certificate_expired');
       throw unauthorized(`the client certificate was not issued by this control plane (${why})`, 'untrusted_certificate');
     }
-    known = { serial: peer.serialNumber, cn: Array.isArray(peer.subject?.CN) ? peer.subject.CN[0] : peer.subject?.CN };
+    known = { serial: peer.serialNumber, cn: commonName(peer.subject) };
     if (socket.getProtocol() === 'TLSv1.3') verifiedPeers.set(socket, known);
   }
   // The serial is checked against the database (through the identity cache) on every request.
   return identity.authenticate(known.serial, known.cn);
+}
+
+/** The CN of an X509Certificate subject ("C=…\nO=…\nCN=…", one attribute per line). */
+function commonName(subject: string): string | undefined {
+  for (const line of subject.split('\n')) if (line.startsWith('CN=')) return line.slice(3);
+  return undefined;
 }
