@@ -9,6 +9,7 @@ import express from 'express';
 import { systemClock, type Clock } from '../common/clock.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
 import { writeFileAtomic } from '../common/files.ts';
+import { notFound } from '../common/errors.ts';
 import { COMMAND_STATES, HEALTHY_BELOW_S, OFFLINE_FROM_S } from '../common/wire.ts';
 import { openDatabase, migrate, type Db } from './db/database.ts';
 import { countByState } from './db/commands.repository.ts';
@@ -104,7 +105,15 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   app.get('/healthz', (_req, res) => {
     res.json({ ok: true });
   });
-  app.get('/metrics', async (_req, res) => {
+  app.get('/metrics', async (req, res) => {
+    // ?name=<metric>: that one metric alone (monitors polling one gauge often, such as the
+    // benchmark's tether_long_polls_held, should not have every collector scan the database).
+    const name = req.query.name;
+    if (typeof name === 'string') {
+      if (!metrics.registry.getSingleMetric(name)) throw notFound(`no metric ${name}`, 'metric_not_found');
+      res.set('content-type', metrics.registry.contentType).send(await metrics.registry.getSingleMetricAsString(name));
+      return;
+    }
     res.set('content-type', metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   app.use('/v1', json, bootstrapRoutes({ identity, limiter: new FailureLimiter(config.bootstrapFailuresPerMinute) }));

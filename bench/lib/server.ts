@@ -100,7 +100,7 @@ export async function startServer(o: { dataDir: string; port: number; logFile: s
 
 /** Reads one Prometheus sample (first match) from /metrics. */
 export async function metric(s: BenchServer, name: string, labels = ''): Promise<number> {
-  const text = (await s.admin.request<string>('GET', '/metrics')).body;
+  const text = (await s.admin.request<string>('GET', `/metrics?name=${encodeURIComponent(name)}`)).body;
   const re = new RegExp(`^${name}${labels ? `\\{${labels.replace(/[{}]/g, '')}\\}` : ''}\\s+([0-9.eE+-]+)$`, 'm');
   const m = re.exec(typeof text === 'string' ? text : '');
   return m ? Number(m[1]) : NaN;

@@ -191,6 +191,20 @@ describe('REST API edges', () => {
       assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), name);
     }
     assert.match(text, /^tether_commands\{state="queued"\} \d+/m);
+    // One metric alone, and a clear 404 for an unknown one.
+    const one = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      https.get(`${t.url}/metrics?name=tether_long_polls_held`, { ca: t.caPem }, (res) => {
+        let b = '';
+        res.on('data', (c) => (b += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: b }));
+      }).on('error', reject);
+    });
+    assert.equal(one.status, 200);
+    assert.match(one.text, /^tether_long_polls_held \d+/m);
+    assert.doesNotMatch(one.text, /tether_commands/);
+    const unknown = await t.admin.request('GET', '/metrics?name=nope', undefined, { accept: [404] });
+    assert.equal(unknown.status, 404);
+    assert.equal((unknown.body as { error: { code: string } }).error.code, 'metric_not_found');
     assert.match(text, /^tether_submit_to_claim_seconds_count \d+/m);
   });
 
