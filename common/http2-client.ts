@@ -116,7 +116,11 @@ export class Http2Client {
         resHeaders = h as Record<string, string | string[] | undefined>;
       });
       stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', () => resolve({ status, text: Buffer.concat(chunks).toString('utf8'), headers: resHeaders }));
+      stream.on('end', () => {
+        // Ended without a response (the control plane went away mid-request): a transport failure, retryable.
+        if (!status) reject(new TetherError('transport_error', `the connection to ${url.origin} closed before an answer`, { retryable: true }));
+        else resolve({ status, text: Buffer.concat(chunks).toString('utf8'), headers: resHeaders });
+      });
       stream.on('error', (err) => reject(wrapTransportError(err, url)));
       // Reset without an error (e.g. the connection went away): settle rather than wait for the timeout.
       stream.on('close', () => reject(new TetherError('transport_error', `the connection to ${url.origin} closed before an answer`, { retryable: true })));
