@@ -23,8 +23,7 @@ export async function insertCluster(db: Db, c: { aid: string; cid: string; domai
 /** Read on every submission: a prepared statement, not a Kysely query (see database.ts). */
 export async function getCluster(db: Db, aid: string, cid: string): Promise<ClustersTable | undefined> {
   const sqlite = sqliteOf(db);
-  if (sqlite) return exclusive(db, sqlite, () => stmts(sqlite).cluster.get(aid, cid) as ClustersTable | undefined);
-  return db.selectFrom('clusters').selectAll().where('aid', '=', aid).where('cid', '=', cid).executeTakeFirst();
+  return exclusive(db, sqlite, () => stmts(sqlite).cluster.get(aid, cid) as ClustersTable | undefined);
 }
 
 export async function listClusters(db: Db, aid: string) {

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type SQLite from 'better-sqlite3';
-import { exclusive, onBeforeClose, prepared, sqliteOf, type Db } from './database.ts';
+import { exclusive, handleOf, onBeforeClose, prepared, sqliteOf, type Db } from './database.ts';
 import type { AgentsTable, CertificatesTable } from './agents.table.ts';
 
 export async function insertAgent(db: Db, a: Omit<AgentsTable, 'revoked_at' | 'last_heartbeat_at' | 'heartbeats' | 'version' | 'metrics' | 'vpn'>) {
@@ -74,24 +74,7 @@ type CertificateAgent = {
  */
 export async function findCertificateAgent(db: Db, serial: string): Promise<CertificateAgent | undefined> {
   const sqlite = sqliteOf(db);
-  if (sqlite) return exclusive(db, sqlite, () => certStmts(sqlite).bySerial.get(serial) as CertificateAgent | undefined);
-  return db
-    .selectFrom('certificates')
-    .innerJoin('agents', 'agents.id', 'certificates.agent_id')
-    .select([
-      'certificates.serial',
-      'certificates.not_after',
-      'certificates.revoked_at as cert_revoked_at',
-      'agents.id as agent_id',
-      'agents.aid',
-      'agents.cid',
-      'agents.role',
-      'agents.nid',
-      'agents.control_plane',
-      'agents.revoked_at as agent_revoked_at',
-    ])
-    .where('certificates.serial', '=', serial)
-    .executeTakeFirst();
+  return exclusive(db, sqlite, () => certStmts(sqlite).bySerial.get(serial) as CertificateAgent | undefined);
 }
 
 /**
@@ -192,22 +175,15 @@ const batches = prepared((sqlite) => new HeartbeatBatch(sqlite));
 
 /** Writes the pending heartbeats now (before a read of the agents table). */
 export function flushHeartbeats(db: Db) {
-  const sqlite = sqliteOf(db);
+  const sqlite = handleOf(db); // reads inside a Kysely transaction flush through the root handle's batch already
   if (sqlite?.open) batches(sqlite).flush();
 }
 
 export async function recordHeartbeat(db: Db, id: string, hb: Heartbeat) {
   const sqlite = sqliteOf(db);
-  if (sqlite) {
-    const batch = batches(sqlite);
-    if (batch.failure !== undefined && !sqlite.inTransaction) batch.writeNow(id, hb);
-    else batch.add(id, hb);
-    return;
-  }
-  const p = params(id, { ...hb, n: 1 });
-  await sql`UPDATE agents SET last_heartbeat_at = ${p.now}, version = COALESCE(${p.version}, version),
-    metrics = CASE WHEN ${p.metrics} IS NULL THEN metrics ELSE json_patch(COALESCE(metrics, '{}'), ${p.metrics}) END,
-    vpn = COALESCE(${p.vpn}, vpn), heartbeats = heartbeats + 1 WHERE id = ${id}`.execute(db);
+  const batch = batches(sqlite);
+  if (batch.failure !== undefined && !sqlite.inTransaction) batch.writeNow(id, hb);
+  else batch.add(id, hb);
 }
 
 /**

@@ -101,41 +101,15 @@ export interface NewCommand {
  */
 export async function insertCommand(db: Db, c: NewCommand): Promise<{ row: CommandRow; created: boolean }> {
   const sqlite = sqliteOf(db);
-  if (sqlite) {
-    // The lookup and the insert run back to back with nothing in between (synchronous); the unique
-    // index commands_idempotency backs it anyway. One INSERT needs no explicit transaction.
-    return exclusive(db, sqlite, () => {
-      const q = stmts(sqlite);
-      if (c.idempotencyKey !== null) {
-        const existing = q.byKey.get(c.aid, c.idempotencyKey) as CommandRow | undefined;
-        if (existing) return { row: existing, created: false };
-      }
-      return { row: firstRow(q.insert, c) as CommandRow, created: true };
-    });
-  }
-  return db.transaction().execute(async (trx) => {
+  // The lookup and the insert run back to back with nothing in between (synchronous); the unique
+  // index commands_idempotency backs it anyway. One INSERT needs no explicit transaction.
+  return exclusive(db, sqlite, () => {
+    const q = stmts(sqlite);
     if (c.idempotencyKey !== null) {
-      const existing = await trx.selectFrom('commands').selectAll().where('aid', '=', c.aid).where('idempotency_key', '=', c.idempotencyKey).executeTakeFirst();
+      const existing = q.byKey.get(c.aid, c.idempotencyKey) as CommandRow | undefined;
       if (existing) return { row: existing, created: false };
     }
-    const row = await trx
-      .insertInto('commands')
-      .values({
-        aid: c.aid,
-        cid: c.cid,
-        nid: c.nid,
-        type: c.type,
-        spec: c.spec,
-        state: 'queued',
-        idempotency_key: c.idempotencyKey,
-        timeout_seconds: c.timeoutSeconds,
-        max_attempts: c.maxAttempts,
-        attempts: 0,
-        created_at: c.now,
-      })
-      .returningAll()
-      .executeTakeFirstOrThrow();
-    return { row, created: true };
+    return { row: firstRow(q.insert, c) as CommandRow, created: true };
   });
 }
 
@@ -145,8 +119,7 @@ export async function getCommand(db: Db, aid: string, id: number) {
 
 export async function getCommandById(db: Db, id: number): Promise<CommandRow | undefined> {
   const sqlite = sqliteOf(db);
-  if (sqlite) return exclusive(db, sqlite, () => stmts(sqlite).byId.get(id) as CommandRow | undefined);
-  return db.selectFrom('commands').selectAll().where('id', '=', id).executeTakeFirst();
+  return exclusive(db, sqlite, () => stmts(sqlite).byId.get(id) as CommandRow | undefined);
 }
 
 export async function listCommands(db: Db, aid: string, f: { cid?: string; state?: CommandState; limit: number; beforeId?: number }) {
@@ -183,8 +156,7 @@ export async function requestCancel(db: Db, aid: string, id: number, now: number
       .execute();
     const row = await trx.selectFrom('commands').selectAll().where('aid', '=', aid).where('id', '=', id).executeTakeFirst();
     // Marked before the commit: the agent's next heartbeat or poll looks the cancellation up.
-    const sqlite = sqliteOf(db);
-    if (sqlite && row?.state === 'running' && row.claimed_by) candidates(sqlite).add(row.claimed_by);
+    if (row?.state === 'running' && row.claimed_by) candidates(sqliteOf(db)).add(row.claimed_by);
     return row;
   });
 }
@@ -204,39 +176,13 @@ export async function completeAttempt(
   c: Completion,
 ): Promise<Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state'> | undefined> {
   const sqlite = sqliteOf(db);
-  if (sqlite) {
-    return exclusive(db, sqlite, () => {
-      const q = stmts(sqlite);
-      const p = { id: f.id, agentId: f.agentId, leaseId: f.leaseId, now: f.now, error: c.error };
-      return (c.kind === 'retry' ? firstRow(q.completeRetry, p) : firstRow(q.completeFinal, { ...p, state: c.state, outputs: c.outputs })) as
-        | Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state'>
-        | undefined;
-    });
-  }
-  const base = db
-    .updateTable('commands')
-    .where('id', '=', f.id)
-    .where('claimed_by', '=', f.agentId)
-    .where('lease_id', '=', f.leaseId)
-    .where('state', '=', 'running');
-  if (c.kind === 'retry') {
-    // A retryable failure goes back to the queue if attempts remain; otherwise it is final.
-    return base
-      .set((eb) => ({
-        state: eb.case().when('attempts', '<', eb.ref('max_attempts')).then(sql<CommandState>`'queued'`).else(sql<CommandState>`'failed'`).end(),
-        error: c.error,
-        lease_id: eb.case().when('attempts', '<', eb.ref('max_attempts')).then(sql<string | null>`NULL`).else(eb.ref('lease_id')).end(),
-        lease_expires_at: null,
-        claimed_by: eb.case().when('attempts', '<', eb.ref('max_attempts')).then(sql<string | null>`NULL`).else(eb.ref('claimed_by')).end(),
-        finished_at: eb.case().when('attempts', '<', eb.ref('max_attempts')).then(sql<number | null>`NULL`).else(f.now).end(),
-      }))
-      .returningAll()
-      .executeTakeFirst();
-  }
-  return base
-    .set({ state: c.state, outputs: c.outputs, error: c.error, finished_at: f.now, lease_expires_at: null })
-    .returningAll()
-    .executeTakeFirst();
+  return exclusive(db, sqlite, () => {
+    const q = stmts(sqlite);
+    const p = { id: f.id, agentId: f.agentId, leaseId: f.leaseId, now: f.now, error: c.error };
+    return (c.kind === 'retry' ? firstRow(q.completeRetry, p) : firstRow(q.completeFinal, { ...p, state: c.state, outputs: c.outputs })) as
+      | Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state'>
+      | undefined;
+  });
 }
 
 /**
@@ -246,41 +192,19 @@ export async function completeAttempt(
 export async function extendLeases(db: Db, agentId: string, ids: number[], until: number, graceMs: number) {
   if (ids.length === 0) return;
   const sqlite = sqliteOf(db);
-  if (sqlite) {
-    await exclusive(db, sqlite, () => stmts(sqlite).extend.run({ agentId, until, graceMs, ids: JSON.stringify(ids) }));
-    return;
-  }
-  await db
-    .updateTable('commands')
-    .set((eb) => ({
-      lease_expires_at: eb.fn('min', [sql<number>`${until}`, sql<number>`claimed_at + timeout_seconds * 1000 + ${graceMs}`]),
-    }))
-    .where('claimed_by', '=', agentId)
-    .where('state', '=', 'running')
-    .where('id', 'in', ids)
-    .execute();
+  await exclusive(db, sqlite, () => stmts(sqlite).extend.run({ agentId, until, graceMs, ids: JSON.stringify(ids) }));
 }
 
 /** Running commands of this agent whose cancellation was requested. */
 export async function cancelRequestedFor(db: Db, agentId: string): Promise<number[]> {
   const sqlite = sqliteOf(db);
-  if (sqlite) {
-    const set = candidates(sqlite);
-    if (!set.has(agentId)) return [];
-    return exclusive(db, sqlite, () => {
-      const ids = stmts(sqlite).cancelRequested.all(agentId) as number[];
-      if (ids.length === 0) set.delete(agentId);
-      return ids;
-    });
-  }
-  const rows = await db
-    .selectFrom('commands')
-    .select('id')
-    .where('claimed_by', '=', agentId)
-    .where('state', '=', 'running')
-    .where('cancel_requested_at', 'is not', null)
-    .execute();
-  return rows.map((r) => r.id);
+  const set = candidates(sqlite);
+  if (!set.has(agentId)) return [];
+  return exclusive(db, sqlite, () => {
+    const ids = stmts(sqlite).cancelRequested.all(agentId) as number[];
+    if (ids.length === 0) set.delete(agentId);
+    return ids;
+  });
 }
 
 /**
@@ -335,17 +259,7 @@ export async function nextLeaseExpiry(db: Db): Promise<number | null> {
 /** Gives back a claim that was never delivered: queued again, the attempt not counted. */
 export async function releaseClaim(db: Db, id: number, leaseId: string) {
   const sqlite = sqliteOf(db);
-  if (sqlite) {
-    await exclusive(db, sqlite, () => stmts(sqlite).release.run(id, leaseId));
-    return;
-  }
-  await db
-    .updateTable('commands')
-    .set((eb) => ({ state: 'queued', attempts: eb('attempts', '-', 1), lease_id: null, lease_expires_at: null, claimed_by: null, claimed_at: null }))
-    .where('id', '=', id)
-    .where('lease_id', '=', leaseId)
-    .where('state', '=', 'running')
-    .execute();
+  await exclusive(db, sqlite, () => stmts(sqlite).release.run(id, leaseId));
 }
 
 /** The claim on the direct path (see claim.ts); undefined when the target has nothing queued. */

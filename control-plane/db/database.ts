@@ -62,8 +62,19 @@ export function openDatabase(file: string): OpenedDatabase {
 const handles = new WeakMap<object, SQLite.Database>();
 
 /** The handle behind `db`, or undefined when `db` is a Kysely transaction (callers fall back to Kysely). */
-export function sqliteOf(db: Db): SQLite.Database | undefined {
+/** The better-sqlite3 handle under a database opened by openDatabase; undefined for a Kysely transaction. */
+export function handleOf(db: Db): SQLite.Database | undefined {
   return handles.get(db);
+}
+
+/**
+ * The handle the hot paths' prepared statements run on. Those functions take the database itself,
+ * never a Kysely transaction: a statement meant to be part of a transaction must go through Kysely.
+ */
+export function sqliteOf(db: Db): SQLite.Database {
+  const sqlite = handles.get(db);
+  if (!sqlite) throw new Error('this repository function runs prepared statements on the database itself, not inside a Kysely transaction');
+  return sqlite;
 }
 
 /**

@@ -33,8 +33,7 @@ const stmts = prepared((s) => ({ apiToken: s.prepare(`SELECT * FROM api_tokens W
 /** Read on every admin request: a prepared statement, not a Kysely query (see database.ts). */
 export async function getApiToken(db: Db, keyId: string): Promise<ApiTokensTable | undefined> {
   const sqlite = sqliteOf(db);
-  if (sqlite) return exclusive(db, sqlite, () => stmts(sqlite).apiToken.get(keyId) as ApiTokensTable | undefined);
-  return db.selectFrom('api_tokens').selectAll().where('key_id', '=', keyId).executeTakeFirst();
+  return exclusive(db, sqlite, () => stmts(sqlite).apiToken.get(keyId) as ApiTokensTable | undefined);
 }
 
 export async function revokeApiToken(db: Db, aid: string, keyId: string, now: number): Promise<boolean> {
