@@ -161,7 +161,8 @@ export class AgentRuntime {
     }
   }
 
-  private readonly backingOff = new Set<() => void>();
+  /** Aborted (and replaced) by every heartbeat that gets through: ends the poll loops' backoff sleeps. */
+  private reachable = new AbortController();
 
   /**
    * Sleeps `ms`, or less: a heartbeat that gets through (the control plane is back) or a stop ends
@@ -169,17 +170,7 @@ export class AgentRuntime {
    * of sleeping out a backoff that grew while the control plane was down.
    */
   private backoff(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(t);
-        this.stopping.signal.removeEventListener('abort', done);
-        this.backingOff.delete(done);
-        resolve();
-      };
-      const t = setTimeout(done, ms);
-      this.stopping.signal.addEventListener('abort', done, { once: true });
-      this.backingOff.add(done);
-    });
+    return sleep(ms, AbortSignal.any([this.stopping.signal, this.reachable.signal]));
   }
 
   private cancel(ids: number[]): void {
@@ -292,7 +283,7 @@ export class AgentRuntime {
 
   private heartbeating = false;
   /** What the control plane has acknowledged: heartbeats carry only what differs from it. */
-  private acked: { version?: string; metrics: Record<string, unknown>; vpn?: string; fullAt: number; connections: number } = { metrics: {}, fullAt: 0, connections: -1 };
+  private acked: { metrics: Record<string, unknown>; vpn?: string; fullAt: number; connections: number } = { metrics: {}, fullAt: 0, connections: -1 };
 
   private async heartbeatOnce(): Promise<void> {
     if (this.heartbeating) return;
@@ -306,24 +297,23 @@ export class AgentRuntime {
       const changed: Record<string, unknown> = {};
       for (const [k, v] of Object.entries(metrics)) if (full || JSON.stringify(v) !== JSON.stringify(this.acked.metrics[k])) changed[k] = v;
       const vpnJson = vpn ? JSON.stringify(vpn) : undefined;
-      const sendVersion = full || this.acked.version !== this.o.version;
       const sendVpn = vpn !== undefined && (full || vpnJson !== this.acked.vpn);
       const running = this.runningIds;
       const res = await this.o.client.heartbeat({
         ...(running.length ? { running } : {}), // absent = nothing running
-        ...(sendVersion ? { version: this.o.version } : {}),
+        ...(full ? { version: this.o.version } : {}), // constant for the process: full beats carry it
         ...(Object.keys(changed).length ? { metrics: changed } : {}),
         ...(sendVpn ? { vpn } : {}),
       });
       this.acked = {
-        version: this.o.version,
         metrics: full ? { ...metrics } : { ...this.acked.metrics, ...changed },
         vpn: sendVpn ? vpnJson : this.acked.vpn,
         fullAt: full ? Date.now() : this.acked.fullAt,
         connections,
       };
       this.lastHeartbeatOk = Date.now();
-      for (const wake of [...this.backingOff]) wake();
+      this.reachable.abort();
+      this.reachable = new AbortController();
       this.cancel(res.cancel);
       void this.flushOutbox(); // the control plane is reachable: deliver anything still waiting
     } catch (err) {
@@ -414,12 +404,16 @@ class LogShipper {
   }
 }
 
+/** Sleeps `ms`, or until `signal` aborts (its listener is removed either way). */
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
       clearTimeout(t);
+      signal?.removeEventListener('abort', done);
       resolve();
-    }, { once: true });
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
   });
 }
