@@ -122,7 +122,10 @@ export class AgentApi {
         if (m) params = m.slice(1);
         return m !== null;
       });
-      if (!route) throw new TetherError('route_not_found', `no route ${method} ${path}`, { status: 404 });
+      if (!route) {
+        const hint = req.httpVersionMajor === 2 && !AgentApi.handles(path) ? ' over HTTP/2: it serves the agent API (/v1/agent/…); use HTTP/1.1' : '';
+        throw new TetherError('route_not_found', `no route ${method} ${path}${hint}`, { status: 404 });
+      }
       // Authenticate before reading a body: an unknown peer never gets its upload buffered.
       const agent = await authenticateAgent(this.d.identity, socket);
       if (route.role && agent.role !== route.role) throw unauthorized(`this route is for ${route.role} agents only`, 'wrong_role');

@@ -8,7 +8,6 @@ import type { AgentPrincipal } from '../queue/queue.service.ts';
 declare module 'express-serve-static-core' {
   interface Locals {
     aid?: string;
-    agent?: AgentPrincipal;
   }
 }
 

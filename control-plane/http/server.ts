@@ -17,7 +17,6 @@ import { readFileSync, statSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { RequestListener } from 'node:http';
 import { writeFileAtomic } from '../../common/files.ts';
-import { errorBody } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import { AgentApi } from './agent.routes.ts';
 
@@ -60,13 +59,10 @@ export class ApiServer {
       o.log.debug({ err }, 'client error');
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
     });
+    // Everything on HTTP/2 goes to the agent API, which answers any other path 404.
     const h2 = http2.createServer({ settings: { maxConcurrentStreams: 32 } }, (req, res) => {
       this.track(res);
-      const socket = req.stream.session?.socket as tls.TLSSocket;
-      if (AgentApi.handles(req.url)) return void o.agentApi.handle(req, res, socket);
-      const body = Buffer.from(JSON.stringify(errorBody('route_not_found', `no route ${req.method} ${req.url.split('?')[0]} over HTTP/2: it serves the agent API (/v1/agent/…); use HTTP/1.1`)));
-      res.writeHead(404, { 'content-type': 'application/json; charset=utf-8', 'content-length': body.length });
-      res.end(body);
+      void o.agentApi.handle(req, res, req.stream.session?.socket as tls.TLSSocket);
     });
     h2.on('session', (s) => {
       this.sessions.add(s);

@@ -73,6 +73,7 @@ describe('control plane transport (HTTP/1.1 and HTTP/2 on one TLS port)', functi
       assert.ok(err instanceof HttpError);
       assert.equal(err.status, 404);
       assert.equal(err.code, 'route_not_found');
+      assert.match(err.message, /use HTTP\/1\.1/);
     } finally {
       a.client.close();
     }
