@@ -45,7 +45,8 @@ interface Call {
   agent: AgentPrincipal;
   /** Captures of the route's pattern. */
   params: string[];
-  query: URLSearchParams;
+  /** The query string, without '?' (parsed only by the route that has one). */
+  search: string;
   body: unknown;
   /** Aborted when the client goes away (only for routes that hold the request). */
   signal: AbortSignal;
@@ -61,7 +62,7 @@ interface Route {
   run(c: Call): Promise<unknown> | unknown;
 }
 
-export const AGENT_API_PREFIX = '/v1/agent/';
+const AGENT_API_PREFIX = '/v1/agent/';
 const pollQuery = z.object({ wait: z.coerce.number().min(0).max(120).optional() });
 const NEVER = new AbortController().signal;
 
@@ -79,7 +80,7 @@ export class AgentApi {
         path: /^\/v1\/agent\/poll$/,
         holds: true,
         run: (c) => {
-          const q = pollQuery.parse(Object.fromEntries(c.query));
+          const q = pollQuery.parse(Object.fromEntries(new URLSearchParams(c.search)));
           const waitMs = Math.min(q.wait ?? config.longPollSeconds, config.longPollSeconds) * 1000;
           return queue.poll(c.agent, waitMs, c.signal);
         },
@@ -141,7 +142,7 @@ export class AgentApi {
         });
         signal = ac.signal;
       }
-      const out = await route.run({ agent, params: params!, query: new URLSearchParams(q < 0 ? '' : url.slice(q + 1)), body, signal });
+      const out = await route.run({ agent, params: params!, search: q < 0 ? '' : url.slice(q + 1), body, signal });
       if (signal.aborted) return;
       answered = true;
       send(res, route.status ?? 200, out);
@@ -166,7 +167,7 @@ function send(res: ApiResponse, status: number, body: unknown): void {
 }
 
 /** Reads a JSON request body of at most `limit` bytes; an empty body is `undefined`. */
-export async function readJsonBody(req: ApiRequest, limit: number): Promise<unknown> {
+async function readJsonBody(req: ApiRequest, limit: number): Promise<unknown> {
   const declared = Number(req.headers['content-length'] ?? Number.NaN);
   if (declared > limit) throw new TetherError('payload_too_large', `the request body is larger than ${limit} bytes`, { status: 413 });
   const encoding = req.headers['content-encoding'];

@@ -26,25 +26,18 @@ export async function collectVpnState(net: NetworkConfig, run: Runner, nowSecond
       publicKey: dump.publicKey,
       listenPort: dump.listenPort,
       // In a stable order (wg lists peers in its hash-table order), so an unchanged mesh compares equal.
-      peers: [...dump.peers].sort((a, b) => (a.publicKey < b.publicKey ? -1 : 1)).map((p) =>
-        forHeartbeat
-          ? {
-              publicKey: p.publicKey,
-              endpoint: p.endpoint,
-              allowedIps: [...p.allowedIps].sort(),
-              latestHandshake: p.latestHandshake > 0 ? p.latestHandshake : null,
-              rxMiB: Math.floor(p.rxBytes / MIB),
-              txMiB: Math.floor(p.txBytes / MIB),
-            }
+      peers: [...dump.peers].sort((a, b) => (a.publicKey < b.publicKey ? -1 : 1)).map((p) => ({
+        publicKey: p.publicKey,
+        endpoint: p.endpoint,
+        ...(forHeartbeat
+          ? { allowedIps: [...p.allowedIps].sort(), latestHandshake: p.latestHandshake > 0 ? p.latestHandshake : null, rxMiB: Math.floor(p.rxBytes / MIB), txMiB: Math.floor(p.txBytes / MIB) }
           : {
-              publicKey: p.publicKey,
-              endpoint: p.endpoint,
               allowedIps: p.allowedIps,
               handshakeAgeSeconds: p.latestHandshake > 0 ? Math.max(0, Math.round(nowSeconds - p.latestHandshake)) : null,
               rxBytes: p.rxBytes,
               txBytes: p.txBytes,
-            },
-      ),
+            }),
+      })),
     };
   }
   return out;
