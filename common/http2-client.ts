@@ -117,12 +117,11 @@ export class Http2Client {
       });
       stream.on('data', (c: Buffer) => chunks.push(c));
       stream.on('end', () => {
-        // Ended without a response (the control plane went away mid-request): a transport failure, retryable.
-        if (!status) reject(new TetherError('transport_error', `the connection to ${url.origin} closed before an answer`, { retryable: true }));
-        else resolve({ status, text: Buffer.concat(chunks).toString('utf8'), headers: resHeaders });
+        if (status) resolve({ status, text: Buffer.concat(chunks).toString('utf8'), headers: resHeaders });
       });
       stream.on('error', (err) => reject(wrapTransportError(err, url)));
-      // Reset without an error (e.g. the connection went away): settle rather than wait for the timeout.
+      // Closed without an answer (reset, or the control plane went away mid-request): a retryable
+      // transport failure, settled now rather than at the timeout. After an answer this is a no-op.
       stream.on('close', () => reject(new TetherError('transport_error', `the connection to ${url.origin} closed before an answer`, { retryable: true })));
       stream.setTimeout(timeoutMs, () => {
         reject(new TetherError('timeout', `no answer from ${url.origin} within ${timeoutMs} ms`, { retryable: true }));
