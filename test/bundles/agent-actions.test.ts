@@ -4,9 +4,9 @@
  */
 import assert from 'node:assert/strict';
 import { manifestSpecSchema, helmSpecSchema, tofuSpecSchema, flowSpecSchema, isManifestFileName } from '../../common/specs.ts';
-import { planHelmUninstall } from '../../cluster-agent/helm.plan.ts';
-import { tofuDestroyArgs } from '../../cluster-agent/tofu.plan.ts';
-import { orderForApply, orderForDelete, type KubeObject } from '../../cluster-agent/manifest.plan.ts';
+import { planHelmUninstall } from '../../cluster-agent/helm/helm.plan.ts';
+import { tofuDestroyArgs } from '../../cluster-agent/tofu/tofu.plan.ts';
+import { orderForApply, orderForDelete, type KubeObject } from '../../cluster-agent/manifest/manifest.plan.ts';
 
 const git = { url: 'file:///srv/repo.git', ref: 'a'.repeat(40), path: 'bundles/web/manifests' };
 

@@ -1,6 +1,6 @@
 /** The agent configuration: flags over environment variables, defaults, refusals. */
 import assert from 'node:assert/strict';
-import { configFromArgv } from '../../cluster-agent/config.ts';
+import { configFromArgv } from '../../cluster-agent/config/cluster.config.ts';
 
 const argv = (...a: string[]) => ['node', 'main.ts', ...a];
 const env = { TETHER_URL: 'https://cp.example:8443', TETHER_CA_FILE: '/etc/tether/ca.crt', TETHER_AGENT_NAMESPACE: 'tether-system' };

@@ -11,7 +11,7 @@ import {
   planHelmRollback,
   planHelmStatus,
   planHelmUpgrade,
-} from '../../cluster-agent/helm.plan.ts';
+} from '../../cluster-agent/helm/helm.plan.ts';
 
 const spec = (s: unknown) => helmSpecSchema.parse(s);
 

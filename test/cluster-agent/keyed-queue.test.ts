@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { KeyedQueue } from '../../cluster-agent/keyed-queue.ts';
+import { KeyedQueue } from '../../cluster-agent/steps/keyed-queue.ts';
 
 describe('KeyedQueue (one run per tofu state / helm release)', () => {
   it('runs work on one key one at a time, in arrival order, even when a run fails', async () => {

@@ -1,6 +1,6 @@
 /** Manifest parsing and ordering: strict YAML, bounded aliases, Namespaces and CRDs first. */
 import assert from 'node:assert/strict';
-import { orderForApply, parseManifests, refOf, withNamespace } from '../../cluster-agent/manifest.plan.ts';
+import { orderForApply, parseManifests, refOf, withNamespace } from '../../cluster-agent/manifest/manifest.plan.ts';
 import { TetherError } from '../../common/errors.ts';
 
 const bad = (text: string, re: RegExp) =>

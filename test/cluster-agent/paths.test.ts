@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { isInside, resolveInside } from '../../cluster-agent/paths.ts';
+import { isInside, resolveInside } from '../../cluster-agent/git/paths.ts';
 import { TetherError } from '../../common/errors.ts';
 import { removeDir, tempDir } from '../support/control-plane.ts';
 

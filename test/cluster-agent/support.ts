@@ -89,7 +89,7 @@ export function offlineTofurc(dir: string): string {
 export function spawnAgent(a: AgentEnv): AgentProcess {
   const caFile = join(a.workDir, '..', 'cp-ca.crt');
   writeFileSync(caFile, a.t.caPem);
-  const [cmd, args] = nodeArgs('cluster-agent/main.ts', []);
+  const [cmd, args] = nodeArgs('cluster-agent/daemon/main.ts', []);
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME,

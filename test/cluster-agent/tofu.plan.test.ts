@@ -13,7 +13,7 @@ import {
   tofuForceUnlockArgs,
   tofuInitArgs,
   tofuOutputArgs,
-} from '../../cluster-agent/tofu.plan.ts';
+} from '../../cluster-agent/tofu/tofu.plan.ts';
 
 /** What `tofu apply` prints on stderr when the kubernetes backend's Lease is held. */
 const LOCK_ERROR = `

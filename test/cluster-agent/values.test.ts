@@ -1,7 +1,7 @@
 /** Values merging and reference resolution: deep merge semantics, and no prototype pollution. */
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { cloneTree, deepMerge, resolveRefs } from '../../cluster-agent/values.ts';
+import { cloneTree, deepMerge, resolveRefs } from '../../cluster-agent/steps/values.ts';
 import { TetherError } from '../../common/errors.ts';
 
 const plain = (v: unknown) => JSON.parse(JSON.stringify(v));

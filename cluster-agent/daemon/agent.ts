@@ -4,18 +4,18 @@
  */
 import { mkdirSync, readFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
-import { AgentClient } from '../common/agent/agent-client.ts';
-import { hostMetricsCollector } from '../common/agent/host-metrics.ts';
-import { FileOutbox } from '../common/agent/outbox.ts';
-import { AgentRuntime } from '../common/agent/runtime.ts';
-import { TetherError, errorMessage } from '../common/errors.ts';
-import type { Logger } from '../common/logger.ts';
-import type { ClusterAgentConfig } from './config.ts';
+import { AgentClient } from '../../common/agent/agent-client.ts';
+import { hostMetricsCollector } from '../../common/agent/host-metrics.ts';
+import { FileOutbox } from '../../common/agent/outbox.ts';
+import { AgentRuntime } from '../../common/agent/runtime.ts';
+import { TetherError, errorMessage } from '../../common/errors.ts';
+import type { Logger } from '../../common/logger.ts';
+import type { ClusterAgentConfig } from '../config/cluster.config.ts';
 import { createExecutor } from './executor.ts';
-import { CertificateRenewer, IdentitySecretStore, loadOrBootstrap } from './identity.ts';
-import { connectKube } from './kube.ts';
+import { CertificateRenewer, IdentitySecretStore, loadOrBootstrap } from '../identity/identity.ts';
+import { connectKube } from '../kube/kube.ts';
 
-export const AGENT_VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+export const AGENT_VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 export interface RunningAgent {
   runtime: AgentRuntime;

@@ -4,16 +4,16 @@
  */
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Executor, Outcome } from '../common/agent/runtime.ts';
-import { TetherError, errorMessage } from '../common/errors.ts';
-import { CLUSTER_COMMAND_TYPES, flowSpecSchema, helmSpecSchema, manifestSpecSchema, tofuSpecSchema } from '../common/specs.ts';
-import { executeFlow, FlowFailure } from './flow.executor.ts';
-import { executeHelm } from './helm.executor.ts';
-import { executeManifest } from './manifest.executor.ts';
-import { reapLeftoverProcesses } from './process.run.ts';
-import { SecretResolver } from './secrets.ts';
-import { noOutputRefs, type AgentDeps, type StepContext, type StepResult } from './step.ts';
-import { executeTofu } from './tofu.executor.ts';
+import type { Executor, Outcome } from '../../common/agent/runtime.ts';
+import { TetherError, errorMessage } from '../../common/errors.ts';
+import { CLUSTER_COMMAND_TYPES, flowSpecSchema, helmSpecSchema, manifestSpecSchema, tofuSpecSchema } from '../../common/specs.ts';
+import { executeFlow, FlowFailure } from '../flow/flow.executor.ts';
+import { executeHelm } from '../helm/helm.executor.ts';
+import { executeManifest } from '../manifest/manifest.executor.ts';
+import { reapLeftoverProcesses } from '../process/run.ts';
+import { SecretResolver } from '../kube/secrets.ts';
+import { noOutputRefs, type AgentDeps, type StepContext, type StepResult } from '../steps/step.ts';
+import { executeTofu } from '../tofu/tofu.executor.ts';
 
 export function createExecutor(deps: AgentDeps): Executor {
   const runsDir = join(deps.config.workDir, 'runs');

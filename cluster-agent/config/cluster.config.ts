@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { z } from 'zod';
-import { dnsLabel, dnsSubdomain } from '../common/specs.ts';
+import { dnsLabel, dnsSubdomain } from '../../common/specs.ts';
 
 const intFromString = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 

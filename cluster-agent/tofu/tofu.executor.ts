@@ -7,13 +7,13 @@
  * is deleted (the state Secret stays, holding the empty state).
  */
 import { join } from 'node:path';
-import { TetherError } from '../common/errors.ts';
-import type { TofuSpec } from '../common/specs.ts';
-import { writeFileAtomic } from '../common/files.ts';
-import { checkoutGit } from './git.checkout.ts';
-import { failureMessage, runProcess, type RunResult } from './process.run.ts';
-import { applySecret, deleteSecret, readSecretData } from './secrets.ts';
-import { checkAborted, refResolvers, type StepContext, type StepResult } from './step.ts';
+import { TetherError } from '../../common/errors.ts';
+import type { TofuSpec } from '../../common/specs.ts';
+import { writeFileAtomic } from '../../common/files.ts';
+import { checkoutGit } from '../git/git.checkout.ts';
+import { failureMessage, runProcess, type RunResult } from '../process/run.ts';
+import { applySecret, deleteSecret, readSecretData } from '../kube/secrets.ts';
+import { checkAborted, refResolvers, type StepContext, type StepResult } from '../steps/step.ts';
 import {
   BACKEND_OVERRIDE_FILE,
   backendOverride,
@@ -30,8 +30,8 @@ import {
   staleLockVerdict,
   varsFile,
 } from './tofu.plan.ts';
-import { resolveRefs } from './values.ts';
-import { AGENT_STARTED_AT, KeyedQueue } from './keyed-queue.ts';
+import { resolveRefs } from '../steps/values.ts';
+import { AGENT_STARTED_AT, KeyedQueue } from '../steps/keyed-queue.ts';
 
 /** One tofu command per state (`namespace/stateName`) at a time. */
 const queue = new KeyedQueue();

@@ -5,10 +5,10 @@
  */
 import { CommanderError } from 'commander';
 import { ZodError } from 'zod';
-import { errorMessage } from '../common/errors.ts';
-import { createLogger } from '../common/logger.ts';
+import { errorMessage } from '../../common/errors.ts';
+import { createLogger } from '../../common/logger.ts';
 import { startClusterAgent, type RunningAgent } from './agent.ts';
-import { configFromArgv, type ClusterAgentConfig } from './config.ts';
+import { configFromArgv, type ClusterAgentConfig } from '../config/cluster.config.ts';
 
 const log = createLogger('tether-cluster-agent');
 

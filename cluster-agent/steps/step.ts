@@ -1,13 +1,13 @@
 /**
  * What every step executor (helm, manifest, tofu; flows run them in order) gets and returns.
  */
-import type { ExecutionContext } from '../common/agent/runtime.ts';
-import type { Logger } from '../common/logger.ts';
-import type { OutputRef } from '../common/specs.ts';
-import { TetherError } from '../common/errors.ts';
-import type { ClusterAgentConfig } from './config.ts';
-import type { KubeAccess } from './kube.ts';
-import type { SecretResolver } from './secrets.ts';
+import type { ExecutionContext } from '../../common/agent/runtime.ts';
+import type { Logger } from '../../common/logger.ts';
+import type { OutputRef } from '../../common/specs.ts';
+import { TetherError } from '../../common/errors.ts';
+import type { ClusterAgentConfig } from '../config/cluster.config.ts';
+import type { KubeAccess } from '../kube/kube.ts';
+import type { SecretResolver } from '../kube/secrets.ts';
 import type { RefResolvers } from './values.ts';
 
 export interface AgentDeps {

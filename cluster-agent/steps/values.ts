@@ -3,8 +3,8 @@
  * resolution. Every object built here has a null prototype, and the keys `__proto__`,
  * `constructor` and `prototype` are refused, so no input can reach Object.prototype.
  */
-import { TetherError } from '../common/errors.ts';
-import { isOutputRef, isSecretRef, type OutputRef, type SecretRef } from '../common/specs.ts';
+import { TetherError } from '../../common/errors.ts';
+import { isOutputRef, isSecretRef, type OutputRef, type SecretRef } from '../../common/specs.ts';
 
 const FORBIDDEN = new Set(['__proto__', 'constructor', 'prototype']);
 const MAX_DEPTH = 64;

@@ -4,8 +4,8 @@
  * into the cluster; errors name secrets and keys, never their content.
  */
 import type { CoreV1Api, V1Secret } from '@kubernetes/client-node';
-import { TetherError } from '../common/errors.ts';
-import type { SecretRef } from '../common/specs.ts';
+import { TetherError } from '../../common/errors.ts';
+import type { SecretRef } from '../../common/specs.ts';
 import { kubeMessage, kubeStatus, type ObjectApi } from './kube.ts';
 
 export const FIELD_MANAGER = 'tether';

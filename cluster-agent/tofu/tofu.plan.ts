@@ -3,7 +3,7 @@
  * the argument lists, the environment, and how `tofu output -json` splits into what may go to the
  * control plane and what must stay in the cluster.
  */
-import { TetherError } from '../common/errors.ts';
+import { TetherError } from '../../common/errors.ts';
 
 /** Written next to the module; `_override` so it replaces whatever backend the module declares. */
 export const BACKEND_OVERRIDE_FILE = 'zzz_tether_backend_override.tf.json';

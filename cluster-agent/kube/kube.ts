@@ -6,7 +6,7 @@
  */
 import { join } from 'node:path';
 import { CoreV1Api, HttpMethod, KubeConfig, KubernetesObjectApi, PatchStrategy, type KubernetesObject, type V1APIResource } from '@kubernetes/client-node';
-import { writeFileAtomic } from '../common/files.ts';
+import { writeFileAtomic } from '../../common/files.ts';
 
 const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 

@@ -6,14 +6,14 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { TetherError } from '../common/errors.ts';
-import { isManifestFileName, MAX_MANIFEST_BYTES, type ManifestSpec } from '../common/specs.ts';
-import { checkoutGit } from './git.checkout.ts';
-import { kubeMessage, kubeStatus, type ObjectApi } from './kube.ts';
+import { TetherError } from '../../common/errors.ts';
+import { isManifestFileName, MAX_MANIFEST_BYTES, type ManifestSpec } from '../../common/specs.ts';
+import { checkoutGit } from '../git/git.checkout.ts';
+import { kubeMessage, kubeStatus, type ObjectApi } from '../kube/kube.ts';
 import { isCrd, orderForApply, orderForDelete, parseManifests, refOf, withNamespace, type AppliedRef, type KubeObject } from './manifest.plan.ts';
-import { resolveInside } from './paths.ts';
-import { FIELD_MANAGER } from './secrets.ts';
-import { checkAborted, plainLookup, type StepContext, type StepResult } from './step.ts';
+import { resolveInside } from '../git/paths.ts';
+import { FIELD_MANAGER } from '../kube/secrets.ts';
+import { checkAborted, plainLookup, type StepContext, type StepResult } from '../steps/step.ts';
 
 const DISCOVERY_WAIT_MS = 30_000;
 

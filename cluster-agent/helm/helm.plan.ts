@@ -3,7 +3,7 @@
  * its JSON answer becomes the command's outputs. Every user-given value travels as `--flag=value`
  * or after `--`, so none can become an option.
  */
-import type { HelmSpec } from '../common/specs.ts';
+import type { HelmSpec } from '../../common/specs.ts';
 
 export interface HelmPlanInput {
   spec: HelmSpec;

@@ -6,12 +6,12 @@
  */
 import { createPublicKey } from 'node:crypto';
 import pRetry from 'p-retry';
-import { bootstrapAgent, type AgentClient } from '../common/agent/agent-client.ts';
-import { certificateTimes, createCsr, generateKeyPair, shouldRenew, type KeyPair } from '../common/csr.ts';
-import { TetherError } from '../common/errors.ts';
-import type { Logger } from '../common/logger.ts';
-import type { KubeAccess } from './kube.ts';
-import { applySecret, readSecretData } from './secrets.ts';
+import { bootstrapAgent, type AgentClient } from '../../common/agent/agent-client.ts';
+import { certificateTimes, createCsr, generateKeyPair, shouldRenew, type KeyPair } from '../../common/csr.ts';
+import { TetherError } from '../../common/errors.ts';
+import type { Logger } from '../../common/logger.ts';
+import type { KubeAccess } from '../kube/kube.ts';
+import { applySecret, readSecretData } from '../kube/secrets.ts';
 
 export interface StoredIdentity {
   agentId: string;

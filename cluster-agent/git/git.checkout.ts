@@ -5,10 +5,10 @@
  */
 import { mkdirSync } from 'node:fs';
 import { simpleGit, type SimpleGit } from 'simple-git';
-import { TetherError, errorMessage } from '../common/errors.ts';
-import type { GitSource } from '../common/specs.ts';
+import { TetherError, errorMessage } from '../../common/errors.ts';
+import type { GitSource } from '../../common/specs.ts';
 import { resolveInside } from './paths.ts';
-import { baseEnv } from './process.run.ts';
+import { baseEnv } from '../process/run.ts';
 
 export interface Checkout {
   /** Root of the working tree. */

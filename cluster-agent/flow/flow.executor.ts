@@ -5,12 +5,12 @@
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { TetherError, errorMessage } from '../common/errors.ts';
-import type { FlowSpec, FlowStep, OutputRef } from '../common/specs.ts';
-import { executeHelm } from './helm.executor.ts';
-import { executeManifest } from './manifest.executor.ts';
-import { executeTofu } from './tofu.executor.ts';
-import type { StepContext, StepResult } from './step.ts';
+import { TetherError, errorMessage } from '../../common/errors.ts';
+import type { FlowSpec, FlowStep, OutputRef } from '../../common/specs.ts';
+import { executeHelm } from '../helm/helm.executor.ts';
+import { executeManifest } from '../manifest/manifest.executor.ts';
+import { executeTofu } from '../tofu/tofu.executor.ts';
+import type { StepContext, StepResult } from '../steps/step.ts';
 
 export interface FlowStepReport {
   name: string;

@@ -4,7 +4,7 @@
  * in document order.
  */
 import { parseAllDocuments } from 'yaml';
-import { TetherError } from '../common/errors.ts';
+import { TetherError } from '../../common/errors.ts';
 
 export interface KubeObject {
   apiVersion: string;

@@ -5,10 +5,10 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { TetherError } from '../common/errors.ts';
-import type { HelmSpec } from '../common/specs.ts';
-import { writeFileAtomic } from '../common/files.ts';
-import { checkoutGit } from './git.checkout.ts';
+import { TetherError } from '../../common/errors.ts';
+import type { HelmSpec } from '../../common/specs.ts';
+import { writeFileAtomic } from '../../common/files.ts';
+import { checkoutGit } from '../git/git.checkout.ts';
 import {
   helmEnv,
   helmRecovery,
@@ -22,10 +22,10 @@ import {
   planHelmUninstall,
   planHelmUpgrade,
 } from './helm.plan.ts';
-import { failureMessage, runProcess, type RunResult } from './process.run.ts';
-import { checkAborted, plainLookup, refResolvers, type StepContext, type StepResult } from './step.ts';
-import { deepMerge, resolveRefs } from './values.ts';
-import { AGENT_STARTED_AT, KeyedQueue } from './keyed-queue.ts';
+import { failureMessage, runProcess, type RunResult } from '../process/run.ts';
+import { checkAborted, plainLookup, refResolvers, type StepContext, type StepResult } from '../steps/step.ts';
+import { deepMerge, resolveRefs } from '../steps/values.ts';
+import { AGENT_STARTED_AT, KeyedQueue } from '../steps/keyed-queue.ts';
 
 /** One helm command per release (`namespace/release`) at a time. */
 const queue = new KeyedQueue();

@@ -15,8 +15,8 @@
  */
 import { execa } from 'execa';
 import type { Readable } from 'node:stream';
-import type { Logger } from '../common/logger.ts';
-import { trackRun } from '../common/process-reaper.ts';
+import type { Logger } from '../../common/logger.ts';
+import { trackRun } from '../../common/process-reaper.ts';
 
 export interface RunOptions {
   cwd?: string;
@@ -65,7 +65,7 @@ function killGroup(pid: number, signal: NodeJS.Signals): boolean {
   }
 }
 
-export { reapLeftoverProcesses } from '../common/process-reaper.ts';
+export { reapLeftoverProcesses } from '../../common/process-reaper.ts';
 
 export async function runProcess(file: string, args: string[], o: RunOptions): Promise<RunResult> {
   if (!exitHook) {

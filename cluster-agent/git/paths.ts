@@ -4,7 +4,7 @@
  */
 import { realpathSync, statSync } from 'node:fs';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
-import { TetherError } from '../common/errors.ts';
+import { TetherError } from '../../common/errors.ts';
 
 /** True when `target` is `root` or below it (both already resolved). Pure. */
 export function isInside(root: string, target: string): boolean {
