@@ -5,11 +5,8 @@
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { TetherError, errorMessage } from '../../common/errors.ts';
+import { CommandFailure, classifyFailure, errorMessage, type CommandErrorCode } from '../../common/errors.ts';
 import type { FlowSpec, FlowStep, OutputRef } from '../../common/specs.ts';
-import { executeHelm } from '../helm/helm.executor.ts';
-import { executeManifest } from '../manifest/manifest.executor.ts';
-import { executeTofu } from '../tofu/tofu.executor.ts';
 import type { StepContext, StepResult } from '../steps/step.ts';
 
 export interface FlowStepReport {
@@ -17,37 +14,32 @@ export interface FlowStepReport {
   type: FlowStep['type'];
   state: 'succeeded' | 'failed' | 'skipped' | 'cancelled';
   outputs?: Record<string, unknown>;
-  error?: { code: string; message: string };
+  error?: { code: CommandErrorCode; message: string };
 }
 
-/** A flow that stopped at a failed step; `outputs.steps` reports every step's state. */
-export class FlowFailure extends TetherError {
+/**
+ * A flow that stopped at a failed step; `outputs.steps` reports every step's state. It carries the
+ * failed step's code, so it is retryable exactly when that step's failure is.
+ */
+export class FlowFailure extends CommandFailure {
   readonly outputs: Record<string, unknown>;
-  constructor(code: string, message: string, steps: FlowStepReport[], cause: unknown) {
-    super(code, message, { retryable: false, cause });
+  constructor(code: CommandErrorCode, message: string, steps: FlowStepReport[], cause: unknown) {
+    super(code, message, { cause });
     this.outputs = { steps };
   }
 }
 
-export function runStep(step: FlowStep, s: StepContext): Promise<StepResult> {
-  switch (step.type) {
-    case 'helm':
-      return executeHelm(step.spec, s);
-    case 'manifest':
-      return executeManifest(step.spec, s);
-    case 'tofu':
-      return executeTofu(step.spec, s);
-  }
-}
+/** Runs one step with the executor of its type (the registry in daemon/commands.ts). */
+export type StepRunner = (step: FlowStep, s: StepContext) => Promise<StepResult>;
 
-export async function executeFlow(spec: FlowSpec, s: StepContext): Promise<StepResult> {
+export async function executeFlow(spec: FlowSpec, s: StepContext, runStep: StepRunner): Promise<StepResult> {
   const results = new Map<string, StepResult>();
   const reports: FlowStepReport[] = spec.steps.map((st) => ({ name: st.name, type: st.type, state: 'skipped' }));
   const output = async (ref: OutputRef): Promise<unknown> => {
     const r = results.get(ref.step);
-    if (!r) throw new TetherError('output_not_found', `outputRef to step "${ref.step}", which has not run`);
+    if (!r) throw new CommandFailure('output_not_found', `outputRef to step "${ref.step}", which has not run`);
     const v = await r.lookup(ref.key);
-    if (v === undefined) throw new TetherError('output_not_found', `step "${ref.step}" has no output "${ref.key}"`);
+    if (v === undefined) throw new CommandFailure('output_not_found', `step "${ref.step}" has no output "${ref.key}"`);
     return v;
   };
 
@@ -65,7 +57,7 @@ export async function executeFlow(spec: FlowSpec, s: StepContext): Promise<StepR
     } catch (err) {
       const aborted = s.exec.signal.aborted;
       report.state = aborted ? 'cancelled' : 'failed';
-      report.error = { code: err instanceof TetherError ? err.code : 'step_failed', message: errorMessage(err) };
+      report.error = { code: classifyFailure(err).code, message: errorMessage(err) };
       s.exec.emit(`step "${step.name}" ${report.state}: ${report.error.message}`);
       s.exec.emit(`steps: ${reports.map((r) => `${r.name}=${r.state}`).join(', ')}`);
       if (aborted) throw err;

@@ -5,8 +5,9 @@
  */
 import { mkdirSync } from 'node:fs';
 import { simpleGit, type SimpleGit } from 'simple-git';
-import { TetherError, errorMessage } from '../../common/errors.ts';
+import { CommandFailure, errorMessage } from '../../common/errors.ts';
 import type { GitSource } from '../../common/specs.ts';
+import { gitFailureCode } from './git.plan.ts';
 import { resolveInside } from './paths.ts';
 import { baseEnv } from '../process/run.ts';
 
@@ -49,7 +50,8 @@ export async function checkoutGit(source: GitSource, into: string, opts: { signa
     }
   } catch (err) {
     if (opts.signal.aborted) throw err;
-    throw new TetherError('git_error', `cannot check out ${where}: ${firstLine(errorMessage(err))}`, { retryable: true, cause: err });
+    const message = errorMessage(err);
+    throw new CommandFailure(gitFailureCode(message), `cannot check out ${where}: ${firstLine(message)}`, { cause: err });
   }
   const commit = (await git.revparse(['HEAD'])).trim();
   opts.emit?.(`checked out ${where} at ${commit}`);

@@ -4,7 +4,7 @@
  */
 import { realpathSync, statSync } from 'node:fs';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
-import { TetherError } from '../../common/errors.ts';
+import { CommandFailure } from '../../common/errors.ts';
 
 /** True when `target` is `root` or below it (both already resolved). Pure. */
 export function isInside(root: string, target: string): boolean {
@@ -17,17 +17,17 @@ export function isInside(root: string, target: string): boolean {
  * lead outside, and requires a directory when `kind` says so.
  */
 export function resolveInside(root: string, sub: string, kind: 'dir' | 'any' = 'dir'): string {
-  if (sub.includes('\0') || isAbsolute(sub)) throw new TetherError('invalid_path', `path "${sub}" must be relative to the repository`);
+  if (sub.includes('\0') || isAbsolute(sub)) throw new CommandFailure('invalid_path', `path "${sub}" must be relative to the repository`);
   const realRoot = realpathSync(root);
   const lexical = resolve(realRoot, sub);
-  if (!isInside(realRoot, lexical)) throw new TetherError('invalid_path', `path "${sub}" leaves the repository`);
+  if (!isInside(realRoot, lexical)) throw new CommandFailure('invalid_path', `path "${sub}" leaves the repository`);
   let real: string;
   try {
     real = realpathSync(lexical);
   } catch {
-    throw new TetherError('path_not_found', `path "${sub}" does not exist in the repository`);
+    throw new CommandFailure('path_not_found', `path "${sub}" does not exist in the repository`);
   }
-  if (!isInside(realRoot, real)) throw new TetherError('invalid_path', `path "${sub}" leads outside the repository (symbolic link)`);
-  if (kind === 'dir' && !statSync(real).isDirectory()) throw new TetherError('invalid_path', `path "${sub}" is not a directory`);
+  if (!isInside(realRoot, real)) throw new CommandFailure('invalid_path', `path "${sub}" leads outside the repository (symbolic link)`);
+  if (kind === 'dir' && !statSync(real).isDirectory()) throw new CommandFailure('invalid_path', `path "${sub}" is not a directory`);
   return real;
 }

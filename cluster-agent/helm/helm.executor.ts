@@ -5,12 +5,13 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { TetherError } from '../../common/errors.ts';
+import { CommandFailure } from '../../common/errors.ts';
 import type { HelmSpec } from '../../common/specs.ts';
 import { writeFileAtomic } from '../../common/files.ts';
 import { checkoutGit } from '../git/git.checkout.ts';
 import {
   helmEnv,
+  helmFailureCode,
   helmRecovery,
   isHelmOperationInProgress,
   parseHelmHistory,
@@ -115,12 +116,12 @@ async function upgradeHelm(spec: HelmSpec, s: StepContext): Promise<StepResult> 
     r = await helm(s, args);
     checkAborted(s.exec.signal);
   }
-  if (r.exitCode !== 0) throw new TetherError('helm_failed', failureMessage('helm upgrade', r));
+  if (r.exitCode !== 0) throw new CommandFailure(helmFailureCode(r.stderrTail), failureMessage('helm upgrade', r));
   let outputs;
   try {
     outputs = parseHelmRelease(r.stdout);
   } catch (err) {
-    throw new TetherError('helm_failed', err instanceof Error ? err.message : String(err));
+    throw new CommandFailure('helm_failed', err instanceof Error ? err.message : String(err));
   }
   s.exec.emit(`release ${outputs.release} revision ${outputs.revision}: ${outputs.status}`);
   const o = { ...outputs } as Record<string, unknown>;
@@ -131,7 +132,7 @@ async function uninstallHelm(spec: HelmSpec, s: StepContext): Promise<StepResult
   s.exec.emit(`helm uninstall ${spec.release} (namespace ${spec.namespace})`);
   const r = await helm(s, planHelmUninstall({ spec, kubeconfig: s.deps.kube.kubeconfigPath }), true);
   checkAborted(s.exec.signal);
-  if (r.exitCode !== 0) throw new TetherError('helm_failed', failureMessage('helm uninstall', r));
+  if (r.exitCode !== 0) throw new CommandFailure(helmFailureCode(r.stderrTail), failureMessage('helm uninstall', r));
   const o: Record<string, unknown> = { release: spec.release, namespace: spec.namespace, uninstalled: true };
   return { outputs: o, lookup: plainLookup(o) };
 }

@@ -202,3 +202,32 @@ export function helmRecovery(state: HelmReleaseState, history: HelmRevision[], a
   if (good !== undefined) return { action: 'rollback', revision: good, reason: `${stale}; rolling back to revision ${good}` };
   return { action: 'uninstall', reason: `${stale}; no good revision to roll back to, uninstalling` };
 }
+
+/** What helm prints when its input is wrong: the chart, its templates, its values or what they render. */
+const HELM_INVALID = [
+  /parse error/i,
+  /template: /,
+  /execution error at/i,
+  /error converting YAML to JSON/i,
+  /YAML parse error/i,
+  /values don't meet the specifications of the schema/i,
+  /unable to build kubernetes objects from release manifest/i,
+  /resource mapping not found/i,
+  /no matches for kind/i,
+  /error validating data/i,
+  /is invalid: /i,
+  /chart requires kubeVersion/i,
+  /Chart\.yaml file is missing/i,
+  /not a valid chart/i,
+  /found in Chart\.yaml, but missing in charts\/ directory/i,
+  /path ".*" not found/i,
+];
+
+/**
+ * How a failed helm run is classified: its input is wrong (`helm_invalid`, permanent) or
+ * something around it failed (`helm_failed`, transient: the cluster unreachable, a release busy,
+ * a timeout waiting for resources).
+ */
+export function helmFailureCode(stderr: string): 'helm_invalid' | 'helm_failed' {
+  return HELM_INVALID.some((re) => re.test(stderr)) ? 'helm_invalid' : 'helm_failed';
+}

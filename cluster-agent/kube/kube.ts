@@ -79,6 +79,16 @@ export function kubeStatus(err: unknown): number | undefined {
   return typeof code === 'number' ? code : undefined;
 }
 
+/**
+ * Whether the API server refused a request for what it is (a permanent failure: schema or
+ * validation 400/422, RBAC 403, a missing namespace 404, ...), as opposed to a failure that can
+ * pass (no answer, 5xx, 401 while a token rotates, 408, 409 conflicts, 429).
+ */
+export function kubeRejected(err: unknown): boolean {
+  const status = kubeStatus(err);
+  return status !== undefined && status >= 400 && status < 500 && ![401, 408, 409, 429].includes(status);
+}
+
 /** A short message for a Kubernetes API error: the Status message when there is one. */
 export function kubeMessage(err: unknown): string {
   const body = (err as { body?: unknown } | null)?.body;

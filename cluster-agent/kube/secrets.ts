@@ -4,7 +4,7 @@
  * into the cluster; errors name secrets and keys, never their content.
  */
 import type { CoreV1Api, V1Secret } from '@kubernetes/client-node';
-import { TetherError } from '../../common/errors.ts';
+import { CommandFailure } from '../../common/errors.ts';
 import type { SecretRef } from '../../common/specs.ts';
 import { kubeMessage, kubeStatus, type ObjectApi } from './kube.ts';
 
@@ -18,7 +18,7 @@ export async function readSecretData(core: CoreV1Api, namespace: string, name: s
     secret = await core.readNamespacedSecret({ name, namespace });
   } catch (err) {
     if (kubeStatus(err) === 404) return undefined;
-    throw new TetherError('kube_error', `cannot read Secret ${namespace}/${name}: ${kubeMessage(err)}`, { retryable: true, cause: err });
+    throw new CommandFailure('kube_error', `cannot read Secret ${namespace}/${name}: ${kubeMessage(err)}`, { cause: err });
   }
   const out: Record<string, string> = Object.create(null);
   for (const [k, v] of Object.entries(secret.data ?? {})) out[k] = Buffer.from(v, 'base64').toString('utf8');
@@ -32,7 +32,7 @@ export async function deleteSecret(core: CoreV1Api, namespace: string, name: str
     return true;
   } catch (err) {
     if (kubeStatus(err) === 404) return false;
-    throw new TetherError('kube_error', `cannot delete Secret ${namespace}/${name}: ${kubeMessage(err)}`, { retryable: true, cause: err });
+    throw new CommandFailure('kube_error', `cannot delete Secret ${namespace}/${name}: ${kubeMessage(err)}`, { cause: err });
   }
 }
 
@@ -54,7 +54,7 @@ export async function applySecret(
   try {
     await objects.apply(body, { fieldManager: FIELD_MANAGER, force: true, dryRun: opts.dryRun });
   } catch (err) {
-    throw new TetherError('kube_error', `cannot write Secret ${s.namespace}/${s.name}: ${kubeMessage(err)}`, { retryable: true, cause: err });
+    throw new CommandFailure('kube_error', `cannot write Secret ${s.namespace}/${s.name}: ${kubeMessage(err)}`, { cause: err });
   }
 }
 
@@ -81,9 +81,9 @@ export class SecretResolver {
       this.cache.set(id, data);
     }
     const secret = await data;
-    if (!secret) throw new TetherError('secret_not_found', `Secret ${id} (referenced by a secretRef) does not exist`);
+    if (!secret) throw new CommandFailure('secret_not_found', `Secret ${id} (referenced by a secretRef) does not exist`);
     const value = secret[ref.key];
-    if (value === undefined) throw new TetherError('secret_key_not_found', `Secret ${id} has no key "${ref.key}"`);
+    if (value === undefined) throw new CommandFailure('secret_key_not_found', `Secret ${id} has no key "${ref.key}"`);
     this.mask(value);
     return value;
   }

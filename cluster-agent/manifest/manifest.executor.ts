@@ -6,10 +6,10 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { TetherError } from '../../common/errors.ts';
+import { CommandFailure } from '../../common/errors.ts';
 import { isManifestFileName, MAX_MANIFEST_BYTES, type ManifestSpec } from '../../common/specs.ts';
 import { checkoutGit } from '../git/git.checkout.ts';
-import { kubeMessage, kubeStatus, type ObjectApi } from '../kube/kube.ts';
+import { kubeMessage, kubeRejected, kubeStatus, type ObjectApi } from '../kube/kube.ts';
 import { isCrd, orderForApply, orderForDelete, parseManifests, refOf, withNamespace, type AppliedRef, type KubeObject } from './manifest.plan.ts';
 import { resolveInside } from '../git/paths.ts';
 import { FIELD_MANAGER } from '../kube/secrets.ts';
@@ -20,11 +20,11 @@ const DISCOVERY_WAIT_MS = 30_000;
 /** The manifests' YAML: inline, or every *.yaml|*.yml|*.json file of the source folder (by name). */
 async function manifestText(spec: ManifestSpec, s: StepContext): Promise<string> {
   if (spec.manifests !== undefined) return spec.manifests;
-  if (!spec.source) throw new TetherError('invalid_spec', 'a manifest spec needs manifests or source');
+  if (!spec.source) throw new CommandFailure('invalid_spec', 'a manifest spec needs manifests or source');
   const co = await checkoutGit(spec.source.git, join(s.runDir, 'src'), { signal: s.exec.signal, emit: (l) => s.exec.emit(l) });
   checkAborted(s.exec.signal);
   const names = readdirSync(co.dir).filter(isManifestFileName).sort();
-  if (names.length === 0) throw new TetherError('invalid_manifest', `path "${spec.source.git.path}" holds no *.yaml, *.yml or *.json file`);
+  if (names.length === 0) throw new CommandFailure('invalid_manifest', `path "${spec.source.git.path}" holds no *.yaml, *.yml or *.json file`);
   const parts: string[] = [];
   let size = 0;
   for (const name of names) {
@@ -33,7 +33,7 @@ async function manifestText(spec: ManifestSpec, s: StepContext): Promise<string>
     if (!statSync(file).isFile()) continue;
     const text = readFileSync(file, 'utf8');
     size += Buffer.byteLength(text);
-    if (size > MAX_MANIFEST_BYTES) throw new TetherError('invalid_manifest', 'the manifest files are larger than 1 MiB together');
+    if (size > MAX_MANIFEST_BYTES) throw new CommandFailure('invalid_manifest', 'the manifest files are larger than 1 MiB together');
     parts.push(text);
   }
   s.exec.emit(`read ${parts.length} manifest file(s) from ${spec.source.git.path}`);
@@ -56,11 +56,7 @@ export async function executeManifest(spec: ManifestSpec, s: StepContext): Promi
     try {
       await api.apply(obj, { fieldManager: FIELD_MANAGER, force: true });
     } catch (err) {
-      const status = kubeStatus(err);
-      throw new TetherError('apply_failed', `cannot apply ${what}: ${kubeMessage(err)}`, {
-        retryable: status === undefined || status >= 500 || status === 429,
-        cause: err,
-      });
+      throw new CommandFailure(kubeRejected(err) ? 'kube_rejected' : 'apply_failed', `cannot apply ${what}: ${kubeMessage(err)}`, { cause: err });
     }
     s.exec.emit(`applied ${what}`);
     applied.push(ref);
@@ -95,10 +91,7 @@ async function deleteManifests(parsed: KubeObject[], spec: ManifestSpec, s: Step
       const status = kubeStatus(err);
       if (status === 404) s.exec.emit(`${what} does not exist`);
       else {
-        throw new TetherError('delete_failed', `cannot delete ${what}: ${kubeMessage(err)}`, {
-          retryable: status === undefined || status >= 500 || status === 429,
-          cause: err,
-        });
+        throw new CommandFailure(kubeRejected(err) ? 'kube_rejected' : 'delete_failed', `cannot delete ${what}: ${kubeMessage(err)}`, { cause: err });
       }
     }
     deleted.push(ref);
@@ -120,11 +113,11 @@ async function discover(api: ObjectApi, o: KubeObject, signal: AbortSignal, wait
     try {
       resource = await api.lookup(o.apiVersion, o.kind);
     } catch (err) {
-      if (kubeStatus(err) !== 404) throw new TetherError('kube_error', `cannot discover ${o.apiVersion} ${o.kind}: ${kubeMessage(err)}`, { retryable: true, cause: err });
+      if (kubeStatus(err) !== 404) throw new CommandFailure('kube_error', `cannot discover ${o.apiVersion} ${o.kind}: ${kubeMessage(err)}`, { cause: err });
     }
     if (resource) return resource;
     if (waitMs === 0) return undefined;
-    if (Date.now() > deadline) throw new TetherError('unknown_kind', `the cluster does not serve ${o.kind} in ${o.apiVersion}`);
+    if (Date.now() > deadline) throw new CommandFailure('unknown_kind', `the cluster does not serve ${o.kind} in ${o.apiVersion}`);
     api.forget(o.apiVersion);
     await sleep(250, signal);
     checkAborted(signal);
@@ -138,7 +131,7 @@ async function waitEstablished(api: ObjectApi, crd: KubeObject, signal: AbortSig
       status?: { conditions?: { type: string; status: string }[] };
     };
     if (current.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True')) return;
-    if (Date.now() > deadline) throw new TetherError('apply_failed', `CustomResourceDefinition ${crd.metadata.name} was not established within ${DISCOVERY_WAIT_MS / 1000}s`);
+    if (Date.now() > deadline) throw new CommandFailure('apply_failed', `CustomResourceDefinition ${crd.metadata.name} was not established within ${DISCOVERY_WAIT_MS / 1000}s`);
     await sleep(200, signal);
     checkAborted(signal);
   }

@@ -4,7 +4,7 @@
  * in document order.
  */
 import { parseAllDocuments } from 'yaml';
-import { TetherError } from '../../common/errors.ts';
+import { CommandFailure } from '../../common/errors.ts';
 
 export interface KubeObject {
   apiVersion: string;
@@ -21,38 +21,38 @@ const NAME_RE = /^[a-z0-9]([-a-z0-9.:]*[a-z0-9])?$/i;
 
 export function parseManifests(text: string): KubeObject[] {
   const docs = parseAllDocuments(text, { prettyErrors: false, uniqueKeys: true, strict: true });
-  if (!Array.isArray(docs)) throw new TetherError('invalid_manifest', 'the manifests are not YAML documents');
+  if (!Array.isArray(docs)) throw new CommandFailure('invalid_manifest', 'the manifests are not YAML documents');
   const out: KubeObject[] = [];
   docs.forEach((doc, i) => {
     const where = `document ${i + 1}`;
-    if (doc.errors.length) throw new TetherError('invalid_manifest', `${where}: ${doc.errors[0]!.message}`);
+    if (doc.errors.length) throw new CommandFailure('invalid_manifest', `${where}: ${doc.errors[0]!.message}`);
     let value: unknown;
     try {
       value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
     } catch (err) {
-      throw new TetherError('invalid_manifest', `${where}: ${err instanceof Error ? err.message : String(err)}`);
+      throw new CommandFailure('invalid_manifest', `${where}: ${err instanceof Error ? err.message : String(err)}`);
     }
     if (value === null || value === undefined) return; // an empty document (e.g. a trailing ---)
     out.push(checkObject(value, where));
   });
-  if (out.length === 0) throw new TetherError('invalid_manifest', 'the manifests hold no objects');
-  if (out.length > MAX_DOCUMENTS) throw new TetherError('invalid_manifest', `more than ${MAX_DOCUMENTS} objects`);
+  if (out.length === 0) throw new CommandFailure('invalid_manifest', 'the manifests hold no objects');
+  if (out.length > MAX_DOCUMENTS) throw new CommandFailure('invalid_manifest', `more than ${MAX_DOCUMENTS} objects`);
   return out;
 }
 
 function checkObject(value: unknown, where: string): KubeObject {
-  if (typeof value !== 'object' || Array.isArray(value) || value === null) throw new TetherError('invalid_manifest', `${where} is not an object`);
+  if (typeof value !== 'object' || Array.isArray(value) || value === null) throw new CommandFailure('invalid_manifest', `${where} is not an object`);
   const o = value as Record<string, unknown>;
-  if (typeof o.apiVersion !== 'string' || !o.apiVersion) throw new TetherError('invalid_manifest', `${where} has no apiVersion`);
-  if (typeof o.kind !== 'string' || !o.kind) throw new TetherError('invalid_manifest', `${where} has no kind`);
-  if (o.kind.endsWith('List')) throw new TetherError('invalid_manifest', `${where}: ${o.kind} is not supported; list the items as documents`);
+  if (typeof o.apiVersion !== 'string' || !o.apiVersion) throw new CommandFailure('invalid_manifest', `${where} has no apiVersion`);
+  if (typeof o.kind !== 'string' || !o.kind) throw new CommandFailure('invalid_manifest', `${where} has no kind`);
+  if (o.kind.endsWith('List')) throw new CommandFailure('invalid_manifest', `${where}: ${o.kind} is not supported; list the items as documents`);
   const m = o.metadata as Record<string, unknown> | undefined;
-  if (typeof m !== 'object' || m === null || Array.isArray(m)) throw new TetherError('invalid_manifest', `${where} (${o.kind}) has no metadata`);
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) throw new CommandFailure('invalid_manifest', `${where} (${o.kind}) has no metadata`);
   if (typeof m.name !== 'string' || !NAME_RE.test(m.name) || m.name.length > 253) {
-    throw new TetherError('invalid_manifest', `${where} (${o.kind}) needs metadata.name (generateName is not supported)`);
+    throw new CommandFailure('invalid_manifest', `${where} (${o.kind}) needs metadata.name (generateName is not supported)`);
   }
   if (m.namespace !== undefined && (typeof m.namespace !== 'string' || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(m.namespace))) {
-    throw new TetherError('invalid_manifest', `${where} (${o.kind} ${m.name}) has an invalid metadata.namespace`);
+    throw new CommandFailure('invalid_manifest', `${where} (${o.kind} ${m.name}) has an invalid metadata.namespace`);
   }
   return o as KubeObject;
 }

@@ -4,7 +4,7 @@
 import type { ExecutionContext } from '../../common/agent/runtime.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { OutputRef } from '../../common/specs.ts';
-import { TetherError } from '../../common/errors.ts';
+import { CommandFailure, TetherError } from '../../common/errors.ts';
 import type { ClusterAgentConfig } from '../config/cluster.config.ts';
 import type { KubeAccess } from '../kube/kube.ts';
 import type { SecretResolver } from '../kube/secrets.ts';
@@ -38,7 +38,7 @@ export function refResolvers(s: StepContext, namespace: string): RefResolvers {
 }
 
 export const noOutputRefs = async (ref: OutputRef): Promise<never> => {
-  throw new TetherError('invalid_spec', `outputRef to step "${ref.step}" is only meaningful inside a flow`);
+  throw new CommandFailure('invalid_spec', `outputRef to step "${ref.step}" is only meaningful inside a flow`);
 };
 
 export function plainLookup(outputs: Record<string, unknown>): (key: string) => Promise<unknown> {

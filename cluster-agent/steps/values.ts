@@ -3,7 +3,7 @@
  * resolution. Every object built here has a null prototype, and the keys `__proto__`,
  * `constructor` and `prototype` are refused, so no input can reach Object.prototype.
  */
-import { TetherError } from '../../common/errors.ts';
+import { CommandFailure } from '../../common/errors.ts';
 import { isOutputRef, isSecretRef, type OutputRef, type SecretRef } from '../../common/specs.ts';
 
 const FORBIDDEN = new Set(['__proto__', 'constructor', 'prototype']);
@@ -21,7 +21,7 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 }
 
 function checkKey(key: string): void {
-  if (FORBIDDEN.has(key)) throw new TetherError('invalid_values', `key "${key}" is not allowed in values`);
+  if (FORBIDDEN.has(key)) throw new CommandFailure('invalid_values', `key "${key}" is not allowed in values`);
 }
 
 /** Own enumerable keys, plus a literal "__proto__" own property (JSON.parse creates one). */
@@ -31,7 +31,7 @@ function keysOf(o: object): string[] {
 
 /** A deep copy of a JSON-like value with null-prototype objects; refuses forbidden keys. */
 export function cloneTree(value: Tree, depth = 0): Tree {
-  if (depth > MAX_DEPTH) throw new TetherError('invalid_values', `values nested deeper than ${MAX_DEPTH} levels`);
+  if (depth > MAX_DEPTH) throw new CommandFailure('invalid_values', `values nested deeper than ${MAX_DEPTH} levels`);
   if (Array.isArray(value)) return value.map((v) => cloneTree(v, depth + 1));
   if (isPlainObject(value)) {
     const out: Record<string, unknown> = Object.create(null);
@@ -52,14 +52,14 @@ export function deepMerge(...layers: Tree[]): Record<string, unknown> {
   let out: Record<string, unknown> = Object.create(null);
   for (const layer of layers) {
     if (layer === undefined) continue;
-    if (!isPlainObject(layer)) throw new TetherError('invalid_values', 'values must be an object');
+    if (!isPlainObject(layer)) throw new CommandFailure('invalid_values', 'values must be an object');
     out = mergeInto(out, layer, 0);
   }
   return out;
 }
 
 function mergeInto(base: Record<string, unknown>, over: Record<string, unknown>, depth: number): Record<string, unknown> {
-  if (depth > MAX_DEPTH) throw new TetherError('invalid_values', `values nested deeper than ${MAX_DEPTH} levels`);
+  if (depth > MAX_DEPTH) throw new CommandFailure('invalid_values', `values nested deeper than ${MAX_DEPTH} levels`);
   const out: Record<string, unknown> = Object.create(null);
   for (const k of keysOf(base)) out[k] = base[k];
   for (const k of keysOf(over)) {
@@ -73,7 +73,7 @@ function mergeInto(base: Record<string, unknown>, over: Record<string, unknown>,
 
 /** Replaces every {secretRef} and {outputRef} in a tree by its value (a fresh null-prototype tree). */
 export async function resolveRefs(value: Tree, r: RefResolvers, depth = 0): Promise<Tree> {
-  if (depth > MAX_DEPTH) throw new TetherError('invalid_values', `values nested deeper than ${MAX_DEPTH} levels`);
+  if (depth > MAX_DEPTH) throw new CommandFailure('invalid_values', `values nested deeper than ${MAX_DEPTH} levels`);
   if (isSecretRef(value)) return r.secret(value.secretRef);
   if (isOutputRef(value)) return cloneTree(await r.output(value.outputRef));
   if (Array.isArray(value)) {

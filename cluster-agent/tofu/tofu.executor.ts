@@ -7,7 +7,7 @@
  * is deleted (the state Secret stays, holding the empty state).
  */
 import { join } from 'node:path';
-import { TetherError } from '../../common/errors.ts';
+import { CommandFailure } from '../../common/errors.ts';
 import type { TofuSpec } from '../../common/specs.ts';
 import { writeFileAtomic } from '../../common/files.ts';
 import { checkoutGit } from '../git/git.checkout.ts';
@@ -23,6 +23,7 @@ import {
   tofuApplyArgs,
   tofuDestroyArgs,
   tofuEnv,
+  tofuFailureCode,
   tofuInitArgs,
   tofuForceUnlockArgs,
   tofuOutputArgs,
@@ -114,7 +115,7 @@ async function executeTofuSerialized(spec: TofuSpec, s: StepContext, namespace: 
       r = await run([...args]);
       checkAborted(s.exec.signal);
     }
-    if (r.exitCode !== 0) throw new TetherError('tofu_failed', failureMessage(what, r));
+    if (r.exitCode !== 0) throw new CommandFailure(tofuFailureCode(r.stderrTail), failureMessage(what, r));
   }
   if (destroy) {
     const outputsSecret = outputsSecretName(spec.stateName);
@@ -126,7 +127,7 @@ async function executeTofuSerialized(spec: TofuSpec, s: StepContext, namespace: 
   // Never streamed: the JSON holds the sensitive values.
   const out = await run(tofuOutputArgs(), true);
   checkAborted(s.exec.signal);
-  if (out.exitCode !== 0) throw new TetherError('tofu_failed', failureMessage('tofu output', out));
+  if (out.exitCode !== 0) throw new CommandFailure(tofuFailureCode(out.stderrTail), failureMessage('tofu output', out));
   const { plain, sensitive } = splitOutputs(out.stdout);
   for (const v of Object.values(sensitive)) s.exec.mask(v);
 
@@ -159,7 +160,7 @@ async function executeTofuSerialized(spec: TofuSpec, s: StepContext, namespace: 
       // Sensitive values are read back from the cluster, never kept with the step's results.
       const stored = await readSecretData(kube.core, namespace, outputsSecret);
       const v = stored?.[key];
-      if (v === undefined) throw new TetherError('output_not_found', `Secret ${namespace}/${outputsSecret} has no key "${key}"`);
+      if (v === undefined) throw new CommandFailure('output_not_found', `Secret ${namespace}/${outputsSecret} has no key "${key}"`);
       s.exec.mask(v);
       return v;
     },

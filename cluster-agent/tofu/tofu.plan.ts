@@ -3,7 +3,7 @@
  * the argument lists, the environment, and how `tofu output -json` splits into what may go to the
  * control plane and what must stay in the cluster.
  */
-import { TetherError } from '../../common/errors.ts';
+import { CommandFailure } from '../../common/errors.ts';
 
 /** Written next to the module; `_override` so it replaces whatever backend the module declares. */
 export const BACKEND_OVERRIDE_FILE = 'zzz_tether_backend_override.tf.json';
@@ -68,13 +68,13 @@ export function splitOutputs(stdout: string): SplitOutputs {
   try {
     parsed = JSON.parse(stdout.trim() === '' ? '{}' : stdout);
   } catch {
-    throw new TetherError('tofu_error', 'tofu output -json did not print JSON');
+    throw new CommandFailure('tofu_failed', 'tofu output -json did not print JSON');
   }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new TetherError('tofu_error', 'tofu output -json did not print an object');
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new CommandFailure('tofu_failed', 'tofu output -json did not print an object');
   const plain: Record<string, unknown> = {};
   const sensitive: Record<string, string> = {};
   for (const [name, o] of Object.entries(parsed as Record<string, { sensitive?: unknown; value?: unknown }>)) {
-    if (!/^[-._a-zA-Z0-9]+$/.test(name)) throw new TetherError('tofu_error', `output "${name}" cannot be stored as a Secret key`);
+    if (!/^[-._a-zA-Z0-9]+$/.test(name)) throw new CommandFailure('tofu_invalid', `output "${name}" cannot be stored as a Secret key`);
     if (o?.sensitive === false) plain[name] = o.value ?? null;
     else sensitive[name] = typeof o?.value === 'string' ? o.value : JSON.stringify(o?.value ?? null);
   }
@@ -139,3 +139,34 @@ export function staleLockVerdict(lock: StateLock, agentStartedAt: number): LockV
 }
 
 export const tofuForceUnlockArgs = (lockId: string): string[] => ['force-unlock', '-force', '-no-color', lockId];
+
+/** Diagnostics tofu prints when the module or its variables are wrong (the same input fails the same way). */
+const TOFU_INVALID = [
+  /Error: Invalid value for (input )?variable/i,
+  /Error: No value for required variable/i,
+  /Error: Reference to undeclared/i,
+  /Error: Invalid reference/i,
+  /Error: Unsupported (argument|attribute|block type)/i,
+  /Error: Missing required argument/i,
+  /Error: Argument or block definition required/i,
+  /Error: Invalid (expression|function argument|character|block definition|count argument|for_each argument|template interpolation value)/i,
+  /Error: Call to unknown function/i,
+  /Error: Unclosed configuration block/i,
+  /Error: Unsuitable value type/i,
+  /Error: Incorrect attribute value type/i,
+  /Error: Output refers to sensitive values/i,
+  /Error: Variables not allowed/i,
+  /Error: Cycle: /i,
+  /does not have a provider named/i,
+  /Error: Module not installed/i,
+  /Error: Unreadable module directory/i,
+];
+
+/**
+ * How a failed tofu run is classified: the module or its variables are wrong (`tofu_invalid`,
+ * permanent) or something around it failed (`tofu_failed`, transient: a registry or provider API
+ * unreachable, a state lock held).
+ */
+export function tofuFailureCode(stderr: string): 'tofu_invalid' | 'tofu_failed' {
+  return TOFU_INVALID.some((re) => re.test(stderr)) ? 'tofu_invalid' : 'tofu_failed';
+}

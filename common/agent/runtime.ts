@@ -5,11 +5,12 @@
  * 60 s, jittered); nothing here ends the process.
  *
  * The executor never sees the wire: it gets the claimed command and a context, and returns an
- * outcome (succeeded | failed{retryable} | cancelled | timed_out).
+ * outcome (succeeded | failed{code} | cancelled | timed_out); whether a failure is retryable
+ * follows from its code (COMMAND_ERRORS in common/errors.ts).
  */
 import pRetry from 'p-retry';
 import type { Logger } from '../logger.ts';
-import { TetherError, errorMessage } from '../errors.ts';
+import { COMMAND_ERRORS, TetherError, classifyFailure, errorMessage, type CommandErrorCode } from '../errors.ts';
 import type { AgentMetrics, ClaimedCommand, LogLine, ResultRequest } from '../wire.ts';
 import type { AgentClient } from './agent-client.ts';
 import { MemoryOutbox, type Outbox, type OutboxEntry } from './outbox.ts';
@@ -17,7 +18,7 @@ import { Masker } from './masker.ts';
 
 export type Outcome =
   | { status: 'succeeded'; outputs?: Record<string, unknown> }
-  | { status: 'failed'; error: { code: string; message: string }; retryable: boolean; outputs?: Record<string, unknown> }
+  | { status: 'failed'; error: { code: CommandErrorCode; message: string }; outputs?: Record<string, unknown> }
   | { status: 'cancelled'; message?: string }
   | { status: 'timed_out'; message?: string };
 
@@ -208,11 +209,7 @@ export class AgentRuntime {
       try {
         outcome = await this.o.execute(command, ctx);
       } catch (err) {
-        outcome = {
-          status: 'failed',
-          error: { code: err instanceof TetherError ? err.code : 'executor_error', message: errorMessage(err) },
-          retryable: err instanceof TetherError ? err.retryable : false,
-        };
+        outcome = { status: 'failed', error: { code: classifyFailure(err).code, message: errorMessage(err) } };
       }
       clearTimeout(timeout);
       if (controller.signal.aborted && outcome.status !== 'succeeded') outcome = fromStopReason(controller.signal.reason, outcome);
@@ -340,7 +337,7 @@ function toResult(leaseId: string, o: Outcome, masker: Masker): ResultRequest {
       return {
         leaseId,
         outcome: 'failed',
-        error: { code: o.error.code, message: masker.apply(o.error.message).slice(0, 16_000), retryable: o.retryable },
+        error: { code: o.error.code, message: masker.apply(o.error.message).slice(0, 16_000), retryable: COMMAND_ERRORS[o.error.code].retryable },
         ...(o.outputs ? { outputs: o.outputs } : {}),
       };
     case 'cancelled':

@@ -4,7 +4,7 @@
  * The preflight and install code is imported when such a command comes, not at daemon start.
  */
 import { installSpecSchema, parseSpec } from '../../common/specs.ts';
-import { errorMessage } from '../../common/errors.ts';
+import { errorMessage, type CommandErrorCode } from '../../common/errors.ts';
 import type { Executor, Outcome } from '../../common/agent/runtime.ts';
 import type { NodeConfig } from '../config/node.config.ts';
 import type { Runner } from '../process/run.ts';
@@ -18,12 +18,12 @@ export interface ExecutorDeps {
   syncVpn: () => Promise<VpnSyncResult>;
 }
 
-const failed = (code: string, message: string, retryable: boolean): Outcome => ({ status: 'failed', error: { code, message }, retryable });
+const failed = (code: CommandErrorCode, message: string): Outcome => ({ status: 'failed', error: { code, message } });
 
 export function nodeExecutor(d: ExecutorDeps): Executor {
   return async (command, ctx) => {
     const spec = parseSpec(command.type, command.spec);
-    if (!spec.success) return failed('invalid_spec', spec.error.issues.map((i) => i.message).join('; '), false);
+    if (!spec.success) return failed('invalid_spec', spec.error.issues.map((i) => i.message).join('; '));
     switch (command.type) {
       case 'preflight': {
         const [{ runPreflight }, { renderReport }] = await Promise.all([import('../preflight/preflight.run.ts'), import('../preflight/preflight.report.ts')]);
@@ -36,7 +36,7 @@ export function nodeExecutor(d: ExecutorDeps): Executor {
         ctx.emit(renderReport(report), 'stdout');
         if (report.summary.ok) return { status: 'succeeded', outputs: { report } };
         const fails = report.checks.filter((c) => c.status === 'fail').map((c) => `${c.name}: ${c.detail}`);
-        return failed('preflight_failed', `${fails.length} check(s) failed: ${fails.join('; ')}`, false);
+        return failed('preflight_failed', `${fails.length} check(s) failed: ${fails.join('; ')}`);
       }
       case 'install': {
         const s = installSpecSchema.parse(spec.data);
@@ -49,21 +49,21 @@ export function nodeExecutor(d: ExecutorDeps): Executor {
           signal: ctx.signal,
           onLine: (l) => ctx.emit(l, 'stdout'),
         });
-        if (!r.result.ok) return failed('install_failed', r.result.steps.flatMap((x) => (x.status === 'failed' ? x.notes : [])).join('; ') || 'a step failed', true);
+        if (!r.result.ok) return failed('install_failed', r.result.steps.flatMap((x) => (x.status === 'failed' ? x.notes : [])).join('; ') || 'a step failed');
         return { status: 'succeeded', outputs: { steps: r.result.steps, pending: r.result.pending, hostCommands: r.hostCommands } };
       }
       case 'vpn-sync': {
-        if (!d.config.network.manageVpn) return failed('vpn_not_managed', 'this node does not manage its VPN (network.manageVpn is false)', false);
+        if (!d.config.network.manageVpn) return failed('vpn_not_managed', 'this node does not manage its VPN (network.manageVpn is false)');
         try {
           const v = await d.syncVpn();
           ctx.emit(`wg0 ${v.wg0.interface} ${v.wg0.address}: ${v.wg0.peers} peers; wg1 ${v.wg1.interface} ${v.wg1.address}: ${v.wg1.peers} users`);
           return { status: 'succeeded', outputs: { vpn: v } };
         } catch (err) {
-          return failed('vpn_sync_failed', errorMessage(err), true);
+          return failed('vpn_sync_failed', errorMessage(err));
         }
       }
       default:
-        return failed('unsupported_command', `a node agent does not run ${command.type} commands`, false);
+        return failed('unsupported_command', `a node agent does not run ${command.type} commands`);
     }
   };
 }

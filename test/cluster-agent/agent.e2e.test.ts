@@ -140,11 +140,13 @@ describe('cluster agent (end to end)', function () {
     assert.equal(w?.spec?.size, 3, JSON.stringify(w));
   });
 
-  it('fails a manifest the API server refuses, naming the object', async () => {
-    const id = await submit(t, CID, 'manifest', { manifests: 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bad}\ndata: {key: [1, 2]}\n', namespace: 'tenant-a' });
+  it('fails a manifest the API server refuses, naming the object, at once (permanent: not retried)', async () => {
+    const id = await submit(t, CID, 'manifest', { manifests: 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bad}\ndata: {key: [1, 2]}\n', namespace: 'tenant-a' }, { maxAttempts: 3 });
     const v = await waitForJob(t, id);
     assert.equal(v.state, 'failed');
-    assert.equal(v.error?.code, 'apply_failed');
+    assert.equal(v.error?.code, 'kube_rejected');
+    assert.equal(v.error?.retryable, false);
+    assert.equal(v.attempts, 1, 'a schema error is not retried up to maxAttempts');
     assert.match(v.error!.message, /ConfigMap tenant-a\/bad/);
   });
 
@@ -200,5 +202,23 @@ describe('cluster agent (end to end)', function () {
     assert.equal(escape.state, 'failed');
     assert.equal(escape.error?.code, 'invalid_path');
     assert.match(escape.error!.message, /leads outside the repository/);
+  });
+
+  it('does not retry permanent failures (a missing ref, a template error) and retries transient ones (an unreachable repository)', async () => {
+    const chart = (ref: string, url = repo.url) => ({ release: 'classified', namespace: 'web', chart: { git: { url, ref, path: 'charts/hello' } } });
+    const missingRef = await waitForJob(t, await submit(t, CID, 'helm', chart('no-such-branch'), { maxAttempts: 3 }));
+    assert.equal(missingRef.state, 'failed');
+    assert.deepEqual([missingRef.error?.code, missingRef.error?.retryable, missingRef.attempts], ['git_not_found', false, 1]);
+    assert.match(missingRef.error!.message, /no-such-branch/);
+
+    repo.commit({ 'charts/broken/Chart.yaml': 'apiVersion: v2\nname: broken\nversion: 0.1.0\n', 'charts/broken/templates/cm.yaml': 'kind: ConfigMap\ndata: {{ .Values.x | }}\n' });
+    const template = await waitForJob(t, await submit(t, CID, 'helm', { ...chart('main'), chart: { git: { url: repo.url, ref: 'main', path: 'charts/broken' } } }, { maxAttempts: 3 }));
+    assert.equal(template.state, 'failed');
+    assert.deepEqual([template.error?.code, template.error?.retryable, template.attempts], ['helm_invalid', false, 1], template.error?.message);
+
+    // Nothing listens on port 1 of loopback: a network failure, retried up to maxAttempts.
+    const unreachable = await waitForJob(t, await submit(t, CID, 'helm', chart('main', 'https://127.0.0.1:1/charts.git'), { maxAttempts: 2 }));
+    assert.equal(unreachable.state, 'failed');
+    assert.deepEqual([unreachable.error?.code, unreachable.error?.retryable, unreachable.attempts], ['git_error', true, 2]);
   });
 });

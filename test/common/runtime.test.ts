@@ -133,7 +133,7 @@ describe('agent runtime (common/agent)', function () {
       started = true;
       await waitForAbort(ctx.signal);
       assert.ok(ctx.signal.reason instanceof StopReason);
-      return { status: 'failed', error: { code: 'aborted', message: 'stopped' }, retryable: false } satisfies Outcome;
+      return { status: 'failed', error: { code: 'executor_error', message: 'stopped' } } satisfies Outcome;
     });
     const id = await submit();
     await eventually(() => started, 10_000, 'execution to start');
@@ -145,7 +145,7 @@ describe('agent runtime (common/agent)', function () {
   it('times out an execution at the command timeout', async () => {
     runtime(async (_cmd, ctx) => {
       await waitForAbort(ctx.signal);
-      return { status: 'failed', error: { code: 'aborted', message: 'stopped' }, retryable: false };
+      return { status: 'failed', error: { code: 'executor_error', message: 'stopped' } };
     });
     const id = await submit(undefined, { timeoutSeconds: 1 });
     const j = await finished(id);
@@ -193,7 +193,7 @@ describe('agent runtime (common/agent)', function () {
 
     const r2 = runtime(async (_c, ctx) => {
       await waitForAbort(ctx.signal);
-      return { status: 'failed', error: { code: 'x', message: 'x' }, retryable: false };
+      return { status: 'failed', error: { code: 'executor_error', message: 'x' } };
     });
     const b = await submit();
     await eventually(() => r2.runningIds.includes(b), 10_000, 'execution to start');
