@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Bundles the node agent (node-agent/cli/main.ts and what it imports, npm packages included) into
-# one pre-stripped ES module, dist/tether-node.mjs, which bin/tether-node and the systemd unit run.
+# one pre-stripped ES module, dist/tether-node.mjs, which bin/tether-node and the systemd unit run;
+# and the `tether` CLI into dist/tether.mjs, which bin/tether runs for client commands.
 # Why: the daemon idles for months, and loading ~90 TypeScript files through Node's type stripping
 # and the module loader cost it ~30 MB of resident memory (docs/node-agent.md, Footprint). Modules
 # only some commands need (register, preflight, install) stay unevaluated in the file until used.
@@ -8,20 +9,47 @@
 # lock file or this script is newer than the bundle. Prints nothing on a warm run.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-out="$root/dist/tether-node.mjs"
-if [ -f "$out" ] && [ -z "$(find "$root/node-agent" "$root/common" "$root/package-lock.json" "$root/package.json" "${BASH_SOURCE[0]}" -newer "$out" -print -quit)" ]; then
-  exit 0
-fi
 mkdir -p "$root/dist"
 echo '*' > "$root/dist/.gitignore" # build output, never committed
-tmp="$out.$$.tmp"
+
+# Rebuilt only when a source, the lock file or this script is newer than the output.
+stale() { # stale <output> <source folders…>
+  local out=$1
+  shift
+  [ ! -f "$out" ] || [ -n "$(find "$@" "$root/package-lock.json" "$root/package.json" "${BASH_SOURCE[0]}" -newer "$out" -print -quit)" ]
+}
 # --minify-whitespace/--minify-syntax: V8 keeps a script's whole source in memory, so a smaller file
 # is a smaller heap; identifiers are kept so stack traces in the journal stay readable.
 # createRequire: bundled CommonJS packages (pino, yaml, commander) call require() for Node built-ins.
-"$root/node_modules/.bin/esbuild" "$root/node-agent/cli/main.ts" \
-  --bundle --platform=node --format=esm --target=node24 \
-  --minify-whitespace --minify-syntax --legal-comments=none --log-level=warning \
-  --banner:js="import { createRequire as __tetherRequire } from 'node:module'; const require = __tetherRequire(import.meta.url);" \
-  --outfile="$tmp"
-# Atomic: a daemon starting meanwhile reads the old file or the new one, never half of one.
-mv -f "$tmp" "$out"
+esbuild=("$root/node_modules/.bin/esbuild" --bundle --platform=node --format=esm --target=node24
+  --minify-whitespace --minify-syntax --legal-comments=none --log-level=warning
+  "--banner:js=import { createRequire as __tetherRequire } from 'node:module'; const require = __tetherRequire(import.meta.url);")
+
+out="$root/dist/tether-node.mjs"
+if stale "$out" "$root/node-agent" "$root/common"; then
+  "${esbuild[@]}" "$root/node-agent/cli/main.ts" --outfile="$out.$$.tmp"
+  # Atomic: a daemon starting meanwhile reads the old file or the new one, never half of one.
+  mv -f "$out.$$.tmp" "$out"
+fi
+
+# The `tether` CLI, split (dist/cli/tether.mjs and chunks): a client command parses only the
+# ~75 KB entry (commander, the HTTP client); what one command needs (YAML, the wire schemas, the
+# bundle tooling) is a chunk loaded by that command. `tether server` is in none of it: main.ts
+# imports the server by URL from the sources, and bin/tether runs `server` from the sources.
+# Chunks are content-named, so new ones are copied beside the old, the entry replaced atomically,
+# and chunks no longer referenced removed after a while (a command started before may still load one).
+cli="$root/dist/cli"
+if stale "$cli/tether.mjs" "$root/control-plane" "$root/common"; then
+  tmp="$root/dist/.cli.$$.tmp"
+  rm -rf "$tmp"
+  "${esbuild[@]}" "$root/control-plane/cli/main.ts" --splitting --outdir="$tmp" \
+    --entry-names=tether --chunk-names=chunk-[hash] --out-extension:.js=.mjs
+  mkdir -p "$cli"
+  for f in "$tmp"/chunk-*.mjs; do [ -e "$cli/${f##*/}" ] || mv "$f" "$cli/"; done
+  mv -f "$tmp/tether.mjs" "$cli/tether.mjs"
+  rm -rf "$tmp"
+  live=" $(cd "$cli" && grep -ho 'chunk-[A-Z0-9]*\.mjs' ./*.mjs | sort -u | tr '\n' ' ') "
+  for f in "$cli"/chunk-*.mjs; do
+    case "$live" in *" ${f##*/} "*) ;; *) find "$f" -mmin +10 -delete ;; esac
+  done
+fi

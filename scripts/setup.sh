@@ -5,10 +5,24 @@
 #     headers, so native addons (better-sqlite3) build against Node 24;
 #  3. bundles the node agent into dist/tether-node.mjs (scripts/build.sh) when a source changed.
 # Prints nothing on a warm run. Source scripts/env.sh afterwards to use the same Node.
+# Runs under a lock per checkout (flock on a file in the cache; not in node_modules, which npm ci
+# deletes): `npm start &` and the next `npx tether …` pasted together both come here at once, and
+# two `npm ci` in one checkout break each other; the second waits for the first, then finds
+# everything done.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=env.sh
 source "$root/scripts/env.sh"
+
+if [ -z "${TETHER_SETUP_LOCKED:-}" ]; then
+  mkdir -p "$TETHER_CACHE/locks"
+  exec 9>>"$TETHER_CACHE/locks/setup-$(printf %s "$root" | sha256sum | cut -c1-16).lock"
+  if ! flock -n 9; then
+    echo "setup: waiting for another set-up of this checkout to finish" >&2
+    flock 9
+  fi
+  export TETHER_SETUP_LOCKED=1 # build.sh and nested entry points run under this lock
+fi
 
 if [ ! -x "$TETHER_NODE_DIR/bin/node" ]; then
   echo "setup: installing Node $TETHER_NODE_VERSION into $TETHER_NODE_DIR" >&2

@@ -139,6 +139,7 @@ export function registerBundleCommands(program: Command, h: CliHelpers): void {
     });
   bundles
     .command('list')
+    .description('list registered bundle sources')
     .option('--json', 'print JSON')
     .action(async (o: { json?: boolean }) => {
       const { bundles: list } = await h.call<{ bundles: BundleSourceView[] }>('GET', '/v1/bundles');
@@ -174,6 +175,7 @@ export function registerBundleCommands(program: Command, h: CliHelpers): void {
   const instances = program.command('instances').description('bundle instances');
   instances
     .command('list')
+    .description('list instances and their state')
     .option('--cluster <cid>', 'only this cluster')
     .option('--json', 'print JSON')
     .action(async (o: { cluster?: string; json?: boolean }) => {
@@ -183,6 +185,7 @@ export function registerBundleCommands(program: Command, h: CliHelpers): void {
     });
   instances
     .command('show <osid>')
+    .description("an instance's state, inputs and outputs")
     .option('--json', 'print JSON')
     .action(async (osid: string, o: { json?: boolean }) => {
       const i = await h.call<InstanceView>('GET', `/v1/instances/${encodeURIComponent(osid)}`);

@@ -1,57 +1,55 @@
 #!/usr/bin/env node
 /**
  * `tether`: the control plane server and the user CLI. Exit codes: 0 ok, 1 a failed job or a
- * refused request, 2 bad usage.
+ * refused request, 2 bad usage (including a request the control plane refuses as invalid, 400).
+ *
+ * Client commands answer in ~100 ms: this file imports only commander and the small HTTP client;
+ * what one command needs (the server, YAML, the wire schemas, the bundle tooling) is imported in
+ * that command. bin/tether runs the bundle of this file (dist/cli/tether.mjs, scripts/build.sh).
  */
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import YAML from 'yaml';
 import { HttpClient, HttpError } from '../../common/http-client.ts';
-import { TetherError, errorMessage } from '../../common/errors.ts';
-import { parseDurationSeconds, type AgentView, type CommandView } from '../../common/wire.ts';
-import { startControlPlane } from '../app.ts';
-import { readCredentials, saveCredentials } from './credentials.ts';
+import { errorMessage } from '../../common/errors.ts';
+import type { AgentView, CommandView } from '../../common/wire.ts';
+import { saveCredentials } from './credentials.ts';
 import { printTable } from './table.ts';
-import { readSse } from './sse.ts';
-import { registerBundleCommands } from './bundles.commands.ts';
+import { UsageError, explainTransport, makeClient, readCa, resolveTarget, transportCode, type GlobalOpts, type Target } from './client.ts';
+import { followJob } from './follow.ts';
 
-class UsageError extends Error {}
+/**
+ * The project's root (where package.json says "tether") and version: two folders above
+ * dist/cli/tether.mjs and this file.
+ */
+const { ROOT, VERSION } = ((): { ROOT: URL; VERSION: string } => {
+  for (const rel of ['../../']) {
+    try {
+      const root = new URL(rel, import.meta.url);
+      const p = JSON.parse(readFileSync(new URL('package.json', root), 'utf8')) as { name?: string; version?: string };
+      if (p.name === 'tether') return { ROOT: root, VERSION: p.version ?? '0.0.0' };
+    } catch {
+      /* try the next */
+    }
+  }
+  return { ROOT: new URL('../../', import.meta.url), VERSION: '0.0.0' };
+})();
 
 const program = new Command('tether')
   .description('Tether: a pull-based executor for Kubernetes tenants')
+  .version(VERSION, '-V, --version', 'print the version')
   .option('--url <url>', 'control plane URL (env TETHER_URL)')
   .option('--api-key <key>', 'admin API token (env TETHER_API_KEY)')
   .option('--ca-file <file>', 'CA certificate to trust (env TETHER_CA_FILE)')
   .showHelpAfterError()
   .exitOverride();
 
-interface GlobalOpts {
-  url?: string;
-  apiKey?: string;
-  caFile?: string;
-}
+/** Where the last client was pointed (for the hint when it cannot be reached). */
+let lastTarget: Target | undefined;
 
 function client(): HttpClient {
-  const g = program.opts<GlobalOpts>();
-  const stored = readCredentials();
-  const url = g.url ?? process.env.TETHER_URL ?? stored.url ?? 'https://127.0.0.1:8443';
-  const caFile = g.caFile ?? process.env.TETHER_CA_FILE ?? stored.caFile ?? (existsSync('data/ca.crt') ? 'data/ca.crt' : undefined);
-  let apiKey = g.apiKey ?? process.env.TETHER_API_KEY ?? stored.apiKey;
-  if (!apiKey && existsSync('data/admin-token')) apiKey = readFileSync('data/admin-token', 'utf8').trim();
-  if (!apiKey) throw new UsageError('no API token: set TETHER_API_KEY, pass --api-key, or run `tether login`');
-  let ca: string | undefined;
-  if (caFile) {
-    try {
-      ca = readFileSync(caFile, 'utf8');
-    } catch (err) {
-      throw new UsageError(`cannot read the CA file ${caFile}: ${errorMessage(err)}`);
-    }
-  }
-  try {
-    return new HttpClient({ baseUrl: url, ca, bearerToken: apiKey, userAgent: 'tether-cli' });
-  } catch (err) {
-    throw new UsageError(errorMessage(err));
-  }
+  lastTarget = resolveTarget(program.opts<GlobalOpts>());
+  return makeClient(lastTarget);
 }
 
 async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
@@ -84,6 +82,9 @@ program
   .option('--domain-root <root>', 'root of cluster domains (<cid>.<aid>.<root>)')
   .action(async (o: { dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string }) => {
     process.umask(0o077); // the database, keys and tokens are for this user only
+    // By URL, not a literal: the CLI bundle leaves the server (express, SQLite) out and loads the
+    // sources only here.
+    const { startControlPlane } = (await import(new URL('control-plane/app.ts', ROOT).href)) as typeof import('../app.ts');
     const m = /^(.*):(\d{1,5})$/.exec(o.listen);
     if (!m) throw new UsageError(`--listen must be host:port (got ${o.listen})`);
     const host = m[1]!.replace(/^\[(.*)\]$/, '$1') || '0.0.0.0';
@@ -115,9 +116,12 @@ program
   .description('store the URL, API token and CA file for later commands (0600 file)')
   .action(() => {
     const g = program.opts<GlobalOpts>();
-    const apiKey = g.apiKey ?? process.env.TETHER_API_KEY;
+    const apiKey = g.apiKey ?? (process.env.TETHER_API_KEY || undefined);
     if (!apiKey) throw new UsageError('pass --api-key or set TETHER_API_KEY');
-    const file = saveCredentials({ url: g.url ?? process.env.TETHER_URL, apiKey, caFile: g.caFile ?? process.env.TETHER_CA_FILE });
+    // Absolute: the stored credentials are used from any folder.
+    const caFile = g.caFile ?? (process.env.TETHER_CA_FILE || undefined);
+    if (caFile) readCa(caFile);
+    const file = saveCredentials({ url: g.url ?? (process.env.TETHER_URL || undefined), apiKey, caFile: caFile ? resolve(caFile) : undefined });
     process.stderr.write(`tether: credentials saved to ${file}\n`);
   });
 
@@ -126,6 +130,7 @@ program
 const clusters = program.command('clusters').description('manage clusters');
 clusters
   .command('create <cid>')
+  .description('create a cluster (prints cid, account id and domain)')
   .option('--domain-root <root>', 'domain root (cluster domain becomes <cid>.<aid>.<root>)')
   .option('--json', 'print JSON')
   .action(async (cid: string, o: { domainRoot?: string; json?: boolean }) => {
@@ -135,6 +140,7 @@ clusters
   });
 clusters
   .command('list')
+  .description('list clusters')
   .option('--json', 'print JSON')
   .action(async (o: { json?: boolean }) => {
     const { clusters: list } = await call<{ clusters: { cid: string; aid: string; domain: string; createdAt: string }[] }>('GET', '/v1/clusters');
@@ -146,11 +152,13 @@ program
   .command('tokens')
   .description('bootstrap tokens for agents')
   .command('create')
+  .description('print a one-time bootstrap token for an agent of a cluster')
   .requiredOption('--cluster <cid>', 'cluster the agent belongs to')
   .addOption(new Option('--role <role>', 'agent role').choices(['node', 'cluster-agent']).makeOptionMandatory())
   .addOption(new Option('--control-plane <0|1>', 'node is a control-plane node').choices(['0', '1']))
   .option('--ttl <duration>', 'lifetime, e.g. 15m, 1h', '1h')
   .action(async (o: { cluster: string; role: 'node' | 'cluster-agent'; controlPlane?: '0' | '1'; ttl: string }) => {
+    const { parseDurationSeconds } = await import('../../common/wire.ts');
     let ttlSeconds: number;
     try {
       ttlSeconds = parseDurationSeconds(o.ttl);
@@ -176,6 +184,7 @@ program
     } catch (err) {
       throw new UsageError(`cannot read ${o.file}: ${errorMessage(err)}`);
     }
+    const { default: YAML } = await import('yaml');
     let doc: unknown;
     try {
       doc = YAML.parse(text, { maxAliasCount: 100, prettyErrors: true });
@@ -189,6 +198,7 @@ program
 const jobs = program.command('jobs').description('inspect jobs');
 jobs
   .command('show <id>')
+  .description("a job's state, attempts, outputs and error")
   .option('--json', 'print JSON')
   .action(async (id: string, o: { json?: boolean }) => {
     const c = await call<CommandView>('GET', `/v1/commands/${parseId(id)}`);
@@ -210,6 +220,7 @@ jobs
   });
 jobs
   .command('list')
+  .description('list jobs, newest first')
   .option('--json', 'print JSON')
   .option('--cluster <cid>', 'only this cluster')
   .option('--state <state>', 'only this state')
@@ -230,25 +241,46 @@ program
   .command('follow <id>')
   .description('stream a job\'s logs until it ends; exits 0 if it succeeded')
   .action(async (id: string) => {
+    const n = parseId(id);
     const c = client();
     try {
-      const res = await c.stream(`/v1/commands/${parseId(id)}/logs?follow=1`);
-      let final: { state: string; error?: { code: string; message: string } | null } | undefined;
-      for await (const ev of readSse(res)) {
-        if (ev.event === 'log') {
-          const l = JSON.parse(ev.data) as { text: string; stream: string };
-          (l.stream === 'stderr' ? process.stderr : process.stdout).write(`${l.text}\n`);
-        } else if (ev.event === 'end') {
-          final = JSON.parse(ev.data);
-          break;
-        }
-      }
-      res.destroy();
-      if (!final) throw new TetherError('stream_ended', 'the log stream ended before the job finished', { status: 503 });
-      process.stderr.write(`tether: job ${id} ${final.state}${final.error ? `: ${final.error.code}: ${final.error.message}` : ''}\n`);
-      process.exitCode = final.state === 'succeeded' ? 0 : 1;
+      process.exitCode = await followJob(c, n, { stdout: (s) => void process.stdout.write(s), stderr: (s) => void process.stderr.write(s) });
     } finally {
       c.close();
+    }
+  });
+
+program
+  .command('wait')
+  .description('wait until the control plane answers (and, for a local `tether server`, has written data/admin-token)')
+  .option('--timeout <seconds>', 'give up after this many seconds', (v) => numArg(v, '--timeout'), 60)
+  .action(async (o: { timeout: number }) => {
+    const deadline = Date.now() + o.timeout * 1000;
+    let said = false;
+    for (;;) {
+      let why: string;
+      const t = resolveTarget(program.opts<GlobalOpts>());
+      lastTarget = t;
+      if (!t.apiKey && t.localToken) why = 'no data/admin-token yet';
+      else {
+        const c = makeClient(t);
+        try {
+          await c.request('GET', '/v1/whoami', undefined, { timeoutMs: 5000 });
+          if (said) process.stderr.write(`tether: the control plane at ${t.url} is up\n`);
+          return;
+        } catch (err) {
+          // Not listening yet, or going down/up: wait. Anything else (TLS trust, 401) is an answer.
+          const code = err instanceof HttpError ? (err.status === 503 ? 'unavailable' : undefined) : transportCode(err);
+          if (!code || !['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'unavailable'].includes(code)) throw err;
+          why = code;
+        } finally {
+          c.close();
+        }
+      }
+      if (Date.now() > deadline) throw new UsageError(`the control plane at ${t.url} did not come up within ${o.timeout} s (${why})`);
+      if (!said) process.stderr.write(`tether: waiting for the control plane at ${t.url} (${why})\n`);
+      said = true;
+      await new Promise((r) => setTimeout(r, 250));
     }
   });
 
@@ -265,6 +297,7 @@ program
 const agents = program.command('agents').description('inspect and revoke agents');
 agents
   .command('list')
+  .description('agents with their status from heartbeats (healthy, degraded, offline)')
   .option('--json', 'print JSON')
   .option('--cluster <cid>', 'only this cluster')
   .action(async (o: { json?: boolean; cluster?: string }) => {
@@ -277,6 +310,7 @@ agents
   });
 agents
   .command('revoke <id>')
+  .description("revoke an agent's certificate (it is refused from its next request)")
   .action(async (id: string) => {
     const a = await call<AgentView>('POST', `/v1/agents/${encodeURIComponent(id)}/revoke`);
     out(`${a.id}\trevoked`);
@@ -284,13 +318,19 @@ agents
 
 // ------------------------------------------------------------------ bundles and instances
 
-registerBundleCommands(program, { call, out, json, usage: (m) => new UsageError(m) });
+// Loaded only for these commands and the overall help: the bundle tooling (git, validation) is
+// most of what the CLI would otherwise load.
+if (['bundles', 'deploy', 'instances', 'help', undefined].includes(commandWord(process.argv.slice(2)))) {
+  const { registerBundleCommands } = await import('./bundles.commands.ts');
+  registerBundleCommands(program, { call, out, json, usage: (m) => new UsageError(m) });
+}
 
 // ------------------------------------------------------------------ vpn
 
 const vpn = program.command('vpn').description("a cluster's WireGuard VPN (wg0 node mesh, wg1 user access)");
 vpn
   .command('show <cid>')
+  .description("a cluster's node addresses and user peers")
   .option('--json', 'print JSON')
   .action(async (cid: string, o: { json?: boolean }) => {
     const v = await call<{ nodes: { nid: string; wg0Address: string; wg1Address: string; endpoint: string | null }[]; users: { id: string; name: string; address: string }[] }>('GET', `/v1/clusters/${encodeURIComponent(cid)}/vpn`);
@@ -309,12 +349,25 @@ vpnUsers
   });
 vpnUsers
   .command('delete <cid> <id>')
+  .description('remove a user peer')
   .action(async (cid: string, id: string) => {
     await call('DELETE', `/v1/clusters/${encodeURIComponent(cid)}/vpn/users/${encodeURIComponent(id)}`);
     out(`${id}\tdeleted`);
   });
 
 // ------------------------------------------------------------------ run
+
+/** The first word that is not a global option (the command), if any. */
+function commandWord(args: readonly string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--url' || a === '--api-key' || a === '--ca-file') i++;
+    else if (a === '-h' || a === '--help') return 'help';
+    else if (a === '-V' || a === '--version') return 'version';
+    else if (!a.startsWith('-')) return a;
+  }
+  return undefined;
+}
 
 function intArg(v: string, name: string): number {
   if (!/^\d+$/.test(v)) throw new UsageError(`${name} must be a whole number`);
@@ -337,9 +390,11 @@ try {
     process.exitCode = 2;
   } else if (err instanceof HttpError) {
     process.stderr.write(`tether: ${err.code}: ${err.message}\n`);
-    process.exitCode = 1;
+    // 400: the control plane's validation refused what was typed (bad usage); other refusals are 1.
+    process.exitCode = err.status === 400 ? 2 : 1;
   } else {
-    process.stderr.write(`tether: ${errorMessage(err)}\n`);
+    const hint = lastTarget ? explainTransport(err, lastTarget) : undefined;
+    process.stderr.write(`tether: ${hint ?? errorMessage(err)}\n`);
     process.exitCode = 1;
   }
 }

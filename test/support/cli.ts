@@ -8,10 +8,10 @@ export interface CliResult {
   stderr: string;
 }
 
-export function runCli(args: string[], env: NodeJS.ProcessEnv, stdin?: string): Promise<CliResult> {
+export function runCli(args: string[], env: NodeJS.ProcessEnv, stdin?: string, cwd?: string): Promise<CliResult> {
   const [cmd, argv] = nodeArgs('control-plane/cli/main.ts', args);
   return new Promise((resolve) => {
-    const p = spawn(cmd, argv, { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const p = spawn(cmd, argv, { cwd, env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d) => (stdout += d));
