@@ -1,9 +1,12 @@
 /**
  * `tether-node register`: one time. The key pair is generated here and the private key is written
- * (0600) before anything is sent; only a CSR travels, traded with the one-time bootstrap token for
- * a certificate. Then the configuration file is written (0600).
+ * (0600) before anything is sent, into a pending file beside `node.key`; only a CSR travels, traded
+ * with the one-time bootstrap token for a certificate. The pending key replaces `node.key` only once
+ * the certificate arrived, so a register that fails (a spent token, `--force` over a working node)
+ * leaves the registered node's key and certificate as they were. Then the configuration file is
+ * written (0600).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { generateKeyPair } from '../../common/csr.ts';
 import { writeFileAtomic } from '../../common/files.ts';
@@ -65,12 +68,22 @@ export async function registerNode(o: RegisterOptions, log: Logger): Promise<Nod
   if (!checked.success) throw new ConfigError(checked.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '));
 
   const keys = generateKeyPair();
-  writeFileAtomic(keyFile, keys.privateKeyPem, 0o600);
+  const pendingKey = `${keyFile}.pending`;
+  writeFileAtomic(pendingKey, keys.privateKeyPem, 0o600);
   log.info({ server: o.server, aid: o.aid, controlPlane: o.controlPlane, name: o.name }, 'registering with the control plane');
-  // Without --ca-file the server is verified against the system's CAs (an empty CA means the defaults).
-  const res = await bootstrapAgent({ url: o.server, caPem: caPem ?? '', token: o.token, keys, aid: o.aid, controlPlane: o.controlPlane, ...(o.name ? { nodeName: o.name } : {}) });
-  if (res.role !== 'node' || !res.nid) throw new ConfigError(`the token is for a ${res.role}, not a node`);
-  writeFileAtomic(certFile, res.certificate, 0o644);
+  let res: Awaited<ReturnType<typeof bootstrapAgent>>;
+  try {
+    // Without --ca-file the server is verified against the system's CAs (an empty CA means the defaults).
+    res = await bootstrapAgent({ url: o.server, caPem: caPem ?? '', token: o.token, keys, aid: o.aid, controlPlane: o.controlPlane, ...(o.name ? { nodeName: o.name } : {}) });
+    if (res.role !== 'node' || !res.nid) throw new ConfigError(`the token is for a ${res.role}, not a node`);
+  } catch (err) {
+    rmSync(pendingKey, { force: true });
+    throw err;
+  }
+  // The certificate arrived: the new key and certificate replace the old pair together.
+  writeFileAtomic(`${certFile}.pending`, res.certificate, 0o644);
+  renameSync(pendingKey, keyFile);
+  renameSync(`${certFile}.pending`, certFile);
   writeFileAtomic(caFile, res.caCertificate, 0o644);
   const config: NodeConfig = { ...checked.data, nodeId: res.nid, agentId: res.agentId, accountId: res.aid, cluster: res.cid, controlPlane: res.controlPlane };
   saveNodeConfig(o.configPath, config);

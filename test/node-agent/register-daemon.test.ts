@@ -76,6 +76,20 @@ describe('node agent: register and daemon (processes)', function () {
     assert.ok(!existsSync(other));
   });
 
+  it('register --force with a spent token fails and leaves the registered key, certificate and config as they were', async () => {
+    const token = await t.bootstrapToken('nd1', 'node', false);
+    const spend = await runNodeCli(['register', '--token', token, '--aid', t.aid, '--control-plane', '0', '--server', t.url, '--ca-file', join(t.dataDir, 'ca.crt'), '--config', join(dir, 'spender', 'config.yaml'), '--name', 'spender', '--no-vpn']);
+    assert.equal(spend.code, 0, spend.stderr);
+    const files = ['node.key', 'node.crt', 'config.yaml'].map((f) => join(dir, 'etc', f));
+    const before = files.map((f) => readFileSync(f));
+    const again = await runNodeCli(['register', '--force', '--token', token, '--aid', t.aid, '--control-plane', '0', '--server', t.url, '--ca-file', join(t.dataDir, 'ca.crt'), '--config', config, '--name', 'n1', '--no-vpn']);
+    assert.equal(again.code, 1, again.stdout + again.stderr);
+    assert.match(again.stderr, /token/);
+    files.forEach((f, i) => assert.ok(readFileSync(f).equals(before[i]!), `${f} is unchanged`));
+    const { readdirSync } = await import('node:fs');
+    assert.deepEqual(readdirSync(join(dir, 'etc')).filter((f) => f.includes('pending') || f.endsWith('.tmp')), [], 'no pending key left behind');
+  });
+
   it('the daemon heartbeats with host metrics and shows healthy', async () => {
     daemon = startDaemon(config);
     const a = await eventually(async () => (await agentsList()).find((x) => x.nid === 'n1' && x.status === 'healthy' && x.metrics?.memoryTotalBytes), 20_000, 'a healthy heartbeat');
