@@ -10,10 +10,23 @@ export interface KeyPair {
   publicKeyPem: string;
 }
 
+/**
+ * The keys agents make, and so the only keys the control plane certifies: RSA, 2048 bits by
+ * default, public exponent 65537 (checked before any signature work: control-plane/pki/csr-check.ts).
+ */
+export const AGENT_KEY_POLICY = {
+  type: 'rsa',
+  modulusBits: 2048,
+  minModulusBits: 2048,
+  maxModulusBits: 4096,
+  publicExponents: [65537n] as readonly bigint[],
+} as const;
+
 /** RSA-2048 through OpenSSL (fast, native); node-forge only signs the request. */
 export function generateKeyPair(): KeyPair {
   const { privateKey, publicKey } = generateKeyPairSync('rsa', {
-    modulusLength: 2048,
+    modulusLength: AGENT_KEY_POLICY.modulusBits,
+    publicExponent: Number(AGENT_KEY_POLICY.publicExponents[0]),
     publicKeyEncoding: { type: 'spki', format: 'pem' },
     privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
   });

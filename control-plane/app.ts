@@ -73,7 +73,22 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
 
   const accounts = new AccountsService({ db, clock, config, log });
   // The VPN is built after the queue it submits to; identity calls it only once requests flow.
-  const identity = new IdentityService({ db, clock, config, ca, log, onNodeJoined: (n) => vpn.onNodeJoined(n), onNodeLeft: (n) => vpn.onNodeLeft(n) });
+  const identity = new IdentityService({
+    db,
+    clock,
+    config,
+    ca,
+    log,
+    onNodeJoined: (n) => vpn.onNodeJoined(n),
+    onNodeLeft: (n) => vpn.onNodeLeft(n),
+    // A revoked agent's held polls are answered (403) and its connections closed now; the
+    // commands it held are requeued now rather than when their leases would have run out.
+    onAgentRevoked: (agentId) => {
+      dispatcher.revokeAgent(agentId);
+      agentApi.disconnect(agentId);
+      queue.reapExpired().catch((err: unknown) => log.error({ err }, 'lease reaper failed'));
+    },
+  });
   const dispatcher = new Dispatcher();
   const metrics = createMetrics({
     commandsByState: async () => ({
@@ -125,12 +140,13 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   app.use(errorHandler(log));
 
   // The agent API (/v1/agent/…) is served outside Express, over HTTP/1.1 and HTTP/2 (server.ts).
+  const agentApi = new AgentApi({ identity, queue, vpn, config, log });
   const server = new ApiServer({
     key: ca.serverKeyPem,
     cert: ca.serverCertPem,
     ca: [ca.caCertPem],
     app,
-    agentApi: new AgentApi({ identity, queue, vpn, config, log }),
+    agentApi,
     ticketKeyFile: join(dataDir, 'tls-ticket-keys'),
     log,
     now: () => clock.now(),

@@ -24,6 +24,17 @@ export const configSchema = z.object({
   bodyLimitBytes: z.number().int().min(1024).default(2 * 1024 * 1024),
   /** Failed bootstrap attempts allowed per client address per minute. */
   bootstrapFailuresPerMinute: z.number().int().min(1).default(20),
+  // -- what one tenant may take (issue 11; docs/guarantees.md "Tenant limits")
+  /** A certificate is renewed only once at most this fraction of its lifetime is left (1: any time). */
+  renewWithinFraction: z.number().gt(0).max(1).default(0.5),
+  /** Log bytes stored per command; past it the log ends with one marker line saying what was dropped. */
+  logBytesPerCommand: z.number().int().min(1024).default(10 * 1024 * 1024),
+  /** Log bytes an agent may send per second, with a burst of eight seconds' worth; above → 429. */
+  logBytesPerAgentPerSecond: z.number().int().min(1024).default(1024 * 1024),
+  /** Size of a result's outputs (as JSON); above → 413 naming `outputs`. */
+  outputsLimitBytes: z.number().int().min(1024).default(256 * 1024),
+  /** Finished commands and their logs are deleted this long after they finished (0: kept forever). */
+  retentionSeconds: z.number().int().min(0).default(30 * 86400),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -30,14 +30,28 @@ export async function listAgents(db: Db, aid: string, filter: { cid?: string } =
   return q.orderBy('cid').orderBy('created_at').execute();
 }
 
-/** Revokes an agent and every certificate it holds; its next request is refused. */
+/** Revokes an agent and every certificate it holds (its next request is refused), and ends the leases it holds. */
 export async function revokeAgent(db: Db, aid: string, id: string, now: number): Promise<boolean> {
   return db.transaction().execute(async (trx) => {
     const r = await trx.updateTable('agents').set({ revoked_at: now }).where('aid', '=', aid).where('id', '=', id).where('revoked_at', 'is', null).executeTakeFirst();
     if (Number(r.numUpdatedRows) !== 1) return false;
     await trx.updateTable('certificates').set({ revoked_at: now }).where('agent_id', '=', id).where('revoked_at', 'is', null).execute();
+    // Its running commands' leases end now: the reaper requeues them (or fails them, no attempts left).
+    await trx.updateTable('commands').set({ lease_expires_at: now }).where('claimed_by', '=', id).where('state', '=', 'running').execute();
     return true;
   });
+}
+
+/** The agent's unrevoked certificate that lives longest (what a renewal would replace). */
+export async function newestCertificate(db: Db, agentId: string) {
+  return db
+    .selectFrom('certificates')
+    .select(['serial', 'not_before', 'not_after'])
+    .where('agent_id', '=', agentId)
+    .where('revoked_at', 'is', null)
+    .orderBy('not_after', 'desc')
+    .limit(1)
+    .executeTakeFirst();
 }
 
 export async function insertCertificate(db: Db, c: CertificatesTable) {

@@ -21,12 +21,13 @@ const stmts = prepared((s) => ({
   byId: s.prepare(`SELECT * FROM commands WHERE id = ?`),
   // The claim, in two steps run back to back with nothing in between (synchronous, one connection):
   // the oldest queued command of the target (a read, through the commands_queued index), then the
-  // UPDATE that re-checks state = 'queued'. An empty queue (most polls) costs a read, not a write.
+  // UPDATE that re-checks state = 'queued' and that the claiming agent is not revoked. An empty queue (most polls) costs a read, not a write.
   pick: s.prepare(`SELECT id FROM commands WHERE state = 'queued' AND aid = ? AND cid = ? AND nid IS ? ORDER BY id LIMIT 1`).pluck(),
   claim: s.prepare(
     `UPDATE commands SET state = 'running', attempts = attempts + 1, lease_id = @leaseId, lease_expires_at = @leaseExpiresAt,
        claimed_by = @agentId, claimed_at = @now
-     WHERE id = @id AND state = 'queued' RETURNING *`,
+     WHERE id = @id AND state = 'queued'
+       AND NOT EXISTS (SELECT 1 FROM agents WHERE agents.id = @agentId AND agents.revoked_at IS NOT NULL) RETURNING *`,
   ),
   completeFinal: s.prepare(
     `UPDATE commands SET state = @state, outputs = @outputs, error = @error, finished_at = @now, lease_expires_at = NULL

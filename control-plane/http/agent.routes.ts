@@ -31,7 +31,9 @@ export function bootstrapRoutes(deps: { identity: IdentityService; limiter: Fail
     try {
       res.status(201).json(await deps.identity.bootstrap(bootstrapRequestSchema.parse(req.body)));
     } catch (err) {
-      if (err instanceof TetherError && (err.status === 401 || err.status === 403)) deps.limiter.fail(who);
+      // Every refusal counts, a bad CSR as much as a bad token: a holder of one valid token must
+      // not get unlimited tries at the CSR checks (they cost parsing and, past them, a signature check).
+      if (!(err instanceof TetherError && err.code === 'rate_limited')) deps.limiter.fail(who);
       throw err;
     }
   });
@@ -66,8 +68,19 @@ const AGENT_API_PREFIX = '/v1/agent/';
 const pollQuery = z.object({ wait: z.coerce.number().min(0).max(120).optional() });
 const NEVER = new AbortController().signal;
 
+/** An agent's open connection, and its HTTP/2 session when it speaks HTTP/2. */
+interface AgentConnection {
+  socket: TLSSocket;
+  session: Http2ServerRequest['stream']['session'] | undefined;
+}
+
+/** How long a revoked agent's connections get to take their refusals before they are cut. */
+const REVOKED_CLOSE_GRACE_MS = 2000;
+
 export class AgentApi {
   private readonly routes: Route[];
+  /** Each agent's open connections (added on its first authenticated request on one), for revocation. */
+  private readonly connections = new Map<string, Map<TLSSocket, AgentConnection>>();
   private readonly d: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger };
 
   constructor(deps: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger }) {
@@ -105,6 +118,37 @@ export class AgentApi {
     ];
   }
 
+  /**
+   * The agent was revoked: every connection it has is closed after a short grace. From the
+   * revocation on, each of its requests is refused by authentication (403) and its held polls were
+   * answered 403 by the dispatcher; the grace lets those answers reach it (a GOAWAY at once would
+   * have its requests already on the way reset as refused streams instead of answered).
+   */
+  disconnect(agentId: string): void {
+    const conns = this.connections.get(agentId);
+    if (!conns) return;
+    this.connections.delete(agentId);
+    for (const c of conns.values()) {
+      setTimeout(() => {
+        if (c.session && !c.session.destroyed) c.session.destroy();
+        c.socket.destroy();
+      }, REVOKED_CLOSE_GRACE_MS).unref();
+    }
+    this.d.log.info({ agentId, connections: conns.size }, 'revoked agent disconnected');
+  }
+
+  private remember(agentId: string, socket: TLSSocket, req: ApiRequest): void {
+    let conns = this.connections.get(agentId);
+    if (conns?.has(socket)) return;
+    if (!conns) this.connections.set(agentId, (conns = new Map()));
+    conns.set(socket, { socket, session: 'stream' in req ? req.stream.session : undefined });
+    socket.once('close', () => {
+      const now = this.connections.get(agentId);
+      now?.delete(socket);
+      if (now?.size === 0) this.connections.delete(agentId);
+    });
+  }
+
   static handles(url: string | undefined): boolean {
     return url !== undefined && url.startsWith(AGENT_API_PREFIX);
   }
@@ -129,6 +173,7 @@ export class AgentApi {
       }
       // Authenticate before reading a body: an unknown peer never gets its upload buffered.
       const agent = await authenticateAgent(this.d.identity, socket);
+      this.remember(agent.agentId, socket, req);
       if (route.role && agent.role !== route.role) throw unauthorized(`this route is for ${route.role} agents only`, 'wrong_role');
       const body = method === 'GET' ? undefined : await readJsonBody(req, this.d.config.bodyLimitBytes);
       let signal = NEVER;

@@ -26,6 +26,8 @@ export interface IdentityDeps {
   /** Called after a node agent is bootstrapped / revoked (the VPN resyncs the cluster); a failure is logged, never raised. */
   onNodeJoined?: (node: AgentPrincipal) => Promise<void>;
   onNodeLeft?: (node: AgentPrincipal) => Promise<void>;
+  /** Called once an agent's revocation is committed: end its held polls and connections at once. */
+  onAgentRevoked?: (agentId: string) => void;
 }
 
 export class IdentityService {
@@ -81,7 +83,7 @@ export class IdentityService {
     }
     const agentId = `${row.role === 'node' ? 'nd' : 'ca'}-${randomAlnum(10)}`;
     const identity: AgentIdentity = { agentId, aid: row.aid, cid: row.cid, role: row.role, nid };
-    const cert = issueAgentCertificate(this.d.ca, req.csr, identity, config.certificateTtlDays * 86400_000, now);
+    const cert = await issueAgentCertificate(this.d.ca, req.csr, identity, config.certificateTtlDays * 86400_000, now);
 
     const ok = await db.transaction().execute(async (trx) => {
       if (!(await tokens.spendBootstrapToken(trx, row.id, agentId, now))) return false;
@@ -129,12 +131,53 @@ export class IdentityService {
     return { agentId: row.agent_id, aid: row.aid, cid: row.cid, role: row.role, nid: row.nid };
   }
 
+  /** Agents with a renewal in progress: one at a time each. */
+  private readonly renewing = new Set<string>();
+  /** When each agent's newest certificate may be renewed (only this process issues certificates). */
+  private readonly renewalWindows = new Map<string, { opensAt: number; notAfter: number }>();
+
+  private rememberWindow(agentId: string, notBefore: number, notAfter: number) {
+    const w = { opensAt: notAfter - (notAfter - notBefore) * this.d.config.renewWithinFraction, notAfter };
+    if (this.renewalWindows.size >= 100_000) this.renewalWindows.clear();
+    this.renewalWindows.set(agentId, w);
+    return w;
+  }
+
+  /**
+   * Issues a new certificate for an agent's new CSR. Rate-limited per agent, before any CSR work:
+   * one renewal at a time, and only once its newest certificate has at most `renewWithinFraction`
+   * of its lifetime left (agents renew in the last third), so an agent gets at most a couple of
+   * certificates per lifetime however often it asks.
+   */
   async renew(agent: AgentPrincipal, csr: string) {
-    const now = this.d.clock.now();
-    const cert = issueAgentCertificate(this.d.ca, csr, agent, this.d.config.certificateTtlDays * 86400_000, now);
-    await agents.insertCertificate(this.d.db, { serial: cert.serial, agent_id: agent.agentId, not_before: cert.notBefore, not_after: cert.notAfter, revoked_at: null, created_at: now });
-    this.d.log.info({ agentId: agent.agentId }, 'certificate renewed');
-    return { certificate: cert.certPem, expiresAt: iso(cert.notAfter)! };
+    const { config, clock, db } = this.d;
+    if (this.renewing.has(agent.agentId)) {
+      throw new TetherError('renewal_in_progress', 'a renewal for this agent is already in progress', { status: 429, retryable: true });
+    }
+    this.renewing.add(agent.agentId);
+    try {
+      const now = clock.now();
+      // Remembered per agent, so a storm of early renewals costs a map lookup each, not a query.
+      let window = this.renewalWindows.get(agent.agentId);
+      if (!window) {
+        const current = await agents.newestCertificate(db, agent.agentId);
+        if (current) window = this.rememberWindow(agent.agentId, current.not_before, current.not_after);
+      }
+      if (window && now < window.opensAt) {
+        throw new TetherError(
+          'renewal_too_early',
+          `the certificate expires at ${iso(window.notAfter)}; renewal opens at ${iso(Math.ceil(window.opensAt))} (when ${Math.round(config.renewWithinFraction * 100)}% of its lifetime is left)`,
+          { status: 429 },
+        );
+      }
+      const cert = await issueAgentCertificate(this.d.ca, csr, agent, config.certificateTtlDays * 86400_000, now);
+      await agents.insertCertificate(db, { serial: cert.serial, agent_id: agent.agentId, not_before: cert.notBefore, not_after: cert.notAfter, revoked_at: null, created_at: now });
+      this.rememberWindow(agent.agentId, cert.notBefore, cert.notAfter);
+      this.d.log.info({ agentId: agent.agentId }, 'certificate renewed');
+      return { certificate: cert.certPem, expiresAt: iso(cert.notAfter)! };
+    } finally {
+      this.renewing.delete(agent.agentId);
+    }
   }
 
   async revoke(aid: string, agentId: string) {
@@ -146,6 +189,13 @@ export class IdentityService {
       if (!a || a.aid !== aid) throw notFound(`agent ${agentId} does not exist`, 'agent_not_found');
     }
     this.d.log.warn({ agentId, aid }, 'agent revoked');
+    if (revoked) {
+      try {
+        this.d.onAgentRevoked?.(agentId);
+      } catch (err) {
+        this.d.log.error({ err, agentId }, 'onAgentRevoked hook failed');
+      }
+    }
     const view = await this.get(aid, agentId);
     if (revoked && view.role === 'node') await this.d.onNodeLeft?.({ agentId, aid, cid: view.cid, role: 'node', nid: view.nid }).catch((err: unknown) => this.d.log.error({ err, agentId }, 'onNodeLeft hook failed'));
     return view;

@@ -3,7 +3,7 @@
  * A submission wakes one waiter of its target (the oldest); a waiter that finds nothing, or whose
  * client has gone, passes the wake-up on, so a command is never left waiting behind a dead poll.
  */
-export type WakeReason = 'work' | 'agent' | 'timeout' | 'aborted';
+export type WakeReason = 'work' | 'agent' | 'timeout' | 'aborted' | 'revoked';
 
 interface Waiter {
   key: string;
@@ -14,6 +14,8 @@ interface Waiter {
 export class Dispatcher {
   private readonly byKey = new Map<string, Set<Waiter>>();
   private readonly byAgent = new Map<string, Set<Waiter>>();
+  /** Agents revoked while this process runs: a poll of theirs that got past authentication before the revocation is never held. */
+  private readonly revoked = new Set<string>();
   private closed = false;
 
   /** Waiters currently held (the long-polls gauge). */
@@ -31,6 +33,7 @@ export class Dispatcher {
     return new Promise((resolve) => {
       // After closeAll (shutdown) nothing is held any more: a poll arriving late is answered at once.
       if (signal?.aborted || this.closed) return resolve('aborted');
+      if (this.revoked.has(agentId)) return resolve('revoked');
       let timer: NodeJS.Timeout | undefined;
       const waiter: Waiter = {
         key,
@@ -62,6 +65,12 @@ export class Dispatcher {
   /** Something concerns this agent itself (e.g. a cancellation): wake its polls. */
   notifyAgent(agentId: string): void {
     for (const w of [...(this.byAgent.get(agentId) ?? [])]) w.resolve('agent');
+  }
+
+  /** The agent was revoked: its held polls end now (answered as revoked), and it is never held again. */
+  revokeAgent(agentId: string): void {
+    this.revoked.add(agentId);
+    for (const w of [...(this.byAgent.get(agentId) ?? [])]) w.resolve('revoked');
   }
 
   /** Ends every held poll, and every poll after it (shutdown). */

@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { randomFillSync } from 'node:crypto';
-import { badRequest, conflict, notFound } from '../../common/errors.ts';
+import { badRequest, conflict, forbidden, notFound } from '../../common/errors.ts';
 import { isNodeCommandType, parseSpec } from '../../common/specs.ts';
 import {
   isTerminal,
@@ -150,6 +150,7 @@ export class QueueService {
       if (remaining <= 0 || signal.aborted) return { command: null, cancel: await commands.cancelRequestedFor(this.d.db, agent.agentId) };
       this.d.metrics.longPollsHeld.inc();
       const reason = await this.d.dispatcher.wait(key, agent.agentId, remaining, signal).finally(() => this.d.metrics.longPollsHeld.dec());
+      if (reason === 'revoked') throw forbidden('the client certificate has been revoked', 'certificate_revoked');
       if (reason === 'aborted' || reason === 'timeout') return { command: null, cancel: reason === 'timeout' ? await commands.cancelRequestedFor(this.d.db, agent.agentId) : [] };
       if (reason === 'agent') return { command: null, cancel: await commands.cancelRequestedFor(this.d.db, agent.agentId) };
       // 'work': loop and claim; if another waiter won the race we wait again.

@@ -26,7 +26,7 @@ describe('cluster agent identity', function () {
 
   before(async () => {
     dir = tempDir('tether-ca-identity-');
-    [env, t] = await Promise.all([startEnvtest(), startTestControlPlane({ dataDir: join(dir, 'cp') })]);
+    [env, t] = await Promise.all([startEnvtest(), startTestControlPlane({ dataDir: join(dir, 'cp'), renewWithinFraction: 1 }) /* the renewer is driven by its own clock; the server's renewal window is tested in test/faults/hostile-tenant.test.ts */]);
     await t.createCluster('gamma');
     await createNamespace(env, NS);
     kube = connectKube({ kubeconfig: env.kubeconfigPath, workDir: dir });

@@ -118,7 +118,7 @@ describe('identity: bootstrap tokens and certificates', () => {
   it('refuses a certificate from another CA', async () => {
     const otherCa = createCa();
     const keys = generateKeyPair();
-    const forged = issueAgentCertificate({ caCertPem: otherCa.certPem, caKeyPem: otherCa.keyPem }, createCsr(keys, 'x'), { agentId: 'ca-aaaaaaaaaa', aid: t.aid, cid: 'alpha', role: 'cluster-agent', nid: null }, 86400_000);
+    const forged = await issueAgentCertificate({ caCertPem: otherCa.certPem, caKeyPem: otherCa.keyPem }, createCsr(keys, 'x'), { agentId: 'ca-aaaaaaaaaa', aid: t.aid, cid: 'alpha', role: 'cluster-agent', nid: null }, 86400_000);
     const client = new AgentClient(t.url, { certPem: forged.certPem, keyPem: keys.privateKeyPem, caPem: t.caPem });
     await refused(client.request('GET', '/v1/agent/whoami'), 401, 'untrusted_certificate');
     client.close();
@@ -147,8 +147,14 @@ describe('identity: bootstrap tokens and certificates', () => {
   });
 
   it('renews a certificate over mTLS with a new CSR; the new one works', async () => {
-    const a = await t.agent('beta', 'cluster-agent');
     const keys = generateKeyPair();
+    // Renewal opens once at most half of the certificate's life is left (30-day certificates): a
+    // fresh one is refused, one issued 16 days ago is renewed.
+    const fresh = await t.agent('beta', 'cluster-agent');
+    await refused(fresh.client.renew(createCsr(keys, 'renew')), 429, 'renewal_too_early');
+    fresh.client.close();
+    clock.advance(-16 * 86400_000);
+    const a = await t.agent('beta', 'cluster-agent').finally(() => clock.advance(16 * 86400_000));
     const renewed = await a.client.renew(createCsr(keys, 'renew'));
     const client = new AgentClient(t.url, { certPem: renewed.certificate, keyPem: keys.privateKeyPem, caPem: t.caPem });
     const who = await client.request<{ agentId: string }>('GET', '/v1/agent/whoami');

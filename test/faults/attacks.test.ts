@@ -127,7 +127,7 @@ describe('faults: attacks on identity and isolation', function () {
       try {
         const evil = loadOrCreatePki(dir, ['localhost'], clock.now());
         const keys = generateKeyPair();
-        const forged = issueAgentCertificate(evil, createCsr(keys, 'x'), { agentId: agentA.identity.agentId, aid: t.aid, cid: 'alpha', role: 'cluster-agent', nid: null }, 86400_000, Date.now());
+        const forged = await issueAgentCertificate(evil, createCsr(keys, 'x'), { agentId: agentA.identity.agentId, aid: t.aid, cid: 'alpha', role: 'cluster-agent', nid: null }, 86400_000, Date.now());
         const c = asCert(forged.certPem, keys.privateKeyPem);
         const err = await refusal(c.poll(0));
         c.close();

@@ -30,7 +30,7 @@ describe('node agent: register and daemon (processes)', function () {
     }, 30_000, `job ${id}`);
 
   before(async () => {
-    t = await startTestControlPlane();
+    t = await startTestControlPlane({ renewWithinFraction: 1 }); // `certificate renew` of a fresh certificate (the renewal window: test/faults/hostile-tenant.test.ts)
     await t.createCluster('nd1');
     dir = tempDir('tether-node-');
     config = join(dir, 'etc', 'config.yaml');
