@@ -86,7 +86,11 @@ export function kubeStatus(err: unknown): number | undefined {
  */
 export function kubeRejected(err: unknown): boolean {
   const status = kubeStatus(err);
-  return status !== undefined && status >= 400 && status < 500 && ![401, 408, 409, 429].includes(status);
+  if (status === undefined) return false;
+  // Server-side apply answers a field of the wrong type with a 500 (it cannot build the typed
+  // object): a schema error all the same.
+  if (status === 500 && /failed to create typed patch object/.test(kubeMessage(err))) return true;
+  return status >= 400 && status < 500 && ![401, 408, 409, 429].includes(status);
 }
 
 /** A short message for a Kubernetes API error: the Status message when there is one. */
