@@ -24,7 +24,11 @@ export function isNodeCommandType(type: string): type is NodeCommandType {
 
 /** Largest nesting and size we accept inside values/vars: enough for real charts, bounded for hostile input. */
 const MAX_VALUE_DEPTH = 32;
-const MAX_STRING = 256 * 1024;
+/**
+ * Any string of a spec (the request body limit, 2 MiB, bounds it first). Field limits are
+ * tighter and say so in their own words: inline manifests ({@link MAX_MANIFEST_BYTES}).
+ */
+const MAX_STRING = 2 * 1024 * 1024;
 const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
 /** A DNS-1123 label (namespaces, release names, secret names use it or its subdomain form). */
@@ -140,7 +144,10 @@ export const helmSpecSchema = z
   })
   .strict();
 
+/** Inline manifests (`manifests`), in UTF-8 bytes: 1 MiB (cert-manager's CRDs fit; the body limit is 2 MiB). */
 export const MAX_MANIFEST_BYTES = 1024 * 1024;
+/** The files of a manifest `source` folder together: larger sets go through git. */
+export const MAX_SOURCE_MANIFEST_BYTES = 32 * 1024 * 1024;
 /** The files of a manifest `source` folder that are read (by name order, not recursive). */
 export function isManifestFileName(name: string): boolean {
   return /\.(ya?ml|json)$/i.test(name) && !name.startsWith('.');
@@ -150,7 +157,20 @@ export function isManifestFileName(name: string): boolean {
 export const manifestSpecSchema = z
   .object({
     action: stepAction,
-    manifests: z.string().min(1).max(MAX_MANIFEST_BYTES, 'manifests must be at most 1 MiB').optional(),
+    manifests: z
+      .string()
+      .min(1)
+      .superRefine((m, ctx) => {
+        const bytes = Buffer.byteLength(m, 'utf8'); // the string is bounded by the request body limit
+        if (bytes <= MAX_MANIFEST_BYTES) return;
+        ctx.addIssue({
+          code: 'custom',
+          message:
+            `inline manifests are limited to 1 MiB (${MAX_MANIFEST_BYTES} bytes, these are ${bytes}): ` +
+            'put larger sets in a git repository and use source: {git: {url, ref, path}} instead of manifests',
+        });
+      })
+      .optional(),
     source: z.object({ git: gitSourceSchema }).strict().optional(),
     namespace: dnsLabel().optional(),
   })

@@ -6,6 +6,7 @@ import { mkdirSync, readFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentClient } from '../../common/agent/agent-client.ts';
 import { hostMetricsCollector } from '../../common/agent/host-metrics.ts';
+import type { Masker } from '../../common/agent/masker.ts';
 import { FileOutbox } from '../../common/agent/outbox.ts';
 import { AgentRuntime } from '../../common/agent/runtime.ts';
 import { TetherError, errorMessage } from '../../common/errors.ts';
@@ -23,7 +24,7 @@ export interface RunningAgent {
   stop(): Promise<void>;
 }
 
-export async function startClusterAgent(config: ClusterAgentConfig, log: Logger, signal?: AbortSignal): Promise<RunningAgent> {
+export async function startClusterAgent(config: ClusterAgentConfig, log: Logger, signal?: AbortSignal, masker?: Masker): Promise<RunningAgent> {
   mkdirSync(config.workDir, { recursive: true, mode: 0o700 });
   chmodSync(config.workDir, 0o700);
   let caPem: string;
@@ -52,6 +53,7 @@ export async function startClusterAgent(config: ClusterAgentConfig, log: Logger,
     pollWaitSeconds: config.pollWaitSeconds,
     shutdownGraceMs: config.shutdownGraceSeconds * 1000,
     outbox: new FileOutbox(join(config.workDir, 'outbox')),
+    ...(masker ? { masker } : {}),
   });
   runtime.start();
   log.info({ agentId: identity.agentId, cid: identity.cid, concurrency: config.concurrency }, 'cluster agent running');

@@ -5,12 +5,15 @@
  */
 import { CommanderError } from 'commander';
 import { ZodError } from 'zod';
+import { Masker } from '../../common/agent/masker.ts';
 import { errorMessage } from '../../common/errors.ts';
 import { createLogger } from '../../common/logger.ts';
 import { startClusterAgent, type RunningAgent } from './agent.ts';
 import { configFromArgv, type ClusterAgentConfig } from '../config/cluster.config.ts';
 
-const log = createLogger('tether-cluster-agent');
+// The one masker: the runtime registers every resolved secret with it, and the log masks with it.
+const masker = new Masker();
+const log = createLogger('tether-cluster-agent', {}, (line) => masker.apply(line));
 
 let config: ClusterAgentConfig;
 try {
@@ -43,7 +46,7 @@ process.on('SIGTERM', () => stop('SIGTERM'));
 process.on('SIGINT', () => stop('SIGINT'));
 
 try {
-  agent = await startClusterAgent(config, log, startup.signal);
+  agent = await startClusterAgent(config, log, startup.signal, masker);
   if (stopping) await agent.stop();
 } catch (err) {
   if (!stopping) {

@@ -7,6 +7,7 @@
 import { join } from 'node:path';
 import { CoreV1Api, HttpMethod, KubeConfig, KubernetesObjectApi, PatchStrategy, type KubernetesObject, type V1APIResource } from '@kubernetes/client-node';
 import { writeFileAtomic } from '../../common/files.ts';
+import type { TofuCluster } from '../tofu/tofu.plan.ts';
 
 const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 
@@ -17,6 +18,8 @@ export interface KubeAccess {
   /** kubeconfig file handed to helm and tofu. */
   kubeconfigPath: string;
   inCluster: boolean;
+  /** The cluster as tofu modules get it (tofu/tofu.plan.ts tofuEnv). */
+  tofuCluster: TofuCluster;
 }
 
 /**
@@ -47,7 +50,11 @@ export class ObjectApi extends KubernetesObjectApi {
   }
 }
 
-export function connectKube(opts: { kubeconfig?: string; workDir: string }): KubeAccess {
+/**
+ * `env`: where the in-cluster service variables are read (the library's loadFromCluster reads
+ * the same ones); they are handed on to tofu, whose environment is otherwise allow-listed.
+ */
+export function connectKube(opts: { kubeconfig?: string; workDir: string }, env: NodeJS.ProcessEnv = process.env): KubeAccess {
   const kc = new KubeConfig();
   let kubeconfigPath: string;
   const inCluster = !opts.kubeconfig;
@@ -59,7 +66,10 @@ export function connectKube(opts: { kubeconfig?: string; workDir: string }): Kub
     kubeconfigPath = join(opts.workDir, 'in-cluster.kubeconfig');
     writeFileAtomic(kubeconfigPath, inClusterKubeconfig(kc.getCurrentCluster()?.server ?? ''), 0o600);
   }
-  return { kc, core: kc.makeApiClient(CoreV1Api), objects: kc.makeApiClient(ObjectApi), kubeconfigPath, inCluster };
+  const tofuCluster: TofuCluster = inCluster
+    ? { inCluster: true, ...(env.KUBERNETES_SERVICE_HOST ? { serviceHost: env.KUBERNETES_SERVICE_HOST } : {}), ...(env.KUBERNETES_SERVICE_PORT ? { servicePort: env.KUBERNETES_SERVICE_PORT } : {}) }
+    : { inCluster: false, kubeconfigPath };
+  return { kc, core: kc.makeApiClient(CoreV1Api), objects: kc.makeApiClient(ObjectApi), kubeconfigPath, inCluster, tofuCluster };
 }
 
 export function inClusterKubeconfig(server: string): string {
@@ -86,7 +96,11 @@ export function kubeStatus(err: unknown): number | undefined {
  */
 export function kubeRejected(err: unknown): boolean {
   const status = kubeStatus(err);
-  return status !== undefined && status >= 400 && status < 500 && ![401, 408, 409, 429].includes(status);
+  if (status === undefined) return false;
+  // Server-side apply answers a field of the wrong type with a 500 (it cannot build the typed
+  // object): a schema error all the same.
+  if (status === 500 && /failed to create typed patch object/.test(kubeMessage(err))) return true;
+  return status >= 400 && status < 500 && ![401, 408, 409, 429].includes(status);
 }
 
 /** A short message for a Kubernetes API error: the Status message when there is one. */

@@ -7,10 +7,10 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { CommandFailure } from '../../common/errors.ts';
-import { isManifestFileName, MAX_MANIFEST_BYTES, type ManifestSpec } from '../../common/specs.ts';
+import { isManifestFileName, MAX_SOURCE_MANIFEST_BYTES, type ManifestSpec } from '../../common/specs.ts';
 import { checkoutGit } from '../git/git.checkout.ts';
 import { kubeMessage, kubeRejected, kubeStatus, type ObjectApi } from '../kube/kube.ts';
-import { isCrd, orderForApply, orderForDelete, parseManifests, refOf, withNamespace, type AppliedRef, type KubeObject } from './manifest.plan.ts';
+import { isCrd, kindsToCheck, orderForApply, orderForDelete, parseManifests, refOf, withNamespace, type AppliedRef, type KubeObject } from './manifest.plan.ts';
 import { resolveInside } from '../git/paths.ts';
 import { FIELD_MANAGER } from '../kube/secrets.ts';
 import { checkAborted, plainLookup, type StepContext, type StepResult } from '../steps/step.ts';
@@ -33,7 +33,7 @@ async function manifestText(spec: ManifestSpec, s: StepContext): Promise<string>
     if (!statSync(file).isFile()) continue;
     const text = readFileSync(file, 'utf8');
     size += Buffer.byteLength(text);
-    if (size > MAX_MANIFEST_BYTES) throw new CommandFailure('invalid_manifest', 'the manifest files are larger than 1 MiB together');
+    if (size > MAX_SOURCE_MANIFEST_BYTES) throw new CommandFailure('invalid_manifest', `the manifest files of ${spec.source.git.path} are larger than ${MAX_SOURCE_MANIFEST_BYTES / 1024 / 1024} MiB together`);
     parts.push(text);
   }
   s.exec.emit(`read ${parts.length} manifest file(s) from ${spec.source.git.path}`);
@@ -43,8 +43,9 @@ async function manifestText(spec: ManifestSpec, s: StepContext): Promise<string>
 export async function executeManifest(spec: ManifestSpec, s: StepContext): Promise<StepResult> {
   const parsed = parseManifests(await manifestText(spec, s));
   if (spec.action === 'delete') return deleteManifests(parsed, spec, s);
-  const objects = orderForApply(parsed);
   const api = s.deps.kube.objects;
+  await checkKinds(api, parsed, s.exec.signal);
+  const objects = orderForApply(parsed);
   const defaultNamespace = spec.namespace ?? 'default';
   const applied: AppliedRef[] = [];
   for (const o of objects) {
@@ -98,6 +99,27 @@ async function deleteManifests(parsed: KubeObject[], spec: ManifestSpec, s: Step
   }
   const outputs: Record<string, unknown> = { deleted };
   return { outputs, lookup: plainLookup(outputs) };
+}
+
+/**
+ * Every kind of the manifests, checked against discovery before anything is applied (kinds the
+ * manifests' own CRDs define excepted): an unknown kind (a typo, a CRD not installed) fails at
+ * once, naming its document, and nothing is applied.
+ */
+async function checkKinds(api: ObjectApi, objects: KubeObject[], signal: AbortSignal): Promise<void> {
+  const unknown: string[] = [];
+  for (const k of kindsToCheck(objects)) {
+    checkAborted(signal);
+    const o = { apiVersion: k.apiVersion, kind: k.kind, metadata: { name: '-' } };
+    let resource = await discover(api, o, signal, 0);
+    if (!resource) {
+      // Discovery is cached per apiVersion: a CRD installed since may not be in the cache yet.
+      api.forget(k.apiVersion);
+      resource = await discover(api, o, signal, 0);
+    }
+    if (!resource) unknown.push(`document ${k.document}: the cluster does not serve kind ${k.kind} in ${k.apiVersion}`);
+  }
+  if (unknown.length) throw new CommandFailure('unknown_kind', `${unknown.join('; ')} (nothing was applied)`);
 }
 
 /**

@@ -19,6 +19,10 @@ export const MAX_DOCUMENTS = 500;
 
 const NAME_RE = /^[a-z0-9]([-a-z0-9.:]*[a-z0-9])?$/i;
 
+/** The YAML document (1-based, empty ones counted) each parsed object came from. */
+const documentNumbers = new WeakMap<KubeObject, number>();
+export const documentOf = (o: KubeObject): number | undefined => documentNumbers.get(o);
+
 export function parseManifests(text: string): KubeObject[] {
   const docs = parseAllDocuments(text, { prettyErrors: false, uniqueKeys: true, strict: true });
   if (!Array.isArray(docs)) throw new CommandFailure('invalid_manifest', 'the manifests are not YAML documents');
@@ -33,7 +37,9 @@ export function parseManifests(text: string): KubeObject[] {
       throw new CommandFailure('invalid_manifest', `${where}: ${err instanceof Error ? err.message : String(err)}`);
     }
     if (value === null || value === undefined) return; // an empty document (e.g. a trailing ---)
-    out.push(checkObject(value, where));
+    const o = checkObject(value, where);
+    documentNumbers.set(o, i + 1);
+    out.push(o);
   });
   if (out.length === 0) throw new CommandFailure('invalid_manifest', 'the manifests hold no objects');
   if (out.length > MAX_DOCUMENTS) throw new CommandFailure('invalid_manifest', `more than ${MAX_DOCUMENTS} objects`);
@@ -94,4 +100,41 @@ export interface AppliedRef {
 
 export function refOf(o: KubeObject): AppliedRef {
   return { apiVersion: o.apiVersion, kind: o.kind, ...(o.metadata.namespace ? { namespace: o.metadata.namespace } : {}), name: o.metadata.name };
+}
+
+/** `apiVersion kind` pairs the CRDs among `objects` define (every version of each). */
+export function kindsDefinedBy(objects: KubeObject[]): Set<string> {
+  const out = new Set<string>();
+  for (const o of objects) {
+    if (!isCrd(o)) continue;
+    const spec = o.spec as { group?: unknown; names?: { kind?: unknown }; versions?: { name?: unknown }[] } | undefined;
+    if (typeof spec?.group !== 'string' || typeof spec.names?.kind !== 'string' || !Array.isArray(spec.versions)) continue;
+    for (const v of spec.versions) if (typeof v?.name === 'string') out.add(`${spec.group}/${v.name} ${spec.names.kind}`);
+  }
+  return out;
+}
+
+export interface KindToCheck {
+  apiVersion: string;
+  kind: string;
+  /** The first document of that kind. */
+  document: number;
+}
+
+/**
+ * The kinds to check against the cluster's discovery before anything is applied: every
+ * apiVersion/kind of the manifests once (its first document), except those a CRD of the same
+ * manifests defines (CRDs are applied first and waited for).
+ */
+export function kindsToCheck(objects: KubeObject[]): KindToCheck[] {
+  const defined = kindsDefinedBy(objects);
+  const seen = new Set<string>();
+  const out: KindToCheck[] = [];
+  objects.forEach((o, i) => {
+    const key = `${o.apiVersion} ${o.kind}`;
+    if (defined.has(key) || seen.has(key)) return;
+    seen.add(key);
+    out.push({ apiVersion: o.apiVersion, kind: o.kind, document: documentOf(o) ?? i + 1 });
+  });
+  return out;
 }

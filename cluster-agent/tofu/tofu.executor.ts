@@ -25,6 +25,7 @@ import {
   tofuEnv,
   tofuFailureCode,
   tofuInitArgs,
+  tofuInitHint,
   tofuForceUnlockArgs,
   tofuOutputArgs,
   parseStateLock,
@@ -65,7 +66,7 @@ async function executeTofuSerialized(spec: TofuSpec, s: StepContext, namespace: 
   }
 
   const env = {
-    ...tofuEnv({ cliConfigFile: config.tofuCliConfigFile, pluginCacheDir: config.tofuPluginCacheDir }),
+    ...tofuEnv({ cliConfigFile: config.tofuCliConfigFile, pluginCacheDir: config.tofuPluginCacheDir, cluster: kube.tofuCluster }),
     TF_DATA_DIR: join(s.runDir, 'tofu-data'),
   };
   const run = (args: string[], captureStdout = false): Promise<RunResult> =>
@@ -115,7 +116,10 @@ async function executeTofuSerialized(spec: TofuSpec, s: StepContext, namespace: 
       r = await run([...args]);
       checkAborted(s.exec.signal);
     }
-    if (r.exitCode !== 0) throw new CommandFailure(tofuFailureCode(r.stderrTail), failureMessage(what, r));
+    if (r.exitCode !== 0) {
+      const hint = what === 'tofu init' ? tofuInitHint(r.stderrTail) : undefined;
+      throw new CommandFailure(tofuFailureCode(r.stderrTail), `${failureMessage(what, r)}${hint ? `\n${hint}` : ''}`);
+    }
   }
   if (destroy) {
     const outputsSecret = outputsSecretName(spec.stateName);

@@ -40,19 +40,59 @@ export function tofuDestroyArgs(varFile?: string): string[] {
 
 export const tofuOutputArgs = (): string[] => ['output', '-json', '-no-color'];
 
+/** The cluster the agent runs in, as its modules get it (with the agent's own identity). */
+export type TofuCluster =
+  /** In a Pod: the service's address; the provider reads the ServiceAccount's token and CA files. */
+  | { inCluster: true; serviceHost?: string; servicePort?: string }
+  /** Outside a Pod: the agent's kubeconfig file. */
+  | { inCluster: false; kubeconfigPath: string };
+
 export interface TofuEnvInput {
   cliConfigFile?: string;
   pluginCacheDir?: string;
+  cluster?: TofuCluster;
 }
 
+/**
+ * tofu's environment (on top of the allow-listed base): no prompts, no checkpoint calls, the
+ * provider mirror and cache when configured, and the cluster the agent runs in, so that
+ * `provider "kubernetes" {}` and `provider "helm" {}` without arguments manage it: in a Pod the
+ * in-cluster variables (KUBERNETES_SERVICE_HOST/PORT; the providers then use the ServiceAccount),
+ * outside one the agent's kubeconfig (KUBE_CONFIG_PATH for the providers, KUBECONFIG for tools).
+ */
 export function tofuEnv(e: TofuEnvInput): Record<string, string> {
+  const c = e.cluster;
   return {
     TF_IN_AUTOMATION: '1',
     TF_INPUT: '0',
     CHECKPOINT_DISABLE: '1',
     ...(e.cliConfigFile ? { TF_CLI_CONFIG_FILE: e.cliConfigFile } : {}),
     ...(e.pluginCacheDir ? { TF_PLUGIN_CACHE_DIR: e.pluginCacheDir } : {}),
+    ...(c?.inCluster === true && c.serviceHost ? { KUBERNETES_SERVICE_HOST: c.serviceHost } : {}),
+    ...(c?.inCluster === true && c.servicePort ? { KUBERNETES_SERVICE_PORT: c.servicePort } : {}),
+    ...(c?.inCluster === false ? { KUBE_CONFIG_PATH: c.kubeconfigPath, KUBECONFIG: c.kubeconfigPath } : {}),
   };
+}
+
+/** Said when `tofu init` could not install providers: how to give the agent a mirror. */
+export const TOFU_MIRROR_HINT =
+  'tofu init could not install the providers of the module from their registry. In a cluster without access to the registry, ' +
+  'give the agent a provider mirror: a tofu CLI configuration with a provider_installation block ' +
+  '(filesystem_mirror { path = "..." } on a mounted volume, or network_mirror { url = "https://..." }) ' +
+  'passed with --tofu-cli-config-file (env TF_CLI_CONFIG_FILE), and a writable plugin cache with ' +
+  '--tofu-plugin-cache-dir (env TF_PLUGIN_CACHE_DIR); see "Air-gapped clusters" in docs/cluster-agent.md';
+
+const PROVIDER_INSTALL_FAILED = [
+  /Failed to query available provider packages/i,
+  /Failed to install provider/i,
+  /Failed to resolve provider packages/i,
+  /could not connect to registry/i,
+  /was not found in any of the search locations/i,
+];
+
+/** The hint for a failed `tofu init` whose output says providers could not be installed. */
+export function tofuInitHint(stderr: string): string | undefined {
+  return PROVIDER_INSTALL_FAILED.some((re) => re.test(stderr)) ? TOFU_MIRROR_HINT : undefined;
 }
 
 export interface SplitOutputs {

@@ -40,7 +40,10 @@ export interface ExecutionContext {
   log: Logger;
   /** A line for the command's log on the control plane; registered secret values are masked. */
   emit(text: string, stream?: LogLine['stream']): void;
-  /** Registers a secret value so it never appears in an emitted line. */
+  /**
+   * Registers a secret value (for as long as this execution runs) with the agent's one masker: it
+   * never appears in an emitted line, the outputs or error of the result, or the agent's own log.
+   */
   mask(value: string): void;
 }
 
@@ -62,6 +65,11 @@ export interface RuntimeOptions {
   /** How long running work may finish after a stop before it is cancelled. */
   shutdownGraceMs?: number;
   outbox?: Outbox;
+  /**
+   * The agent's one masking point; give the same one to the agent's log destination
+   * (`createLogger(..., { mask })`) so its own log is masked too. Default: a new one.
+   */
+  masker?: Masker;
   /** Backoff bounds (defaults 1 s and 60 s). */
   minBackoffMs?: number;
   maxBackoffMs?: number;
@@ -89,6 +97,7 @@ export class AgentRuntime {
       pollWaitSeconds: 25,
       shutdownGraceMs: 30_000,
       outbox: new MemoryOutbox(),
+      masker: new Masker(),
       minBackoffMs: 1000,
       maxBackoffMs: 60_000,
       ...opts,
@@ -189,7 +198,8 @@ export class AgentRuntime {
   private startExecution(command: ClaimedCommand): Running {
     const controller = new AbortController();
     const log = this.o.log.child({ commandId: command.id, type: command.type, attempt: command.attempt });
-    const masker = new Masker();
+    const masker = this.o.masker;
+    const secrets = masker.scope();
     const shipper = new LogShipper(this.o.client, command, masker, log);
     const timeout = setTimeout(
       () => controller.abort(new StopReason('timed_out', `the command exceeded its timeout of ${command.timeoutSeconds}s`)),
@@ -201,7 +211,7 @@ export class AgentRuntime {
       signal: controller.signal,
       log,
       emit: (text, stream = 'system') => shipper.push(stream, text),
-      mask: (v) => masker.add(v),
+      mask: (v) => secrets.add(v),
     };
     log.info('executing');
     const done = (async () => {
@@ -225,6 +235,7 @@ export class AgentRuntime {
         await this.deliver({ commandId: command.id, result }).catch(() => undefined);
       }
       this.running.delete(command.id);
+      secrets.close();
       await this.flushOutbox();
     })();
     const r: Running = { command, controller, done };
@@ -329,21 +340,22 @@ function fromStopReason(reason: unknown, outcome: Outcome): Outcome {
   return outcome;
 }
 
+/** The result as sent: every string of the outputs and the error message masked (the one masker). */
 function toResult(leaseId: string, o: Outcome, masker: Masker): ResultRequest {
   switch (o.status) {
     case 'succeeded':
-      return { leaseId, outcome: 'succeeded', ...(o.outputs ? { outputs: o.outputs } : {}) };
+      return { leaseId, outcome: 'succeeded', ...(o.outputs ? { outputs: masker.applyDeep(o.outputs) } : {}) };
     case 'failed':
       return {
         leaseId,
         outcome: 'failed',
         error: { code: o.error.code, message: masker.apply(o.error.message).slice(0, 16_000), retryable: COMMAND_ERRORS[o.error.code].retryable },
-        ...(o.outputs ? { outputs: o.outputs } : {}),
+        ...(o.outputs ? { outputs: masker.applyDeep(o.outputs) } : {}),
       };
     case 'cancelled':
-      return { leaseId, outcome: 'cancelled', error: { code: 'cancelled', message: o.message ?? 'cancelled', retryable: false } };
+      return { leaseId, outcome: 'cancelled', error: { code: 'cancelled', message: masker.apply(o.message ?? 'cancelled'), retryable: false } };
     case 'timed_out':
-      return { leaseId, outcome: 'timed_out', error: { code: 'timed_out', message: o.message ?? 'timed out', retryable: false } };
+      return { leaseId, outcome: 'timed_out', error: { code: 'timed_out', message: masker.apply(o.message ?? 'timed out'), retryable: false } };
   }
 }
 
@@ -366,12 +378,13 @@ class LogShipper {
   }
 
   push(stream: LogLine['stream'], text: string): void {
-    for (const line of text.split('\n')) {
+    // Masked whole before it is split: a multi-line value in one emitted text is masked whole.
+    for (const line of this.masker.apply(text).split('\n')) {
       if (this.buf.length >= 10_000) {
         this.dropped++;
         continue;
       }
-      this.buf.push({ ts: new Date().toISOString(), stream, text: this.masker.apply(line).slice(0, 16_000) });
+      this.buf.push({ ts: new Date().toISOString(), stream, text: line.slice(0, 16_000) });
     }
     if (this.buf.length >= 500) this.flush();
     else this.timer ??= setTimeout(() => this.flush(), 500);

@@ -140,11 +140,27 @@ describe('cluster agent (end to end)', function () {
     assert.equal(w?.spec?.size, 3, JSON.stringify(w));
   });
 
+  it('checks every kind against discovery before applying anything: a typo fails naming its document, and nothing is applied', async () => {
+    const manifests = [
+      'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: before-typo}\ndata: {a: b}',
+      'apiVersion: apps/v1\nkind: Deployement\nmetadata: {name: typo}\nspec: {}',
+      'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: after-typo}\ndata: {a: b}',
+    ].join('\n---\n');
+    const started = Date.now();
+    const v = await waitForJob(t, await submit(t, CID, 'manifest', { manifests, namespace: 'tenant-a' }, { maxAttempts: 3 }));
+    console.log(`      (unknown kind: job finished ${Date.now() - started} ms after submission)`);
+    assert.equal(v.state, 'failed');
+    assert.deepEqual([v.error?.code, v.error?.retryable, v.attempts], ['unknown_kind', false, 1]);
+    assert.match(v.error!.message, /document 2: the cluster does not serve kind Deployement in apps\/v1/);
+    assert.equal(await kubeGet(env, '/api/v1/namespaces/tenant-a/configmaps/before-typo'), undefined, 'nothing before the typo was applied');
+    assert.equal(await kubeGet(env, '/api/v1/namespaces/tenant-a/configmaps/after-typo'), undefined);
+  });
+
   it('fails a manifest the API server refuses, naming the object, at once (permanent: not retried)', async () => {
     const id = await submit(t, CID, 'manifest', { manifests: 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bad}\ndata: {key: [1, 2]}\n', namespace: 'tenant-a' }, { maxAttempts: 3 });
     const v = await waitForJob(t, id);
     assert.equal(v.state, 'failed');
-    assert.equal(v.error?.code, 'kube_rejected');
+    assert.equal(v.error?.code, 'kube_rejected', v.error?.message);
     assert.equal(v.error?.retryable, false);
     assert.equal(v.attempts, 1, 'a schema error is not retried up to maxAttempts');
     assert.match(v.error!.message, /ConfigMap tenant-a\/bad/);

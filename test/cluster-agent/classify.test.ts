@@ -52,5 +52,8 @@ describe('failure classification (permanent vs transient)', () => {
     for (const code of [400, 403, 404, 422]) assert.equal(kubeRejected({ code }), true, String(code));
     for (const code of [401, 408, 409, 429, 500, 503]) assert.equal(kubeRejected({ code }), false, String(code));
     assert.equal(kubeRejected(new Error('ECONNREFUSED')), false);
+    // Server-side apply's answer to a field of the wrong type (what kube-apiserver 1.34 sends).
+    const typed = { code: 500, body: JSON.stringify({ message: 'failed to create typed patch object (tenant-a/bad; /v1, Kind=ConfigMap): .data.key: expected string' }) };
+    assert.equal(kubeRejected(typed), true);
   });
 });

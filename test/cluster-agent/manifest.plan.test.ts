@@ -1,6 +1,6 @@
 /** Manifest parsing and ordering: strict YAML, bounded aliases, Namespaces and CRDs first. */
 import assert from 'node:assert/strict';
-import { orderForApply, parseManifests, refOf, withNamespace } from '../../cluster-agent/manifest/manifest.plan.ts';
+import { kindsToCheck, orderForApply, parseManifests, refOf, withNamespace } from '../../cluster-agent/manifest/manifest.plan.ts';
 import { TetherError } from '../../common/errors.ts';
 
 const bad = (text: string, re: RegExp) =>
@@ -48,5 +48,23 @@ describe('manifest plan', () => {
     bad('a: 1\na: 2\n', /.+/);
     bad('key: [unclosed\n', /.+/);
     bad('---\n---\n', /no objects/);
+  });
+
+  it('lists each kind to check against discovery once, with its first document, except kinds the manifests\' own CRDs define', () => {
+    const objs = parseManifests([
+      'apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1}',
+      '',
+      'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}',
+      'apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: widgets.example.com}\nspec: {group: example.com, names: {kind: Widget, plural: widgets}, scope: Namespaced, versions: [{name: v1, served: true, storage: true}]}',
+      'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}',
+      'apiVersion: apps/v1\nkind: Deployement\nmetadata: {name: typo}',
+      'apiVersion: example.com/v2\nkind: Widget\nmetadata: {name: w2}',
+    ].join('\n---\n'));
+    assert.deepEqual(kindsToCheck(objs), [
+      { apiVersion: 'v1', kind: 'ConfigMap', document: 3 },
+      { apiVersion: 'apiextensions.k8s.io/v1', kind: 'CustomResourceDefinition', document: 4 },
+      { apiVersion: 'apps/v1', kind: 'Deployement', document: 6 },
+      { apiVersion: 'example.com/v2', kind: 'Widget', document: 7 },
+    ]);
   });
 });

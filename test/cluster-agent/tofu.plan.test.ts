@@ -1,5 +1,9 @@
 /** The tofu invocation as pure functions: backend override, arguments, output splitting. */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connectKube } from '../../cluster-agent/kube/kube.ts';
 import {
   backendOverride,
   outputsSecretName,
@@ -12,6 +16,7 @@ import {
   tofuEnv,
   tofuForceUnlockArgs,
   tofuInitArgs,
+  tofuInitHint,
   tofuOutputArgs,
 } from '../../cluster-agent/tofu/tofu.plan.ts';
 
@@ -65,6 +70,45 @@ describe('tofu plan', () => {
     const e = tofuEnv({ cliConfigFile: '/c/tofurc', pluginCacheDir: '/c/plugins' });
     assert.equal(e.TF_CLI_CONFIG_FILE, '/c/tofurc');
     assert.equal(e.TF_PLUGIN_CACHE_DIR, '/c/plugins');
+  });
+
+  it('gives modules the cluster the agent runs in: the in-cluster variables in a Pod, the agent\'s kubeconfig outside one', () => {
+    const pod = tofuEnv({ cluster: { inCluster: true, serviceHost: '10.96.0.1', servicePort: '443' } });
+    assert.equal(pod.KUBERNETES_SERVICE_HOST, '10.96.0.1');
+    assert.equal(pod.KUBERNETES_SERVICE_PORT, '443');
+    assert.equal(pod.KUBE_CONFIG_PATH, undefined);
+    assert.equal(pod.KUBECONFIG, undefined);
+    const outside = tofuEnv({ cluster: { inCluster: false, kubeconfigPath: '/work/agent.kubeconfig' } });
+    assert.equal(outside.KUBE_CONFIG_PATH, '/work/agent.kubeconfig');
+    assert.equal(outside.KUBECONFIG, '/work/agent.kubeconfig');
+    assert.equal(outside.KUBERNETES_SERVICE_HOST, undefined);
+  });
+
+  it('gives modules the cluster through the executor: connectKube hands the Pod\'s service variables or the kubeconfig on', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tofu-env-'));
+    try {
+      const kubeconfig = join(dir, 'kubeconfig');
+      writeFileSync(kubeconfig, JSON.stringify({ apiVersion: 'v1', kind: 'Config', clusters: [{ name: 'c', cluster: { server: 'https://127.0.0.1:1' } }], users: [{ name: 'u', user: {} }], contexts: [{ name: 'x', context: { cluster: 'c', user: 'u' } }], 'current-context': 'x' }));
+      assert.deepEqual(connectKube({ kubeconfig, workDir: dir }).tofuCluster, { inCluster: false, kubeconfigPath: kubeconfig });
+      const pod = connectKube({ workDir: dir }, { KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' });
+      assert.deepEqual(pod.tofuCluster, { inCluster: true, serviceHost: '10.96.0.1', servicePort: '443' });
+      const env = tofuEnv({ cluster: pod.tofuCluster });
+      assert.deepEqual([env.KUBERNETES_SERVICE_HOST, env.KUBERNETES_SERVICE_PORT], ['10.96.0.1', '443']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('says how to configure a provider mirror when tofu init cannot install providers, and only then', () => {
+    const offline = 'Error: Failed to query available provider packages\n\nCould not retrieve the list of available versions for provider hashicorp/random: could not connect to registry.opentofu.org: dial tcp: lookup registry.opentofu.org: no such host';
+    const notMirrored = 'Error: Failed to query available provider packages\n\nCould not retrieve the list of available versions for provider hashicorp/random: provider registry.opentofu.org/hashicorp/random was not found in any of the search locations\n\n  - /srv/tofu-mirror';
+    for (const stderr of [offline, notMirrored]) {
+      const hint = tofuInitHint(stderr);
+      assert.match(hint ?? '', /--tofu-cli-config-file/);
+      assert.match(hint ?? '', /--tofu-plugin-cache-dir/);
+      assert.match(hint ?? '', /filesystem_mirror|network_mirror/);
+    }
+    assert.equal(tofuInitHint('Error: Unsupported argument\n\n  on main.tf line 2'), undefined);
   });
 
   it('splits outputs: sensitive ones (and unknown sensitivity) stay out of the plain set', () => {
