@@ -8,8 +8,9 @@
  * server (git http-backend behind node:http) and real TCP listeners on loopback.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -18,11 +19,13 @@ import { silentLogger } from '../../common/logger.ts';
 import type { BundleSourceView } from '../../control-plane/bundles/bundles.wire.ts';
 import { GitCache } from '../../control-plane/bundles/git-cache.ts';
 import { addressesAllowed, classifyUrl, fetchConfig, gitEnvironment, isPublicAddress, type FetchPolicy } from '../../control-plane/bundles/fetch-policy.plan.ts';
-import { freePort, REPO_ROOT, removeDir, startTestControlPlane, tempDir, type TestControlPlane } from '../support/control-plane.ts';
+import { freePort, REPO_ROOT, removeDir, spawnControlPlane, startTestControlPlane, stopProcess, tempDir, type TestControlPlane } from '../support/control-plane.ts';
 import { runCli } from '../support/cli.ts';
 import { readTree } from '../support/bundles.ts';
 import { bareRepo, type BareRepo } from '../cluster-agent/support.ts';
 import { captureLogger, type CapturedLog } from './support.ts';
+
+const execFileAsync = promisify(execFile);
 
 type ErrorBody = { error: { code: string; message: string } };
 
@@ -274,6 +277,17 @@ describe('faults: fetching over http (private addresses allowed by the operator)
     assert.ok(reasons.filter((r) => r.startsWith('git')).length >= 2, reasons.join('\n'));
   });
 
+  it('git connects to the address that was checked, not to what the name resolves to later (http.curloptResolve)', async () => {
+    // A name that resolves nowhere: only the pinned address can serve it.
+    const port = Number(new URL(git.url).port);
+    const url = `http://pinned.invalid:${port}/stacks.git`;
+    const env = gitEnvironment({ PATH: process.env.PATH }, fetchConfig({ kind: 'remote', scheme: 'http', host: 'pinned.invalid', port, literal: false }, '127.0.0.1'));
+    // Asynchronously: the git server answers from this very process.
+    const r = await execFileAsync('git', ['ls-remote', '--heads', url], { env, encoding: 'utf8', timeout: 30_000 });
+    assert.match(r.stdout, /^[0-9a-f]{40}\trefs\/heads\/main$/m);
+    await assert.rejects(execFileAsync('git', ['ls-remote', '--heads', url], { env: gitEnvironment({ PATH: process.env.PATH }, []), encoding: 'utf8', timeout: 30_000 }), 'without the pin the name does not resolve');
+  });
+
   it('redirects are not followed', async () => {
     const target = await gitHttpServer(join(dir, 'served'));
     const redirector = createHttpServer((req, res) => res.writeHead(302, { location: `${target.url}${req.url}` }).end());
@@ -302,6 +316,41 @@ describe('faults: fetching over http (private addresses allowed by the operator)
     const again = await register({ name: 'private', url, username: 'deployer', password: 'wrong' });
     assert.equal(again.status, 422, 'wrong credentials are refused');
     assert.equal((await t.admin.request<BundleSourceView>('GET', '/v1/bundles/private')).body.credentials, true, 'and the stored source is kept');
+  });
+});
+
+describe('faults: tether server --allow-file-root and TETHER_ALLOW_FILE_ROOTS', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let server: Awaited<ReturnType<typeof spawnControlPlane>> | undefined;
+  before(() => {
+    dir = tempDir('tether-fetch-flags-');
+  });
+  after(async () => {
+    if (server) await stopProcess(server.proc);
+    removeDir(dir);
+  });
+
+  it('allows file:// below the roots of the flag (repeatable) and of the variable (colon-separated), nothing else', async () => {
+    const repos = ['flag1', 'flag2', 'env1', 'env2', 'none'].map((name) => {
+      mkdirSync(join(dir, name));
+      const r = bareRepo(join(dir, name), 'stacks');
+      r.commit(WEBAPP());
+      return r;
+    });
+    const data = join(dir, 'cp');
+    server = await spawnControlPlane(data, await freePort(), ['--allow-file-root', join(dir, 'flag1'), '--allow-file-root', join(dir, 'flag2')], { TETHER_ALLOW_FILE_ROOTS: `${join(dir, 'env1')}:${join(dir, 'env2')}` });
+    const admin = new HttpClient({ baseUrl: server.url, ca: readFileSync(join(data, 'ca.crt'), 'utf8'), bearerToken: readFileSync(join(data, 'admin-token'), 'utf8').trim() });
+    try {
+      const statuses = [];
+      for (const [i, r] of repos.entries()) statuses.push((await admin.request('POST', '/v1/bundles', { name: `s${i}`, url: r.url, ref: 'main', path: 'webapp' }, { accept: [201, 422] })).status);
+      assert.deepEqual(statuses, [201, 201, 201, 201, 422]);
+    } finally {
+      admin.close();
+    }
+    const relative = spawnSync(process.execPath, [join(REPO_ROOT, 'control-plane/cli/main.ts'), 'server', '--data-dir', join(dir, 'cp2'), '--allow-file-root', 'repos'], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(relative.status, 2, relative.stderr);
+    assert.match(relative.stderr, /--allow-file-root takes an absolute folder/);
   });
 });
 
