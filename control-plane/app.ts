@@ -26,6 +26,7 @@ import { VpnService } from './vpn/vpn.service.ts';
 import { vpnAdminRoutes } from './http/vpn.routes.ts';
 import { BundlesService } from './bundles/bundles.service.ts';
 import { GitCache } from './bundles/git-cache.ts';
+import { realRoots } from './bundles/fetch-policy.ts';
 import { bundleRoutes, instanceRoutes } from './http/bundles.routes.ts';
 import { AgentApi, bootstrapRoutes } from './http/agent.routes.ts';
 import { ApiServer } from './http/server.ts';
@@ -104,7 +105,10 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   });
   const queue = new QueueService({ db, clock, config, dispatcher, metrics, log });
   const vpn = new VpnService({ db, clock, queue, log });
-  const bundles = new BundlesService({ db, clock, log, queue, cache: new GitCache(join(dataDir, 'bundle-cache')) });
+  const bundleCache = join(dataDir, 'bundle-cache');
+  const fetchPolicy = { allowHttp: config.allowHttp, allowPrivateAddresses: config.allowPrivateAddresses, fileRoots: realRoots(config.allowFileRoots), deniedPaths: realRoots([dataDir]) };
+  const cache = new GitCache(bundleCache, { policy: fetchPolicy, environment: 'isolated', timeoutMs: config.gitTimeoutSeconds * 1000, log });
+  const bundles = new BundlesService({ db, clock, log, queue, cache, cacheIdleMs: config.bundleCacheIdleDays * 86_400_000 });
 
   const adminTokenFile = join(dataDir, 'admin-token');
   if (!(await accounts.hasAccounts())) {
@@ -154,6 +158,12 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   const port = await server.listen(config.port, config.host);
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
 
+  // The bundle cache is collected at start and hourly (sources replaced, entries unused for long).
+  const collectCache = () => void bundles.collectCache().catch((err: unknown) => log.error({ err }, 'bundle cache collection failed'));
+  collectCache();
+  const cacheCollector = setInterval(collectCache, 3_600_000);
+  cacheCollector.unref();
+
   let reaper: NodeJS.Timeout | undefined;
   if (opts.reaper !== false) {
     reaper = setInterval(() => {
@@ -181,6 +191,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     async close() {
       const t0 = Date.now();
       clearInterval(reaper);
+      clearInterval(cacheCollector);
       const held = dispatcher.held;
       dispatcher.closeAll(); // held polls are answered at once: agents reconnect without waiting them out
       const open = server.connections;

@@ -35,6 +35,16 @@ export const configSchema = z.object({
   outputsLimitBytes: z.number().int().min(1024).default(256 * 1024),
   /** Finished commands and their logs are deleted this long after they finished (0: kept forever). */
   retentionSeconds: z.number().int().min(0).default(30 * 86400),
+  /** Folders file:// bundle sources may be below (`--allow-file-root`, TETHER_ALLOW_FILE_ROOTS); none: no file:// at all. */
+  allowFileRoots: z.array(z.string().min(1)).default([]),
+  /** http:// bundle sources (`--allow-http`); https only otherwise. */
+  allowHttp: z.boolean().default(false),
+  /** Bundle sources on private, loopback or link-local addresses (`--allow-private-addresses`). */
+  allowPrivateAddresses: z.boolean().default(false),
+  /** Longest one git operation on a bundle source may take. */
+  gitTimeoutSeconds: z.number().int().min(1).max(3600).default(120),
+  /** Bundle cache entries (mirrors, checked-out trees) unused this long are removed. */
+  bundleCacheIdleDays: z.number().min(0).max(3650).default(14),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -20,7 +20,7 @@ import { validateBundleDir } from './bundle-fs.ts';
 import { compileBundle, hostOf, instanceOutputs, namespaceOf, newOsid, portHostOf, resolveInputs, type InstanceContext, type InstanceOutputs } from './compile.ts';
 import type { GitCache } from './git-cache.ts';
 import { formatProblems } from './validate.ts';
-import type { BundleSourceView, DeployRequest, DeployResponse, InstanceState, InstanceView, RedeployRequest } from './bundles.wire.ts';
+import type { BundleSourceView, DeployRequest, DeployResponse, InstanceState, InstanceView, RedeployRequest, RegisterBundleRequest } from './bundles.wire.ts';
 
 export interface BundlesDeps {
   db: Db;
@@ -28,6 +28,8 @@ export interface BundlesDeps {
   log: Logger;
   queue: QueueService;
   cache: GitCache;
+  /** Cache entries unused this long are collected (collectCache). */
+  cacheIdleMs?: number;
 }
 
 /** A validated bundle at a pinned commit. */
@@ -44,10 +46,16 @@ export class BundlesService {
 
   // ------------------------------------------------------------------ sources
 
-  async registerSource(aid: string, s: { name: string; url: string; ref: string; path: string }): Promise<{ source: BundleSourceView; created: boolean; commit: string }> {
-    // The ref must resolve now; the commit is pinned again at every deployment.
-    const commit = await this.d.cache.resolve(s.url, s.ref);
-    const created = await repo.upsertBundleSource(this.d.db, { aid, ...s, now: this.d.clock.now() });
+  /**
+   * Registers or replaces a source. The ref must resolve now, with the given credentials, under
+   * the fetch policy; otherwise nothing changes (a source of the same name stays as it was). The
+   * commit is pinned again at every deployment.
+   */
+  async registerSource(aid: string, req: RegisterBundleRequest): Promise<{ source: BundleSourceView; created: boolean; commit: string }> {
+    const { username, password, ...s } = req;
+    const credentials = username !== undefined && password !== undefined ? { username, password } : undefined;
+    const commit = await this.d.cache.resolve(aid, { url: s.url, ref: s.ref, ...(credentials ? { credentials } : {}) });
+    const created = await repo.upsertBundleSource(this.d.db, { aid, ...s, ...(credentials ? { credentials } : {}), now: this.d.clock.now() });
     this.d.log.info({ aid, name: s.name, commit }, created ? 'bundle source registered' : 'bundle source updated');
     return { source: await this.getSource(aid, s.name), created, commit };
   }
@@ -62,10 +70,19 @@ export class BundlesService {
     return (await repo.listBundleSources(this.d.db, aid)).map(sourceView);
   }
 
+  /** Mirrors of sources no longer registered, and cache entries unused for long, are removed. */
+  async collectCache(): Promise<number> {
+    const keep = (await repo.listSourceUrls(this.d.db)).map((r) => ({ account: r.aid, url: r.url }));
+    const { removed } = await this.d.cache.collect(keep, this.d.cacheIdleMs ?? 14 * 86_400_000);
+    if (removed.length) this.d.log.info({ removed: removed.length }, 'bundle cache collected');
+    return removed.length;
+  }
+
   /** Pins the source's ref to a commit, checks the tree out (cached) and validates the bundle there. */
-  private async load(src: { url: string; ref: string; path: string }): Promise<LoadedBundle> {
-    const commit = await this.d.cache.resolve(src.url, src.ref);
-    const tree = await this.d.cache.tree(src.url, commit);
+  private async load(aid: string, src: repo.BundleSourceRow): Promise<LoadedBundle> {
+    const credentials = src.git_username !== null && src.git_password !== null ? { username: src.git_username, password: src.git_password } : undefined;
+    const commit = await this.d.cache.resolve(aid, { url: src.url, ref: src.ref, ...(credentials ? { credentials } : {}) });
+    const tree = await this.d.cache.tree(aid, src.url, commit);
     const dir = containedDir(tree, src.path);
     if (!dir) throw new TetherError('invalid_bundle', `${src.path}: no such folder inside the repository at ${commit}`, { status: 422 });
     const { bundle, problems } = validateBundleDir(dir);
@@ -83,7 +100,7 @@ export class BundlesService {
     if (!src) throw notFound(`bundle ${req.bundle} is not registered`, 'bundle_not_found');
     const cluster = await getCluster(db, aid, req.cluster);
     if (!cluster) throw notFound(`cluster ${req.cluster} does not exist`, 'cluster_not_found');
-    const { bundle, commit } = await this.load(src);
+    const { bundle, commit } = await this.load(aid, src);
     const given = { ...req.inputs };
     const inputs = resolveInputs(bundle, given);
     if (inputs.problems.length) throw badRequest(inputs.problems.join('; '), 'invalid_inputs');
@@ -125,7 +142,7 @@ export class BundlesService {
     const src = await repo.getBundleSource(this.d.db, aid, row.source);
     if (!src) throw notFound(`bundle ${row.source} is no longer registered`, 'bundle_not_found');
     const cluster = (await getCluster(this.d.db, aid, row.cid))!;
-    const { bundle, commit } = await this.load(src);
+    const { bundle, commit } = await this.load(aid, src);
     const previous = JSON.parse(row.inputs) as Record<string, unknown>;
     // Inputs the new version no longer declares are dropped; new ones are checked.
     const kept = Object.fromEntries(Object.entries(previous).filter(([k]) => Object.hasOwn(bundle.inputs, k)));
@@ -230,7 +247,7 @@ function contextOf(row: InstanceRow, clusterDomain: string): InstanceContext {
 }
 
 function sourceView(r: repo.BundleSourceRow): BundleSourceView {
-  return { name: r.name, url: r.url, ref: r.ref, path: r.path, createdAt: iso(r.created_at)!, updatedAt: iso(r.updated_at)! };
+  return { name: r.name, url: r.url, ref: r.ref, path: r.path, credentials: r.git_username !== null, createdAt: iso(r.created_at)!, updatedAt: iso(r.updated_at)! };
 }
 
 /** The real folder `sub` names inside `root` (symbolic links must stay inside), or undefined. */

@@ -6,8 +6,18 @@ import type { CommandState, CommandError } from '../../common/wire.ts';
 import type { Problem } from './validate.ts';
 
 export const registerBundleSchema = z
-  .object({ name: dnsLabel(), url: gitUrl, ref: gitRef, path: repoPath.default('.') })
-  .strict();
+  .object({
+    name: dnsLabel(),
+    url: gitUrl.refine((u) => !/^(https?|file):\/\/[^/?#]*@/i.test(u), 'must not hold credentials: give username and password instead'),
+    ref: gitRef,
+    path: repoPath.default('.'),
+    /** The source's own https credentials (a password or token), used only to fetch it. */
+    username: z.string().min(1).max(256).regex(/^[^:\s]+$/, 'must not contain ":" or blanks').optional(),
+    password: z.string().min(1).max(4096).regex(/^[^\r\n]+$/, 'must be one line').optional(),
+  })
+  .strict()
+  .refine((b) => (b.username === undefined) === (b.password === undefined), { message: 'username and password go together', path: ['password'] });
+export type RegisterBundleRequest = z.infer<typeof registerBundleSchema>;
 
 const inputValues = z.record(z.string().max(128), z.union([z.string().max(64 * 1024), z.number().finite(), z.boolean()])).default({});
 
@@ -31,6 +41,8 @@ export interface BundleSourceView {
   url: string;
   ref: string;
   path: string;
+  /** Whether the source has credentials of its own (they are never shown). */
+  credentials: boolean;
   createdAt: string;
   updatedAt: string;
 }

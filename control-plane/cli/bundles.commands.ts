@@ -3,7 +3,7 @@
  * list|show|delete`. Validation runs locally (a folder, or a git URL cloned into a temp folder)
  * with the same code the control plane runs at deploy time.
  */
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
@@ -11,6 +11,7 @@ import { gitRef, gitUrl, repoPath } from '../../common/specs.ts';
 import { validateBundleDir } from '../bundles/bundle-fs.ts';
 import type { BundleSourceView, DeployResponse, InstanceView } from '../bundles/bundles.wire.ts';
 import { GitCache } from '../bundles/git-cache.ts';
+import { OPEN_POLICY } from '../bundles/fetch-policy.ts';
 import { formatProblems, type ValidationResult } from '../bundles/validate.ts';
 import { printTable } from './table.ts';
 
@@ -44,9 +45,10 @@ async function validateTarget(target: string, o: { ref: string; path: string }, 
     if (!path.success) throw usage(`--path: ${path.error.issues[0]!.message}`);
     const tmp = mkdtempSync(join(tmpdir(), 'tether-bundle-'));
     try {
-      const cache = new GitCache(tmp);
-      const commit = await cache.resolve(target, ref.data);
-      const tree = await cache.tree(target, commit);
+      // The user's own machine, identity and network: no server policy, and the reason of a failure shown.
+      const cache = new GitCache(tmp, { policy: OPEN_POLICY, environment: 'user', timeoutMs: 300_000, detailInErrors: true });
+      const commit = await cache.resolve('local', { url: target, ref: ref.data });
+      const tree = await cache.tree('local', target, commit);
       return { where: `${target}@${ref.data} (${commit.slice(0, 12)})${path.data === '.' ? '' : ` ${path.data}`}`, result: validateBundleDir(join(tree, path.data)) };
     } finally {
       rmSync(tmp, { recursive: true, force: true });
@@ -71,6 +73,21 @@ export function splitUrlFlags(argv: readonly string[], subcommand: readonly stri
     else out.controlPlane = value;
   });
   return out;
+}
+
+/** The first line of a password file (at most 4 KiB; the file is never echoed). */
+function readPasswordFile(file: string, usage: (m: string) => Error): string {
+  let text: string;
+  try {
+    if (statSync(file).size > 4096) throw usage(`--password-file ${file}: larger than 4 KiB`);
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if (err instanceof Error && !('code' in err)) throw err;
+    throw usage(`--password-file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+  }
+  const line = text.split(/\r?\n/)[0] ?? '';
+  if (line === '') throw usage(`--password-file ${file}: empty`);
+  return line;
 }
 
 function isDir(p: string): boolean {
@@ -128,12 +145,16 @@ export function registerBundleCommands(program: Command, h: CliHelpers): void {
     .option('--url <git-url>', 'repository URL (required)')
     .option('--ref <ref>', 'branch, tag or commit; pinned to a commit at every deployment', 'main')
     .option('--path <path>', 'folder of bundle.yaml inside the repository', '.')
+    .option('--username <user>', "the source's own https user name (with --password-file)")
+    .option('--password-file <file>', 'file holding the password or token for --username (first line)')
     .option('--json', 'print JSON')
-    .action(async (name: string, o: { ref: string; path: string; json?: boolean }) => {
+    .action(async (name: string, o: { ref: string; path: string; username?: string; passwordFile?: string; json?: boolean }) => {
       const urls = splitUrlFlags(process.argv, ['bundles', 'register']);
-      if (!urls.git) throw h.usage('bundles register <name> --url <git-url> [--ref <ref>] [--path <path>]');
+      if (!urls.git) throw h.usage('bundles register <name> --url <git-url> [--ref <ref>] [--path <path>] [--username <user> --password-file <file>]');
+      if ((o.username === undefined) !== (o.passwordFile === undefined)) throw h.usage('--username and --password-file go together');
       program.setOptionValue('url', urls.controlPlane);
-      const r = await h.call<BundleSourceView & { commit: string; created: boolean }>('POST', '/v1/bundles', { name, url: urls.git, ref: o.ref, path: o.path });
+      const credentials = o.username !== undefined && o.passwordFile !== undefined ? { username: o.username, password: readPasswordFile(o.passwordFile, h.usage) } : {};
+      const r = await h.call<BundleSourceView & { commit: string; created: boolean }>('POST', '/v1/bundles', { name, url: urls.git, ref: o.ref, path: o.path, ...credentials });
       if (o.json) h.json(r);
       else h.out(`${r.name}\t${r.url}\t${r.ref}\t${r.path}\t${r.commit}`);
     });

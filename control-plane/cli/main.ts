@@ -8,7 +8,7 @@
  * that command. bin/tether runs the bundle of this file (dist/cli/tether.mjs, scripts/build.sh).
  */
 import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { HttpClient, HttpError } from '../../common/http-client.ts';
 import { errorMessage } from '../../common/errors.ts';
@@ -80,7 +80,10 @@ program
   .option('--lease-seconds <n>', 'lease held by an agent without a heartbeat', (v) => intArg(v, '--lease-seconds'))
   .option('--long-poll-seconds <n>', 'longest a poll is held', (v) => numArg(v, '--long-poll-seconds'))
   .option('--domain-root <root>', 'root of cluster domains (<cid>.<aid>.<root>)')
-  .action(async (o: { dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string }) => {
+  .option('--allow-file-root <dir>', 'file:// bundle sources may be below this folder (repeatable; env TETHER_ALLOW_FILE_ROOTS, colon-separated)', (v: string, prev: string[]) => [...prev, v], [])
+  .option('--allow-http', 'allow http:// bundle sources (https only otherwise)')
+  .option('--allow-private-addresses', 'allow bundle sources on private, loopback and link-local addresses')
+  .action(async (o: { dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean }) => {
     process.umask(0o077); // the database, keys and tokens are for this user only
     // By URL, not a literal: the CLI bundle leaves the server (express, SQLite) out and loads the
     // sources only here.
@@ -88,6 +91,8 @@ program
     const m = /^(.*):(\d{1,5})$/.exec(o.listen);
     if (!m) throw new UsageError(`--listen must be host:port (got ${o.listen})`);
     const host = m[1]!.replace(/^\[(.*)\]$/, '$1') || '0.0.0.0';
+    const fileRoots = [...(process.env.TETHER_ALLOW_FILE_ROOTS ?? '').split(':').filter((d) => d !== ''), ...o.allowFileRoot];
+    for (const d of fileRoots) if (!isAbsolute(d)) throw new UsageError(`--allow-file-root takes an absolute folder (got ${d})`);
     const cp = await startControlPlane({
       dataDir: o.dataDir,
       host,
@@ -96,6 +101,9 @@ program
       ...(o.leaseSeconds ? { leaseSeconds: o.leaseSeconds } : {}),
       ...(o.longPollSeconds ? { longPollSeconds: o.longPollSeconds } : {}),
       ...(o.domainRoot ? { domainRoot: o.domainRoot } : {}),
+      allowFileRoots: fileRoots,
+      allowHttp: o.allowHttp === true,
+      allowPrivateAddresses: o.allowPrivateAddresses === true,
     });
     process.stderr.write(`tether: control plane listening on ${cp.url} (data in ${o.dataDir}; CA ${o.dataDir}/ca.crt; admin token ${cp.adminTokenFile})\n`);
     await new Promise<void>((resolve) => {

@@ -5,17 +5,35 @@ import type { BundleSourcesTable, InstancesTable } from './bundles.table.ts';
 export type BundleSourceRow = Selectable<BundleSourcesTable>;
 export type InstanceRow = Selectable<InstancesTable>;
 
-/** Creates or replaces a bundle source; true when it was created. */
-export async function upsertBundleSource(db: Db, s: { aid: string; name: string; url: string; ref: string; path: string; now: number }): Promise<boolean> {
+/**
+ * Creates or replaces a bundle source (its credentials too: none given, none kept); true when it
+ * was created.
+ */
+export async function upsertBundleSource(
+  db: Db,
+  s: { aid: string; name: string; url: string; ref: string; path: string; credentials?: { username: string; password: string }; now: number },
+): Promise<boolean> {
+  const git_username = s.credentials?.username ?? null;
+  const git_password = s.credentials?.password ?? null;
   return db.transaction().execute(async (trx) => {
     const existing = await trx.selectFrom('bundle_sources').select('name').where('aid', '=', s.aid).where('name', '=', s.name).executeTakeFirst();
     if (existing) {
-      await trx.updateTable('bundle_sources').set({ url: s.url, ref: s.ref, path: s.path, updated_at: s.now }).where('aid', '=', s.aid).where('name', '=', s.name).execute();
+      await trx
+        .updateTable('bundle_sources')
+        .set({ url: s.url, ref: s.ref, path: s.path, git_username, git_password, updated_at: s.now })
+        .where('aid', '=', s.aid)
+        .where('name', '=', s.name)
+        .execute();
       return false;
     }
-    await trx.insertInto('bundle_sources').values({ aid: s.aid, name: s.name, url: s.url, ref: s.ref, path: s.path, created_at: s.now, updated_at: s.now }).execute();
+    await trx.insertInto('bundle_sources').values({ aid: s.aid, name: s.name, url: s.url, ref: s.ref, path: s.path, git_username, git_password, created_at: s.now, updated_at: s.now }).execute();
     return true;
   });
+}
+
+/** Every (account, URL) a source names: the bundle cache keeps the mirrors of these only. */
+export async function listSourceUrls(db: Db): Promise<{ aid: string; url: string }[]> {
+  return db.selectFrom('bundle_sources').select(['aid', 'url']).distinct().execute();
 }
 
 export async function getBundleSource(db: Db, aid: string, name: string) {

@@ -5,6 +5,9 @@ export interface BundleSourcesTable {
   ref: string;
   /** Folder of bundle.yaml inside the repository ("." for its root). */
   path: string;
+  /** The source's own git credentials (https), never logged or returned; NULL: none. */
+  git_username: string | null;
+  git_password: string | null;
   created_at: number;
   updated_at: number;
 }

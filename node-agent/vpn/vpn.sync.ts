@@ -1,7 +1,8 @@
 /**
  * `vpn-sync`: makes sure this node has its WireGuard keys, tells the control plane its public keys
- * and endpoint (which answers with this node's addresses and the cluster's peers), then renders and
- * applies wg0 (full mesh of the cluster's nodes) and wg1 (the users, hub-and-spoke).
+ * and endpoint (which answers with this node's addresses and the cluster's peers), then loads the
+ * nftables rules that keep wg1 hub-and-spoke (before wg1 has peers), renders and applies wg0 (full
+ * mesh of the cluster's nodes) and wg1 (the users, hub-and-spoke).
  */
 import dgram from 'node:dgram';
 import { lookup } from 'node:dns/promises';
@@ -9,6 +10,7 @@ import { join } from 'node:path';
 import type { Logger } from '../../common/logger.ts';
 import type { NodeConfig } from '../config/node.config.ts';
 import type { Runner } from '../process/run.ts';
+import { applyFirewall, type FirewallResult } from './firewall.apply.ts';
 import { applyInterface } from './wireguard.apply.ts';
 import { ensureWgKey } from './wireguard.keys.ts';
 import { meshPeers, renderWgConf, userPeers } from './wireguard.render.ts';
@@ -22,6 +24,7 @@ export interface VpnApi {
 export interface VpnSyncResult {
   wg0: { interface: string; address: string; peers: number; created: string | null; linkChanges: number };
   wg1: { interface: string; address: string; peers: number; created: string | null; linkChanges: number };
+  firewall: FirewallResult;
 }
 
 export const wireguardDir = (c: NodeConfig) => join(c.stateDir, 'wireguard');
@@ -60,6 +63,8 @@ export async function syncVpn(c: NodeConfig, api: VpnApi, run: Runner, log: Logg
   const { config, keys } = await registerVpn(c, api, run);
   const dir = wireguardDir(c);
   const net = c.network;
+  // The rules first: wg1 never forwards between users, not even for the moment it takes to apply.
+  const firewall = await applyFirewall(run, { wg1Interface: net.wg1.interface, wg1Network: config.wg1.network }, log);
   const wg0 = await applyInterface({
     link: { ifname: net.wg0.interface, address: `${config.wg0.address}/32`, routes: [config.wg0.network] },
     conf: renderWgConf({ privateKey: keys.wg0, listenPort: net.wg0.listenPort, peers: meshPeers(config) }),
@@ -79,6 +84,7 @@ export async function syncVpn(c: NodeConfig, api: VpnApi, run: Runner, log: Logg
   const result: VpnSyncResult = {
     wg0: { interface: net.wg0.interface, address: config.wg0.address, peers: config.wg0.peers.length, created: wg0.created, linkChanges: wg0.linkChanges.length },
     wg1: { interface: net.wg1.interface, address: config.wg1.address, peers: config.wg1.peers.length, created: wg1.created, linkChanges: wg1.linkChanges.length },
+    firewall,
   };
   log.info({ vpn: result }, 'VPN synchronised');
   return result;

@@ -55,7 +55,7 @@ describe('stack bundles (end to end)', function () {
 
   before(async function () {
     dir = tempDir('tether-bundles-e2e-');
-    [env, t] = await Promise.all([startEnvtest(), startTestControlPlane({ dataDir: join(dir, 'cp') })]);
+    [env, t] = await Promise.all([startEnvtest(), startTestControlPlane({ dataDir: join(dir, 'cp'), allowFileRoots: [dir] })]);
     await t.createCluster(CID);
     domain = (await t.admin.request<{ clusters: { cid: string; domain: string }[] }>('GET', '/v1/clusters')).body.clusters.find((c) => c.cid === CID)!.domain;
     await createNamespace(env, AGENT_NS);

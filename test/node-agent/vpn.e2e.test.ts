@@ -5,7 +5,10 @@
  * wg0 mesh. TCP works from node 1 to node 3 over wg0. Node 2 is revoked: after the automatic
  * resync the others no longer list its peer while node 1 ↔ node 3 keeps working (and keeps its
  * session). A user peer added through the admin API reaches node 1 over wg1 from a fourth
- * namespace using the handed-out client configuration.
+ * namespace using the handed-out client configuration. wg1 is hub and spoke: a second user, both
+ * routing the whole wg1 network through node 1 (which forwards, as Kubernetes nodes do), cannot
+ * reach the first through it: the node agent's nftables table drops it, and a sync restores the
+ * table when it was removed by hand.
  *
  * Needs root, ip, wg and wireguard-go (test/node-agent/setup.sh installs them); otherwise it
  * prints why and skips. Everything it creates has a random suffix and is removed in after hooks.
@@ -40,6 +43,7 @@ const nodes = [1, 2, 3].map((i) => ({
   daemon: undefined as Daemon | undefined,
 }));
 const user = { ns: `tt${sfx}-u`, vethHost: `tv${sfx}hu`, vethNs: `tv${sfx}nu`, ip: `${subnet}.50`, wg: `w${sfx}u` };
+const user2 = { ns: `tt${sfx}-v`, vethHost: `tv${sfx}hv`, vethNs: `tv${sfx}nv`, ip: `${subnet}.51`, wg: `w${sfx}v` };
 
 async function sh(cmd: string, args: string[], check = true) {
   const r = await runProcess(cmd, args, { timeoutMs: 20_000 });
@@ -75,10 +79,11 @@ describe('node agent: VPN end to end (network namespaces, real WireGuard)', func
   const created = { bridge: false, namespaces: [] as string[] };
   const timings: Record<string, number> = {};
   let tcpPort = 0;
+  let alice: { address: string; port: number } | undefined;
   let t0 = Date.now();
 
   before(async function () {
-    const missing = [!isRoot() && 'root', ...['ip', 'wg', 'wireguard-go'].filter((b) => !which(b))].filter(Boolean);
+    const missing = [!isRoot() && 'root', ...['ip', 'wg', 'wireguard-go', 'nft'].filter((b) => !which(b))].filter(Boolean);
     if (missing.length) {
       console.log(`      skipped: needs ${missing.join(', ')} (run test/node-agent/setup.sh as root)`);
       this.skip();
@@ -115,7 +120,7 @@ describe('node agent: VPN end to end (network namespaces, real WireGuard)', func
       await sh('ip', ['netns', 'del', ns], false);
     }
     if (created.bridge) await sh('ip', ['link', 'del', BRIDGE], false);
-    for (const name of [...nodes.flatMap((n) => [n.wg0, n.wg1]), user.wg]) rmSync(`/var/run/wireguard/${name}.sock`, { force: true });
+    for (const name of [...nodes.flatMap((n) => [n.wg0, n.wg1]), user.wg, user2.wg]) rmSync(`/var/run/wireguard/${name}.sock`, { force: true });
     if (t) {
       await t.close();
       removeDir(t.dataDir);
@@ -229,6 +234,50 @@ describe('node agent: VPN end to end (network namespaces, real WireGuard)', func
     servers.push(d);
     await eventually(() => d.output().includes('listening'), 10_000, 'the TCP server on node 1 wg1');
     assert.equal(await eventually(() => tcpRoundTrip(user.ns, n1.wg1Address, port), 20_000, 'TCP over wg1'), 'hello:ping');
+    alice = { address: res.body.user.address, port };
+  });
+
+  it('wg1 is hub and spoke: two users routing through a forwarding node cannot reach each other; a sync restores removed rules', async () => {
+    const n1 = nodes[0]!;
+    // Kubernetes nodes forward (the install step sets ip_forward); so does node 1 here.
+    await inNs(n1.ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+    assert.match((await inNs(n1.ns, 'nft', ['list', 'table', 'inet', 'tether_vpn'])).stdout, new RegExp(`iifname "${n1.wg1}" oifname "${n1.wg1}"`));
+    created.namespaces.push(user2.ns);
+    await addNamespace(user2.ns, user2.vethHost, user2.vethNs, user2.ip);
+    const res = await t.admin.request<{ clientConfig: string; user: { address: string } }>('POST', '/v1/clusters/mesh/vpn/users', { name: 'bob' });
+    await eventually(async () => (await inNs(n1.ns, 'wg', ['show', n1.wg1, 'peers'])).stdout.trim().split('\n').filter(Boolean).length === 2, 60_000, 'node 1 accepting both users on wg1');
+    const wgConf = join(dir, 'user', 'bob.conf');
+    writeFileSync(wgConf, res.body.clientConfig.split('\n').filter((l) => !l.startsWith('Address')).join('\n'), { mode: 0o600 });
+    await sh('ip', ['netns', 'exec', user2.ns, 'env', 'WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1', 'wireguard-go', user2.wg]);
+    await inNs(user2.ns, 'wg', ['setconf', user2.wg, wgConf]);
+    await sh('ip', ['-n', user2.ns, 'address', 'add', `${res.body.user.address}/32`, 'dev', user2.wg]);
+    await sh('ip', ['-n', user2.ns, 'link', 'set', user2.wg, 'up']);
+    await sh('ip', ['-n', user2.ns, 'route', 'add', '172.24.200.0/21', 'dev', user2.wg]);
+    // Both users hand the whole wg1 network to node 1's peer: each other's address is routed through node 1.
+    const n1Key = (await inNs(n1.ns, 'wg', ['show', n1.wg1, 'public-key'])).stdout.trim();
+    await inNs(user.ns, 'wg', ['set', user.wg, 'peer', n1Key, 'allowed-ips', '172.24.200.0/21']);
+    await inNs(user2.ns, 'wg', ['set', user2.wg, 'peer', n1Key, 'allowed-ips', '172.24.200.0/21']);
+    const port = alice!.port + 1;
+    const server = `require('net').createServer(s=>{s.once('data',d=>s.end('bob:'+d))}).listen(+process.argv[1],process.argv[2],()=>console.log('listening'))`;
+    const d = startProcessInNs(user2.ns, [process.execPath, '-e', server, String(port), res.body.user.address]);
+    servers.push(d);
+    await eventually(() => d.output().includes('listening'), 10_000, 'the TCP server of user 2');
+    // Both users still reach the node ...
+    assert.equal(await eventually(() => tcpRoundTrip(user2.ns, n1.wg1Address, alice!.port), 20_000, 'user 2 to node 1'), 'hello:ping');
+    assert.equal(await tcpRoundTrip(user.ns, n1.wg1Address, alice!.port), 'hello:ping');
+    // ... never each other.
+    await assert.rejects(tcpRoundTrip(user.ns, res.body.user.address, port), /timeout|EHOSTUNREACH|ECONNREFUSED/);
+    // The rules are what stops it: without the table node 1 forwards between the users ...
+    await inNs(n1.ns, 'nft', ['delete', 'table', 'inet', 'tether_vpn']);
+    assert.equal(await eventually(() => tcpRoundTrip(user.ns, res.body.user.address, port), 20_000, 'user to user without the rules'), 'bob:ping');
+    // ... and the next sync puts the table back.
+    const job = (await t.admin.request<{ id: number }>('POST', '/v1/commands', { target: { cluster: 'mesh', node: n1.nid }, type: 'vpn-sync', spec: {} })).body.id;
+    const done = await eventually(async () => {
+      const j = (await t.admin.request<{ state: string; outputs?: { firewall?: { changed: boolean } } }>('GET', `/v1/commands/${job}`)).body;
+      return ['succeeded', 'failed', 'cancelled', 'timed_out'].includes(j.state) ? j : undefined;
+    }, 60_000, 'the vpn-sync');
+    assert.equal(done.state, 'succeeded', JSON.stringify(done));
+    await assert.rejects(tcpRoundTrip(user.ns, res.body.user.address, port), /timeout|EHOSTUNREACH|ECONNREFUSED/);
     timings.totalMs = Date.now() - t0;
   });
 });
