@@ -9,9 +9,10 @@ import express from 'express';
 import { systemClock, type Clock } from '../common/clock.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
 import { writeFileAtomic } from '../common/files.ts';
-import { notFound } from '../common/errors.ts';
+import { TetherError, notFound } from '../common/errors.ts';
 import { COMMAND_STATES, HEALTHY_BELOW_S, OFFLINE_FROM_S } from '../common/wire.ts';
 import { openDatabase, migrate, type Db } from './db/database.ts';
+import { lockDataDir } from './db/backup.ts';
 import { countByState } from './db/commands.repository.ts';
 import { countAgentsByHeartbeatAge } from './db/agents.repository.ts';
 import { loadOrCreatePki, type CaMaterial } from './pki/ca.ts';
@@ -64,9 +65,17 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   chmodSync(dataDir, 0o700);
+  // One server per data folder (the queue's wake-ups are in-process); `tether restore` checks it too.
+  const lock = lockDataDir(dataDir);
+  if (!lock) throw new TetherError('server_running', `another tether server (or a restore) is running on ${dataDir}`, { status: 409 });
 
   const { db, sqlite } = openDatabase(join(dataDir, 'tether.db'));
-  const applied = await migrate(db);
+  const failedStart = (err: unknown) => {
+    if (sqlite.open) sqlite.close();
+    lock.release();
+    throw err;
+  };
+  const applied = await migrate(db).catch(failedStart);
   if (applied.length) log.info({ migrations: applied }, 'database migrated');
   const ca = loadOrCreatePki(dataDir, serverSans(config), clock.now());
   if (ca.created) log.info({ caFile: join(dataDir, 'ca.crt') }, 'certificate authority created');
@@ -135,7 +144,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     log,
     now: () => clock.now(),
   });
-  const port = await server.listen(config.port, config.host);
+  const port = await server.listen(config.port, config.host).catch(failedStart);
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
 
   let reaper: NodeJS.Timeout | undefined;
@@ -172,6 +181,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       const tClosed = Date.now();
       await db.destroy();
       if (sqlite.open) sqlite.close();
+      lock.release();
       log.info({ heldPolls: held, connections: open.tls, connectionsClosedMs: tClosed - t0, totalMs: Date.now() - t0 }, 'control plane stopped');
     },
   };

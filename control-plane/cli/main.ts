@@ -14,6 +14,7 @@ import { readCredentials, saveCredentials } from './credentials.ts';
 import { printTable } from './table.ts';
 import { readSse } from './sse.ts';
 import { registerBundleCommands } from './bundles.commands.ts';
+import { registerBackupCommands } from './backup.commands.ts';
 
 class UsageError extends Error {}
 
@@ -285,6 +286,10 @@ agents
 // ------------------------------------------------------------------ bundles and instances
 
 registerBundleCommands(program, { call, out, json, usage: (m) => new UsageError(m) });
+
+// ------------------------------------------------------------------ backup and restore (local: the data folder)
+
+registerBackupCommands(program, { out, usage: (m) => new UsageError(m) });
 
 // ------------------------------------------------------------------ vpn
 
