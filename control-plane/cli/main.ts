@@ -83,8 +83,14 @@ program
   .option('--lease-seconds <n>', 'lease held by an agent without a heartbeat', (v) => intArg(v, '--lease-seconds'))
   .option('--long-poll-seconds <n>', 'longest a poll is held', (v) => numArg(v, '--long-poll-seconds'))
   .option('--domain-root <root>', 'root of cluster domains (<cid>.<aid>.<root>)')
-  .action(async (o: { dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string }) => {
+  .option('--tls-cert <file>', 'certificate chain for the public endpoint, served to clients asking for its names; reloaded on SIGHUP (env TETHER_TLS_CERT)', process.env.TETHER_TLS_CERT || undefined)
+  .option('--tls-key <file>', 'private key of --tls-cert (env TETHER_TLS_KEY)', process.env.TETHER_TLS_KEY || undefined)
+  .action(async (o: { dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; tlsCert?: string; tlsKey?: string }) => {
     process.umask(0o077); // the database, keys and tokens are for this user only
+    if (!o.tlsCert !== !o.tlsKey) throw new UsageError('--tls-cert and --tls-key go together (or TETHER_TLS_CERT and TETHER_TLS_KEY)');
+    // SIGHUP (systemctl reload) reloads the certificate; until the server is up it is ignored (the start reads the files).
+    let reload = () => {};
+    process.on('SIGHUP', () => reload());
     const m = /^(.*):(\d{1,5})$/.exec(o.listen);
     if (!m) throw new UsageError(`--listen must be host:port (got ${o.listen})`);
     const host = m[1]!.replace(/^\[(.*)\]$/, '$1') || '0.0.0.0';
@@ -96,7 +102,9 @@ program
       ...(o.leaseSeconds ? { leaseSeconds: o.leaseSeconds } : {}),
       ...(o.longPollSeconds ? { longPollSeconds: o.longPollSeconds } : {}),
       ...(o.domainRoot ? { domainRoot: o.domainRoot } : {}),
+      ...(o.tlsCert && o.tlsKey ? { tlsCertFile: o.tlsCert, tlsKeyFile: o.tlsKey } : {}),
     });
+    reload = () => void cp.reloadTls();
     process.stderr.write(`tether: control plane listening on ${cp.url} (data in ${o.dataDir}; CA ${o.dataDir}/ca.crt; admin token ${cp.adminTokenFile})\n`);
     await new Promise<void>((resolve) => {
       const stop = () => resolve();
