@@ -181,6 +181,9 @@ export async function restoreDataDir(from: string, dataDirIn: string, opts: { fo
   } finally {
     rmSync(staging, { recursive: true, force: true });
     lock.release();
+    // The lock file this restore may have created, as root, must stay the server's to open.
+    const owner = statSync(dataDir);
+    if (process.geteuid?.() === 0 && owner.uid !== 0 && existsSync(join(dataDir, LOCK_FILE))) chownSync(join(dataDir, LOCK_FILE), owner.uid, owner.gid);
   }
 }
 

@@ -5,7 +5,7 @@
  * command acknowledged before the backup started, and the old agent and admin token work on it.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HttpClient } from '../../common/http-client.ts';
 import { generateKeyPair } from '../../common/csr.ts';
@@ -161,6 +161,30 @@ describe('tether backup and restore', function () {
     const forced = await runCli(['restore', '--from', backupFile(), '--data-dir', target, '--force'], {});
     assert.equal(forced.code, 0, forced.stderr);
     assert.ok(!readdirSync(target).includes('stale-file'), '--force replaces what the folder held');
+  });
+
+  it("run by root on the service user's folder: nothing left owned by root, the restored files are the folder owner's", async function () {
+    if (process.getuid?.() !== 0) {
+      console.log('      skipped: needs root (to act on a folder of another user)');
+      this.skip();
+    }
+    const { uid, gid } = { uid: 65534, gid: 65534 }; // nobody
+    const owned = join(dir, 'owned');
+    const r0 = await runCli(['restore', '--from', backupFile(), '--data-dir', join(owned, 'data')], {});
+    assert.equal(r0.code, 0, r0.stderr);
+    chmodSync(dir, 0o755);
+    chmodSync(owned, 0o755);
+    for (const n of ['', ...readdirSync(join(owned, 'data'))]) chownSync(join(owned, 'data', n), uid, gid);
+    const b = await runCli(['backup', '--data-dir', join(owned, 'data'), '--to', join(owned, 'again.tar.gz')], {});
+    assert.equal(b.code, 0, b.stderr);
+    for (const n of readdirSync(join(owned, 'data'))) assert.equal(statSync(join(owned, 'data', n)).uid, uid, `${n} after the backup`);
+    const target = join(owned, 'target');
+    mkdirSync(target, { mode: 0o700 });
+    chownSync(target, uid, gid);
+    const r = await runCli(['restore', '--from', join(owned, 'again.tar.gz'), '--data-dir', target], {});
+    assert.equal(r.code, 0, r.stderr);
+    for (const n of readdirSync(target)) assert.equal(statSync(join(target, n)).uid, uid, `${n} after the restore`);
+    assert.ok(readdirSync(target).includes('server.lock'));
   });
 
   it('refuses a damaged or foreign archive and leaves the folder as it was', async () => {
