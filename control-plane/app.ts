@@ -9,12 +9,14 @@ import express from 'express';
 import { systemClock, type Clock } from '../common/clock.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
 import { writeFileAtomic } from '../common/files.ts';
-import { notFound } from '../common/errors.ts';
+import { TetherError, badRequest, errorMessage, notFound } from '../common/errors.ts';
 import { COMMAND_STATES, HEALTHY_BELOW_S, OFFLINE_FROM_S } from '../common/wire.ts';
 import { openDatabase, migrate, type Db } from './db/database.ts';
+import { lockDataDir } from './db/backup.ts';
 import { countByState } from './db/commands.repository.ts';
 import { countAgentsByHeartbeatAge } from './db/agents.repository.ts';
 import { loadOrCreatePki, type CaMaterial } from './pki/ca.ts';
+import { loadPublicCertificate, type PublicCertificate } from './pki/public-cert.ts';
 import { parseConfig, serverSans, type Config } from './config.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { AccountsService } from './accounts/accounts.service.ts';
@@ -48,8 +50,15 @@ export interface ControlPlane {
   connections(): { tls: number; http2: number };
   /** Path of the initial admin token file, when this start created it. */
   adminTokenFile: string;
+  /** Reads --tls-cert/--tls-key again (SIGHUP); a bad pair is refused and the one in service kept. */
+  reloadTls(): TlsReload;
   close(): Promise<void>;
 }
+
+export type TlsReload =
+  | { outcome: 'reloaded'; names: string[]; notAfter: string }
+  | { outcome: 'not_configured' }
+  | { outcome: 'refused'; message: string };
 
 export interface StartOptions {
   clock?: Clock;
@@ -65,9 +74,21 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   chmodSync(dataDir, 0o700);
+  if (!config.tlsCertFile !== !config.tlsKeyFile) throw badRequest('--tls-cert and --tls-key go together', 'invalid_tls_certificate');
+  const loadPublic = (): PublicCertificate | undefined =>
+    config.tlsCertFile && config.tlsKeyFile ? loadPublicCertificate(config.tlsCertFile, config.tlsKeyFile, clock.now()) : undefined;
+  const publicCert = loadPublic(); // a bad pair stops the start
+  // One server per data folder (the queue's wake-ups are in-process); `tether restore` checks it too.
+  const lock = lockDataDir(dataDir);
+  if (!lock) throw new TetherError('server_running', `another tether server (or a restore) is running on ${dataDir}`, { status: 409 });
 
   const { db, sqlite } = openDatabase(join(dataDir, 'tether.db'));
-  const applied = await migrate(db);
+  const failedStart = (err: unknown) => {
+    if (sqlite.open) sqlite.close();
+    lock.release();
+    throw err;
+  };
+  const applied = await migrate(db).catch(failedStart);
   if (applied.length) log.info({ migrations: applied }, 'database migrated');
   const ca = loadOrCreatePki(dataDir, serverSans(config), clock.now());
   if (ca.created) log.info({ caFile: join(dataDir, 'ca.crt') }, 'certificate authority created');
@@ -155,7 +176,12 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     log,
     now: () => clock.now(),
   });
-  const port = await server.listen(config.port, config.host);
+  const logPublic = (p: PublicCertificate, msg: string) => log.info({ names: p.names, issuer: p.issuer, notAfter: p.notAfter, fingerprint256: p.fingerprint256 }, msg);
+  if (publicCert) {
+    server.setPublicCertificate(publicCert);
+    logPublic(publicCert, 'public certificate in service for clients asking for its names');
+  }
+  const port = await server.listen(config.port, config.host).catch(failedStart);
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
 
   // The bundle cache is collected at start and hourly (sources replaced, entries unused for long).
@@ -188,6 +214,22 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     metrics,
     adminTokenFile,
     connections: () => server.connections,
+    reloadTls(): TlsReload {
+      let next: PublicCertificate | undefined;
+      try {
+        next = loadPublic();
+      } catch (err) {
+        log.error({ err }, 'public certificate refused; the one in service is kept');
+        return { outcome: 'refused', message: errorMessage(err) };
+      }
+      if (!next) {
+        log.info('reload: no --tls-cert/--tls-key configured, nothing to reload');
+        return { outcome: 'not_configured' };
+      }
+      server.setPublicCertificate(next);
+      logPublic(next, 'public certificate reloaded (new connections get it; open ones keep theirs)');
+      return { outcome: 'reloaded', names: next.names, notAfter: next.notAfter };
+    },
     async close() {
       const t0 = Date.now();
       clearInterval(reaper);
@@ -199,6 +241,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       const tClosed = Date.now();
       await db.destroy();
       if (sqlite.open) sqlite.close();
+      lock.release();
       log.info({ heldPolls: held, connections: open.tls, connectionsClosedMs: tClosed - t0, totalMs: Date.now() - t0 }, 'control plane stopped');
     },
   };

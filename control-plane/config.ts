@@ -22,6 +22,12 @@ export const configSchema = z.object({
   domainRoot: z.string().default('tether.local'),
   /** JSON request bodies above this size are refused with 413. */
   bodyLimitBytes: z.number().int().min(1024).default(2 * 1024 * 1024),
+  /**
+   * A certificate chain and key the operator brings for the public endpoint (both or neither),
+   * served to clients asking for its names; reloaded on SIGHUP (pki/public-cert.ts).
+   */
+  tlsCertFile: z.string().min(1).optional(),
+  tlsKeyFile: z.string().min(1).optional(),
   /** Failed bootstrap attempts allowed per client address per minute. */
   bootstrapFailuresPerMinute: z.number().int().min(1).default(20),
   // -- what one tenant may take (issue 11; docs/guarantees.md "Tenant limits")

@@ -83,8 +83,14 @@ program
   .option('--allow-file-root <dir>', 'file:// bundle sources may be below this folder (repeatable; env TETHER_ALLOW_FILE_ROOTS, colon-separated)', (v: string, prev: string[]) => [...prev, v], [])
   .option('--allow-http', 'allow http:// bundle sources (https only otherwise)')
   .option('--allow-private-addresses', 'allow bundle sources on private, loopback and link-local addresses')
-  .action(async (o: { dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean }) => {
+  .option('--tls-cert <file>', 'certificate chain for the public endpoint, served to clients asking for its names; reloaded on SIGHUP (env TETHER_TLS_CERT)', process.env.TETHER_TLS_CERT || undefined)
+  .option('--tls-key <file>', 'private key of --tls-cert (env TETHER_TLS_KEY)', process.env.TETHER_TLS_KEY || undefined)
+  .action(async (o: { dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean; tlsCert?: string; tlsKey?: string }) => {
     process.umask(0o077); // the database, keys and tokens are for this user only
+    if (!o.tlsCert !== !o.tlsKey) throw new UsageError('--tls-cert and --tls-key go together (or TETHER_TLS_CERT and TETHER_TLS_KEY)');
+    // SIGHUP (systemctl reload) reloads the certificate; until the server is up it is ignored (the start reads the files).
+    let reload = () => {};
+    process.on('SIGHUP', () => reload());
     // By URL, not a literal: the CLI bundle leaves the server (express, SQLite) out and loads the
     // sources only here.
     const { startControlPlane } = (await import(new URL('control-plane/app.ts', ROOT).href)) as typeof import('../app.ts');
@@ -104,7 +110,9 @@ program
       allowFileRoots: fileRoots,
       allowHttp: o.allowHttp === true,
       allowPrivateAddresses: o.allowPrivateAddresses === true,
+      ...(o.tlsCert && o.tlsKey ? { tlsCertFile: o.tlsCert, tlsKeyFile: o.tlsKey } : {}),
     });
+    reload = () => void cp.reloadTls();
     process.stderr.write(`tether: control plane listening on ${cp.url} (data in ${o.dataDir}; CA ${o.dataDir}/ca.crt; admin token ${cp.adminTokenFile})\n`);
     await new Promise<void>((resolve) => {
       const stop = () => resolve();
@@ -331,6 +339,13 @@ agents
 if (['bundles', 'deploy', 'instances', 'help', undefined].includes(commandWord(process.argv.slice(2)))) {
   const { registerBundleCommands } = await import('./bundles.commands.ts');
   registerBundleCommands(program, { call, out, json, usage: (m) => new UsageError(m) });
+}
+
+// ------------------------------------------------------------------ backup and restore (local: the data folder)
+
+if (['backup', 'restore', 'help', undefined].includes(commandWord(process.argv.slice(2)))) {
+  const { registerBackupCommands } = await import('./backup.commands.ts');
+  registerBackupCommands(program, { out, usage: (m) => new UsageError(m), root: ROOT });
 }
 
 // ------------------------------------------------------------------ vpn

@@ -47,6 +47,7 @@ export class ApiServer {
   private readonly idle: (() => void)[] = [];
   private readonly rotation: NodeJS.Timeout;
   private closing = false;
+  private publicCert: { context: tls.SecureContext; serves(servername: string): boolean } | undefined;
 
   constructor(o: ApiServerOptions) {
     const h1 = http.createServer({ keepAliveTimeout: 75_000, requestTimeout: 0, headersTimeout: 80_000 }, (req, res) => {
@@ -78,6 +79,9 @@ export class ApiServer {
       rejectUnauthorized: false,
       minVersion: 'TLSv1.2',
       ticketKeys: loadOrCreateTicketKeys(o.ticketKeyFile, o.now?.() ?? Date.now()),
+      // A certificate the operator brings is served to clients asking for one of its names;
+      // everyone else (agents, by IP or another name) keeps the Tether CA's (setPublicCertificate).
+      SNICallback: (servername, cb) => cb(null, this.publicCert?.serves(servername) ? this.publicCert.context : undefined),
       // HTTP/2 only for clients that cannot speak HTTP/1.1 (ours); see the header comment.
       ALPNCallback: ({ protocols }) => (protocols.includes('http/1.1') ? 'http/1.1' : protocols.includes('h2') ? 'h2' : undefined),
     });
@@ -97,6 +101,14 @@ export class ApiServer {
       }
     }, TICKET_KEY_ROTATE_MS);
     this.rotation.unref();
+  }
+
+  /**
+   * The certificate served to clients whose SNI it covers (undefined: none). Applies to new
+   * handshakes only: open connections, such as agents' held HTTP/2 connections, keep theirs.
+   */
+  setPublicCertificate(cert: { context: tls.SecureContext; serves(servername: string): boolean } | undefined): void {
+    this.publicCert = cert;
   }
 
   /** Open TLS connections, and how many of them speak HTTP/2. */
