@@ -19,7 +19,7 @@ import { silentLogger } from '../../common/logger.ts';
 import type { BundleSourceView } from '../../control-plane/bundles/bundles.wire.ts';
 import { GitCache } from '../../control-plane/bundles/git-cache.ts';
 import { addressesAllowed, classifyUrl, fetchConfig, gitEnvironment, isPublicAddress, type FetchPolicy } from '../../control-plane/bundles/fetch-policy.plan.ts';
-import { freePort, REPO_ROOT, removeDir, spawnControlPlane, startTestControlPlane, stopProcess, tempDir, type TestControlPlane } from '../support/control-plane.ts';
+import { eventually, freePort, REPO_ROOT, removeDir, spawnControlPlane, startTestControlPlane, stopProcess, tempDir, type TestControlPlane } from '../support/control-plane.ts';
 import { runCli } from '../support/cli.ts';
 import { readTree } from '../support/bundles.ts';
 import { bareRepo, type BareRepo } from '../cluster-agent/support.ts';
@@ -387,6 +387,28 @@ describe('faults: the bundle cache is per account and collected', function () {
     assert.equal(mirrorsBelow(join(dir, 'cache')).length, 1);
     // Collected means fetched again on next use, not refused.
     assert.match(await cache.resolve('acc02', { url: two.url, ref: 'main' }), /^[0-9a-f]{40}$/);
+  });
+});
+
+describe('faults: fetches are bounded in number', function () {
+  this.timeout(60_000);
+  it('at most maxConcurrentFetches git fetches run at once; the others wait and then run', async () => {
+    const dir = tempDir('tether-fetch-cap-');
+    const hanging = await tcpCounter();
+    try {
+      const policy: FetchPolicy = { allowHttp: true, allowPrivateAddresses: true, fileRoots: [], deniedPaths: [] };
+      const cache = new GitCache(join(dir, 'cache'), { policy, environment: 'isolated', timeoutMs: 4_000, log: silentLogger(), maxConcurrentFetches: 2 });
+      const all = [1, 2, 3, 4, 5].map((i) => cache.resolve(`acc0${i}`, { url: `http://127.0.0.1:${hanging.port}/r${i}.git`, ref: 'main' }).then(() => 'fetched', () => 'refused'));
+      await eventually(() => hanging.connections() >= 2, 10_000, 'two fetches connected');
+      // Unbounded, all five would be connected within milliseconds; bounded, three wait for a slot.
+      await new Promise((r) => setTimeout(r, 1_000));
+      assert.equal(hanging.connections(), 2);
+      assert.deepEqual(await Promise.all(all), ['refused', 'refused', 'refused', 'refused', 'refused']);
+      assert.equal(hanging.connections(), 5, 'every fetch ran in the end');
+    } finally {
+      await hanging.close();
+      removeDir(dir);
+    }
   });
 });
 
