@@ -70,6 +70,17 @@ export class BundlesService {
     return (await repo.listBundleSources(this.d.db, aid)).map(sourceView);
   }
 
+  /**
+   * Deletes a source and its credentials; its mirror is collected by the next collection (now, in
+   * the background). Instances deployed from it keep running and can still be deleted (they hold
+   * the bundle they were compiled from); upgrading them needs the source registered again.
+   */
+  async deleteSource(aid: string, name: string): Promise<void> {
+    if (!(await repo.deleteBundleSource(this.d.db, aid, name))) throw notFound(`bundle ${name} is not registered`, 'bundle_not_found');
+    this.d.log.info({ aid, name }, 'bundle source deleted');
+    void this.collectCache().catch((err: unknown) => this.d.log.error({ err }, 'bundle cache collection failed'));
+  }
+
   /** Mirrors of sources no longer registered, and cache entries unused for long, are removed. */
   async collectCache(): Promise<number> {
     const keep = (await repo.listSourceUrls(this.d.db)).map((r) => ({ account: r.aid, url: r.url }));

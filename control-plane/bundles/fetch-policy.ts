@@ -61,5 +61,6 @@ export async function checkSource(url: string, policy: FetchPolicy): Promise<Che
   }
   const a = addressesAllowed(addresses, policy);
   if (!a.ok) return { ok: false, reason: 'private_address', detail: `${t.host}: ${a.detail}` };
-  return { ok: true, target: t, ...(t.literal ? {} : { pinned: addresses[0]! }), gitUrl: url };
+  // git gets the URL as it was parsed here, so its host is the one checked (and pinned).
+  return { ok: true, target: t, ...(t.literal ? {} : { pinned: addresses[0]! }), gitUrl: new URL(url).href };
 }

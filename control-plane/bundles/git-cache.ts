@@ -28,6 +28,8 @@ export interface GitCacheOptions {
   log?: Logger;
   /** The CLI shows its own user why; the server tells a tenant only that it could not fetch. */
   detailInErrors?: boolean;
+  /** Fetches running at once, over all accounts (default 4); more wait their turn. */
+  maxConcurrentFetches?: number;
 }
 
 export interface FetchSource {
@@ -105,6 +107,8 @@ export class GitCache {
   private readonly dir: string;
   private readonly o: GitCacheOptions;
   private readonly locks = new Map<string, Promise<unknown>>();
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
 
   constructor(dir: string, o: GitCacheOptions) {
     this.dir = dir;
@@ -131,6 +135,19 @@ export class GitCache {
     return next;
   }
 
+  /** At most maxConcurrentFetches fetches at once: one tenant's many sources cannot fork git without bound. */
+  private async limited<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.running >= (this.o.maxConcurrentFetches ?? 4)) await new Promise<void>((r) => this.waiting.push(r));
+    else this.running++;
+    try {
+      return await fn();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running--;
+    }
+  }
+
   private env(config: [string, string][]): NodeJS.ProcessEnv {
     if (this.o.environment === 'user') return { ...process.env, GIT_TERMINAL_PROMPT: '0', GIT_LFS_SKIP_SMUDGE: '1' };
     return gitEnvironment({ PATH: process.env.PATH, SSL_CERT_FILE: process.env.SSL_CERT_FILE, SSL_CERT_DIR: process.env.SSL_CERT_DIR }, config);
@@ -153,7 +170,7 @@ export class GitCache {
   /** Fetches the source's branches and tags (policy first) and returns the full commit SHA `ref` names now. */
   async resolve(account: string, src: FetchSource): Promise<string> {
     const bare = this.mirror(account, src.url);
-    return this.serialized(bare, async () => {
+    return this.serialized(bare, () => this.limited(async () => {
       try {
         const checked = await checkSource(src.url, this.o.policy);
         if (!checked.ok) throw new Refused(checked.reason, checked.detail);
@@ -190,7 +207,7 @@ export class GitCache {
       } catch (err) {
         throw this.refuse(account, src, err);
       }
-    });
+    }));
   }
 
   /** A plain tree of the commit (checked out once, then reused); the commit must have been resolved for this account. */

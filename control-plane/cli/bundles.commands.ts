@@ -159,6 +159,12 @@ export function registerBundleCommands(program: Command, h: CliHelpers): void {
       else h.out(`${r.name}\t${r.url}\t${r.ref}\t${r.path}\t${r.commit}`);
     });
   bundles
+    .command('delete <name>')
+    .description('delete a bundle source and its credentials (instances deployed from it keep running)')
+    .action(async (name: string) => {
+      await h.call('DELETE', `/v1/bundles/${encodeURIComponent(name)}`);
+    });
+  bundles
     .command('list')
     .description('list registered bundle sources')
     .option('--json', 'print JSON')

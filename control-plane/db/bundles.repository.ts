@@ -31,6 +31,12 @@ export async function upsertBundleSource(
   });
 }
 
+/** Deletes a source (its credentials with it); true when there was one. */
+export async function deleteBundleSource(db: Db, aid: string, name: string): Promise<boolean> {
+  const r = await db.deleteFrom('bundle_sources').where('aid', '=', aid).where('name', '=', name).executeTakeFirst();
+  return Number(r.numDeletedRows) > 0;
+}
+
 /** Every (account, URL) a source names: the bundle cache keeps the mirrors of these only. */
 export async function listSourceUrls(db: Db): Promise<{ aid: string; url: string }[]> {
   return db.selectFrom('bundle_sources').select(['aid', 'url']).distinct().execute();

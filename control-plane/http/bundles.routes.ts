@@ -28,6 +28,10 @@ export function bundleRoutes(deps: { accounts: AccountsService; bundles: Bundles
   r.get('/:name', async (req, res) => {
     res.json(await bundles.getSource(aidOf(res), dnsLabel().parse(req.params.name)));
   });
+  r.delete('/:name', async (req, res) => {
+    await bundles.deleteSource(aidOf(res), dnsLabel().parse(req.params.name));
+    res.status(204).end();
+  });
   return r;
 }
 

@@ -19,7 +19,7 @@ import { silentLogger } from '../../common/logger.ts';
 import type { BundleSourceView } from '../../control-plane/bundles/bundles.wire.ts';
 import { GitCache } from '../../control-plane/bundles/git-cache.ts';
 import { addressesAllowed, classifyUrl, fetchConfig, gitEnvironment, isPublicAddress, type FetchPolicy } from '../../control-plane/bundles/fetch-policy.plan.ts';
-import { freePort, REPO_ROOT, removeDir, spawnControlPlane, startTestControlPlane, stopProcess, tempDir, type TestControlPlane } from '../support/control-plane.ts';
+import { eventually, freePort, REPO_ROOT, removeDir, spawnControlPlane, startTestControlPlane, stopProcess, tempDir, type TestControlPlane } from '../support/control-plane.ts';
 import { runCli } from '../support/cli.ts';
 import { readTree } from '../support/bundles.ts';
 import { bareRepo, type BareRepo } from '../cluster-agent/support.ts';
@@ -215,6 +215,20 @@ describe('faults: the fetch policy for bundle sources', function () {
     const again = await register(t.admin, { name: 'web', url: repo.url }, [200]);
     assert.match(again.body.commit, /^[0-9a-f]{40}$/);
   });
+
+  it('tether bundles delete removes the source; its mirror is collected, another account\'s of the same URL stays', async () => {
+    const cache = join(t.dataDir, 'bundle-cache');
+    const before = mirrorsBelow(cache);
+    const caFile = join(root, 'ca.pem');
+    writeFileSync(caFile, t.caPem);
+    const r = await runCli(['bundles', 'delete', 'web'], { TETHER_URL: t.url, TETHER_API_KEY: t.adminToken, TETHER_CA_FILE: caFile, HOME: root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await t.admin.request('GET', '/v1/bundles/web', undefined, { accept: [404] })).status, 404);
+    assert.equal((await t.admin.request<ErrorBody>('DELETE', '/v1/bundles/web', undefined, { accept: [404] })).body.error.code, 'bundle_not_found');
+    // Tenant B's source of the same URL is untouched, and so is its mirror.
+    assert.equal((await b.request<BundleSourceView>('GET', '/v1/bundles/web')).body.url, repo.url);
+    await eventually(() => mirrorsBelow(cache).length === before.length - 1, 10_000, 'the deleted source\'s mirror collected');
+  });
 });
 
 describe('faults: fetching over http (private addresses allowed by the operator)', function () {
@@ -317,6 +331,23 @@ describe('faults: fetching over http (private addresses allowed by the operator)
     assert.equal(again.status, 422, 'wrong credentials are refused');
     assert.equal((await t.admin.request<BundleSourceView>('GET', '/v1/bundles/private')).body.credentials, true, 'and the stored source is kept');
   });
+
+  it('tether bundles register --username --password-file: the password from the file, never echoed', async () => {
+    const caFile = join(dir, 'ca.pem');
+    writeFileSync(caFile, t.caPem);
+    writeFileSync(join(dir, 'token'), 'tok-3b1f9e\n', { mode: 0o600 });
+    const env = { TETHER_URL: t.url, TETHER_API_KEY: t.adminToken, TETHER_CA_FILE: caFile, HOME: dir };
+    const r = await runCli(['bundles', 'register', 'private2', '--url', `${locked.url}/stacks.git`, '--path', 'webapp', '--username', 'deployer', '--password-file', join(dir, 'token'), '--json'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { credentials: boolean }).credentials, true);
+    assert.doesNotMatch(r.stdout + r.stderr, /tok-3b1f9e/);
+    const alone = await runCli(['bundles', 'register', 'private3', '--url', `${locked.url}/stacks.git`, '--username', 'deployer'], env);
+    assert.equal(alone.code, 2);
+    assert.match(alone.stderr, /--username and --password-file go together/);
+    const missing = await runCli(['bundles', 'register', 'private3', '--url', `${locked.url}/stacks.git`, '--username', 'deployer', '--password-file', join(dir, 'nope')], env);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /--password-file .*nope: ENOENT/);
+  });
 });
 
 describe('faults: tether server --allow-file-root and TETHER_ALLOW_FILE_ROOTS', function () {
@@ -387,6 +418,28 @@ describe('faults: the bundle cache is per account and collected', function () {
     assert.equal(mirrorsBelow(join(dir, 'cache')).length, 1);
     // Collected means fetched again on next use, not refused.
     assert.match(await cache.resolve('acc02', { url: two.url, ref: 'main' }), /^[0-9a-f]{40}$/);
+  });
+});
+
+describe('faults: fetches are bounded in number', function () {
+  this.timeout(60_000);
+  it('at most maxConcurrentFetches git fetches run at once; the others wait and then run', async () => {
+    const dir = tempDir('tether-fetch-cap-');
+    const hanging = await tcpCounter();
+    try {
+      const policy: FetchPolicy = { allowHttp: true, allowPrivateAddresses: true, fileRoots: [], deniedPaths: [] };
+      const cache = new GitCache(join(dir, 'cache'), { policy, environment: 'isolated', timeoutMs: 4_000, log: silentLogger(), maxConcurrentFetches: 2 });
+      const all = [1, 2, 3, 4, 5].map((i) => cache.resolve(`acc0${i}`, { url: `http://127.0.0.1:${hanging.port}/r${i}.git`, ref: 'main' }).then(() => 'fetched', () => 'refused'));
+      await eventually(() => hanging.connections() >= 2, 10_000, 'two fetches connected');
+      // Unbounded, all five would be connected within milliseconds; bounded, three wait for a slot.
+      await new Promise((r) => setTimeout(r, 1_000));
+      assert.equal(hanging.connections(), 2);
+      assert.deepEqual(await Promise.all(all), ['refused', 'refused', 'refused', 'refused', 'refused']);
+      assert.equal(hanging.connections(), 5, 'every fetch ran in the end');
+    } finally {
+      await hanging.close();
+      removeDir(dir);
+    }
   });
 });
 
