@@ -34,6 +34,10 @@ import { AgentApi, bootstrapRoutes } from './http/agent.routes.ts';
 import { ApiServer } from './http/server.ts';
 import { errorHandler, notFoundRoute } from './http/errors.ts';
 import { FailureLimiter } from './http/rate-limit.ts';
+import { requireAdmin } from './http/auth.ts';
+import { BodyGate } from './http/body-gate.ts';
+import { methodNotAllowed } from './http/methods.ts';
+import { loadOrCreateMetricsToken, metricsRoute } from './http/metrics.routes.ts';
 
 export interface ControlPlane {
   url: string;
@@ -46,12 +50,14 @@ export interface ControlPlane {
   queue: QueueService;
   dispatcher: Dispatcher;
   metrics: Metrics;
-  /** Open TLS connections, and how many of them speak HTTP/2 (agents). */
-  connections(): { tls: number; http2: number };
+  /** Open TLS connections, how many of them speak HTTP/2 (agents), how many are unauthenticated. */
+  connections(): { tls: number; http2: number; unauthenticated: number };
   /** Path of the initial admin token file, when this start created it. */
   adminTokenFile: string;
   /** Reads --tls-cert/--tls-key again (SIGHUP); a bad pair is refused and the one in service kept. */
   reloadTls(): TlsReload;
+  /** Path of the token that reads /metrics (created on first start). */
+  metricsTokenFile: string;
   close(): Promise<void>;
 }
 
@@ -138,31 +144,35 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     log.info({ aid, adminTokenFile }, 'initial account created; its admin API token is in adminTokenFile');
   }
 
+  // Bodies are read only after the request is authenticated, and only so many at once (body-gate.ts).
+  const admin = requireAdmin(accounts);
+  const gate = new BodyGate(config.bodyParsesMax);
+  const json = gate.json(config.bodyLimitBytes);
+  const bootstrapJson = gate.json(config.bootstrapBodyLimitBytes);
+  const isBootstrap = (req: express.Request) => req.path === '/bootstrap';
+
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  const json = express.json({ limit: config.bodyLimitBytes, strict: true });
   app.get('/healthz', (_req, res) => {
     res.json({ ok: true });
   });
-  app.get('/metrics', async (req, res) => {
-    // ?name=<metric>: that one metric alone (monitors polling one gauge often, such as the
-    // benchmark's tether_long_polls_held, should not have every collector scan the database).
-    const name = req.query.name;
-    if (typeof name === 'string') {
-      if (!metrics.registry.getSingleMetric(name)) throw notFound(`no metric ${name}`, 'metric_not_found');
-      res.set('content-type', metrics.registry.contentType).send(await metrics.registry.getSingleMetricAsString(name));
-      return;
-    }
-    res.set('content-type', metrics.registry.contentType).send(await metrics.registry.metrics());
+  app.get('/metrics', metricsRoute(metrics, loadOrCreateMetricsToken(join(dataDir, 'metrics-token'))));
+  // Every /v1 route but bootstrap (whose body is its credential) needs the API token, checked
+  // before anything reads the body; an authenticated connection leaves the unauthenticated count.
+  app.use('/v1', (req, res, next) => (isBootstrap(req) ? next() : admin(req, res, next)));
+  app.use('/v1', (req, res, next) => {
+    if (res.locals.aid) server.guard.authenticated(req.socket);
+    (isBootstrap(req) ? bootstrapJson : json)(req, res, next);
   });
-  app.use('/v1', json, bootstrapRoutes({ identity, limiter: new FailureLimiter(config.bootstrapFailuresPerMinute) }));
-  app.use('/v1/clusters/:cid/vpn', json, vpnAdminRoutes({ accounts, vpn }));
-  app.use('/v1/bundles', json, bundleRoutes({ accounts, bundles }));
-  app.use('/v1/instances', json, instanceRoutes({ accounts, bundles }));
-  app.use('/v1', json, adminRoutes({ accounts, identity, queue }));
+  app.use('/v1', bootstrapRoutes({ identity, limiter: new FailureLimiter(config.bootstrapFailuresPerMinute) }));
+  app.use('/v1/clusters/:cid/vpn', vpnAdminRoutes({ accounts, vpn }));
+  app.use('/v1/bundles', bundleRoutes({ accounts, bundles }));
+  app.use('/v1/instances', instanceRoutes({ accounts, bundles }));
+  app.use('/v1', adminRoutes({ accounts, identity, queue }));
+  app.use(methodNotAllowed(app));
   app.use(notFoundRoute);
-  app.use(errorHandler(log));
+  app.use(errorHandler(log, { hide: [dataDir] }));
 
   // The agent API (/v1/agent/…) is served outside Express, over HTTP/1.1 and HTTP/2 (server.ts).
   const agentApi = new AgentApi({ identity, queue, vpn, config, log });
@@ -173,6 +183,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     app,
     agentApi,
     ticketKeyFile: join(dataDir, 'tls-ticket-keys'),
+    limits: config,
     log,
     now: () => clock.now(),
   });
@@ -213,6 +224,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     dispatcher,
     metrics,
     adminTokenFile,
+    metricsTokenFile: join(dataDir, 'metrics-token'),
     connections: () => server.connections,
     reloadTls(): TlsReload {
       let next: PublicCertificate | undefined;

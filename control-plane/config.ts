@@ -51,6 +51,24 @@ export const configSchema = z.object({
   gitTimeoutSeconds: z.number().int().min(1).max(3600).default(120),
   /** Bundle cache entries (mirrors, checked-out trees) unused this long are removed. */
   bundleCacheIdleDays: z.number().min(0).max(3650).default(14),
+
+  // Transport limits against hostile clients (docs/guarantees.md, "Transport limits").
+  /** A connection that has not finished its TLS handshake by then is closed. */
+  handshakeTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
+  /** HTTP/1.1: a request's headers must have arrived this long after its first byte (or the connection's start). */
+  headersTimeoutMs: z.number().int().min(100).max(300_000).default(15_000),
+  /** HTTP/1.1: a whole request, body included, must have arrived within this time (a stalled upload is closed). */
+  requestTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
+  /** An HTTP/1.1 connection with no request in progress, or an HTTP/2 session with no open stream, is closed after this long. */
+  idleTimeoutMs: z.number().int().min(100).max(3_600_000).default(30_000),
+  /** Connections from one address that have no valid client certificate and have not authenticated a request yet. */
+  unauthenticatedPerAddress: z.number().int().min(1).default(32),
+  /** All such connections (TLS handshakes in progress included); default: a quarter of the open-files limit. */
+  unauthenticatedTotal: z.number().int().min(1).optional(),
+  /** Request bodies parsed at once on the admin API and bootstrap; more are answered 503 with Retry-After. */
+  bodyParsesMax: z.number().int().min(1).default(16),
+  /** POST /v1/bootstrap bodies above this size are refused with 413 (a token and a CSR). */
+  bootstrapBodyLimitBytes: z.number().int().min(1024).default(8 * 1024),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -38,6 +38,8 @@ export interface BenchServer {
   caPem: string;
   adminToken: string;
   admin: HttpClient;
+  /** Reads /metrics: the metrics token of the data folder (a server without one serves /metrics to the admin token). */
+  metrics: HttpClient;
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
@@ -77,6 +79,13 @@ export async function startServer(o: { dataDir: string; port: number; logFile: s
   }
   const adminToken = readFileSync(join(o.dataDir, 'admin-token'), 'utf8').trim();
   const admin = new HttpClient({ baseUrl: url, ca: caPem, bearerToken: adminToken, timeoutMs: 60_000 });
+  let metricsToken = adminToken;
+  try {
+    metricsToken = readFileSync(join(o.dataDir, 'metrics-token'), 'utf8').trim();
+  } catch {
+    /* an older control plane: /metrics without a token of its own */
+  }
+  const metrics = new HttpClient({ baseUrl: url, ca: caPem, bearerToken: metricsToken, timeoutMs: 60_000 });
   return {
     proc,
     pid: proc.pid!,
@@ -86,8 +95,10 @@ export async function startServer(o: { dataDir: string; port: number; logFile: s
     caPem,
     adminToken,
     admin,
+    metrics,
     async stop(signal = 'SIGTERM') {
       admin.close();
+      metrics.close();
       if (proc.exitCode !== null || proc.signalCode !== null) return;
       const exited = new Promise<void>((r) => proc.once('exit', () => r()));
       proc.kill(signal);
@@ -100,7 +111,7 @@ export async function startServer(o: { dataDir: string; port: number; logFile: s
 
 /** Reads one Prometheus sample (first match) from /metrics. */
 export async function metric(s: BenchServer, name: string, labels = ''): Promise<number> {
-  const text = (await s.admin.request<string>('GET', `/metrics?name=${encodeURIComponent(name)}`)).body;
+  const text = (await s.metrics.request<string>('GET', `/metrics?name=${encodeURIComponent(name)}`)).body;
   const re = new RegExp(`^${name}${labels ? `\\{${labels.replace(/[{}]/g, '')}\\}` : ''}\\s+([0-9.eE+-]+)$`, 'm');
   const m = re.exec(typeof text === 'string' ? text : '');
   return m ? Number(m[1]) : NaN;

@@ -9,10 +9,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
+import { resolve } from 'node:path';
 import { Router } from 'express';
 import { z } from 'zod';
 import { bootstrapRequestSchema, heartbeatRequestSchema, logsRequestSchema, renewRequestSchema, resultRequestSchema } from '../../common/wire.ts';
-import { TetherError, errorBody, unauthorized } from '../../common/errors.ts';
+import { TetherError, errorBody, forbidden } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { IdentityService } from '../identity/identity.service.ts';
 import type { AgentPrincipal, QueueService } from '../queue/queue.service.ts';
@@ -83,8 +84,12 @@ export class AgentApi {
   private readonly connections = new Map<string, Map<TLSSocket, AgentConnection>>();
   private readonly d: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger };
 
+  /** Paths error messages must not show (the data folder). */
+  private readonly hide: string[];
+
   constructor(deps: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger }) {
     this.d = deps;
+    this.hide = [resolve(deps.config.dataDir)];
     const { queue, vpn, identity, config } = deps;
     this.routes = [
       { method: 'GET', path: /^\/v1\/agent\/whoami$/, run: (c) => c.agent },
@@ -168,13 +173,15 @@ export class AgentApi {
         return m !== null;
       });
       if (!route) {
+        const allow = this.routes.filter((r) => r.path.test(path)).map((r) => r.method);
+        if (allow.length > 0) throw new MethodNotAllowed(method, path, allow);
         const hint = req.httpVersionMajor === 2 && !AgentApi.handles(path) ? ' over HTTP/2: it serves the agent API (/v1/agent/…); use HTTP/1.1' : '';
         throw new TetherError('route_not_found', `no route ${method} ${path}${hint}`, { status: 404 });
       }
       // Authenticate before reading a body: an unknown peer never gets its upload buffered.
       const agent = await authenticateAgent(this.d.identity, socket);
       this.remember(agent.agentId, socket, req);
-      if (route.role && agent.role !== route.role) throw unauthorized(`this route is for ${route.role} agents only`, 'wrong_role');
+      if (route.role && agent.role !== route.role) throw forbidden(`this route is for ${route.role} agents only`, 'wrong_role');
       const body = method === 'GET' ? undefined : await readJsonBody(req, this.d.config.bodyLimitBytes);
       let signal = NEVER;
       let answered = false;
@@ -192,22 +199,31 @@ export class AgentApi {
       answered = true;
       send(res, route.status ?? 200, out);
     } catch (err) {
-      const d = describeError(err);
+      const d = describeError(err, this.hide);
       logRefusal(this.d.log, err, d, { method, route: path, peer: socket.remoteAddress ?? null });
       if (res.headersSent) return void res.end();
       // An unread upload is not drained: HTTP/1.1 closes the connection after the answer.
-      if (d.status === 413 && 'shouldKeepAlive' in res) res.shouldKeepAlive = false;
-      send(res, d.status, errorBody(d.code, d.message));
+      if ((d.status === 413 || !req.complete) && 'shouldKeepAlive' in res) res.shouldKeepAlive = false;
+      send(res, d.status, errorBody(d.code, d.message), err instanceof MethodNotAllowed ? { allow: err.allow.join(', ') } : {});
     }
   }
 }
 
-function send(res: ApiResponse, status: number, body: unknown): void {
+/** 405: the path is served, with other methods (listed in `Allow`). */
+class MethodNotAllowed extends TetherError {
+  readonly allow: string[];
+  constructor(method: string, path: string, allow: string[]) {
+    super('method_not_allowed', `${method} is not allowed on ${path}; allowed: ${allow.join(', ')}`, { status: 405 });
+    this.allow = allow;
+  }
+}
+
+function send(res: ApiResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   if (res.destroyed) return;
   const buf = Buffer.from(JSON.stringify(body ?? null));
   res.sendDate = false; // agents have no use for it, and on HTTP/2 it is the one header HPACK cannot index away
   // Both response kinds take (status, headers); their overloads just don't unify in TypeScript.
-  (res as ServerResponse).writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': buf.length });
+  (res as ServerResponse).writeHead(status, { ...headers, 'content-type': 'application/json; charset=utf-8', 'content-length': buf.length });
   res.end(buf);
 }
 

@@ -14,6 +14,7 @@ declare module 'express-serve-static-core' {
 /** Admin routes: `Authorization: Bearer tether_pat_…`, resolved to an account. */
 export function requireAdmin(accounts: AccountsService): RequestHandler {
   return async (req, res, next) => {
+    if (res.locals.aid) return next(); // already authenticated for this request (app.ts checks every /v1 route first)
     const h = req.headers.authorization;
     if (!h) throw unauthorized('missing Authorization: Bearer <API token>', 'missing_token');
     const m = /^Bearer\s+(\S+)$/i.exec(h);

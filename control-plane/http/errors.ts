@@ -4,8 +4,18 @@ import { TetherError, errorBody } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import { formatIssues } from '../queue/queue.service.ts';
 
-/** What an error means for the API: a status and a stable code; anything unknown is a 500. */
-export function describeError(err: unknown): { status: number; code: string; message: string } {
+/**
+ * What an error means for the API: a status and a stable code; anything unknown is a 500.
+ * `hide`: absolute paths (the data folder) replaced in the message by `<data-dir>`: a client
+ * has no business knowing where the server keeps its files.
+ */
+export function describeError(err: unknown, hide: readonly string[] = []): { status: number; code: string; message: string } {
+  const d = describe(err);
+  for (const p of hide) if (p.length > 1 && d.message.includes(p)) d.message = d.message.replaceAll(p, '<data-dir>');
+  return d;
+}
+
+function describe(err: unknown): { status: number; code: string; message: string } {
   const e = err as { status?: unknown; type?: unknown; limit?: unknown; message?: unknown; code?: unknown } | null | undefined;
   if (err instanceof TetherError) return { status: err.status, code: err.code, message: err.message };
   if (err instanceof ZodError) return { status: 400, code: 'invalid_request', message: formatIssues(err.issues) };
@@ -43,14 +53,17 @@ export function logRefusal(log: Logger, err: unknown, r: { status: number; code:
 }
 
 /** Every error becomes JSON {error:{code,message}} with a fitting status (see describeError). */
-export function errorHandler(log: Logger): ErrorRequestHandler {
+export function errorHandler(log: Logger, o: { hide?: readonly string[] } = {}): ErrorRequestHandler {
   return (err, req, res, _next) => {
-    const d = describeError(err);
+    const d = describeError(err, o.hide);
     logRefusal(log, err, d, { method: req.method, route: `${req.baseUrl}${req.path}`, peer: req.socket.remoteAddress ?? null });
     if (res.headersSent) {
       res.end();
       return;
     }
+    // Refused before its body was read (401 before the body, 413, 503 busy): the connection is
+    // closed after the answer instead of the rest of the upload being drained.
+    if (!req.complete) res.set('connection', 'close');
     res.status(d.status).json(errorBody(d.code, d.message));
   };
 }

@@ -8,10 +8,16 @@
  * without one). TLS session tickets are encrypted with keys kept in the data folder, so agents
  * resume their sessions across a restart of the control plane instead of all redoing full
  * handshakes at once.
+ *
+ * Hostile clients meet timeouts at every stage (TLS handshake, HTTP/1.1 headers, whole request,
+ * idle keep-alive, HTTP/2 sessions with no open stream), a cap on unauthenticated connections
+ * (connection-guard.ts), and JSON errors for what Node's HTTP parser refuses (431, 408, 400).
+ * An agent's held long-poll is an open stream on an authenticated session: no timeout applies.
  */
 import http from 'node:http';
 import http2 from 'node:http2';
 import tls from 'node:tls';
+import type net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
@@ -19,6 +25,17 @@ import type { RequestListener } from 'node:http';
 import { writeFileAtomic } from '../../common/files.ts';
 import type { Logger } from '../../common/logger.ts';
 import { AgentApi } from './agent.routes.ts';
+import { ConnectionGuard, defaultUnauthenticatedTotal } from './connection-guard.ts';
+
+/** The transport limits (config.ts), all in milliseconds except the caps. */
+export interface TransportLimits {
+  handshakeTimeoutMs: number;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  idleTimeoutMs: number;
+  unauthenticatedPerAddress: number;
+  unauthenticatedTotal?: number | undefined;
+}
 
 export interface ApiServerOptions {
   key: string;
@@ -28,6 +45,7 @@ export interface ApiServerOptions {
   app: RequestListener;
   agentApi: AgentApi;
   ticketKeyFile: string;
+  limits: TransportLimits;
   log: Logger;
   now?: () => number;
 }
@@ -48,27 +66,55 @@ export class ApiServer {
   private readonly rotation: NodeJS.Timeout;
   private closing = false;
   private publicCert: { context: tls.SecureContext; serves(servername: string): boolean } | undefined;
+  private readonly h1: http.Server;
+  readonly guard: ConnectionGuard;
 
   constructor(o: ApiServerOptions) {
-    const h1 = http.createServer({ keepAliveTimeout: 75_000, requestTimeout: 0, headersTimeout: 80_000 }, (req, res) => {
-      this.track(res);
-      if (this.closing) res.shouldKeepAlive = false; // answered, then the connection closes
-      if (AgentApi.handles(req.url)) void o.agentApi.handle(req, res, req.socket as tls.TLSSocket);
-      else o.app(req, res);
+    const lim = o.limits;
+    this.guard = new ConnectionGuard({
+      unauthenticatedPerAddress: lim.unauthenticatedPerAddress,
+      unauthenticatedTotal: lim.unauthenticatedTotal ?? defaultUnauthenticatedTotal(),
     });
-    h1.on('clientError', (err, socket) => {
-      o.log.debug({ err }, 'client error');
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+    const h1 = http.createServer(
+      {
+        keepAliveTimeout: lim.idleTimeoutMs,
+        headersTimeout: lim.headersTimeoutMs,
+        requestTimeout: lim.requestTimeoutMs,
+        connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(Math.min(lim.headersTimeoutMs, lim.requestTimeoutMs) / 4))),
+      },
+      (req, res) => {
+        this.track(res);
+        // The idle timeout below is for connections with no request in progress: a request being
+        // answered (a slow git fetch, a followed log) is not cut by it.
+        res.on('timeout', () => {});
+        if (this.closing) res.shouldKeepAlive = false; // answered, then the connection closes
+        if (AgentApi.handles(req.url)) void o.agentApi.handle(req, res, req.socket as tls.TLSSocket);
+        else o.app(req, res);
+      },
+    );
+    // A connection that sends no request at all, or nothing after its last answer.
+    h1.setTimeout(lim.idleTimeoutMs);
+    // Node checks the header and request timeouts of the connections it tracks, and starts
+    // tracking on 'listening': this server never listens (the TLS server hands it connections).
+    h1.emit('listening');
+    h1.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+      o.log.debug({ err: { code: err.code, message: err.message }, peer: (socket as net.Socket).remoteAddress }, 'HTTP/1.1 client error');
+      const answer = clientErrorAnswer(err.code, lim);
+      if (!answer || !socket.writable || (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) return void socket.destroy();
+      socket.end(answer);
     });
+    this.h1 = h1;
     // Everything on HTTP/2 goes to the agent API, which answers any other path 404.
     const h2 = http2.createServer({ settings: { maxConcurrentStreams: 32 } }, (req, res) => {
       this.track(res);
+      if (req.method !== 'GET' && req.method !== 'HEAD' && !req.complete) stallGuard(req, lim.requestTimeoutMs);
       void o.agentApi.handle(req, res, req.stream.session?.socket as tls.TLSSocket);
     });
     h2.on('session', (s) => {
       this.sessions.add(s);
       s.once('close', () => this.sessions.delete(s));
       s.on('error', (err) => o.log.debug({ err }, 'HTTP/2 session error'));
+      idleSessionGuard(s, lim.idleTimeoutMs);
     });
 
     this.tlsServer = tls.createServer({
@@ -78,6 +124,7 @@ export class ApiServer {
       requestCert: true,
       rejectUnauthorized: false,
       minVersion: 'TLSv1.2',
+      handshakeTimeout: lim.handshakeTimeoutMs,
       ticketKeys: loadOrCreateTicketKeys(o.ticketKeyFile, o.now?.() ?? Date.now()),
       // A certificate the operator brings is served to clients asking for one of its names;
       // everyone else (agents, by IP or another name) keeps the Tether CA's (setPublicCertificate).
@@ -85,12 +132,25 @@ export class ApiServer {
       // HTTP/2 only for clients that cannot speak HTTP/1.1 (ours); see the header comment.
       ALPNCallback: ({ protocols }) => (protocols.includes('http/1.1') ? 'http/1.1' : protocols.includes('h2') ? 'h2' : undefined),
     });
+    // Counted from the TCP accept (listeners run in order: the TLS server's own comes first).
+    this.tlsServer.on('connection', (raw: net.Socket) => void this.guard.accept(raw));
     this.tlsServer.on('secureConnection', (socket: tls.TLSSocket) => {
+      if (!this.guard.secured(socket)) {
+        o.log.warn({ peer: socket.remoteAddress, limit: lim.unauthenticatedPerAddress }, 'connection refused: too many unauthenticated connections from this address');
+        if (socket.alpnProtocol === 'h2') return void socket.destroy();
+        socket.end(jsonAnswer(503, 'Service Unavailable', 'too_many_connections', `more than ${lim.unauthenticatedPerAddress} unauthenticated connections from this address; authenticate or close some`, { 'retry-after': '5' }));
+        socket.setTimeout(1000, () => socket.destroy());
+        return;
+      }
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
       (socket.alpnProtocol === 'h2' ? h2 : h1).emit('connection', socket);
     });
-    this.tlsServer.on('tlsClientError', (err) => o.log.debug({ err }, 'TLS handshake failed'));
+    // Node does not close a socket whose handshake failed (or timed out) when this event has a listener.
+    this.tlsServer.on('tlsClientError', (err, socket) => {
+      o.log.debug({ err: { code: (err as NodeJS.ErrnoException).code, message: err.message }, peer: socket.remoteAddress }, 'TLS handshake failed');
+      socket.destroy();
+    });
     this.rotation = setInterval(() => {
       try {
         const keys = randomBytes(48);
@@ -111,9 +171,9 @@ export class ApiServer {
     this.publicCert = cert;
   }
 
-  /** Open TLS connections, and how many of them speak HTTP/2. */
-  get connections(): { tls: number; http2: number } {
-    return { tls: this.sockets.size, http2: this.sessions.size };
+  /** Open TLS connections, how many of them speak HTTP/2, and how many are unauthenticated (handshakes included). */
+  get connections(): { tls: number; http2: number; unauthenticated: number } {
+    return { tls: this.sockets.size, http2: this.sessions.size, unauthenticated: this.guard.unauthenticated };
   }
 
   private track(res: http.ServerResponse | http2.Http2ServerResponse) {
@@ -153,8 +213,65 @@ export class ApiServer {
       });
     }
     for (const s of this.sockets) s.destroy();
+    this.h1.close(); // stops its timeout checks
     await closed;
   }
+}
+
+/** A complete HTTP/1.1 answer with a JSON error body, the connection closed after it. */
+export function jsonAnswer(status: number, reason: string, code: string, message: string, headers: Record<string, string> = {}): string {
+  const body = JSON.stringify({ error: { code, message } });
+  const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  return `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`;
+}
+
+/** What Node's HTTP/1.1 parser refused, answered as JSON; undefined: the peer is gone, just close. */
+function clientErrorAnswer(code: string | undefined, lim: TransportLimits): string | undefined {
+  switch (code) {
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return undefined;
+    case 'HPE_HEADER_OVERFLOW':
+      return jsonAnswer(431, 'Request Header Fields Too Large', 'headers_too_large', `the request headers are larger than ${http.maxHeaderSize} bytes`);
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return jsonAnswer(408, 'Request Timeout', 'request_timeout', `the request did not arrive in time (headers within ${lim.headersTimeoutMs} ms, the whole request within ${lim.requestTimeoutMs} ms)`);
+    default:
+      return jsonAnswer(400, 'Bad Request', 'invalid_http', 'the request is not valid HTTP/1.1');
+  }
+}
+
+/** HTTP/2: an upload that has not ended within `ms` of its start is cancelled (the stream, not the session). */
+function stallGuard(req: http2.Http2ServerRequest, ms: number): void {
+  const t = setTimeout(() => {
+    if (!req.complete) req.stream.close(http2.constants.NGHTTP2_CANCEL);
+  }, ms);
+  t.unref();
+  req.stream.once('close', () => clearTimeout(t));
+  req.once('end', () => clearTimeout(t));
+}
+
+/**
+ * HTTP/2: a session with no open stream for `ms` is closed (GOAWAY). An agent always has its
+ * long-poll open, so only sessions that stopped asking for anything are closed.
+ */
+function idleSessionGuard(s: http2.ServerHttp2Session, ms: number): void {
+  let open = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    timer = setTimeout(() => {
+      if (open === 0 && !s.closed && !s.destroyed) s.close();
+    }, ms);
+    timer.unref();
+  };
+  s.on('stream', (stream: http2.ServerHttp2Stream) => {
+    open++;
+    clearTimeout(timer);
+    stream.once('close', () => {
+      if (--open === 0 && !s.closed) arm();
+    });
+  });
+  s.once('close', () => clearTimeout(timer));
+  arm();
 }
 
 /**

@@ -179,9 +179,11 @@ describe('REST API edges', () => {
     agent.client.close();
   });
 
-  it('serves Prometheus metrics', async () => {
+  it('serves Prometheus metrics behind the metrics token', async () => {
+    const metricsToken = readFileSync(t.cp.metricsTokenFile, 'utf8').trim();
+    const auth = { authorization: `Bearer ${metricsToken}` };
     const text = await new Promise<string>((resolve, reject) => {
-      https.get(new URL('/metrics', t.url), { ca: t.caPem }, (res) => {
+      https.get(new URL('/metrics', t.url), { ca: t.caPem, headers: auth }, (res) => {
         let s = '';
         res.on('data', (c) => (s += c));
         res.on('end', () => resolve(s));
@@ -193,7 +195,7 @@ describe('REST API edges', () => {
     assert.match(text, /^tether_commands\{state="queued"\} \d+/m);
     // One metric alone, and a clear 404 for an unknown one.
     const one = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-      https.get(`${t.url}/metrics?name=tether_long_polls_held`, { ca: t.caPem }, (res) => {
+      https.get(`${t.url}/metrics?name=tether_long_polls_held`, { ca: t.caPem, headers: auth }, (res) => {
         let b = '';
         res.on('data', (c) => (b += c));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, text: b }));
@@ -202,7 +204,8 @@ describe('REST API edges', () => {
     assert.equal(one.status, 200);
     assert.match(one.text, /^tether_long_polls_held \d+/m);
     assert.doesNotMatch(one.text, /tether_commands/);
-    const unknown = await t.admin.request('GET', '/metrics?name=nope', undefined, { accept: [404] });
+    const metricsClient = new HttpClient({ baseUrl: t.url, ca: t.caPem, bearerToken: metricsToken });
+    const unknown = await metricsClient.request('GET', '/metrics?name=nope', undefined, { accept: [404] }).finally(() => metricsClient.close());
     assert.equal(unknown.status, 404);
     assert.equal((unknown.body as { error: { code: string } }).error.code, 'metric_not_found');
     assert.match(text, /^tether_submit_to_claim_seconds_count \d+/m);

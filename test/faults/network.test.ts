@@ -6,9 +6,10 @@
  * (10 s, 30 s without a heartbeat; ManualClock).
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ManualClock } from '../../common/clock.ts';
+import { HttpClient } from '../../common/http-client.ts';
 import { AgentRuntime, type Executor } from '../../common/agent/runtime.ts';
 import { FileOutbox } from '../../common/agent/outbox.ts';
 import { AgentClient } from '../../common/agent/agent-client.ts';
@@ -124,7 +125,8 @@ describe(`faults: network loss between agent and control plane (${ITERATIONS} it
       assert.equal(await status(), 'degraded');
       clock.advance(1);
       assert.equal(await status(), 'offline');
-      const m = await own.admin.request<string>('GET', '/metrics');
+      const scraper = new HttpClient({ baseUrl: own.url, ca: own.caPem, bearerToken: readFileSync(own.cp.metricsTokenFile, 'utf8').trim() });
+      const m = await scraper.request<string>('GET', '/metrics').finally(() => scraper.close());
       assert.match(String(m.body), /tether_agents\{status="offline"\} 1/);
       await a.client.heartbeat({ version: 't', metrics: metrics(), running: [] });
       assert.equal(await status(), 'healthy', 'back on the next heartbeat');

@@ -141,7 +141,7 @@ describe('VPN: control plane', function () {
   it('only node agents reach the agent routes; clusters are separate meshes', async () => {
     const ca = await t.agent('vpn1', 'cluster-agent');
     agents.push(ca);
-    await assert.rejects(ca.client.request('GET', '/v1/agent/vpn/config'), (e: HttpError) => e.status === 401 && e.code === 'wrong_role');
+    await assert.rejects(ca.client.request('GET', '/v1/agent/vpn/config'), (e: HttpError) => e.status === 403 && e.code === 'wrong_role');
     const other = await node('n1', 'vpn2');
     const cfg = vpnConfigSchema.parse(await other.client.request('GET', '/v1/agent/vpn/config'));
     assert.equal(cfg.wg0.address, '172.24.0.1', 'addresses are per cluster');
