@@ -8,7 +8,7 @@ import { Command, CommanderError, Option } from 'commander';
 import YAML from 'yaml';
 import { HttpClient, HttpError } from '../../common/http-client.ts';
 import { TetherError, errorMessage } from '../../common/errors.ts';
-import { parseDurationSeconds, type AgentView, type CommandView } from '../../common/wire.ts';
+import { durationSchema, parseDurationSeconds, type AgentView, type CommandView } from '../../common/wire.ts';
 import { startControlPlane } from '../app.ts';
 import { readCredentials, saveCredentials } from './credentials.ts';
 import { printTable } from './table.ts';
@@ -82,11 +82,13 @@ program
   .option('--lease-seconds <n>', 'lease held by an agent without a heartbeat', (v) => intArg(v, '--lease-seconds'))
   .option('--long-poll-seconds <n>', 'longest a poll is held', (v) => numArg(v, '--long-poll-seconds'))
   .option('--domain-root <root>', 'root of cluster domains (<cid>.<aid>.<root>)')
-  .action(async (o: { dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string }) => {
+  .option('--retention <duration>', 'delete finished jobs and their logs this long after they finished, e.g. 30d, 12h (0d: keep them)', '30d')
+  .action(async (o: { dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; retention: string }) => {
     process.umask(0o077); // the database, keys and tokens are for this user only
     const m = /^(.*):(\d{1,5})$/.exec(o.listen);
     if (!m) throw new UsageError(`--listen must be host:port (got ${o.listen})`);
     const host = m[1]!.replace(/^\[(.*)\]$/, '$1') || '0.0.0.0';
+    if (!durationSchema.safeParse(o.retention).success) throw new UsageError(`--retention must be a duration like 30d, 12h or 0d (got ${o.retention})`);
     const cp = await startControlPlane({
       dataDir: o.dataDir,
       host,
@@ -95,6 +97,7 @@ program
       ...(o.leaseSeconds ? { leaseSeconds: o.leaseSeconds } : {}),
       ...(o.longPollSeconds ? { longPollSeconds: o.longPollSeconds } : {}),
       ...(o.domainRoot ? { domainRoot: o.domainRoot } : {}),
+      retentionSeconds: parseDurationSeconds(o.retention),
     });
     process.stderr.write(`tether: control plane listening on ${cp.url} (data in ${o.dataDir}; CA ${o.dataDir}/ca.crt; admin token ${cp.adminTokenFile})\n`);
     await new Promise<void>((resolve) => {
