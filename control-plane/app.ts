@@ -23,6 +23,7 @@ import { AccountsService } from './accounts/accounts.service.ts';
 import { IdentityService } from './identity/identity.service.ts';
 import { QueueService } from './queue/queue.service.ts';
 import { Dispatcher } from './queue/dispatcher.ts';
+import { Retention } from './queue/retention.ts';
 import { adminRoutes } from './http/admin.routes.ts';
 import { VpnService } from './vpn/vpn.service.ts';
 import { vpnAdminRoutes } from './http/vpn.routes.ts';
@@ -49,6 +50,8 @@ export interface ControlPlane {
   identity: IdentityService;
   queue: QueueService;
   dispatcher: Dispatcher;
+  /** Deletes finished commands and their logs past `retentionSeconds` (sweeps on a timer; tests call sweep()). */
+  retention: Retention;
   metrics: Metrics;
   /** Open TLS connections, how many of them speak HTTP/2 (agents), how many are unauthenticated. */
   connections(): { tls: number; http2: number; unauthenticated: number };
@@ -209,6 +212,9 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     reaper.unref();
   }
 
+  const retention = new Retention({ db, clock, log, retentionSeconds: config.retentionSeconds });
+  retention.start();
+
   const url = `https://${host}:${port}`;
   log.info({ url, listen: `${config.host}:${port}`, dataDir, caFile: join(dataDir, 'ca.crt') }, 'control plane ready');
 
@@ -222,6 +228,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     identity,
     queue,
     dispatcher,
+    retention,
     metrics,
     adminTokenFile,
     metricsTokenFile: join(dataDir, 'metrics-token'),
@@ -246,6 +253,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       const t0 = Date.now();
       clearInterval(reaper);
       clearInterval(cacheCollector);
+      await retention.stop();
       const held = dispatcher.held;
       dispatcher.closeAll(); // held polls are answered at once: agents reconnect without waiting them out
       const open = server.connections;

@@ -123,8 +123,17 @@ export async function getCommandById(db: Db, id: number): Promise<CommandRow | u
   return exclusive(db, sqlite, () => stmts(sqlite).byId.get(id) as CommandRow | undefined);
 }
 
-export async function listCommands(db: Db, aid: string, f: { cid?: string; state?: CommandState; limit: number; beforeId?: number }) {
-  let q = db.selectFrom('commands').selectAll().where('aid', '=', aid);
+/** A command's columns without its outputs (list views: outputs can be large, and are read one job at a time). */
+export type CommandSummaryRow = Omit<CommandRow, 'outputs'>;
+
+export async function listCommands(db: Db, aid: string, f: { cid?: string; state?: CommandState; limit: number; beforeId?: number }): Promise<CommandSummaryRow[]> {
+  let q = db
+    .selectFrom('commands')
+    .select([
+      'id', 'aid', 'cid', 'nid', 'type', 'spec', 'state', 'idempotency_key', 'timeout_seconds', 'max_attempts', 'attempts',
+      'lease_id', 'lease_expires_at', 'claimed_by', 'created_at', 'claimed_at', 'finished_at', 'error', 'cancel_requested_at',
+    ])
+    .where('aid', '=', aid);
   if (f.cid) q = q.where('cid', '=', f.cid);
   if (f.state) q = q.where('state', '=', f.state);
   if (f.beforeId) q = q.where('id', '<', f.beforeId);
@@ -277,4 +286,54 @@ export function claimDirect(
   // A command requeued by a retryable failure keeps its cancellation request: its new agent is told.
   if (row && row.cancel_requested_at !== null) candidates(sqlite).add(claim.agentId);
   return row;
+}
+
+// ------------------------------------------------------------------ retention
+
+const retentionStmts = prepared((s) => ({
+  // Finished (terminal: finished_at is set exactly then) before the cutoff, oldest first, through
+  // the commands_finished index; a job an instance points at (its last job) is kept.
+  expired: s
+    .prepare(
+      `SELECT id FROM commands WHERE finished_at IS NOT NULL AND finished_at < ?
+         AND NOT EXISTS (SELECT 1 FROM instances WHERE instances.last_job_id = commands.id)
+       ORDER BY finished_at LIMIT ?`,
+    )
+    .pluck(),
+  deleteLogs: s.prepare(
+    `DELETE FROM command_logs WHERE id IN (SELECT id FROM command_logs WHERE command_id IN (SELECT value FROM json_each(?)) LIMIT ?)`,
+  ),
+  deleteUsage: s.prepare(`DELETE FROM command_log_usage WHERE command_id IN (SELECT value FROM json_each(?))`),
+  deleteCommands: s.prepare(`DELETE FROM commands WHERE id IN (SELECT value FROM json_each(?)) AND finished_at IS NOT NULL`),
+  checkpoint: s.prepare(`PRAGMA wal_checkpoint(PASSIVE)`),
+}));
+
+/** Up to `limit` commands that finished before `cutoff` and may be deleted. */
+export async function expiredCommands(db: Db, cutoff: number, limit: number): Promise<number[]> {
+  const sqlite = sqliteOf(db);
+  return exclusive(db, sqlite, () => retentionStmts(sqlite).expired.all(cutoff, limit) as number[]);
+}
+
+/** Deletes up to `limit` log lines of these commands; returns how many (0: none left). */
+export async function deleteLogsOf(db: Db, ids: number[], limit: number): Promise<number> {
+  const sqlite = sqliteOf(db);
+  return exclusive(db, sqlite, () => retentionStmts(sqlite).deleteLogs.run(JSON.stringify(ids), limit).changes);
+}
+
+/** Deletes these finished commands (their logs first: deleteLogsOf until none are left). */
+export async function deleteCommands(db: Db, ids: number[]): Promise<number> {
+  const sqlite = sqliteOf(db);
+  return exclusive(db, sqlite, () =>
+    sqlite.transaction(() => {
+      const q = retentionStmts(sqlite);
+      q.deleteUsage.run(JSON.stringify(ids));
+      return q.deleteCommands.run(JSON.stringify(ids)).changes;
+    })(),
+  );
+}
+
+/** Copies the WAL into the database file where no reader needs it (never waits for readers). */
+export async function checkpoint(db: Db): Promise<void> {
+  const sqlite = sqliteOf(db);
+  await exclusive(db, sqlite, () => retentionStmts(sqlite).checkpoint.run());
 }

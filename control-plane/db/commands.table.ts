@@ -35,3 +35,12 @@ export interface CommandLogsTable {
   stream: string;
   text: string;
 }
+
+export interface CommandLogUsageTable {
+  command_id: number;
+  bytes: number;
+  lines: number;
+  dropped_bytes: Generated<number>;
+  dropped_lines: Generated<number>;
+  marker_id: number | null;
+}

@@ -9,6 +9,7 @@ import { Migrator, type Migration, type MigrationProvider } from 'kysely/migrati
 import * as m0001 from './migrations/0001_initial.ts';
 import * as m0002 from './migrations/0002_vpn.ts';
 import * as m0003 from './migrations/0003_bundles.ts';
+import * as m0004 from './migrations/0004_tenant_limits.ts';
 import * as m0005 from './migrations/0005_source_credentials.ts';
 import type { Database } from './schema.ts';
 
@@ -19,6 +20,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0001_initial': m0001,
   '0002_vpn': m0002,
   '0003_bundles': m0003,
+  '0004_tenant_limits': m0004,
   '0005_source_credentials': m0005,
 };
 

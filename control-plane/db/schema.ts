@@ -1,6 +1,6 @@
 import type { AccountsTable, ClustersTable } from './accounts.table.ts';
 import type { AgentsTable, CertificatesTable } from './agents.table.ts';
-import type { CommandLogsTable, CommandsTable } from './commands.table.ts';
+import type { CommandLogUsageTable, CommandLogsTable, CommandsTable } from './commands.table.ts';
 import type { ApiTokensTable, BootstrapTokensTable } from './tokens.table.ts';
 import type { BundleSourcesTable, InstancesTable } from './bundles.table.ts';
 import type { VpnNodesTable, VpnUsersTable } from './vpn.table.ts';
@@ -14,6 +14,7 @@ export interface Database {
   api_tokens: ApiTokensTable;
   commands: CommandsTable;
   command_logs: CommandLogsTable;
+  command_log_usage: CommandLogUsageTable;
   vpn_nodes: VpnNodesTable;
   vpn_users: VpnUsersTable;
   bundle_sources: BundleSourcesTable;

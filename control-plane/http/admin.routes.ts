@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { isTerminal, COMMAND_STATES, cidSchema, createApiTokenSchema, createBootstrapTokenSchema, createClusterSchema, submitCommandSchema } from '../../common/wire.ts';
 import type { AccountsService } from '../accounts/accounts.service.ts';
 import type { IdentityService } from '../identity/identity.service.ts';
-import type { CommandEvent, QueueService } from '../queue/queue.service.ts';
+import { LIST_LIMIT_MAX, type CommandEvent, type QueueService } from '../queue/queue.service.ts';
 import { requireAdmin } from './auth.ts';
 import { idParam } from './errors.ts';
 
@@ -13,7 +13,7 @@ const aidOf = (res: Response) => res.locals.aid!;
 const listCommandsQuery = z.object({
   cluster: cidSchema.optional(),
   state: z.enum(COMMAND_STATES).optional(),
-  limit: z.coerce.number().int().min(1).max(1000).optional(),
+  limit: z.coerce.number().int().min(1).max(LIST_LIMIT_MAX).optional(),
   before: z.coerce.number().int().min(1).optional(),
 });
 const logsQuery = z.object({

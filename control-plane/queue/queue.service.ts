@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { randomFillSync } from 'node:crypto';
-import { badRequest, conflict, forbidden, notFound } from '../../common/errors.ts';
+import { TetherError, badRequest, conflict, forbidden, notFound } from '../../common/errors.ts';
 import { isNodeCommandType, parseSpec } from '../../common/specs.ts';
 import {
   isTerminal,
@@ -31,6 +31,10 @@ import type { Config } from '../config.ts';
 import type { Metrics } from '../metrics.ts';
 import { Dispatcher } from './dispatcher.ts';
 import { redactText } from './redact.ts';
+import { LogQuota } from './log-quota.ts';
+
+/** What a log line costs the quota beyond its text (its row, index entry, timestamp and stream). */
+const LOG_LINE_OVERHEAD_BYTES = 32;
 
 /** Who is calling, as established from its verified client certificate. */
 export interface AgentPrincipal {
@@ -62,8 +66,11 @@ export class QueueService {
    */
   private readonly hotLog: Logger;
 
+  private readonly logQuota: LogQuota;
+
   constructor(deps: QueueDeps) {
     this.d = deps;
+    this.logQuota = new LogQuota(deps.config.logBytesPerAgentPerSecond);
     this.events.setMaxListeners(0);
     this.hotLog = deps.log.child({}, { redact: { paths: [] } });
   }
@@ -107,9 +114,10 @@ export class QueueService {
     return toView(row);
   }
 
-  async list(aid: string, f: { cid?: string; state?: CommandState; limit?: number; beforeId?: number }): Promise<CommandView[]> {
-    const rows = await commands.listCommands(this.d.db, aid, { ...f, limit: f.limit ?? 100 });
-    return rows.map(toView);
+  /** The newest jobs first, without their outputs (those are in the single-job view, get()). */
+  async list(aid: string, f: { cid?: string; state?: CommandState; limit?: number; beforeId?: number }): Promise<CommandSummary[]> {
+    const rows = await commands.listCommands(this.d.db, aid, { ...f, limit: Math.min(f.limit ?? 100, LIST_LIMIT_MAX) });
+    return rows.map(toSummary);
   }
 
   async cancel(aid: string, id: number): Promise<CommandView> {
@@ -216,6 +224,14 @@ export class QueueService {
   }
 
   async report(agent: AgentPrincipal, id: number, r: ResultRequest): Promise<{ status: 'applied' | 'duplicate'; state: CommandState }> {
+    const outputs = r.outputs ? JSON.stringify(r.outputs) : null;
+    if (outputs !== null && Buffer.byteLength(outputs) > this.d.config.outputsLimitBytes) {
+      throw new TetherError(
+        'outputs_too_large',
+        `outputs is ${Buffer.byteLength(outputs)} bytes of JSON; at most ${this.d.config.outputsLimitBytes} are stored (keep large data in the cluster)`,
+        { status: 413 },
+      );
+    }
     // The fenced update comes first: it matches only the attempt this agent claimed, and an agent
     // claims only commands in its scope, so an applied result needs no lookup before it. Anything
     // else (missing, another tenant's, duplicate, stale) is told apart below, as before.
@@ -227,7 +243,7 @@ export class QueueService {
         : {
             kind: 'final',
             state: r.outcome,
-            outputs: r.outputs ? JSON.stringify(r.outputs) : null,
+            outputs,
             error: r.outcome === 'succeeded' ? null : (error ?? JSON.stringify({ code: r.outcome, message: r.outcome, retryable: false })),
           };
     const updated = await commands.completeAttempt(this.d.db, { id, agentId: agent.agentId, leaseId: r.leaseId, now }, completion);
@@ -245,7 +261,15 @@ export class QueueService {
     throw conflict(`the lease for job ${id} is no longer held by this attempt (state ${row.state})`, 'stale_lease');
   }
 
+  /**
+   * Stores an agent's log lines for the attempt it holds: rate-limited per agent (bytes/s, 429)
+   * before any lookup, and capped per command (logs.repository.ts: past the cap the log ends with
+   * one marker line). Returns how many lines were stored.
+   */
   async appendLogs(agent: AgentPrincipal, id: number, leaseId: string, lines: LogLine[]): Promise<number> {
+    let bytes = 0;
+    for (const l of lines) bytes += Buffer.byteLength(l.text) + LOG_LINE_OVERHEAD_BYTES;
+    this.logQuota.take(agent.agentId, bytes);
     const row = await this.commandInScope(agent, id);
     if (row.lease_id !== leaseId || row.claimed_by !== agent.agentId) {
       throw conflict(`the lease for job ${id} is no longer held by this attempt`, 'stale_lease');
@@ -255,6 +279,7 @@ export class QueueService {
       this.d.db,
       id,
       lines.map((l) => ({ ts: l.ts ? Date.parse(l.ts) || now : now, stream: l.stream, text: redactText(l.text) })),
+      this.d.config.logBytesPerCommand,
     );
     for (const l of stored) this.events.emit(`cmd:${id}`, { kind: 'log', ...l } satisfies CommandEvent);
     return stored.length;
@@ -290,6 +315,17 @@ function newLeaseId(): string {
   const id = leasePool.toString('base64url', leasePoolAt, leasePoolAt + 12);
   leasePoolAt += 12;
   return id;
+}
+
+/** The most jobs one list request returns (GET /v1/commands?limit=…). */
+export const LIST_LIMIT_MAX = 200;
+
+/** A job in a list: everything but its outputs. */
+export type CommandSummary = Omit<CommandView, 'outputs'>;
+
+export function toSummary(row: commands.CommandSummaryRow): CommandSummary {
+  const { outputs: _omitted, ...rest } = toView({ ...row, outputs: null });
+  return rest;
 }
 
 export function toView(row: CommandRow, spec?: unknown): CommandView {

@@ -42,7 +42,7 @@ describe('stack bundles (end to end)', function () {
   let db: string; // OSID of the database instance
 
   const instance = async (osid: string) => (await t.admin.request<InstanceView>('GET', `/v1/instances/${osid}`)).body;
-  const commandCount = async () => (await t.admin.request<{ commands: CommandView[] }>('GET', '/v1/commands?limit=1000')).body.commands.length;
+  const commandCount = async () => (await t.admin.request<{ commands: CommandView[] }>('GET', '/v1/commands?limit=200')).body.commands.length;
   const succeeded = async (id: number, timeoutMs = 150_000) => {
     const v = await waitForJob(t, id, timeoutMs);
     if (v.state !== 'succeeded') assert.fail(`job ${id} ended ${v.state}: ${JSON.stringify(v.error)}\nlogs:\n${await jobLogs(t, id)}`);

@@ -35,7 +35,7 @@ function raw(t: TestControlPlane, method: string, path: string, body: string | B
 
 describe('REST API edges', () => {
   let t: TestControlPlane;
-  const queued = async () => (await t.admin.request<{ commands: CommandView[] }>('GET', '/v1/commands?limit=1000')).body.commands;
+  const queued = async () => (await t.admin.request<{ commands: CommandView[] }>('GET', '/v1/commands?limit=200')).body.commands;
 
   before(async () => {
     t = await startTestControlPlane({ bodyLimitBytes: 64 * 1024 });

@@ -39,7 +39,7 @@ describe('faults: attacks on identity and isolation', function () {
   let agentB: TestAgent;
   let snapshot: CommandView[];
   const secrets: string[] = [];
-  const commands = async () => (await t.admin.request<{ commands: CommandView[] }>('GET', '/v1/commands?limit=1000')).body.commands;
+  const commands = async () => (await t.admin.request<{ commands: CommandView[] }>('GET', '/v1/commands?limit=200')).body.commands;
 
   before(async () => {
     logs = captureLogger('debug');

@@ -158,7 +158,8 @@ describe(`faults: kill -9 of the control plane during submissions, claims and re
       assert.equal(r.state, 'succeeded', `job ${r.id} ended ${r.state}`);
       assert.ok(r.attempts >= 1 && r.attempts <= r.max_attempts);
     }
-    const views = (await admin.request<{ commands: CommandView[] }>('GET', '/v1/commands?limit=1000')).body.commands;
+    // Outputs are in the single-job view (list views leave them out).
+    const views = await Promise.all(final.map(async (r) => (await admin.request<CommandView>('GET', `/v1/commands/${r.id}`)).body));
     for (const v of views) assert.equal((v.outputs as { lease?: string } | null)?.lease !== undefined, true, `job ${v.id} has the outputs of the attempt that finished it`);
     console.warn(`      ${ITERATIONS} kills: ${final.length} jobs, ${claims.n} claims, ${claims.lost} late results refused after requeue, ${final.filter((r) => r.attempts > 1).length} jobs ran more than once`);
   });
