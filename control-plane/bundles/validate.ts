@@ -11,6 +11,7 @@ import {
   KNOWN_OUTPUTS,
   MAX_TYPE_LENGTH,
   VALUE_REFS,
+  bundleType,
   inputNameRe,
   inputSchema,
   outputSchema,
@@ -21,7 +22,8 @@ import {
   type BundleOutput,
   type BundleResource,
 } from './bundle.schema.ts';
-import { formatPath, walkRefs, type PathSeg } from './refs.ts';
+import { resolveInputs, resolveStatic, type InputValue } from './compile.ts';
+import { formatPath, mapRefs, walkRefs, type PathSeg } from './refs.ts';
 import { parseTfModule, type TfModuleFacts } from './tf-module.ts';
 
 export interface Problem {
@@ -356,4 +358,73 @@ function lineOf(doc: Document, lc: LineCounter, path: PathSeg[]): number | undef
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+// ---------------------------------------------------------------- checks with the real tools
+
+/** The instance a bundle is rendered for at validation (no deployment exists yet). */
+export const EXAMPLE_INSTANCE = { cluster: 'example', clusterDomain: 'example.invalid' } as const;
+/** What a secretRef or outputRef stands for at validation (their values exist only in the cluster). */
+export const PLACEHOLDER = 'placeholder';
+
+/**
+ * A helm resource's values or a tofu resource's vars as `bundles validate` renders them: inputs
+ * at their defaults (a required input without one: a placeholder of its type), instance facts of
+ * an example instance, secretRef and outputRef as {@link PLACEHOLDER}.
+ */
+export function exampleValues(bundle: Bundle, values: Record<string, unknown> | undefined): Record<string, unknown> {
+  const inputs: Record<string, InputValue> = {};
+  const defaults = resolveInputs(bundle, {}).values;
+  for (const [name, def] of Object.entries(bundle.inputs)) {
+    inputs[name] = defaults[name] ?? (def.type === 'number' ? 1 : def.type === 'boolean' ? true : PLACEHOLDER);
+  }
+  const osid = `${bundleType(bundle)}-xxxxx`;
+  const c = { osid, cluster: EXAMPLE_INSTANCE.cluster, clusterDomain: EXAMPLE_INSTANCE.clusterDomain, git: { url: 'file:///example', commit: 'example', path: '.' } };
+  const resolved = resolveStatic(values ?? {}, bundle, inputs, c);
+  return mapRefs(resolved, () => PLACEHOLDER) as Record<string, unknown>;
+}
+
+/** `helm template` of a chart folder with a values file: renders and parses every template, talks to no cluster. */
+export const helmTemplateArgs = (release: string, chartDir: string, valuesFile: string): string[] => [
+  'template', release, chartDir, '--values', valuesFile, '--namespace', 'default',
+];
+
+/** `tofu init` without a backend (the module's own backend is ignored) and `tofu validate`. */
+export const tofuInitArgs = (): string[] => ['init', '-backend=false', '-input=false', '-no-color'];
+export const tofuValidateArgs = (): string[] => ['validate', '-json', '-no-color'];
+
+/** `tofu init` output saying providers could not be installed (offline, no mirror, not mirrored). */
+export function providersUnavailable(output: string): boolean {
+  return /Failed to query available provider packages|Failed to install provider|Failed to resolve provider packages|could not connect to registry|was not found in any of the search locations/i.test(output);
+}
+
+interface TofuDiagnostic {
+  severity?: string;
+  summary?: string;
+  detail?: string;
+  range?: { filename?: string; start?: { line?: number } };
+}
+
+/** Errors of `tofu validate -json` as problems of the resource (file and line inside its source). */
+export function tofuValidateProblems(stdout: string, source: string, at: string): Problem[] {
+  let parsed: { valid?: boolean; diagnostics?: TofuDiagnostic[] };
+  try {
+    parsed = JSON.parse(stdout) as typeof parsed;
+  } catch {
+    return [{ file: source, path: at, message: `tofu validate did not print JSON: ${stdout.trim().slice(0, 500)}` }];
+  }
+  const errors = (parsed.diagnostics ?? []).filter((d) => d.severity === 'error');
+  if (parsed.valid === false && errors.length === 0) return [{ file: source, path: at, message: 'tofu validate: the module is invalid' }];
+  return errors.map((d) => ({
+    file: d.range?.filename ? posix.join(source, d.range.filename) : source,
+    path: at,
+    ...(d.range?.start?.line ? { line: d.range.start.line } : {}),
+    message: `tofu validate: ${d.summary ?? 'error'}${d.detail ? `: ${d.detail}` : ''}`.slice(0, 2000),
+  }));
+}
+
+/** The lines helm printed for a failed `helm template`, as a problem of the resource. */
+export function helmTemplateProblem(stderr: string, source: string, at: string): Problem {
+  const text = stderr.trim().split('\n').filter((l) => l.trim() !== '').slice(-8).join('\n');
+  return { file: posix.join(source, 'templates'), path: at, message: `helm template: ${text || 'failed'}`.slice(0, 4000) };
 }

@@ -13,6 +13,7 @@ import type { BundleSourceView, DeployResponse, InstanceView } from '../bundles/
 import { GitCache } from '../bundles/git-cache.ts';
 import { OPEN_POLICY } from '../bundles/fetch-policy.ts';
 import { formatProblems, type ValidationResult } from '../bundles/validate.ts';
+import { checkWithTools, type ToolCheck } from '../bundles/validate.tools.ts';
 import { printTable } from './table.ts';
 
 export interface CliHelpers {
@@ -37,7 +38,31 @@ export function parseSets(sets: readonly string[], usage: (m: string) => Error):
   return out;
 }
 
-async function validateTarget(target: string, o: { ref: string; path: string }, usage: (m: string) => Error): Promise<{ where: string; result: ValidationResult }> {
+interface ValidateOptions {
+  ref: string;
+  path: string;
+  /** Render charts and check modules with helm and tofu (false: `--no-tools`). */
+  tools: boolean;
+  helmBin: string;
+  tofuBin: string;
+}
+
+type Validated = { where: string; result: ValidationResult; checks: ToolCheck[] };
+
+/** Static validation, then (when it passed and tools are wanted) the checks with helm and tofu. */
+async function validateDir(dir: string, o: ValidateOptions): Promise<Omit<Validated, 'where'>> {
+  const result = validateBundleDir(dir);
+  if (!result.bundle || !o.tools) return { result, checks: [] };
+  const tools = await checkWithTools(dir, result.bundle, {
+    helmBin: o.helmBin,
+    tofuBin: o.tofuBin,
+    ...(process.env.TF_CLI_CONFIG_FILE ? { tofuCliConfigFile: process.env.TF_CLI_CONFIG_FILE } : {}),
+  });
+  if (tools.problems.length === 0) return { result, checks: tools.checks };
+  return { result: { problems: tools.problems }, checks: tools.checks };
+}
+
+async function validateTarget(target: string, o: ValidateOptions, usage: (m: string) => Error): Promise<Validated> {
   if (gitUrl.safeParse(target).success && !isDir(target)) {
     const ref = gitRef.safeParse(o.ref);
     const path = repoPath.safeParse(o.path);
@@ -49,13 +74,13 @@ async function validateTarget(target: string, o: { ref: string; path: string }, 
       const cache = new GitCache(tmp, { policy: OPEN_POLICY, environment: 'user', timeoutMs: 300_000, detailInErrors: true });
       const commit = await cache.resolve('local', { url: target, ref: ref.data });
       const tree = await cache.tree('local', target, commit);
-      return { where: `${target}@${ref.data} (${commit.slice(0, 12)})${path.data === '.' ? '' : ` ${path.data}`}`, result: validateBundleDir(join(tree, path.data)) };
+      return { where: `${target}@${ref.data} (${commit.slice(0, 12)})${path.data === '.' ? '' : ` ${path.data}`}`, ...(await validateDir(join(tree, path.data), o)) };
     } finally {
       rmSync(tmp, { recursive: true, force: true });
     }
   }
   if (!isDir(target)) throw usage(`${target} is neither a folder nor a git URL`);
-  return { where: resolve(target), result: validateBundleDir(target) };
+  return { where: resolve(target), ...(await validateDir(target, o)) };
 }
 
 /**
@@ -123,18 +148,24 @@ export function registerBundleCommands(program: Command, h: CliHelpers): void {
     .description('validate a bundle folder or git URL; lists every problem; exits 1 when invalid')
     .option('--ref <ref>', 'branch, tag or commit (git URLs)', 'main')
     .option('--path <path>', 'folder of bundle.yaml inside the repository (git URLs)', '.')
+    .option('--helm-bin <path>', 'helm used to render the charts (env TETHER_HELM_BIN)', process.env.TETHER_HELM_BIN || 'helm')
+    .option('--tofu-bin <path>', 'tofu used to check the modules (env TETHER_TOFU_BIN; TF_CLI_CONFIG_FILE is passed on)', process.env.TETHER_TOFU_BIN || 'tofu')
+    .option('--no-tools', 'static checks only: do not render charts or check modules with helm and tofu')
     .option('--json', 'print JSON')
-    .action(async (target: string, o: { ref: string; path: string; json?: boolean }) => {
-      const { where, result } = await validateTarget(target, o, h.usage);
-      if (o.json) h.json({ valid: result.bundle !== undefined, problems: result.problems, ...(result.bundle ? { bundle: result.bundle } : {}) });
+    .action(async (target: string, o: ValidateOptions & { json?: boolean }) => {
+      const { where, result, checks } = await validateTarget(target, o, h.usage);
+      if (o.json) h.json({ valid: result.bundle !== undefined, problems: result.problems, checks, ...(result.bundle ? { bundle: result.bundle } : {}) });
       else if (result.bundle) {
         const b = result.bundle;
         h.out(`${where}: bundle ${b.name} ${b.version} is valid`);
         h.out(`  type ${b.type ?? b.name}; ${Object.keys(b.inputs).length} input(s): ${Object.keys(b.inputs).join(', ') || '-'}`);
         h.out(`  ${b.resources.length} resource(s): ${b.resources.map((r) => `${r.name} (${r.type})`).join(', ')}`);
         h.out(`  ${Object.keys(b.outputs).length} output(s): ${Object.entries(b.outputs).map(([k, v]) => (v.sensitive ? `${k} (sensitive)` : k)).join(', ') || '-'}`);
+        for (const c of checks) h.out(`  ${c.tool} ${c.resource}: ${c.status}${c.note ? ` (${c.note})` : ''}`);
+        if (!o.tools) h.out('  charts and modules were not checked with helm and tofu (--no-tools)');
       } else {
         h.out(formatProblems(result.problems));
+        for (const c of checks.filter((x) => x.status === 'skipped')) h.out(`note: ${c.tool} ${c.resource}: ${c.note}`);
         process.stderr.write(`tether: ${where}: ${result.problems.length} problem(s); the bundle is invalid\n`);
       }
       process.exitCode = result.bundle ? 0 : 1;

@@ -38,6 +38,7 @@ const stmts = prepared((s) => ({
     `UPDATE commands SET
        state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END,
        error = @error,
+       outputs = CASE WHEN attempts < max_attempts THEN outputs ELSE @outputs END,
        lease_id = CASE WHEN attempts < max_attempts THEN NULL ELSE lease_id END,
        lease_expires_at = NULL,
        claimed_by = CASE WHEN attempts < max_attempts THEN NULL ELSE claimed_by END,
@@ -173,7 +174,8 @@ export async function requestCancel(db: Db, aid: string, id: number, now: number
 
 export type Completion =
   | { kind: 'final'; state: 'succeeded' | 'failed' | 'cancelled' | 'timed_out'; outputs: string | null; error: string | null }
-  | { kind: 'retry'; error: string };
+  /** A retryable failure: queued again while attempts are left, else failed with these outputs (a flow's step reports). */
+  | { kind: 'retry'; error: string; outputs?: string | null };
 
 /**
  * Applies an agent's report for the attempt identified by (agent, lease). Fenced: it changes the
@@ -189,7 +191,7 @@ export async function completeAttempt(
   return exclusive(db, sqlite, () => {
     const q = stmts(sqlite);
     const p = { id: f.id, agentId: f.agentId, leaseId: f.leaseId, now: f.now, error: c.error };
-    return (c.kind === 'retry' ? firstRow(q.completeRetry, p) : firstRow(q.completeFinal, { ...p, state: c.state, outputs: c.outputs })) as
+    return (c.kind === 'retry' ? firstRow(q.completeRetry, { ...p, outputs: c.outputs ?? null }) : firstRow(q.completeFinal, { ...p, state: c.state, outputs: c.outputs })) as
       | Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state'>
       | undefined;
   });

@@ -239,7 +239,7 @@ export class QueueService {
     const error = r.error ? JSON.stringify({ ...r.error, message: redactText(r.error.message) }) : null;
     const completion: commands.Completion =
       r.outcome === 'failed' && r.error?.retryable
-        ? { kind: 'retry', error: error! }
+        ? { kind: 'retry', error: error!, outputs: r.outputs ? JSON.stringify(r.outputs) : null }
         : {
             kind: 'final',
             state: r.outcome,
