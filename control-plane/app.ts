@@ -30,6 +30,7 @@ import { bundleRoutes, instanceRoutes } from './http/bundles.routes.ts';
 import { AgentApi, bootstrapRoutes } from './http/agent.routes.ts';
 import { ApiServer } from './http/server.ts';
 import { errorHandler, notFoundRoute } from './http/errors.ts';
+import { openapiDocument } from './http/openapi.ts';
 import { FailureLimiter } from './http/rate-limit.ts';
 
 export interface ControlPlane {
@@ -115,6 +116,12 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       return;
     }
     res.set('content-type', metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  // The API's OpenAPI document (public: it describes the API, holds no data), built once.
+  let openapi: string | undefined;
+  app.get('/v1/openapi.json', (_req, res) => {
+    openapi ??= JSON.stringify(openapiDocument());
+    res.type('application/json').send(openapi);
   });
   app.use('/v1', json, bootstrapRoutes({ identity, limiter: new FailureLimiter(config.bootstrapFailuresPerMinute) }));
   app.use('/v1/clusters/:cid/vpn', json, vpnAdminRoutes({ accounts, vpn }));

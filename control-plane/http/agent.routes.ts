@@ -63,7 +63,7 @@ interface Route {
 }
 
 const AGENT_API_PREFIX = '/v1/agent/';
-const pollQuery = z.object({ wait: z.coerce.number().min(0).max(120).optional() });
+export const pollQuery = z.object({ wait: z.coerce.number().min(0).max(120).optional() });
 const NEVER = new AbortController().signal;
 
 export class AgentApi {
