@@ -16,6 +16,7 @@ import { CountingProxy } from './lib/proxy.ts';
 import { freePort } from './lib/net.ts';
 import { BENCH_CACHE, REPO_ROOT, ProcWatcher, loadAverage, mb, nowMs, procSample, sleep, summarize, type LatencySummary } from './lib/util.ts';
 import { HttpClient } from '../common/http-client.ts';
+import { cliBench } from './cli.ts';
 
 const { values: flags } = parseArgs({
   options: {
@@ -31,6 +32,7 @@ const { values: flags } = parseArgs({
     'storage-seconds': { type: 'string' },
     window: { type: 'string' },
     'per-process': { type: 'string' },
+    'cli-runs': { type: 'string' },
     'cpu-prof': { type: 'boolean', default: false },
     'server-node-args': { type: 'string' },
     'ramp-rate': { type: 'string' },
@@ -54,8 +56,9 @@ const cfg = {
   storageSeconds: num(flags['storage-seconds'], quick ? 2 : 10),
   window: num(flags.window, quick ? 10 : 60),
   perProcess: num(flags['per-process'], 2500),
+  cliRuns: num(flags['cli-runs'], quick ? 5 : 10),
 };
-const scenarios = new Set((flags.only ?? 'held,dispatch,throughput,storm,footprint,storage').split(','));
+const scenarios = new Set((flags.only ?? 'held,dispatch,throughput,storm,footprint,storage,cli').split(','));
 if (flags['server-log-level']) process.env.BENCH_SERVER_LOG_LEVEL = flags['server-log-level'];
 
 const runId = new Date().toISOString().replace(/[:.]/g, '-');
@@ -521,6 +524,24 @@ async function storage() {
   row('6 storage', 'heartbeat writes, synchronous=FULL', `${r.heartbeatOnePerCommitFull.perSecond}/s, commit p99 ${r.heartbeatOnePerCommitFull.latencyMs.p99} ms`);
 }
 
+// ------------------------------------------------------------------ 7. CLI
+
+async function cli() {
+  const s = await server('cli');
+  try {
+    const workDir = join(runDir, 'cli');
+    mkdirSync(workDir, { recursive: true });
+    const r = await cliBench(s, { runs: cfg.cliRuns, workDir, log });
+    results.cli = { root: process.env.BENCH_CLI_ROOT ?? REPO_ROOT, commands: r };
+    for (const c of r) {
+      const ok = c.failed === 0 && c.wallMsMedian <= 150;
+      row('7 CLI', `tether ${c.command}`, `${c.wallMsMedian} ms wall (max ${c.wallMsMax}), ${c.cpuMsMedian} ms CPU${c.failed ? `, ${c.failed}/${c.runs} FAILED` : ''}`, '< 150 ms wall', ok);
+    }
+  } finally {
+    await s.stop();
+  }
+}
+
 // ------------------------------------------------------------------ main
 
 const started = Date.now();
@@ -562,6 +583,7 @@ try {
   if (scenarios.has('storm')) await storm();
   if (scenarios.has('footprint')) await footprint();
   if (scenarios.has('storage')) await storage();
+  if (scenarios.has('cli')) await cli();
 } finally {
   const command = `npm run bench --${process.argv.slice(2).map((a) => ` ${a}`).join('') || ''}`;
   const doc = {
