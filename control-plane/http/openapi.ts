@@ -114,6 +114,8 @@ const id = { id: z.string().regex(/^[1-9][0-9]{0,15}$/, 'a positive integer').de
 
 export const ROUTES: RouteDoc[] = [
   { method: 'get', path: '/healthz', auth: 'none', summary: 'liveness', ok: { 200: z.object({ ok: z.literal(true) }) }, errors: [] },
+  { method: 'get', path: '/metrics', auth: 'none', summary: 'Prometheus metrics (name=<metric>: that one alone)', query: z.object({ name: z.string().max(200).optional() }), ok: { 200: undefined }, produces: 'text/plain', errors: [404] },
+  { method: 'get', path: '/v1/openapi.json', auth: 'none', summary: 'this document', ok: { 200: z.looseObject({ openapi: z.string() }) }, errors: [] },
   { method: 'get', path: '/v1/whoami', auth: 'bearer', summary: 'the account of this API token', ok: { 200: z.object({ aid: z.string() }) }, errors: [] },
   { method: 'post', path: '/v1/clusters', auth: 'bearer', summary: 'create a cluster', body: createClusterSchema, ok: { 201: clusterView }, errors: [409] },
   { method: 'get', path: '/v1/clusters', auth: 'bearer', summary: 'list clusters', ok: { 200: z.object({ clusters: z.array(clusterView) }) }, errors: [] },
@@ -202,7 +204,7 @@ export function openapiDocument(version = packageVersion()): Json {
         const t = r.ok[status];
         const content: Json = {};
         if (t) content['application/json'] = { schema: schemaOf(t, 'output') };
-        if (r.produces) content[r.produces] = { schema: { type: 'string', description: 'Server-Sent Events: `log` (a line), `state`, `end` (the final state, error and outputs)' } };
+        if (r.produces) content[r.produces] = { schema: { type: 'string', description: r.produces === 'text/event-stream' ? 'Server-Sent Events: `log` (a line), `state`, `end` (the final state, error and outputs)' : 'Prometheus text exposition format' } };
         responses[String(status)] = { description: status === 204 ? 'done' : 'ok', ...(t || r.produces ? { content } : {}) };
       } else {
         responses[String(status)] = { description: REASONS[status] ?? 'refused', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
