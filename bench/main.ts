@@ -17,6 +17,7 @@ import { freePort } from './lib/net.ts';
 import { BENCH_CACHE, REPO_ROOT, ProcWatcher, loadAverage, mb, nowMs, procSample, sleep, summarize, type LatencySummary } from './lib/util.ts';
 import { HttpClient } from '../common/http-client.ts';
 import { attack } from './hostile.ts';
+import { cliBench } from './cli.ts';
 
 const { values: flags } = parseArgs({
   options: {
@@ -34,6 +35,7 @@ const { values: flags } = parseArgs({
     'hostile-seconds': { type: 'string' },
     window: { type: 'string' },
     'per-process': { type: 'string' },
+    'cli-runs': { type: 'string' },
     'cpu-prof': { type: 'boolean', default: false },
     'server-node-args': { type: 'string' },
     'ramp-rate': { type: 'string' },
@@ -59,8 +61,9 @@ const cfg = {
   perProcess: num(flags['per-process'], 2500),
   hostileAgents: num(flags['hostile-agents'], 1000),
   hostileSeconds: num(flags['hostile-seconds'], quick ? 20 : 60),
+  cliRuns: num(flags['cli-runs'], quick ? 5 : 10),
 };
-const scenarios = new Set((flags.only ?? 'held,dispatch,throughput,storm,footprint,storage').split(','));
+const scenarios = new Set((flags.only ?? 'held,dispatch,throughput,storm,footprint,storage,cli').split(','));
 if (flags['server-log-level']) process.env.BENCH_SERVER_LOG_LEVEL = flags['server-log-level'];
 
 const runId = new Date().toISOString().replace(/[:.]/g, '-');
@@ -583,6 +586,24 @@ async function hostile() {
   }
 }
 
+// ------------------------------------------------------------------ 8. CLI
+
+async function cli() {
+  const s = await server('cli');
+  try {
+    const workDir = join(runDir, 'cli');
+    mkdirSync(workDir, { recursive: true });
+    const r = await cliBench(s, { runs: cfg.cliRuns, workDir, log });
+    results.cli = { root: process.env.BENCH_CLI_ROOT ?? REPO_ROOT, commands: r };
+    for (const c of r) {
+      const ok = c.failed === 0 && c.wallMsMedian <= 150;
+      row('8 CLI', `tether ${c.command}`, `${c.wallMsMedian} ms wall (max ${c.wallMsMax}), ${c.cpuMsMedian} ms CPU${c.failed ? `, ${c.failed}/${c.runs} FAILED` : ''}`, '< 150 ms wall', ok);
+    }
+  } finally {
+    await s.stop();
+  }
+}
+
 // ------------------------------------------------------------------ main
 
 const started = Date.now();
@@ -625,6 +646,7 @@ try {
   if (scenarios.has('footprint')) await footprint();
   if (scenarios.has('storage')) await storage();
   if (scenarios.has('hostile')) await hostile();
+  if (scenarios.has('cli')) await cli();
 } finally {
   const command = `npm run bench --${process.argv.slice(2).map((a) => ` ${a}`).join('') || ''}`;
   const doc = {

@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { COMMAND_TYPES, jsonValue, type CommandType } from './specs.ts';
+import { DURATION_RE, parseDurationSeconds } from './duration.ts';
 
 export const AID_RE = /^[a-z0-9]{5}$/;
 export const CID_RE = /^[a-z0-9]{3,16}$/;
@@ -39,15 +40,8 @@ export const createClusterSchema = z
   .object({ cid: cidSchema, domainRoot: z.string().min(1).max(200).regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'must be a DNS name').optional() })
   .strict();
 
-const durationRe = /^(\d+)(s|m|h|d)$/;
-export const durationSchema = z.string().regex(durationRe, 'a duration like 30s, 15m, 1h or 7d');
-export function parseDurationSeconds(d: string): number {
-  const m = durationRe.exec(d);
-  if (!m) throw new Error(`invalid duration ${d}`);
-  const n = Number(m[1]);
-  const unit = { s: 1, m: 60, h: 3600, d: 86400 }[m[2] as 's' | 'm' | 'h' | 'd'];
-  return n * unit;
-}
+export const durationSchema = z.string().regex(DURATION_RE, 'a duration like 30s, 15m, 1h or 7d');
+export { parseDurationSeconds };
 
 export const createBootstrapTokenSchema = z
   .object({

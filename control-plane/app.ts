@@ -34,6 +34,7 @@ import { bundleRoutes, instanceRoutes } from './http/bundles.routes.ts';
 import { AgentApi, bootstrapRoutes } from './http/agent.routes.ts';
 import { ApiServer } from './http/server.ts';
 import { errorHandler, notFoundRoute } from './http/errors.ts';
+import { openapiDocument } from './http/openapi.ts';
 import { FailureLimiter } from './http/rate-limit.ts';
 import { requireAdmin } from './http/auth.ts';
 import { BodyGate } from './http/body-gate.ts';
@@ -159,6 +160,12 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   app.set('etag', false);
   app.get('/healthz', (_req, res) => {
     res.json({ ok: true });
+  });
+  // The API's OpenAPI document (public: it describes the API, holds no data), built once.
+  let openapi: string | undefined;
+  app.get('/v1/openapi.json', (_req, res) => {
+    openapi ??= JSON.stringify(openapiDocument());
+    res.type('application/json').send(openapi);
   });
   app.get('/metrics', metricsRoute(metrics, loadOrCreateMetricsToken(join(dataDir, 'metrics-token'))));
   // Every /v1 route but bootstrap (whose body is its credential) needs the API token, checked

@@ -25,4 +25,7 @@ done
 grep -rEn "from '(\.\./)+(control-plane|cluster-agent|node-agent)/" common --include='*.ts' 2>/dev/null && say "common imports a program"
 # No console.log in the programs (pino, or process.stdout for CLI output).
 grep -rEn 'console\.log\(' "${src[@]}" --include='*.ts' 2>/dev/null && say "console.log in program code"
+# docs/api.openapi.yaml is generated from the route table and the server's zod schemas: valid
+# OpenAPI (@readme/openapi-parser) and identical to what the code generates.
+node scripts/openapi.ts --check || say "docs/api.openapi.yaml: regenerate with \`node scripts/openapi.ts --write\`"
 exit $fail

@@ -178,7 +178,7 @@ program
   .addOption(new Option('--control-plane <0|1>', 'node is a control-plane node').choices(['0', '1']))
   .option('--ttl <duration>', 'lifetime, e.g. 15m, 1h', '1h')
   .action(async (o: { cluster: string; role: 'node' | 'cluster-agent'; controlPlane?: '0' | '1'; ttl: string }) => {
-    const { parseDurationSeconds } = await import('../../common/wire.ts');
+    const { parseDurationSeconds } = await import('../../common/duration.ts');
     let ttlSeconds: number;
     try {
       ttlSeconds = parseDurationSeconds(o.ttl);

@@ -10,13 +10,13 @@ import { idParam } from './errors.ts';
 
 const aidOf = (res: Response) => res.locals.aid!;
 
-const listCommandsQuery = z.object({
+export const listCommandsQuery = z.object({
   cluster: cidSchema.optional(),
   state: z.enum(COMMAND_STATES).optional(),
   limit: z.coerce.number().int().min(1).max(LIST_LIMIT_MAX).optional(),
   before: z.coerce.number().int().min(1).optional(),
 });
-const logsQuery = z.object({
+export const logsQuery = z.object({
   follow: z.enum(['1', 'true', '0', 'false']).optional(),
   after: z.coerce.number().int().min(0).optional(),
 });
@@ -89,8 +89,9 @@ export function adminRoutes(deps: { accounts: AccountsService; identity: Identit
   return r;
 }
 
+export const agentIdSchema = z.string().regex(/^[a-z]{2}-[a-z0-9]{10}$/, 'not an agent id');
 function agentIdParam(raw: unknown): string {
-  return z.string().regex(/^[a-z]{2}-[a-z0-9]{10}$/, 'not an agent id').parse(raw);
+  return agentIdSchema.parse(raw);
 }
 
 /**

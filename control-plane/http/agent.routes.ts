@@ -66,7 +66,7 @@ interface Route {
 }
 
 const AGENT_API_PREFIX = '/v1/agent/';
-const pollQuery = z.object({ wait: z.coerce.number().min(0).max(120).optional() });
+export const pollQuery = z.object({ wait: z.coerce.number().min(0).max(120).optional() });
 const NEVER = new AbortController().signal;
 
 /** An agent's open connection, and its HTTP/2 session when it speaks HTTP/2. */

@@ -12,7 +12,7 @@ import { deploySchema, osidParam, redeploySchema, registerBundleSchema } from '.
 import { requireAdmin } from './auth.ts';
 
 const aidOf = (res: Response) => res.locals.aid!;
-const deleteQuery = z.object({ timeoutSeconds: z.coerce.number().int().min(1).max(86_400).optional() });
+export const deleteQuery = z.object({ timeoutSeconds: z.coerce.number().int().min(1).max(86_400).optional() });
 
 export function bundleRoutes(deps: { accounts: AccountsService; bundles: BundlesService }): Router {
   const { bundles } = deps;

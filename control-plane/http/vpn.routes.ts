@@ -10,7 +10,7 @@ import { createVpnUserSchema } from '../vpn/vpn.schemas.ts';
 import { cidSchema } from '../../common/wire.ts';
 import { requireAdmin } from './auth.ts';
 
-const userId = z.string().regex(/^vu-[a-z0-9]{10}$/, 'a VPN user id (vu-…)');
+export const userId = z.string().regex(/^vu-[a-z0-9]{10}$/, 'a VPN user id (vu-…)');
 
 /** Mounted at /v1/clusters/:cid/vpn. */
 export function vpnAdminRoutes(deps: { accounts: AccountsService; vpn: VpnService }): Router {

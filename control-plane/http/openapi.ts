@@ -1,0 +1,244 @@
+/**
+ * The REST API's route table and the OpenAPI 3.1 document generated from it (issue 17). Request
+ * bodies, path parameters and queries are the zod schemas the routes validate with, turned into
+ * JSON Schema by zod 4 (`z.toJSONSchema`), so the document and the server cannot disagree; the
+ * response views are described here. Served at GET /v1/openapi.json; docs/api.openapi.yaml is
+ * this document as YAML, kept in sync by `npm run lint` (scripts/openapi.ts --check), which also
+ * validates it with an OpenAPI validator. test/control-plane/contract.test.ts drives every
+ * operation and checks every answer against it.
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { AGENT_ROLES, COMMAND_STATES, bootstrapRequestSchema, bootstrapResponseSchema, cidSchema, createApiTokenSchema, createBootstrapTokenSchema, createClusterSchema, heartbeatRequestSchema, heartbeatResponseSchema, logsRequestSchema, pollResponseSchema, renewRequestSchema, renewResponseSchema, resultRequestSchema, submitCommandSchema } from '../../common/wire.ts';
+import { dnsLabel } from '../../common/specs.ts';
+import { vpnConfigSchema, vpnRegisterSchema } from '../../common/vpn.ts';
+import { deploySchema, osidParam, redeploySchema, registerBundleSchema } from '../bundles/bundles.wire.ts';
+import { createVpnUserSchema } from '../vpn/vpn.schemas.ts';
+import { agentIdSchema, listCommandsQuery, logsQuery } from './admin.routes.ts';
+import { pollQuery } from './agent.routes.ts';
+import { deleteQuery } from './bundles.routes.ts';
+import { userId } from './vpn.routes.ts';
+
+export type Auth = 'bearer' | 'mtls' | 'none';
+
+export interface RouteDoc {
+  method: 'get' | 'post' | 'put' | 'delete';
+  /** OpenAPI form: /v1/commands/{id}. */
+  path: string;
+  auth: Auth;
+  /** Only agents of this role (mTLS routes). */
+  role?: (typeof AGENT_ROLES)[number];
+  summary: string;
+  params?: Record<string, z.ZodType>;
+  query?: z.ZodObject;
+  body?: z.ZodType;
+  /** Success statuses and what they return (undefined: no body). */
+  ok: Record<number, z.ZodType | undefined>;
+  /** Error statuses this route can answer (besides those every route of its kind can). */
+  errors: number[];
+  /** Content types of the success answer other than JSON. */
+  produces?: string;
+}
+
+// ------------------------------------------------------------------ views (responses)
+
+const iso = z.string().describe('ISO 8601 time');
+const commandError = z.looseObject({ code: z.string(), message: z.string(), retryable: z.boolean().optional() });
+const commandView = z.looseObject({
+  id: z.number().int(),
+  aid: z.string(),
+  target: z.looseObject({ cluster: z.string(), node: z.string().optional() }),
+  type: z.string(),
+  spec: z.unknown(),
+  state: z.enum(COMMAND_STATES),
+  idempotencyKey: z.string().nullable(),
+  timeoutSeconds: z.number().int(),
+  maxAttempts: z.number().int(),
+  attempts: z.number().int(),
+  claimedBy: z.string().nullable(),
+  outputs: z.record(z.string(), z.unknown()).nullable(),
+  error: commandError.nullable(),
+  cancelRequested: z.boolean(),
+  createdAt: iso,
+  claimedAt: iso.nullable(),
+  finishedAt: iso.nullable(),
+});
+const agentView = z.looseObject({
+  id: z.string(),
+  aid: z.string(),
+  cid: z.string(),
+  role: z.enum(AGENT_ROLES),
+  nid: z.string().nullable(),
+  controlPlane: z.boolean(),
+  status: z.enum(['healthy', 'degraded', 'offline']),
+  revoked: z.boolean(),
+  lastHeartbeatAt: iso.nullable(),
+  secondsSinceHeartbeat: z.number().nullable(),
+  version: z.string().nullable(),
+  metrics: z.record(z.string(), z.unknown()).nullable(),
+  vpn: z.record(z.string(), z.unknown()).nullable(),
+  createdAt: iso,
+});
+const clusterView = z.looseObject({ cid: z.string(), aid: z.string(), domain: z.string(), createdAt: iso.optional() });
+const logLineView = z.looseObject({ id: z.number().int(), ts: iso, stream: z.string(), text: z.string() });
+const bundleSourceView = z.looseObject({ name: z.string(), url: z.string(), ref: z.string(), path: z.string(), createdAt: iso, updatedAt: iso });
+const instanceView = z.looseObject({
+  osid: z.string(),
+  cluster: z.string(),
+  namespace: z.string(),
+  host: z.string(),
+  ports: z.record(z.string(), z.string()),
+  bundle: z.looseObject({ source: z.string(), name: z.string(), version: z.string(), url: z.string(), path: z.string(), commit: z.string() }),
+  inputs: z.record(z.string(), z.unknown()),
+  state: z.enum(['deploying', 'deployed', 'failed', 'deleting', 'deleted', 'delete_failed']),
+  job: z.looseObject({ id: z.number().int(), action: z.enum(['apply', 'delete']), state: z.enum(COMMAND_STATES), error: commandError.nullable() }),
+  outputs: z.record(z.string(), z.unknown()),
+  sensitiveOutputs: z.record(z.string(), z.unknown()),
+  createdAt: iso,
+  updatedAt: iso,
+});
+const deployResponse = z.looseObject({ osid: z.string(), jobId: z.number().int(), instance: instanceView });
+const vpnUserView = z.looseObject({ id: z.string(), name: z.string(), address: z.string() });
+const vpnClusterView = z.looseObject({
+  nodes: z.array(z.looseObject({ nid: z.string(), wg0Address: z.string(), wg1Address: z.string(), endpoint: z.string().nullable() })),
+  users: z.array(vpnUserView),
+});
+const principal = z.looseObject({ agentId: z.string(), aid: z.string(), cid: z.string(), role: z.enum(AGENT_ROLES) });
+
+/** The JSON of every error. */
+export const errorSchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
+
+// ------------------------------------------------------------------ the route table
+
+const id = { id: z.string().regex(/^[1-9][0-9]{0,15}$/, 'a positive integer').describe('job id') };
+
+export const ROUTES: RouteDoc[] = [
+  { method: 'get', path: '/healthz', auth: 'none', summary: 'liveness', ok: { 200: z.object({ ok: z.literal(true) }) }, errors: [] },
+  { method: 'get', path: '/metrics', auth: 'none', summary: 'Prometheus metrics (name=<metric>: that one alone)', query: z.object({ name: z.string().max(200).optional() }), ok: { 200: undefined }, produces: 'text/plain', errors: [404] },
+  { method: 'get', path: '/v1/openapi.json', auth: 'none', summary: 'this document', ok: { 200: z.looseObject({ openapi: z.string() }) }, errors: [] },
+  { method: 'get', path: '/v1/whoami', auth: 'bearer', summary: 'the account of this API token', ok: { 200: z.object({ aid: z.string() }) }, errors: [] },
+  { method: 'post', path: '/v1/clusters', auth: 'bearer', summary: 'create a cluster', body: createClusterSchema, ok: { 201: clusterView }, errors: [409] },
+  { method: 'get', path: '/v1/clusters', auth: 'bearer', summary: 'list clusters', ok: { 200: z.object({ clusters: z.array(clusterView) }) }, errors: [] },
+  { method: 'post', path: '/v1/tokens', auth: 'bearer', summary: 'a one-time bootstrap token for an agent', body: createBootstrapTokenSchema, ok: { 201: z.looseObject({ token: z.string() }) }, errors: [404] },
+  { method: 'post', path: '/v1/api-tokens', auth: 'bearer', summary: 'a new API token of this account', body: createApiTokenSchema, ok: { 201: z.looseObject({ token: z.string() }) }, errors: [] },
+  { method: 'delete', path: '/v1/api-tokens/{keyId}', auth: 'bearer', summary: 'revoke an API token', params: { keyId: z.string().min(1).max(200) }, ok: { 204: undefined }, errors: [404] },
+  { method: 'post', path: '/v1/commands', auth: 'bearer', summary: 'submit a command (202 created, 200 an existing one with the same idempotency key)', body: submitCommandSchema, ok: { 202: z.looseObject({ id: z.number().int(), state: z.enum(COMMAND_STATES), created: z.boolean(), command: commandView }), 200: z.looseObject({ id: z.number().int(), state: z.enum(COMMAND_STATES), created: z.boolean(), command: commandView }) }, errors: [404, 409] },
+  { method: 'get', path: '/v1/commands', auth: 'bearer', summary: 'list commands, newest first', query: listCommandsQuery, ok: { 200: z.object({ commands: z.array(commandView) }) }, errors: [] },
+  { method: 'get', path: '/v1/commands/{id}', auth: 'bearer', summary: 'one command', params: id, ok: { 200: commandView }, errors: [404] },
+  { method: 'post', path: '/v1/commands/{id}/cancel', auth: 'bearer', summary: 'cancel a command (a running one through its agent)', params: id, ok: { 202: commandView }, errors: [404, 409] },
+  { method: 'get', path: '/v1/commands/{id}/logs', auth: 'bearer', summary: "a command's log lines; with follow=1 (or Accept: text/event-stream) Server-Sent Events until it ends", params: id, query: logsQuery, ok: { 200: z.object({ lines: z.array(logLineView) }) }, errors: [404], produces: 'text/event-stream' },
+  { method: 'get', path: '/v1/agents', auth: 'bearer', summary: 'agents with their status from heartbeats', query: z.object({ cluster: cidSchema.optional() }), ok: { 200: z.object({ agents: z.array(agentView) }) }, errors: [] },
+  { method: 'get', path: '/v1/agents/{id}', auth: 'bearer', summary: 'one agent', params: { id: agentIdSchema }, ok: { 200: agentView }, errors: [404] },
+  { method: 'post', path: '/v1/agents/{id}/revoke', auth: 'bearer', summary: "revoke an agent's certificate", params: { id: agentIdSchema }, ok: { 200: agentView }, errors: [404] },
+  { method: 'post', path: '/v1/bundles', auth: 'bearer', summary: 'register (or update) a bundle source', body: registerBundleSchema, ok: { 201: bundleSourceView, 200: bundleSourceView }, errors: [409, 422] },
+  { method: 'get', path: '/v1/bundles', auth: 'bearer', summary: 'list bundle sources', ok: { 200: z.object({ bundles: z.array(bundleSourceView) }) }, errors: [] },
+  { method: 'get', path: '/v1/bundles/{name}', auth: 'bearer', summary: 'one bundle source', params: { name: dnsLabel() }, ok: { 200: bundleSourceView }, errors: [404] },
+  { method: 'post', path: '/v1/instances', auth: 'bearer', summary: 'deploy a bundle to a cluster', body: deploySchema, ok: { 202: deployResponse }, errors: [404, 409, 422] },
+  { method: 'get', path: '/v1/instances', auth: 'bearer', summary: 'list instances', query: z.object({ cluster: cidSchema.optional() }), ok: { 200: z.object({ instances: z.array(instanceView) }) }, errors: [] },
+  { method: 'get', path: '/v1/instances/{osid}', auth: 'bearer', summary: 'one instance', params: { osid: osidParam }, ok: { 200: instanceView }, errors: [404] },
+  { method: 'post', path: '/v1/instances/{osid}/deploy', auth: 'bearer', summary: 'upgrade an instance in place', params: { osid: osidParam }, body: redeploySchema, ok: { 202: deployResponse }, errors: [404, 409, 422] },
+  { method: 'delete', path: '/v1/instances/{osid}', auth: 'bearer', summary: 'tear an instance down', params: { osid: osidParam }, query: deleteQuery, ok: { 202: deployResponse }, errors: [404, 409] },
+  { method: 'get', path: '/v1/clusters/{cid}/vpn', auth: 'bearer', summary: "a cluster's VPN: node addresses and user peers", params: { cid: cidSchema }, ok: { 200: vpnClusterView }, errors: [404] },
+  { method: 'post', path: '/v1/clusters/{cid}/vpn/users', auth: 'bearer', summary: 'add a user peer; returns its client configuration', params: { cid: cidSchema }, body: createVpnUserSchema, ok: { 201: z.looseObject({ user: vpnUserView, clientConfig: z.string(), privateKeyIncluded: z.boolean() }) }, errors: [404, 409] },
+  { method: 'get', path: '/v1/clusters/{cid}/vpn/users/{uid}/config', auth: 'bearer', summary: "a user peer's client configuration (without a private key)", params: { cid: cidSchema, uid: userId }, ok: { 200: z.looseObject({ user: vpnUserView, clientConfig: z.string() }) }, errors: [404] },
+  { method: 'delete', path: '/v1/clusters/{cid}/vpn/users/{uid}', auth: 'bearer', summary: 'remove a user peer', params: { cid: cidSchema, uid: userId }, ok: { 204: undefined }, errors: [404] },
+  { method: 'post', path: '/v1/bootstrap', auth: 'none', summary: 'trade a one-time bootstrap token and a CSR for a certificate (one-way TLS)', body: bootstrapRequestSchema, ok: { 201: bootstrapResponseSchema }, errors: [401, 403, 409, 429] },
+  { method: 'get', path: '/v1/agent/whoami', auth: 'mtls', summary: 'the agent of this certificate', ok: { 200: principal }, errors: [] },
+  { method: 'get', path: '/v1/agent/poll', auth: 'mtls', summary: 'long-poll for the next command (held up to wait seconds)', query: pollQuery, ok: { 200: pollResponseSchema }, errors: [] },
+  { method: 'post', path: '/v1/agent/heartbeat', auth: 'mtls', summary: 'heartbeat with host metrics; answers cancellations', body: heartbeatRequestSchema, ok: { 200: heartbeatResponseSchema }, errors: [] },
+  { method: 'post', path: '/v1/agent/commands/{id}/result', auth: 'mtls', summary: "report a claimed command's outcome", params: id, body: resultRequestSchema, ok: { 200: z.looseObject({ status: z.string() }) }, errors: [404, 409] },
+  { method: 'post', path: '/v1/agent/commands/{id}/logs', auth: 'mtls', summary: "append log lines of a claimed command", params: id, body: logsRequestSchema, ok: { 200: z.object({ stored: z.number().int() }) }, errors: [404, 409] },
+  { method: 'post', path: '/v1/agent/certificate', auth: 'mtls', summary: 'renew this agent\'s certificate from a CSR', body: renewRequestSchema, ok: { 201: renewResponseSchema }, errors: [] },
+  { method: 'put', path: '/v1/agent/vpn/node', auth: 'mtls', role: 'node', summary: "register this node's WireGuard keys, ports and endpoint", body: vpnRegisterSchema, ok: { 200: vpnConfigSchema }, errors: [409] },
+  { method: 'get', path: '/v1/agent/vpn/config', auth: 'mtls', role: 'node', summary: "this node's WireGuard addresses and peers", ok: { 200: vpnConfigSchema }, errors: [404] },
+];
+
+/** Statuses every route of a kind can answer. */
+export function statusesOf(r: RouteDoc): number[] {
+  const s = new Set<number>([...Object.keys(r.ok).map(Number), ...r.errors, 404, 503]);
+  if (r.auth !== 'none') s.add(401);
+  if (r.auth === 'mtls') s.add(403); // revoked, expired, or the wrong role
+  if (r.params || r.query || r.body) s.add(400);
+  if (r.body) for (const x of [400, 413, 415]) s.add(x);
+  return [...s].sort((a, b) => a - b);
+}
+
+// ------------------------------------------------------------------ the document
+
+type Json = Record<string, unknown>;
+
+/** JSON Schema (2020-12, as OpenAPI 3.1 uses) of what a client sends (`io: input`: before defaults and coercion). */
+function schemaOf(t: z.ZodType, io: 'input' | 'output'): Json {
+  const s = z.toJSONSchema(t, { target: 'draft-2020-12', io, unrepresentable: 'any' }) as Json;
+  delete s.$schema;
+  return s;
+}
+
+const REASONS: Record<number, string> = {
+  400: 'invalid request: the body, a parameter or the query fails validation (`invalid_request`, `invalid_json`, `invalid_body`)',
+  401: 'no or an invalid credential',
+  403: 'the credential is valid but not allowed here (revoked, expired, wrong role)',
+  404: 'no such object (or route)',
+  409: 'conflicts with the current state',
+  413: 'the body is too large',
+  415: 'the body is not JSON, or is compressed',
+  422: 'the referenced bundle cannot be used',
+  429: 'too many failed attempts from this address',
+  503: 'storage unavailable, or the control plane is stopping; retry',
+};
+
+const packageVersion = (): string => (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+export function openapiDocument(version = packageVersion()): Json {
+  const paths: Record<string, Record<string, Json>> = {};
+  for (const r of ROUTES) {
+    const parameters: Json[] = [];
+    for (const [name, t] of Object.entries(r.params ?? {})) parameters.push({ name, in: 'path', required: true, schema: schemaOf(t, 'input') });
+    if (r.query) {
+      const q = schemaOf(r.query, 'input') as { properties?: Record<string, Json>; required?: string[] };
+      for (const [name, s] of Object.entries(q.properties ?? {})) parameters.push({ name, in: 'query', required: q.required?.includes(name) ?? false, schema: s });
+    }
+    const responses: Record<string, Json> = {};
+    for (const status of statusesOf(r)) {
+      if (status in r.ok) {
+        const t = r.ok[status];
+        const content: Json = {};
+        if (t) content['application/json'] = { schema: schemaOf(t, 'output') };
+        if (r.produces) content[r.produces] = { schema: { type: 'string', description: r.produces === 'text/event-stream' ? 'Server-Sent Events: `log` (a line), `state`, `end` (the final state, error and outputs)' : 'Prometheus text exposition format' } };
+        responses[String(status)] = { description: status === 204 ? 'done' : 'ok', ...(t || r.produces ? { content } : {}) };
+      } else {
+        responses[String(status)] = { description: REASONS[status] ?? 'refused', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
+      }
+    }
+    const op: Json = {
+      operationId: `${r.method}${r.path.replace(/\{([^}]+)\}/g, 'By_$1').replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ? c.toUpperCase() : ''))}`,
+      summary: r.summary,
+      security: r.auth === 'bearer' ? [{ bearer: [] }] : r.auth === 'mtls' ? [{ mtls: [] }] : [],
+      ...(r.role ? { description: `Only agents of role ${r.role}.` } : {}),
+      ...(parameters.length ? { parameters } : {}),
+      ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: schemaOf(r.body, 'input') } } } } : {}),
+      responses,
+    };
+    (paths[r.path] ??= {})[r.method] = op;
+  }
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'Tether control plane API',
+      version,
+      description:
+        'Generated from the route table in control-plane/http/openapi.ts and the zod schemas the server validates with; do not edit by hand (`node scripts/openapi.ts --write`). ' +
+        'One HTTPS port serves the admin API (bearer API token `tether_pat_<keyId>.<secret>`, scoped to one account) and the agent API (`/v1/agent/*`, mutual TLS with a certificate issued by the control plane, checked against revocation on every request). ' +
+        '`/v1/bootstrap` needs neither: it trades a one-time bootstrap token and a CSR for a certificate over one-way TLS. Every error is `{error: {code, message}}`.',
+    },
+    servers: [{ url: 'https://127.0.0.1:8443' }],
+    components: {
+      securitySchemes: {
+        bearer: { type: 'http', scheme: 'bearer', description: 'tether_pat_<keyId>.<secret>' },
+        mtls: { type: 'mutualTLS', description: 'a client certificate issued by this control plane (POST /v1/bootstrap)' },
+      },
+      schemas: { Error: schemaOf(errorSchema, 'output') },
+    },
+    paths,
+  };
+}
