@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { accessSync, constants, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -238,7 +239,7 @@ describe('control plane: systemd service', function () {
     // The checkout's Node and packages are provisioned in the test user's cache, not <checkout>/.cache.
     env.TETHER_CACHE = process.env.TETHER_CACHE ?? join(homedir(), '.cache/tether');
     const envFile = join(dir, 'server.env');
-    writeFileSync(envFile, `# as /etc/tether-server/server.env\nTETHER_LISTEN=127.0.0.1:${port}\n`);
+    writeFileSync(envFile, `# as /etc/tether-server/server.env\nTETHER_LISTEN=127.0.0.1:${port}\nTETHER_SAN=agents.example.test 192.0.2.7\n`);
     for (const line of readFileSync(envFile, 'utf8').split('\n')) {
       const m = /^([A-Z_]+)=(.*)$/.exec(line);
       if (m) env[m[1]!] = m[2]!;
@@ -251,6 +252,9 @@ describe('control plane: systemd service', function () {
     try {
       await eventually(() => out.includes('control plane ready'), 30_000, `the server to start:\n${out}`);
       assert.match(out, new RegExp(`"listen":"127\\.0\\.0\\.1:${port}"`));
+      const sans = new X509Certificate(readFileSync(join(dataDir, 'server.crt'))).subjectAltName ?? '';
+      assert.match(sans, /DNS:agents\.example\.test/, 'TETHER_SAN names go on the Tether certificate');
+      assert.match(sans, /IP Address:192\.0\.2\.7/);
       const admin = new HttpClient({ baseUrl: `https://127.0.0.1:${port}`, ca: readFileSync(join(dataDir, 'ca.crt'), 'utf8'), bearerToken: readFileSync(join(dataDir, 'admin-token'), 'utf8').trim() });
       try {
         proc.kill('SIGHUP'); // ExecReload=/bin/kill -HUP $MAINPID
