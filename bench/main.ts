@@ -33,6 +33,7 @@ const { values: flags } = parseArgs({
     'storage-seconds': { type: 'string' },
     'hostile-agents': { type: 'string' },
     'hostile-seconds': { type: 'string' },
+    'backup-commands': { type: 'string' },
     window: { type: 'string' },
     'per-process': { type: 'string' },
     'cli-runs': { type: 'string' },
@@ -57,6 +58,7 @@ const cfg = {
   stormCommands: num(flags['storm-commands'], quick ? 200 : 1000),
   footprintSeconds: num(flags['footprint-seconds'], quick ? 25 : 600),
   storageSeconds: num(flags['storage-seconds'], quick ? 2 : 10),
+  backupCommands: num(flags['backup-commands'], quick ? 5000 : 50000),
   window: num(flags.window, quick ? 10 : 60),
   perProcess: num(flags['per-process'], 2500),
   hostileAgents: num(flags['hostile-agents'], 1000),
@@ -604,6 +606,32 @@ async function cli() {
   }
 }
 
+// ------------------------------------------------------------------ 9. backup (not in the default set: --only backup)
+
+async function backup() {
+  const out = await new Promise<string>((resolve, reject) => {
+    const p = spawn(process.execPath, [join(REPO_ROOT, 'bench/backup.ts'), join(runDir, 'backup'), String(cfg.backupCommands)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let o = '';
+    p.stdout.on('data', (d) => (o += d));
+    p.on('exit', (code) => (code === 0 ? resolve(o) : reject(new Error(`backup bench exited ${code}`))));
+  });
+  const r = JSON.parse(out) as {
+    commands: number;
+    databaseMB: number;
+    backupFileMB: number;
+    backupSeconds: number;
+    restoreSeconds: number;
+    submitMs: { before: LatencySummary; duringBackup: LatencySummary };
+    submittedDuringBackup: number;
+    ackedBeforeBackup: number;
+    missingAfterRestore: number;
+  };
+  results.backup = r;
+  row('9 backup', `tether backup, ${r.commands} commands (${r.databaseMB} MB) under submissions`, `${r.backupSeconds} s → ${r.backupFileMB} MB; restore ${r.restoreSeconds} s`);
+  row('9 backup', 'submit latency before / during the backup', `p50 ${r.submitMs.before.p50} / ${r.submitMs.duringBackup.p50} ms, p99 ${r.submitMs.before.p99} / ${r.submitMs.duringBackup.p99} ms (${r.submittedDuringBackup} during)`);
+  row('9 backup', 'acknowledged before the backup, missing after restore', `${r.missingAfterRestore} of ${r.ackedBeforeBackup}`, '0', r.missingAfterRestore === 0);
+}
+
 // ------------------------------------------------------------------ main
 
 const started = Date.now();
@@ -647,6 +675,7 @@ try {
   if (scenarios.has('storage')) await storage();
   if (scenarios.has('hostile')) await hostile();
   if (scenarios.has('cli')) await cli();
+  if (scenarios.has('backup')) await backup();
 } finally {
   const command = `npm run bench --${process.argv.slice(2).map((a) => ` ${a}`).join('') || ''}`;
   const doc = {

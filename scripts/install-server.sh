@@ -47,6 +47,8 @@ if [ ! -e "$conf_dir/server.env" ]; then
   cat > "$conf_dir/server.env" <<'ENV'
 # Settings of tether-server.service (read by systemd as root; `systemctl restart tether-server` after a change).
 #TETHER_LISTEN=0.0.0.0:8443
+# Extra names/IPs on the certificate from the Tether CA (the one agents verify), space-separated.
+#TETHER_SAN=agents.example.com 203.0.113.10
 # A certificate for the public endpoint (e.g. from Let's Encrypt; docs/control-plane.md): copy the
 # chain and key here (key 0640 root:tether), then `systemctl reload tether-server` after each renewal.
 #TETHER_TLS_CERT=/etc/tether-server/tls.crt

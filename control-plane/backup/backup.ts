@@ -6,7 +6,7 @@
  * The bundle cache is left out (it is fetched again on demand). See docs/control-plane.md.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, closeSync, createReadStream, createWriteStream, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, createReadStream, createWriteStream, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync, statfsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -163,7 +163,10 @@ export async function restoreDataDir(from: string, dataDirIn: string, opts: { fo
       throw refused('data_dir_not_empty', `${dataDir} is not empty (${present.slice(0, 5).join(', ')}${present.length > 5 ? ', …' : ''}); pass --force to replace what it holds`);
     }
     mkdirSync(staging, { mode: 0o700 });
-    const manifest = await unpack(from, staging);
+    const manifest = await unpack(from, staging, () => {
+      const fs = statfsSync(dataDir);
+      return fs.bavail * fs.bsize;
+    });
     const database = checkDatabase(join(staging, DATABASE));
 
     // Checked: replace. The old database's -wal/-shm must go with it (they would be applied to the restored one).
@@ -188,7 +191,7 @@ export async function restoreDataDir(from: string, dataDirIn: string, opts: { fo
 }
 
 /** Unpacks and verifies an archive into `dir`; returns its manifest. Refuses anything unexpected. */
-async function unpack(from: string, dir: string): Promise<Manifest> {
+async function unpack(from: string, dir: string, freeBytes: () => number): Promise<Manifest> {
   let manifest: Manifest | undefined;
   const manifestChunks: Buffer[] = [];
   const seen = new Set<string>();
@@ -205,7 +208,12 @@ async function unpack(from: string, dir: string): Promise<Manifest> {
           },
         });
       }
-      if (!manifest) manifest = parseManifest(Buffer.concat(manifestChunks));
+      if (!manifest) {
+        manifest = parseManifest(Buffer.concat(manifestChunks));
+        // Before the first byte of data: the declared sizes must fit (a small file can inflate to a lot).
+        const need = manifest.files.reduce((n, f) => n + f.size, 0);
+        if (need > freeBytes()) throw refused('no_space', `restoring needs ${need} bytes; the data folder's file system has ${freeBytes()} free`, 507);
+      }
       const listed = manifest.files.find((f) => f.name === e.name);
       if (!listed) throw invalidBackup(`the archive holds ${e.name}, which its manifest does not list`);
       if (seen.has(e.name)) throw invalidBackup(`the archive holds ${e.name} twice`);

@@ -76,7 +76,7 @@ program
   .description('run the control plane')
   .option('--data-dir <dir>', 'data folder (database, CA, admin token)', process.env.TETHER_DATA_DIR ?? './data')
   .option('--listen <host:port>', 'address to listen on', process.env.TETHER_LISTEN ?? '0.0.0.0:8443')
-  .option('--san <name...>', 'extra DNS names/IPs for the server certificate')
+  .option('--san <name...>', 'extra DNS names/IPs for the server certificate (env TETHER_SAN, space-separated)', process.env.TETHER_SAN?.split(/[\s,]+/).filter(Boolean))
   .option('--lease-seconds <n>', 'lease held by an agent without a heartbeat', (v) => intArg(v, '--lease-seconds'))
   .option('--long-poll-seconds <n>', 'longest a poll is held', (v) => numArg(v, '--long-poll-seconds'))
   .option('--domain-root <root>', 'root of cluster domains (<cid>.<aid>.<root>)')

@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { chmodSync, chownSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { HttpClient } from '../../common/http-client.ts';
 import { generateKeyPair } from '../../common/csr.ts';
@@ -185,6 +186,44 @@ describe('tether backup and restore', function () {
     assert.equal(r.code, 0, r.stderr);
     for (const n of readdirSync(target)) assert.equal(statSync(join(target, n)).uid, uid, `${n} after the restore`);
     assert.ok(readdirSync(target).includes('server.lock'));
+  });
+
+  it('refuses hostile archives before writing anything: paths out of the folder, links, unknown files, inflated sizes', async () => {
+    // Crafted with Python's tarfile (the project's own writer cannot make such entries).
+    const craft = `
+import io, json, sys, tarfile
+out, kind = sys.argv[1], sys.argv[2]
+sha = '0' * 64
+files = [{'name': 'tether.db', 'size': 4, 'sha256': sha}, {'name': 'ca.crt', 'size': 4, 'sha256': sha}, {'name': 'ca.key', 'size': 4, 'sha256': sha}]
+if kind == 'huge': files[0]['size'] = 2 ** 40
+if kind == 'unknown': files.append({'name': 'authorized_keys', 'size': 4, 'sha256': sha})
+manifest = {'format': 'tether-backup/1', 'createdAt': 'x', 'host': 'x', 'database': {'migrations': [], 'commands': 0, 'agents': 0, 'bytes': 0}, 'files': files}
+def add(t, name, data):
+    i = tarfile.TarInfo(name); i.size = len(data); t.addfile(i, io.BytesIO(data))
+with tarfile.open(out, 'w:gz', format=tarfile.USTAR_FORMAT) as t:
+    add(t, 'tether-backup.json', json.dumps(manifest).encode())
+    if kind == 'escape': add(t, '../escape', b'evil')
+    elif kind == 'link':
+        i = tarfile.TarInfo('tether.db'); i.type = tarfile.SYMTYPE; i.linkname = '/etc/passwd'; t.addfile(i)
+    else: add(t, 'tether.db', b'abcd')
+`;
+    const script = join(dir, 'craft.py');
+    writeFileSync(script, craft);
+    for (const [kind, pattern] of [
+      ['escape', /unexpected entry name "\.\.\/escape"/],
+      ['link', /tether\.db is not a regular file/],
+      ['unknown', /authorized_keys.*no data-folder file/],
+      ['huge', /restoring needs 10995116277\d\d bytes; the data folder's file system has \d+ free/],
+    ] as const) {
+      const file = join(dir, `${kind}.tar.gz`);
+      execFileSync('python3', [script, file, kind]);
+      const target = join(dir, 'hostile', kind);
+      const r = await runCli(['restore', '--from', file, '--data-dir', target], {});
+      assert.equal(r.code, 1, `${kind}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, pattern, kind);
+      assert.deepEqual(readdirSync(target).filter((n) => n !== 'server.lock'), [], `${kind}: nothing restored`);
+    }
+    assert.deepEqual(readdirSync(join(dir, 'hostile')).sort(), ['escape', 'huge', 'link', 'unknown'], 'nothing written beside the targets');
   });
 
   it('refuses a damaged or foreign archive and leaves the folder as it was', async () => {
