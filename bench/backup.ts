@@ -53,7 +53,7 @@ await s.stop();
     const { row } = await insertCommand(db, { aid, cid: 'bench1', nid: null, type: 'manifest', spec: '{"manifests":"kind: Namespace"}', idempotencyKey: null, timeoutSeconds: 600, maxAttempts: 3, now });
     const leaseId = `l${i}`;
     await claimNext(db, { aid, cid: 'bench1', nid: null }, { agentId: 'bench-agent', leaseId, leaseExpiresAt: now + 30_000, now });
-    await appendLogs(db, row.id, [0, 1, 2, 3].map((k) => ({ ts: now, stream: 'stdout', text: `${k} ${LOG_LINE}` })));
+    await appendLogs(db, row.id, [0, 1, 2, 3].map((k) => ({ ts: now, stream: 'stdout', text: `${k} ${LOG_LINE}` })), 10 * 1024 * 1024);
     await completeAttempt(db, { id: row.id, agentId: 'bench-agent', leaseId, now }, { kind: 'final', state: 'succeeded', outputs: null, error: null });
   }
   await db.destroy();
