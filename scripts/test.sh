@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `npm test`: set-up (Node 24, npm ci), the pinned test toolchain (etcd, kube-apiserver, helm,
-# tofu; built once into ~/.cache/tether), host packages the node-agent tests need (when root),
+# tofu, and the tofu providers random and kubernetes in a filesystem mirror; built once into
+# ~/.cache/tether), host packages the node-agent tests need (when root),
 # then the whole mocha suite. Extra arguments go to mocha (e.g. a file or --grep).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -9,6 +10,7 @@ bash scripts/setup.sh
 # shellcheck source=env.sh
 source scripts/env.sh
 eval "$(bash test/toolchain/install.sh)"
+eval "$(bash test/toolchain/providers.sh)"
 if [ -f test/node-agent/setup.sh ]; then
   if [ "$(id -u)" = 0 ]; then bash test/node-agent/setup.sh; else echo "test: not root; the WireGuard/netns tests will say why they skip" >&2; fi
 fi

@@ -68,6 +68,73 @@ describe('cluster-agent chart', function () {
     assert.match(http.out, /must start with https/);
   });
 
+  it('air-gapped values: a CLI config in a ConfigMap, a read-only provider mirror and a plugin cache, accepted by the API server', async () => {
+    const airgap = join(dir, 'airgap.yaml');
+    writeFileSync(airgap, JSON.stringify({
+      controlPlane: { url: t.url, caCert: t.caPem },
+      bootstrapTokenSecret: 'tether-token',
+      tofu: {
+        providerMirror: { volume: { persistentVolumeClaim: { claimName: 'tofu-providers', readOnly: true } }, mountPath: '/opt/mirror' },
+        networkMirror: { url: 'https://mirror.example.com/tofu/providers/' },
+        pluginCache: { volume: { persistentVolumeClaim: { claimName: 'tofu-plugin-cache' } } },
+      },
+    }));
+    const lint = await helm(['lint', '--strict', CHART, '-f', airgap]);
+    assert.equal(lint.code, 0, lint.out);
+    const r = await helm(['template', 'airgap', CHART, '--namespace', 'airgap', '-f', airgap]);
+    assert.equal(r.code, 0, r.out);
+    const objects = orderForApply(parseManifests(r.out));
+    const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'airgap-cluster-agent-tofu') as { data: { tofurc: string } } | undefined;
+    assert.ok(cm, 'the tofu CLI config ConfigMap is rendered');
+    assert.match(cm.data.tofurc, /provider_installation \{\s+filesystem_mirror \{\s+path = "\/opt\/mirror"\s+\}\s+network_mirror \{\s+url = "https:\/\/mirror\.example\.com\/tofu\/providers\/"\s+\}\s+\}/);
+
+    await createNamespace(env, 'airgap');
+    const kube = connectKube({ kubeconfig: env.kubeconfigPath, workDir: dir });
+    for (const o of objects) await kube.objects.apply(o, { fieldManager: 'chart-test' });
+    type Pod = {
+      containers: { args: string[]; volumeMounts: { name: string; mountPath: string; readOnly?: boolean }[] }[];
+      volumes: { name: string; configMap?: { name: string }; persistentVolumeClaim?: { claimName: string; readOnly?: boolean }; emptyDir?: unknown }[];
+    };
+    const d = await kubeGet<{ spec: { template: { spec: Pod } } }>(env, '/apis/apps/v1/namespaces/airgap/deployments/airgap-cluster-agent');
+    assert.ok(d, 'the API server stored the Deployment');
+    const pod = d.spec.template.spec;
+    const c = pod.containers[0]!;
+    assert.deepEqual(c.args, ['--tofu-cli-config-file=/etc/tether/tofu/tofurc', '--tofu-plugin-cache-dir=/var/cache/tofu-plugins']);
+    const mount = (name: string) => c.volumeMounts.find((m) => m.name === name);
+    assert.deepEqual(mount('tofu-config'), { name: 'tofu-config', mountPath: '/etc/tether/tofu', readOnly: true });
+    assert.deepEqual(mount('tofu-providers'), { name: 'tofu-providers', mountPath: '/opt/mirror', readOnly: true });
+    assert.equal(mount('tofu-plugin-cache')?.mountPath, '/var/cache/tofu-plugins');
+    assert.notEqual(mount('tofu-plugin-cache')?.readOnly, true, 'the cache is writable');
+    const volume = (name: string) => pod.volumes.find((v) => v.name === name);
+    assert.equal(volume('tofu-config')?.configMap?.name, 'airgap-cluster-agent-tofu');
+    assert.deepEqual(volume('tofu-providers')?.persistentVolumeClaim, { claimName: 'tofu-providers', readOnly: true });
+    assert.equal(volume('tofu-plugin-cache')?.persistentVolumeClaim?.claimName, 'tofu-plugin-cache');
+  });
+
+  it('air-gapped values: a CLI config given inline is used as it is; without a mirror the plugin cache is an emptyDir', async () => {
+    const cliConfig = 'provider_installation {\n  network_mirror {\n    url = "https://nexus.example.com/repository/tofu/"\n  }\n}\n';
+    const r = await helm(['template', 't', CHART, '--set', 'controlPlane.url=https://cp', '--set', 'controlPlane.caCert=x', '--set-string', `tofu.cliConfig=${cliConfig}`]);
+    assert.equal(r.code, 0, r.out);
+    const objects = parseManifests(r.out);
+    const cm = objects.find((o) => o.metadata.name === 't-cluster-agent-tofu') as { data: { tofurc: string } } | undefined;
+    assert.equal(cm?.data.tofurc, cliConfig);
+    const pod = (objects.find((o) => o.kind === 'Deployment') as unknown as { spec: { template: { spec: { volumes: { name: string; emptyDir?: { sizeLimit: string } }[] } } } }).spec.template.spec;
+    assert.deepEqual(pod.volumes.find((v) => v.name === 'tofu-plugin-cache')?.emptyDir, { sizeLimit: '1Gi' });
+    assert.equal(pod.volumes.find((v) => v.name === 'tofu-providers'), undefined);
+
+    const plain = await helm(['template', 't', CHART, '--set', 'controlPlane.url=https://cp', '--set', 'controlPlane.caCert=x']);
+    assert.doesNotMatch(plain.out, /tofu-cli-config-file|-tofu\n/, 'no CLI config unless one is asked for');
+    assert.match(plain.out, /--tofu-plugin-cache-dir=\/var\/cache\/tofu-plugins/);
+  });
+
+  it('air-gapped values: refuses a network mirror that is not an https URL ending in /', async () => {
+    for (const url of ['http://mirror.example.com/providers/', 'https://mirror.example.com/providers']) {
+      const r = await helm(['template', 't', CHART, '--set', 'controlPlane.url=https://cp', '--set', 'controlPlane.caCert=x', '--set', `tofu.networkMirror.url=${url}`]);
+      assert.notEqual(r.code, 0, url);
+      assert.match(r.out, /tofu\.networkMirror\.url must be an https:\/\/ URL ending in \//);
+    }
+  });
+
   it('renders objects the real API server accepts, and the agent runs with the chart service account', async () => {
     const r = await helm(['template', 'tether', CHART, '--namespace', NS, '-f', valuesFile]);
     assert.equal(r.code, 0, r.out);

@@ -76,6 +76,8 @@ export interface AgentEnv {
   workDir: string;
   token?: string;
   extra?: Record<string, string>;
+  /** Command-line flags (they win over the environment). */
+  args?: string[];
 }
 
 /** A tofu CLI configuration that never installs providers from the network. */
@@ -89,7 +91,7 @@ export function offlineTofurc(dir: string): string {
 export function spawnAgent(a: AgentEnv): AgentProcess {
   const caFile = join(a.workDir, '..', 'cp-ca.crt');
   writeFileSync(caFile, a.t.caPem);
-  const [cmd, args] = nodeArgs('cluster-agent/daemon/main.ts', []);
+  const [cmd, args] = nodeArgs('cluster-agent/daemon/main.ts', a.args ?? []);
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME,

@@ -93,3 +93,37 @@ export function toolPath(name: ToolName): string {
   }
   return path;
 }
+
+// ------------------------------------------------------------------ OpenTofu providers
+
+/** OpenTofu providers built by test/toolchain/providers.sh into a filesystem mirror. */
+export type TofuProviderName = 'random' | 'kubernetes';
+export const TOFU_PROVIDER_NAMES: readonly TofuProviderName[] = ['random', 'kubernetes'];
+const PROVIDERS_HINT = 'run `bash test/toolchain/providers.sh` from the repo root';
+
+/** Pinned registry version of a provider, e.g. tofuProviderVersion('kubernetes') === '1.13.4'. */
+export function tofuProviderVersion(name: TofuProviderName): string {
+  const key = `TOFU_PROVIDER_${name.toUpperCase()}_VERSION`;
+  const v = readVersions()[key];
+  if (!v) throw new Error(`${key} is not set in ${VERSIONS_FILE}`);
+  return v;
+}
+
+/**
+ * Root of the filesystem provider mirror (tofu's unpacked layout:
+ * <host>/hashicorp/<name>/<version>/linux_amd64/terraform-provider-<name>_v<version>):
+ * $TETHER_TOFU_PROVIDER_MIRROR, else <cache>/tofu-providers/mirror. Throws when a pinned
+ * provider is missing from it.
+ */
+export function tofuProviderMirror(): string {
+  const fromEnv = process.env['TETHER_TOFU_PROVIDER_MIRROR'];
+  const mirror = fromEnv && fromEnv !== '' ? fromEnv : join(cacheRoot(), 'tofu-providers', 'mirror');
+  for (const name of TOFU_PROVIDER_NAMES) {
+    const version = tofuProviderVersion(name);
+    for (const host of ['registry.opentofu.org', 'registry.terraform.io']) {
+      const bin = join(mirror, host, 'hashicorp', name, version, 'linux_amd64', `terraform-provider-${name}_v${version}`);
+      if (!isExecutable(bin)) throw new Error(`tofu provider ${host}/hashicorp/${name} ${version} not found at ${bin}; ${PROVIDERS_HINT}, or set TETHER_TOFU_PROVIDER_MIRROR`);
+    }
+  }
+  return mirror;
+}

@@ -40,3 +40,26 @@ app.kubernetes.io/part-of: tether
 {{- printf "%s-bootstrap" (include "cluster-agent.fullname" .) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The tofu CLI configuration: the user's, or a provider_installation block for the mirrors set. */}}
+{{- define "cluster-agent.tofuCliConfig" -}}
+{{- $t := .Values.tofu -}}
+{{- if $t.cliConfig -}}
+{{- $t.cliConfig -}}
+{{- else if or $t.providerMirror.volume $t.networkMirror.url -}}
+# Written by the cluster-agent chart: providers come from the mirrors below only.
+disable_checkpoint = true
+provider_installation {
+{{- if $t.providerMirror.volume }}
+  filesystem_mirror {
+    path = {{ $t.providerMirror.mountPath | quote }}
+  }
+{{- end }}
+{{- if $t.networkMirror.url }}
+  network_mirror {
+    url = {{ $t.networkMirror.url | quote }}
+  }
+{{- end }}
+}
+{{- end -}}
+{{- end -}}
