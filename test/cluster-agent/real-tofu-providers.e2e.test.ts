@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { parseManifests } from '../../cluster-agent/manifest.plan.ts';
+import { parseManifests } from '../../cluster-agent/manifest/manifest.plan.ts';
 import { startEnvtest, type Envtest } from '../support/envtest.ts';
 import { REPO_ROOT, removeDir, startTestControlPlane, tempDir, type TestControlPlane } from '../support/control-plane.ts';
 import { toolPath, tofuProviderMirror, tofuProviderVersion } from '../support/toolchain.ts';
