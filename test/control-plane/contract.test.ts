@@ -2,13 +2,12 @@
  * The API contract (issue 17): every operation of the OpenAPI document the control plane serves
  * (GET /v1/openapi.json, generated from the route table and the server's zod schemas) is driven
  * against a real control plane (real TLS, real SQLite, agents with real certificates) with a valid
- * request, valid ones generated from the JSON Schema (integer bounds, booleans), and invalid ones
- * generated from it: integers one beyond their bounds, strings one beyond maxLength, values outside
- * an enum, the body missing, each property of the wrong
- * type, an unknown property, non-JSON, the wrong content type, random JSON (fast-check), bad path
- * parameters and queries, and no or a bad credential. Every answer must be a status the document
- * lists for that operation (so never a 5xx nor an undocumented status), with a body that matches
- * the document's schema for it.
+ * request, valid ones generated from the JSON Schema (integer bounds, booleans), and invalid ones:
+ * integers one beyond their bounds, strings one beyond maxLength, values outside an enum, the body
+ * missing, each property of the wrong type, an unknown property, non-JSON, the wrong content type,
+ * a body over the limit, random JSON (fast-check), bad path parameters and queries, and no or a bad
+ * credential. Every answer must be a status the document lists for that operation (so never a 5xx
+ * nor an undocumented status), with a body that matches the document's schema for it.
  */
 import assert from 'node:assert/strict';
 import https from 'node:https';
