@@ -18,21 +18,14 @@ import { printTable } from './table.ts';
 import { UsageError, explainTransport, makeClient, readCa, resolveTarget, transportCode, type GlobalOpts, type Target } from './client.ts';
 import { followJob } from './follow.ts';
 
-/**
- * The project's root (where package.json says "tether") and version: two folders above
- * dist/cli/tether.mjs and this file.
- */
-const { ROOT, VERSION } = ((): { ROOT: URL; VERSION: string } => {
-  for (const rel of ['../../']) {
-    try {
-      const root = new URL(rel, import.meta.url);
-      const p = JSON.parse(readFileSync(new URL('package.json', root), 'utf8')) as { name?: string; version?: string };
-      if (p.name === 'tether') return { ROOT: root, VERSION: p.version ?? '0.0.0' };
-    } catch {
-      /* try the next */
-    }
+/** The project's root (two folders above this file and dist/cli/tether.mjs alike) and its version. */
+const ROOT = new URL('../../', import.meta.url);
+const VERSION = ((): string => {
+  try {
+    return (JSON.parse(readFileSync(new URL('package.json', ROOT), 'utf8')) as { version?: string }).version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
   }
-  return { ROOT: new URL('../../', import.meta.url), VERSION: '0.0.0' };
 })();
 
 const program = new Command('tether')

@@ -2,11 +2,12 @@
  * The API contract (issue 17): every operation of the OpenAPI document the control plane serves
  * (GET /v1/openapi.json, generated from the route table and the server's zod schemas) is driven
  * against a real control plane (real TLS, real SQLite, agents with real certificates) with a valid
- * request and with invalid ones generated from it: the body missing, each property of the wrong
- * type, an unknown property, non-JSON, the wrong content type, random JSON (fast-check), bad path
- * parameters and queries, and no or a bad credential. Every answer must be a status the document
- * lists for that operation (so never a 5xx nor an undocumented status), with a body that matches
- * the document's schema for it.
+ * request, valid ones generated from the JSON Schema (integer bounds, booleans), and invalid ones:
+ * integers one beyond their bounds, strings one beyond maxLength, values outside an enum, the body
+ * missing, each property of the wrong type, an unknown property, non-JSON, the wrong content type,
+ * a body over the limit, random JSON (fast-check), bad path parameters and queries, and no or a bad
+ * credential. Every answer must be a status the document lists for that operation (so never a 5xx
+ * nor an undocumented status), with a body that matches the document's schema for it.
  */
 import assert from 'node:assert/strict';
 import https from 'node:https';
@@ -128,7 +129,7 @@ describe('API contract: every operation against the OpenAPI document (real contr
       case 'post /v1/clusters':
         return { body: { cid: `c${Math.random().toString(36).slice(2, 9)}` } };
       case 'post /v1/tokens':
-        return { body: { cluster: 'ct1', role: 'cluster-agent', ttlSeconds: 600 } };
+        return { body: { cluster: 'ct1', role: 'node', controlPlane: false, ttlSeconds: 600 } };
       case 'post /v1/api-tokens':
         return { body: { name: 'contract' } };
       case 'delete /v1/api-tokens/{keyId}':
@@ -208,6 +209,24 @@ describe('API contract: every operation against the OpenAPI document (real contr
     return [];
   }
 
+  /** Values generated from a property's JSON Schema: valid ones and ones it refuses. */
+  function generated(s: Json): { valid: unknown[]; invalid: unknown[] } {
+    const valid: unknown[] = [];
+    const invalid: unknown[] = [];
+    const n = (k: string) => (typeof s[k] === 'number' ? (s[k] as number) : undefined);
+    if (s.type === 'integer') {
+      const min = n('minimum') ?? (n('exclusiveMinimum') !== undefined ? n('exclusiveMinimum')! + 1 : undefined);
+      const max = n('maximum') ?? (n('exclusiveMaximum') !== undefined ? n('exclusiveMaximum')! - 1 : undefined);
+      if (min !== undefined) valid.push(min), invalid.push(min - 1);
+      if (max !== undefined && max < Number.MAX_SAFE_INTEGER) valid.push(max), invalid.push(max + 1);
+    }
+    if (s.type === 'string' && n('maxLength') !== undefined) invalid.push('a'.repeat(n('maxLength')! + 1));
+    if (s.type === 'string' && n('minLength') !== undefined && n('minLength')! > 0) invalid.push('');
+    if (Array.isArray(s.enum)) invalid.push('zz-not-in-the-enum');
+    if (s.type === 'boolean') valid.push(true, false);
+    return { valid, invalid };
+  }
+
   it('serves a document with every route of the table', () => {
     const ops = operations();
     assert.ok(ops.length >= 35, `${ops.length} operations`);
@@ -273,6 +292,17 @@ describe('API contract: every operation against the OpenAPI document (real contr
         for (const w of wrongTypes(s)) await expect(o, `${name}=${JSON.stringify(w)}`, cred, e, json({ ...valid, [name]: w }), is4xx);
       }
       await expect(o, 'unknown property', cred, e, json({ ...valid, zzUnknown: 1 }), is4xx);
+      // From each top-level property's JSON Schema: the bounds of integers (valid at min and max,
+      // refused one beyond), strings one longer than maxLength, a value outside an enum, and the
+      // valid booleans; the valid ones on a fresh example (a new cluster id, a new claim).
+      for (const [name, ps] of Object.entries(bodySchema.properties ?? {})) {
+        const g = generated(ps);
+        for (const v of g.valid) {
+          const fresh = await example(o);
+          await expect(o, `${name}=${JSON.stringify(v)}`, cred, fresh, json({ ...(fresh.body as Json), [name]: v }), (st) => (refused ? st >= 400 && st < 500 : st < 300));
+        }
+        for (const v of g.invalid) await expect(o, `${name}=${JSON.stringify(v).slice(0, 20)}`, cred, e, json({ ...valid, [name]: v }), is4xx);
+      }
       // Not JSON, not declared as JSON, and a body larger than the limit.
       await expect(o, 'not JSON', cred, e, { text: '{"a":' }, is4xx);
       await expect(o, 'text/plain', cred, e, { text: JSON.stringify(valid), type: 'text/plain' }, is4xx);
