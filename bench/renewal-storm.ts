@@ -88,7 +88,8 @@ if (!isMainThread) {
   const concurrency = Number(flags.concurrency);
   const dataDir = join(BENCH_CACHE, `renewal-storm-${process.pid}`);
   rmSync(dataDir, { recursive: true, force: true });
-  const server = await startServer({ dataDir, port: await freePort(), logFile: join(BENCH_CACHE, `renewal-storm-${process.pid}.log`) });
+  const logFile = join(BENCH_CACHE, `renewal-storm-${process.pid}.log`);
+  const server = await startServer({ dataDir, port: await freePort(), logFile });
 
   const token = async (cid: string) => (await server.admin.request<{ token: string }>('POST', '/v1/tokens', { cluster: cid, role: 'cluster-agent' })).body.token;
   const agent = async (cid: string) => {
@@ -133,6 +134,7 @@ if (!isMainThread) {
     victim.client.close();
     attacker.client.close();
     console.log(JSON.stringify({ seconds, concurrency, ...results }, null, 2));
+    rmSync(logFile, { force: true }); // kept only when the run failed
   } finally {
     await server.stop();
     rmSync(dataDir, { recursive: true, force: true });
