@@ -140,6 +140,16 @@ describe('cluster agent (end to end)', function () {
     assert.equal(w?.spec?.size, 3, JSON.stringify(w));
   });
 
+  it('applies inline manifests up to the 1 MiB limit (through the control plane, the poll and the agent\'s own validation)', async () => {
+    const docs: string[] = ['apiVersion: v1\nkind: Namespace\nmetadata: {name: big-inline}'];
+    for (let i = 0; i < 10; i++) docs.push(`apiVersion: v1\nkind: ConfigMap\nmetadata: {name: big-${i}}\ndata: {blob: "${'x'.repeat(104_000)}"}`);
+    const manifests = docs.join('\n---\n');
+    assert.ok(Buffer.byteLength(manifests) > 1_000_000 && Buffer.byteLength(manifests) <= 1024 * 1024, String(Buffer.byteLength(manifests)));
+    const v = await runJob(t, CID, 'manifest', { manifests, namespace: 'big-inline' });
+    assert.equal((v.outputs?.applied as unknown[]).length, 11);
+    assert.equal((await kubeGet<{ data: { blob: string } }>(env, '/api/v1/namespaces/big-inline/configmaps/big-9'))?.data.blob.length, 104_000);
+  });
+
   it('checks every kind against discovery before applying anything: a typo fails naming its document, and nothing is applied', async () => {
     const manifests = [
       'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: before-typo}\ndata: {a: b}',

@@ -163,6 +163,16 @@ describe('cluster agent with tofu and flows (end to end)', function () {
     assert.equal(databaseBytes(t.dataDir).indexOf(PASSWORD), -1);
   });
 
+  it('a module whose providers cannot be installed (no registry, not in the mirror) fails saying how to configure a mirror', async () => {
+    repo.commit({ 'modules/needs-random/main.tf': 'terraform {\n  required_providers {\n    random = { source = "hashicorp/random" }\n  }\n}\nresource "random_id" "x" {\n  byte_length = 4\n}\n' });
+    const v = await waitForJob(t, await submit(t, CID, 'tofu', { source: { git: { url: repo.url, ref: 'main', path: 'modules/needs-random' } }, stateName: 'needs-random' }), 120_000);
+    assert.equal(v.state, 'failed');
+    assert.match(v.error!.message, /tofu init exited with code 1/);
+    assert.match(v.error!.message, /hashicorp\/random/);
+    assert.match(v.error!.message, /--tofu-cli-config-file \(env TF_CLI_CONFIG_FILE\)/);
+    assert.match(v.error!.message, /--tofu-plugin-cache-dir/);
+  });
+
   it('stops a flow at the first failing step, with a clear error, and runs nothing after it', async () => {
     const cm = (name: string) => `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ${name}}\ndata: {a: b}\n`;
     const id = await submit(t, CID, 'flow', {
