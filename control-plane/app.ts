@@ -85,9 +85,6 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   chmodSync(dataDir, 0o700);
   if (!config.tlsCertFile !== !config.tlsKeyFile) throw badRequest('--tls-cert and --tls-key go together', 'invalid_tls_certificate');
-  const loadPublic = (): PublicCertificate | undefined =>
-    config.tlsCertFile && config.tlsKeyFile ? loadPublicCertificate(config.tlsCertFile, config.tlsKeyFile, clock.now()) : undefined;
-  const publicCert = loadPublic(); // a bad pair stops the start
   // One server per data folder (the queue's wake-ups are in-process); `tether restore` checks it too.
   const lock = lockDataDir(dataDir);
   if (!lock) throw new TetherError('server_running', `another tether server (or a restore) is running on ${dataDir}`, { status: 409 });
@@ -102,6 +99,14 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   if (applied.length) log.info({ migrations: applied }, 'database migrated');
   const ca = loadOrCreatePki(dataDir, serverSans(config), clock.now());
   if (ca.created) log.info({ caFile: join(dataDir, 'ca.crt') }, 'certificate authority created');
+  const loadPublic = (): PublicCertificate | undefined =>
+    config.tlsCertFile && config.tlsKeyFile ? loadPublicCertificate(config.tlsCertFile, config.tlsKeyFile, [ca.caCertPem], clock.now()) : undefined;
+  let publicCert: PublicCertificate | undefined;
+  try {
+    publicCert = loadPublic(); // a bad pair stops the start
+  } catch (err) {
+    failedStart(err);
+  }
 
   const accounts = new AccountsService({ db, clock, config, log });
   // The VPN is built after the queue it submits to; identity calls it only once requests flow.

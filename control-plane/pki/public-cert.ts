@@ -55,9 +55,10 @@ function readBounded(file: string, what: string): string {
 
 /**
  * Reads and checks a certificate chain (leaf first) and its private key: both parse, the key is
- * the leaf's, the leaf is valid now and names at least one host. Throws `invalid_tls_certificate`.
+ * the leaf's, the leaf is valid now and names at least one host. `clientCa` verifies client
+ * certificates on connections served with it. Throws `invalid_tls_certificate`.
  */
-export function loadPublicCertificate(certFile: string, keyFile: string, now = Date.now()): PublicCertificate {
+export function loadPublicCertificate(certFile: string, keyFile: string, clientCa: string[], now = Date.now()): PublicCertificate {
   const certPem = readBounded(certFile, 'certificate');
   const keyPem = readBounded(keyFile, 'private key');
   let leaf: X509Certificate;
@@ -83,7 +84,9 @@ export function loadPublicCertificate(certFile: string, keyFile: string, now = D
   if (names.length === 0) throw invalid(`the certificate ${certFile} names no host (no DNS or IP subject alternative name)`);
   let context: tls.SecureContext;
   try {
-    context = tls.createSecureContext({ cert: certPem, key: keyPem, minVersion: 'TLSv1.2' });
+    // Client certificates are still verified against the Tether CA on these connections (an agent
+    // given a CA file with the public root as well as the Tether CA works by the public name too).
+    context = tls.createSecureContext({ cert: certPem, key: keyPem, ca: clientCa, minVersion: 'TLSv1.2' });
   } catch (err) {
     throw invalid(`cannot use ${certFile} with ${keyFile}: ${errorMessage(err)}`, err);
   }

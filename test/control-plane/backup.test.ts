@@ -151,6 +151,9 @@ describe('tether backup and restore', function () {
     assert.equal(live.code, 1);
     assert.match(live.stderr, /running on/);
     assert.equal((await admin.request<{ ok: boolean }>('GET', '/healthz')).body.ok, true);
+    // The same lock keeps a second server off a folder one already serves.
+    await assert.rejects(spawnControlPlane(dataDir, await freePort()), /control plane exited \(1\)[\s\S]*another tether server \(or a restore\) is running on/);
+    assert.equal((await admin.request<{ ok: boolean }>('GET', '/healthz')).body.ok, true);
 
     await stopProcess(restored!.proc);
     restored = undefined;

@@ -146,6 +146,39 @@ describe('bring-your-own certificate for the public endpoint', function () {
     }
   });
 
+  it('an agent that also trusts the public CA works by the public name: its client certificate is still verified there', async () => {
+    const admin = new HttpClient({ baseUrl: `https://127.0.0.1:${port}`, ca: tetherCaPem, bearerToken: adminToken });
+    try {
+      const token = (await admin.request<{ token: string }>('POST', '/v1/tokens', { cluster: 'byo1', role: 'cluster-agent' })).body.token;
+      const keys = generateKeyPair();
+      const both = publicCa + tetherCaPem;
+      const id = await bootstrapAgent({ url: `https://localhost:${port}`, caPem: both, token, keys });
+      const byName = new AgentClient(`https://localhost:${port}`, { certPem: id.certificate, keyPem: keys.privateKeyPem, caPem: both });
+      try {
+        await byName.heartbeat({ running: [] });
+        assert.equal((await byName.poll(0)).command, null);
+      } finally {
+        byName.close();
+      }
+      // A certificate from another CA is still refused on those connections.
+      const stranger = generateKeyPair();
+      const strangerCert = (() => {
+        writeFileSync(join(dir, 'stranger.key'), stranger.privateKeyPem);
+        execFileSync('openssl', ['req', '-new', '-key', 'stranger.key', '-out', 'stranger.csr', '-subj', '/CN=stranger'], { cwd: dir, stdio: 'ignore' });
+        execFileSync('openssl', ['x509', '-req', '-in', 'stranger.csr', '-CA', 'public-ca.crt', '-CAkey', 'public-ca.key', '-CAcreateserial', '-out', 'stranger.crt', '-days', '2'], { cwd: dir, stdio: 'ignore' });
+        return readFileSync(join(dir, 'stranger.crt'), 'utf8');
+      })();
+      const impostor = new AgentClient(`https://localhost:${port}`, { certPem: strangerCert, keyPem: stranger.privateKeyPem, caPem: both });
+      try {
+        await assert.rejects(impostor.heartbeat({ running: [] }), (err: Error & { status?: number }) => err.status === 401);
+      } finally {
+        impostor.close();
+      }
+    } finally {
+      admin.close();
+    }
+  });
+
   it('refuses a bad pair on SIGHUP and keeps serving the one in service', async () => {
     const inService = await servedFingerprint(port, 'localhost');
     const other = issue(dir, 'other', ['localhost']);
