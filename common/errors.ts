@@ -70,8 +70,6 @@ export const COMMAND_ERRORS = {
   secret_not_found: { retryable: false },
   secret_key_not_found: { retryable: false },
   output_not_found: { retryable: false },
-  /** A secret value the agent refuses to handle (too short to be masked reliably). */
-  secret_unmaskable: { retryable: false },
   /** Node agent: a preflight check failed (the host must be fixed first). */
   preflight_failed: { retryable: false },
   /** Node agent: the node's VPN is not managed by the agent. */

@@ -78,9 +78,9 @@ describe('tofu plan', () => {
     assert.equal(pod.KUBERNETES_SERVICE_PORT, '443');
     assert.equal(pod.KUBE_CONFIG_PATH, undefined);
     assert.equal(pod.KUBECONFIG, undefined);
-    const outside = tofuEnv({ cluster: { inCluster: false, kubeconfigPath: '/work/agent.kubeconfig' } });
-    assert.equal(outside.KUBE_CONFIG_PATH, '/work/agent.kubeconfig');
-    assert.equal(outside.KUBECONFIG, '/work/agent.kubeconfig');
+    const outside = tofuEnv({ cluster: { inCluster: false, kubeconfigPath: '/var/lib/tether/agent.kubeconfig' } });
+    assert.equal(outside.KUBE_CONFIG_PATH, '/var/lib/tether/agent.kubeconfig');
+    assert.equal(outside.KUBECONFIG, '/var/lib/tether/agent.kubeconfig');
     assert.equal(outside.KUBERNETES_SERVICE_HOST, undefined);
   });
 

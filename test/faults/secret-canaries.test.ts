@@ -88,6 +88,23 @@ variable "enc" { type = string }
 variable "short" { type = string }
 resource "terraform_data" "ok" { input = "fine" }
 `;
+/** A bundle whose chart fails printing its secretRef values: a deploy compiles to a flow. */
+const nsRef = (key: string) => `{secretRef: {name: canaries, key: ${key}, namespace: ${NS}}}`;
+const BUNDLE = {
+  'bundle/bundle.yaml': [
+    'apiVersion: tether.dev/v1',
+    'name: canary',
+    'version: 1.0.0',
+    'resources:',
+    '  - name: app',
+    '    type: helm',
+    '    source: chart',
+    `    values: {single: ${nsRef('single')}, pem: ${nsRef('pem')}, enc: ${nsRef('enc')}, short: ${nsRef('short')}}`,
+    '',
+  ].join('\n'),
+  'bundle/chart/Chart.yaml': FAIL_CHART['charts/fail/Chart.yaml'],
+  'bundle/chart/templates/cm.yaml': FAIL_CHART['charts/fail/templates/cm.yaml'],
+};
 /** A manifest in git (the control plane never saw it) with the canaries in invalid fields. */
 const BAD_MANIFEST = {
   'manifests/bad/cm.yaml': [
@@ -118,6 +135,7 @@ describe('secret canaries never leave the cluster, on any failure path (real hel
   let repo: BareRepo;
   const views: CommandView[] = [];
   const logs: string[] = [];
+  const osids: string[] = [];
 
   before(async function () {
     dir = tempDir('tether-canaries-');
@@ -133,6 +151,7 @@ describe('secret canaries never leave the cluster, on any failure path (real hel
       'modules/output-error/main.tf': OUTPUT_ERROR_MODULE,
       'modules/ok/main.tf': OK_MODULE,
       ...BAD_MANIFEST,
+      ...BUNDLE,
     });
     agent = spawnAgent({ t, env, namespace: NS, workDir: join(dir, 'work'), token: await t.bootstrapToken(CID, 'cluster-agent') });
     await agent.waitForLog(/cluster agent running/);
@@ -188,14 +207,29 @@ describe('secret canaries never leave the cluster, on any failure path (real hel
     await failing('flow', { steps: [{ name: 'mod', type: 'tofu', spec: tofu('canary-flow-tf', 'modules/printing') }] }, /exit status 3|exited with code/);
   });
 
+  it('bundles: a deploy whose chart fails with its secretRef values (the compiled flow\'s step report)', async () => {
+    await t.admin.request('POST', '/v1/bundles', { name: 'canary', url: repo.url, ref: 'main', path: 'bundle' });
+    const d = (await t.admin.request<{ osid: string; jobId: number }>('POST', '/v1/instances', { bundle: 'canary', cluster: CID })).body;
+    osids.push(d.osid);
+    const v = await waitForJob(t, d.jobId, 180_000);
+    const text = await jobLogs(t, v.id);
+    views.push(v);
+    logs.push(text);
+    assert.equal(v.state, 'failed', JSON.stringify(v.error));
+    assert.match(v.error!.message, /single=\*\*\* short=\*\*\* enc=\*\*\* pem=\*\*\*/);
+    const steps = (v.outputs as { steps: { name: string; error?: { message: string } }[] }).steps;
+    assert.match(steps.find((st) => st.name === 'app')!.error!.message, /single=\*\*\*/);
+  });
+
   it('no canary, in any encoding, in the database files, the API answers or the agent\'s log', async () => {
-    assert.ok(views.length >= 7, 'every failure path ran');
+    assert.ok(views.length >= 8, 'every failure path ran');
     // Fresh reads of every job (view and logs) from the API, after everything settled.
     const api: string[] = [];
     for (const v of views) {
       api.push(JSON.stringify((await t.admin.request('GET', `/v1/commands/${v.id}`)).body));
       api.push(JSON.stringify((await t.admin.request('GET', `/v1/commands/${v.id}/logs`)).body));
     }
+    for (const osid of osids) api.push(JSON.stringify((await t.admin.request('GET', `/v1/instances/${osid}`)).body));
     const places: [string, Buffer | string][] = [
       ['the SQLite files', databaseBytes(t.dataDir)],
       ['the API answers', api.join('\n')],
