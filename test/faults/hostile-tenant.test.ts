@@ -14,6 +14,7 @@ import { createCsr, generateKeyPair, type KeyPair } from '../../common/csr.ts';
 import type { CommandView } from '../../common/wire.ts';
 import { eventually, removeDir, startTestControlPlane, type TestControlPlane } from '../support/control-plane.ts';
 import { runCli } from '../support/cli.ts';
+import { claimNext } from '../../control-plane/db/claim.ts';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 
@@ -256,6 +257,10 @@ describe('faults: one hostile tenant', function () {
         const job = (await jobs()).find((j) => j.id === sub.body.id)!;
         assert.equal(job.state, 'queued', 'the command waits for an agent that is not revoked');
         assert.equal(job.claimedBy, null);
+        // The claim itself re-checks the agent (a poll authenticated just before the revocation
+        // reaches it): the revoked agent's claim takes nothing though a command is queued.
+        const taken = await claimNext(t.cp.db, { aid: t.aid, cid: 'rho', nid: null }, { agentId: r.identity.agentId, leaseId: 'revoked-claim', leaseExpiresAt: Date.now() + 60_000, now: Date.now() });
+        assert.equal(taken, undefined, 'a revoked agent claimed a command');
         await other.client.heartbeat({ running: [] }); // the other agent is still served
       } finally {
         r.client.close();
