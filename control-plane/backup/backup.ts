@@ -63,15 +63,22 @@ export interface BackupResult {
  * folder that is not root's (the service's own user): the files SQLite creates beside the database
  * while reading it (-wal, -shm) then belong to the service, not to root.
  */
-function asOwnerOf<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+async function asOwnerOf<T>(dir: string, fn: () => Promise<T>): Promise<T> {
   const st = statSync(dir);
   if (process.geteuid?.() !== 0 || st.uid === 0 || !process.seteuid || !process.setegid) return fn();
   process.setegid(st.gid);
   process.seteuid(st.uid);
-  return fn().finally(() => {
-    process.seteuid!(0);
-    process.setegid!(0);
-  });
+  try {
+    return await fn();
+  } catch (err) {
+    // The owner cannot reach the folder (a parent only root may enter): read it as root instead.
+    const code = (err as { code?: string }).code;
+    if (code !== 'EACCES' && code !== 'SQLITE_CANTOPEN') throw err;
+  } finally {
+    process.seteuid(0);
+    process.setegid(0);
+  }
+  return fn();
 }
 
 async function sha256File(file: string): Promise<string> {
@@ -93,7 +100,7 @@ export async function backupDataDir(dataDirIn: string, toIn: string, now = Date.
   const tmp = join(dirname(to), `.${basename(to)}.${randomBytes(6).toString('hex')}.tmp`);
   try {
     const database = await asOwnerOf(dataDir, async () => {
-      mkdirSync(staging, { mode: 0o700 });
+      mkdirSync(staging, { recursive: true, mode: 0o700 });
       return snapshotDatabase(join(dataDir, DATABASE), join(staging, DATABASE));
     });
     const sources: { name: string; path: string }[] = [{ name: DATABASE, path: join(staging, DATABASE) }];
