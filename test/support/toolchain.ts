@@ -8,15 +8,19 @@ import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export type ToolName = 'etcd' | 'kube-apiserver' | 'helm' | 'tofu' | 'kubectl';
+export type ToolName = 'etcd' | 'kube-apiserver' | 'helm' | 'tofu' | 'kubectl' | 'kube-controller-manager' | 'kube-scheduler' | 'kubelet' | 'kube-proxy';
 
-export const TOOL_NAMES: readonly ToolName[] = ['etcd', 'kube-apiserver', 'kubectl', 'helm', 'tofu'];
+export const TOOL_NAMES: readonly ToolName[] = ['etcd', 'kube-apiserver', 'kubectl', 'helm', 'tofu', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy'];
 
 /** Key in versions.env holding each tool's pinned version. */
 const VERSION_KEYS: Record<ToolName, string> = {
   etcd: 'ETCD_VERSION',
   'kube-apiserver': 'KUBERNETES_VERSION',
   kubectl: 'KUBERNETES_VERSION',
+  'kube-controller-manager': 'KUBERNETES_VERSION',
+  'kube-scheduler': 'KUBERNETES_VERSION',
+  kubelet: 'KUBERNETES_VERSION',
+  'kube-proxy': 'KUBERNETES_VERSION',
   helm: 'HELM_VERSION',
   tofu: 'TOFU_VERSION',
 };

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the pinned test toolchain (etcd, kube-apiserver, kubectl, helm, tofu) ONCE into a cache
+# Builds the pinned test toolchain (etcd, kube-apiserver, kubectl, helm, tofu, and for the kubelet
+# cluster kube-controller-manager, kube-scheduler, kubelet, kube-proxy) ONCE into a cache
 # outside the repo:  ${TETHER_CACHE:-$HOME/.cache/tether}/<tool>-<version>/<tool>
 #
 # Usage:
@@ -20,7 +21,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/versions.env"
 
 CACHE="${TETHER_CACHE:-$HOME/.cache/tether}"
-ALL_TOOLS=(etcd kube-apiserver kubectl helm tofu)
+ALL_TOOLS=(etcd kube-apiserver kubectl helm tofu kube-controller-manager kube-scheduler kubelet kube-proxy)
 # Bump to force a rebuild of everything when the recipe below changes in a way the stamp can't see.
 RECIPE_REVISION=1
 
@@ -28,7 +29,7 @@ log() { printf '[toolchain] %s\n' "$*" >&2; }
 die() { printf '[toolchain] ERROR: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 # --- per-tool recipe -------------------------------------------------------------------------
@@ -41,7 +42,7 @@ recipe() {
       T_PKG=go.etcd.io/etcd/server/v3
       T_LDFLAGS="-s -w"
       ;;
-    kube-apiserver | kubectl)
+    kube-apiserver | kubectl | kube-controller-manager | kube-scheduler | kubelet | kube-proxy)
       local minor="${KUBERNETES_VERSION#v1.}"
       minor="${minor%%.*}"
       T_DIR=kubernetes T_MOD=k8s.io/kubernetes T_VER="$KUBERNETES_VERSION"
