@@ -123,7 +123,9 @@ describe('bring-your-own certificate for the public endpoint', function () {
 
       // The agent holds a long poll on its HTTP/2 connection while the certificate is renewed.
       const held = agent.poll(20);
-      await eventually(async () => (await admin.request<string>('GET', '/metrics?name=tether_long_polls_held')).body.includes('tether_long_polls_held 1'), 10_000, 'the held poll');
+      const scraper = new HttpClient({ baseUrl: `https://127.0.0.1:${port}`, ca: tetherCaPem, bearerToken: readFileSync(join(dataDir, 'metrics-token'), 'utf8').trim() });
+      await eventually(async () => (await scraper.request<string>('GET', '/metrics?name=tether_long_polls_held')).body.includes('tether_long_polls_held 1'), 10_000, 'the held poll');
+      scraper.close();
       const second = issue(dir, 'second', ['localhost']);
       install(second);
       const before = server!.output().length;

@@ -165,7 +165,7 @@ describe('control plane: systemd service', function () {
     execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(work, 'tls.key'), '-out', join(work, 'tls.crt'), '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost'], { stdio: 'ignore' });
     const port = await freePort();
     const env: NodeJS.ProcessEnv = { PATH: '/usr/bin:/bin', HOME: dataDir, TETHER_LOG_LEVEL: 'info', TETHER_CACHE: process.env.TETHER_CACHE ?? join(homedir(), '.cache/tether') };
-    Object.assign(env, { TETHER_LISTEN: `127.0.0.1:${port}`, TETHER_TLS_CERT: join(work, 'tls.crt'), TETHER_TLS_KEY: join(work, 'tls.key') });
+    Object.assign(env, { TETHER_ALLOW_FILE_ROOTS: work, TETHER_LISTEN: `127.0.0.1:${port}`, TETHER_TLS_CERT: join(work, 'tls.crt'), TETHER_TLS_KEY: join(work, 'tls.key') });
     const [cmd, ...args] = s.find(([k]) => k === 'ExecStart')![1].split(' ').map((a) => (a === '/var/lib/tether-server' ? dataDir : a));
     const trace = join(work, 'trace');
     const proc = spawn('/usr/bin/strace', ['-f', '-qq', '-o', trace, cmd!, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -198,7 +198,12 @@ describe('control plane: systemd service', function () {
         repo.commit(readTree(join(REPO_ROOT, 'bundles/webapp'), 'webapp'));
         await admin.request('POST', '/v1/bundles', { name: 'webapp', url: repo.url, ref: 'main', path: 'webapp' });
         await admin.request('POST', '/v1/instances', { bundle: 'webapp', cluster: 'sandbox1' });
-        await admin.request('GET', '/metrics');
+        const scraper = new HttpClient({ baseUrl: url, ca: caPem, bearerToken: readFileSync(join(dataDir, 'metrics-token'), 'utf8').trim(), timeoutMs: 60_000 });
+        try {
+          await scraper.request('GET', '/metrics');
+        } finally {
+          scraper.close();
+        }
       } finally {
         admin.close();
       }

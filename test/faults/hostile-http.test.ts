@@ -11,7 +11,7 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HttpClient } from '../../common/http-client.ts';
 import { removeDir, startTestControlPlane, tempDir, type TestAgent, type TestControlPlane } from '../support/control-plane.ts';
@@ -93,8 +93,12 @@ describe('faults: hostile HTTP clients (unauthenticated denial of service)', fun
   let agent: TestAgent;
   let node: TestAgent;
 
+  // file:// bundle sources only below the roots the fetch policy allows (docs/bundles.md).
+  const repoRoot = tempDir('tether-hostile-repos-');
+
   before(async () => {
     t = await startTestControlPlane({
+      allowFileRoots: [repoRoot],
       handshakeTimeoutMs: 500,
       headersTimeoutMs: 800,
       requestTimeoutMs: 1500,
@@ -112,6 +116,7 @@ describe('faults: hostile HTTP clients (unauthenticated denial of service)', fun
     node?.client.close();
     await t?.close();
     if (t) removeDir(t.dataDir);
+    removeDir(repoRoot);
   });
 
   describe('bodies', () => {
@@ -324,7 +329,7 @@ describe('faults: hostile HTTP clients (unauthenticated denial of service)', fun
 
     it('never shows the server data folder in an error message', async () => {
       // A bundle source without bundle.yaml: the refusal names the checked-out tree in the data folder.
-      const repo = tempDir('tether-hostile-repo-');
+      const repo = mkdtempSync(join(repoRoot, 'repo-'));
       try {
         const git = (...args: string[]) => execFileSync('git', ['-C', repo, '-c', 'user.email=t@t', '-c', 'user.name=t', ...args], { stdio: 'pipe' });
         git('init', '-q', '-b', 'main');
