@@ -19,7 +19,8 @@ import { pollQuery } from './agent.routes.ts';
 import { deleteQuery } from './bundles.routes.ts';
 import { userId } from './vpn.routes.ts';
 
-export type Auth = 'bearer' | 'mtls' | 'none';
+/** bearer: an account's API token; metrics: the metrics token (<data-dir>/metrics-token); mtls: an agent's certificate. */
+export type Auth = 'bearer' | 'metrics' | 'mtls' | 'none';
 
 export interface RouteDoc {
   method: 'get' | 'post' | 'put' | 'delete';
@@ -63,6 +64,8 @@ const commandView = z.looseObject({
   claimedAt: iso.nullable(),
   finishedAt: iso.nullable(),
 });
+/** A command in a list: everything but its outputs. */
+const commandListView = commandView.omit({ outputs: true });
 const agentView = z.looseObject({
   id: z.string(),
   aid: z.string(),
@@ -114,7 +117,7 @@ const id = { id: z.string().regex(/^[1-9][0-9]{0,15}$/, 'a positive integer').de
 
 export const ROUTES: RouteDoc[] = [
   { method: 'get', path: '/healthz', auth: 'none', summary: 'liveness', ok: { 200: z.object({ ok: z.literal(true) }) }, errors: [] },
-  { method: 'get', path: '/metrics', auth: 'none', summary: 'Prometheus metrics (name=<metric>: that one alone)', query: z.object({ name: z.string().max(200).optional() }), ok: { 200: undefined }, produces: 'text/plain', errors: [404] },
+  { method: 'get', path: '/metrics', auth: 'metrics', summary: 'Prometheus metrics (name=<metric>: that one alone)', query: z.object({ name: z.string().max(200).optional() }), ok: { 200: undefined }, produces: 'text/plain', errors: [404] },
   { method: 'get', path: '/v1/openapi.json', auth: 'none', summary: 'this document', ok: { 200: z.looseObject({ openapi: z.string() }) }, errors: [] },
   { method: 'get', path: '/v1/whoami', auth: 'bearer', summary: 'the account of this API token', ok: { 200: z.object({ aid: z.string() }) }, errors: [] },
   { method: 'post', path: '/v1/clusters', auth: 'bearer', summary: 'create a cluster', body: createClusterSchema, ok: { 201: clusterView }, errors: [409] },
@@ -123,7 +126,7 @@ export const ROUTES: RouteDoc[] = [
   { method: 'post', path: '/v1/api-tokens', auth: 'bearer', summary: 'a new API token of this account', body: createApiTokenSchema, ok: { 201: z.looseObject({ token: z.string() }) }, errors: [] },
   { method: 'delete', path: '/v1/api-tokens/{keyId}', auth: 'bearer', summary: 'revoke an API token', params: { keyId: z.string().min(1).max(200) }, ok: { 204: undefined }, errors: [404] },
   { method: 'post', path: '/v1/commands', auth: 'bearer', summary: 'submit a command (202 created, 200 an existing one with the same idempotency key)', body: submitCommandSchema, ok: { 202: z.looseObject({ id: z.number().int(), state: z.enum(COMMAND_STATES), created: z.boolean(), command: commandView }), 200: z.looseObject({ id: z.number().int(), state: z.enum(COMMAND_STATES), created: z.boolean(), command: commandView }) }, errors: [404, 409] },
-  { method: 'get', path: '/v1/commands', auth: 'bearer', summary: 'list commands, newest first', query: listCommandsQuery, ok: { 200: z.object({ commands: z.array(commandView) }) }, errors: [] },
+  { method: 'get', path: '/v1/commands', auth: 'bearer', summary: 'list commands, newest first (without outputs: GET /v1/commands/{id} has them)', query: listCommandsQuery, ok: { 200: z.object({ commands: z.array(commandListView) }) }, errors: [] },
   { method: 'get', path: '/v1/commands/{id}', auth: 'bearer', summary: 'one command', params: id, ok: { 200: commandView }, errors: [404] },
   { method: 'post', path: '/v1/commands/{id}/cancel', auth: 'bearer', summary: 'cancel a command (a running one through its agent)', params: id, ok: { 202: commandView }, errors: [404, 409] },
   { method: 'get', path: '/v1/commands/{id}/logs', auth: 'bearer', summary: "a command's log lines; with follow=1 (or Accept: text/event-stream) Server-Sent Events until it ends", params: id, query: logsQuery, ok: { 200: z.object({ lines: z.array(logLineView) }) }, errors: [404], produces: 'text/event-stream' },
@@ -133,6 +136,7 @@ export const ROUTES: RouteDoc[] = [
   { method: 'post', path: '/v1/bundles', auth: 'bearer', summary: 'register (or update) a bundle source', body: registerBundleSchema, ok: { 201: bundleSourceView, 200: bundleSourceView }, errors: [409, 422] },
   { method: 'get', path: '/v1/bundles', auth: 'bearer', summary: 'list bundle sources', ok: { 200: z.object({ bundles: z.array(bundleSourceView) }) }, errors: [] },
   { method: 'get', path: '/v1/bundles/{name}', auth: 'bearer', summary: 'one bundle source', params: { name: dnsLabel() }, ok: { 200: bundleSourceView }, errors: [404] },
+  { method: 'delete', path: '/v1/bundles/{name}', auth: 'bearer', summary: 'remove a bundle source, its credentials and its cached mirror', params: { name: dnsLabel() }, ok: { 204: undefined }, errors: [404] },
   { method: 'post', path: '/v1/instances', auth: 'bearer', summary: 'deploy a bundle to a cluster', body: deploySchema, ok: { 202: deployResponse }, errors: [404, 409, 422] },
   { method: 'get', path: '/v1/instances', auth: 'bearer', summary: 'list instances', query: z.object({ cluster: cidSchema.optional() }), ok: { 200: z.object({ instances: z.array(instanceView) }) }, errors: [] },
   { method: 'get', path: '/v1/instances/{osid}', auth: 'bearer', summary: 'one instance', params: { osid: osidParam }, ok: { 200: instanceView }, errors: [404] },
@@ -147,8 +151,8 @@ export const ROUTES: RouteDoc[] = [
   { method: 'get', path: '/v1/agent/poll', auth: 'mtls', summary: 'long-poll for the next command (held up to wait seconds)', query: pollQuery, ok: { 200: pollResponseSchema }, errors: [] },
   { method: 'post', path: '/v1/agent/heartbeat', auth: 'mtls', summary: 'heartbeat with host metrics; answers cancellations', body: heartbeatRequestSchema, ok: { 200: heartbeatResponseSchema }, errors: [] },
   { method: 'post', path: '/v1/agent/commands/{id}/result', auth: 'mtls', summary: "report a claimed command's outcome", params: id, body: resultRequestSchema, ok: { 200: z.looseObject({ status: z.string() }) }, errors: [404, 409] },
-  { method: 'post', path: '/v1/agent/commands/{id}/logs', auth: 'mtls', summary: "append log lines of a claimed command", params: id, body: logsRequestSchema, ok: { 200: z.object({ stored: z.number().int() }) }, errors: [404, 409] },
-  { method: 'post', path: '/v1/agent/certificate', auth: 'mtls', summary: 'renew this agent\'s certificate from a CSR', body: renewRequestSchema, ok: { 201: renewResponseSchema }, errors: [] },
+  { method: 'post', path: '/v1/agent/commands/{id}/logs', auth: 'mtls', summary: "append log lines of a claimed command (capped per command, rate-limited per agent)", params: id, body: logsRequestSchema, ok: { 200: z.object({ stored: z.number().int() }) }, errors: [404, 409, 429] },
+  { method: 'post', path: '/v1/agent/certificate', auth: 'mtls', summary: 'renew this agent\'s certificate from a CSR (once at most half its lifetime is left, one at a time)', body: renewRequestSchema, ok: { 201: renewResponseSchema }, errors: [429] },
   { method: 'put', path: '/v1/agent/vpn/node', auth: 'mtls', role: 'node', summary: "register this node's WireGuard keys, ports and endpoint", body: vpnRegisterSchema, ok: { 200: vpnConfigSchema }, errors: [409] },
   { method: 'get', path: '/v1/agent/vpn/config', auth: 'mtls', role: 'node', summary: "this node's WireGuard addresses and peers", ok: { 200: vpnConfigSchema }, errors: [404] },
 ];
@@ -183,7 +187,7 @@ const REASONS: Record<number, string> = {
   413: 'the body is too large',
   415: 'the body is not JSON, or is compressed',
   422: 'the referenced bundle cannot be used',
-  429: 'too many failed attempts from this address',
+  429: 'too many requests: failed bootstraps from this address, log bytes from this agent, or a renewal too early or already in progress',
   503: 'storage unavailable, or the control plane is stopping; retry',
 };
 
@@ -213,7 +217,7 @@ export function openapiDocument(version = packageVersion()): Json {
     const op: Json = {
       operationId: `${r.method}${r.path.replace(/\{([^}]+)\}/g, 'By_$1').replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ? c.toUpperCase() : ''))}`,
       summary: r.summary,
-      security: r.auth === 'bearer' ? [{ bearer: [] }] : r.auth === 'mtls' ? [{ mtls: [] }] : [],
+      security: r.auth === 'none' ? [] : [{ [r.auth]: [] }],
       ...(r.role ? { description: `Only agents of role ${r.role}.` } : {}),
       ...(parameters.length ? { parameters } : {}),
       ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: schemaOf(r.body, 'input') } } } } : {}),
@@ -235,6 +239,7 @@ export function openapiDocument(version = packageVersion()): Json {
     components: {
       securitySchemes: {
         bearer: { type: 'http', scheme: 'bearer', description: 'tether_pat_<keyId>.<secret>' },
+        metrics: { type: 'http', scheme: 'bearer', description: 'the metrics token, in <data-dir>/metrics-token (not an API token: it reads /metrics only)' },
         mtls: { type: 'mutualTLS', description: 'a client certificate issued by this control plane (POST /v1/bootstrap)' },
       },
       schemas: { Error: schemaOf(errorSchema, 'output') },

@@ -11,6 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import https from 'node:https';
+import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { createCsr, generateKeyPair } from '../../common/csr.ts';
@@ -27,7 +28,7 @@ interface Answer {
   type: string;
   text: string;
 }
-type Cred = 'bearer' | 'none' | 'bad-bearer' | 'cluster-agent' | 'node';
+type Cred = 'bearer' | 'metrics' | 'none' | 'bad-bearer' | 'cluster-agent' | 'node';
 
 /** A valid request of an operation: path parameters, query, body. */
 interface Example {
@@ -46,7 +47,8 @@ describe('API contract: every operation against the OpenAPI document (real contr
   const agents = new Map<string, https.Agent>();
 
   before(async () => {
-    t = await startTestControlPlane();
+    // Renewal at any time: the valid renewal request is made right after the agent enrolled.
+    t = await startTestControlPlane({ renewWithinFraction: 1 });
     await t.createCluster('ct1');
     clusterAgent = await t.agent('ct1', 'cluster-agent');
     spareAgent = await t.agent('ct1', 'cluster-agent');
@@ -71,12 +73,13 @@ describe('API contract: every operation against the OpenAPI document (real contr
   function send(method: string, path: string, cred: Cred, body?: { text: string; type?: string }): Promise<Answer> {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (cred === 'bearer') headers.authorization = `Bearer ${t.adminToken}`;
+    if (cred === 'metrics') headers.authorization = `Bearer ${readFileSync(t.cp.metricsTokenFile, 'utf8').trim()}`;
     if (cred === 'bad-bearer') headers.authorization = 'Bearer tether_pat_nope.nope';
     if (body) {
       headers['content-type'] = body.type ?? 'application/json';
       headers['content-length'] = String(Buffer.byteLength(body.text));
     }
-    const agent = agents.get(cred === 'bearer' || cred === 'bad-bearer' ? 'none' : cred)!;
+    const agent = agents.get(cred === 'bearer' || cred === 'bad-bearer' || cred === 'metrics' ? 'none' : cred)!;
     return new Promise((resolve, reject) => {
       const req = https.request(new URL(path, t.url), { method, headers, agent }, (res) => {
         let text = '';
@@ -113,7 +116,7 @@ describe('API contract: every operation against the OpenAPI document (real contr
     return out;
   }
 
-  const credOf = (o: Operation): Cred => (JSON.stringify(o.op.security).includes('bearer') ? 'bearer' : JSON.stringify(o.op.security).includes('mtls') ? (o.op.operationId.includes('Vpn') ? 'node' : 'cluster-agent') : 'none');
+  const credOf = (o: Operation): Cred => (JSON.stringify(o.op.security).includes('metrics') ? 'metrics' : JSON.stringify(o.op.security).includes('bearer') ? 'bearer' : JSON.stringify(o.op.security).includes('mtls') ? (o.op.operationId.includes('Vpn') ? 'node' : 'cluster-agent') : 'none');
   const url = (o: Operation, e: Example) => {
     const p = o.path.replace(/\{([^}]+)\}/g, (_m, n: string) => encodeURIComponent(e.params?.[n] ?? 'missing'));
     const q = new URLSearchParams(e.query ?? {}).toString();
@@ -152,6 +155,7 @@ describe('API contract: every operation against the OpenAPI document (real contr
       case 'post /v1/bundles':
         return { body: { name: 'b1', url: 'https://127.0.0.1:9/none.git', ref: 'main' } };
       case 'get /v1/bundles/{name}':
+      case 'delete /v1/bundles/{name}':
         return { params: { name: 'b1' } };
       case 'post /v1/instances':
         return { body: { bundle: 'b1', cluster: 'ct1', inputs: { replicas: 2 } } };
@@ -264,7 +268,7 @@ describe('API contract: every operation against the OpenAPI document (real contr
       await expect(o, 'valid', cred, e, e.body === undefined ? undefined : json(e.body), (s) => (refused ? s >= 400 && s < 500 : s < 300));
 
       // Credentials.
-      if (cred === 'bearer') {
+      if (cred === 'bearer' || cred === 'metrics') {
         await expect(o, 'no token', 'none', e, e.body === undefined ? undefined : json(e.body), (s) => s === 401);
         await expect(o, 'bad token', 'bad-bearer', e, e.body === undefined ? undefined : json(e.body), (s) => s === 401);
       } else if (cred !== 'none') {
