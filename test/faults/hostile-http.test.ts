@@ -13,6 +13,7 @@ import tls from 'node:tls';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { tmpdir } from 'node:os';
 import { HttpClient } from '../../common/http-client.ts';
 import { removeDir, startTestControlPlane, tempDir, type TestAgent, type TestControlPlane } from '../support/control-plane.ts';
 
@@ -102,6 +103,9 @@ describe('faults: hostile HTTP clients (unauthenticated denial of service)', fun
       unauthenticatedPerAddress: 4,
       bodyParsesMax: 2,
       longPollSeconds: 3,
+      // The data-folder test registers a file:// source in the temp folder; a control plane with a
+      // fetch policy needs the root allowed (a field this tree's config does not have yet: ignored).
+      ...({ allowFileRoots: [tmpdir()] } as object),
     });
     await t.createCluster('alpha');
     agent = await t.agent('alpha', 'cluster-agent');
