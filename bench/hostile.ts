@@ -12,7 +12,77 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
-import { sleep } from './lib/util.ts';
+import type { BenchServer } from './lib/server.ts';
+import type { Fleet } from './lib/fleet.ts';
+import { ProcWatcher, mb, sleep, summarize } from './lib/util.ts';
+
+/** What the scenario needs from bench/main.ts. */
+export interface HostileContext {
+  agents: number;
+  seconds: number;
+  rampMs: number;
+  server(name: string): Promise<BenchServer>;
+  identities(s: BenchServer, n: number): Promise<unknown>;
+  fleet(s: BenchServer, n: number): Promise<Fleet>;
+  log(s: string): void;
+  row(figure: string, measure: string, value: string, target?: string, met?: boolean | null): void;
+  results: Record<string, unknown>;
+}
+
+/**
+ * The scenario: the agents heartbeat for `seconds` alone, then for `seconds` under the attack;
+ * heartbeat latency of both windows and the server's peak RSS under attack.
+ */
+export async function hostile(c: HostileContext): Promise<void> {
+  const n = c.agents;
+  const s = await c.server('hostile');
+  const w = new ProcWatcher(s.pid, 250);
+  try {
+    await c.identities(s, n);
+    const f = await c.fleet(s, n);
+    try {
+      await f.waitConnected(c.rampMs + 60_000, c.log);
+      await sleep(5000);
+      // The same window without the attack first: on a shared machine, what the attack adds.
+      await f.stats(true);
+      c.log(`hostile: ${n} agents; ${c.seconds} s without attack`);
+      await sleep(c.seconds * 1000);
+      const quiet = summarize((await f.stats(true)).hbLatency);
+      w.reset();
+      const base = w.read();
+      c.log(`hostile: ${n} agents; attacking for ${c.seconds} s with 150 anonymous 2 MB bodies and 1,000 idle connections`);
+      const a = await attack({ port: s.port, caPem: s.caPem, bodies: 150, idle: 1000, seconds: c.seconds });
+      const st = await f.stats(true);
+      const p = w.read();
+      const hb = summarize(st.hbLatency);
+      const r = {
+        agents: n,
+        seconds: c.seconds,
+        heartbeatLatencyMs: hb,
+        heartbeatLatencyWithoutAttackMs: quiet,
+        heartbeatsOk: st.hbOk,
+        heartbeatErrors: st.hbErr,
+        pollErrors: st.pollErr,
+        baselineRssMB: mb(base.rssBytes),
+        peakRssMB: mb(p.peakRssBytes),
+        cpuPercent: p.cpuPercent,
+        attack: a,
+        errors: st.errors,
+      };
+      c.results.hostile = r;
+      c.row('7 hostile', `heartbeat latency, ${n} agents under attack`, `p50 ${hb.p50} ms, p99 ${hb.p99} ms, max ${hb.max} ms (${st.hbOk} ok, ${st.hbErr} errors)`, 'p99 < 250 ms', hb.p99 < 250 && st.hbErr === 0);
+      c.row('7 hostile', 'heartbeat latency, same agents, no attack', `p50 ${quiet.p50} ms, p99 ${quiet.p99} ms, max ${quiet.max} ms`);
+      c.row('7 hostile', 'server RSS under attack', `peak ${r.peakRssMB} MB (from ${r.baselineRssMB} MB)`, '< 600 MB', r.peakRssMB < 600);
+      c.row('7 hostile', 'anonymous bodies', `${a.bodiesStarted} started, ${mb(a.bodyBytesWritten)} MB written, outcomes ${JSON.stringify(a.bodyOutcomes)}`);
+      c.row('7 hostile', 'idle connections', `${a.idleOpened} opened, ${a.idleClosedByServer} closed by the server`);
+    } finally {
+      await f.stop();
+    }
+  } finally {
+    w.stop();
+    await s.stop();
+  }
+}
 
 export interface AttackOptions {
   port: number;

@@ -16,7 +16,7 @@ import { CountingProxy } from './lib/proxy.ts';
 import { freePort } from './lib/net.ts';
 import { BENCH_CACHE, REPO_ROOT, ProcWatcher, loadAverage, mb, nowMs, procSample, sleep, summarize, type LatencySummary } from './lib/util.ts';
 import { HttpClient } from '../common/http-client.ts';
-import { attack } from './hostile.ts';
+import { hostile } from './hostile.ts';
 import { cliBench } from './cli.ts';
 
 const { values: flags } = parseArgs({
@@ -531,63 +531,6 @@ async function storage() {
   row('6 storage', 'heartbeat writes, synchronous=FULL', `${r.heartbeatOnePerCommitFull.perSecond}/s, commit p99 ${r.heartbeatOnePerCommitFull.latencyMs.p99} ms`);
 }
 
-// ------------------------------------------------------------------ 7. hostile load
-
-/**
- * 1,000 agents heartbeating while 150 anonymous connections upload 2 MB bodies over and over
- * and 1,000 anonymous connections sit idle (bench/hostile.ts): heartbeat latency and peak RSS.
- */
-async function hostile() {
-  const n = Math.min(cfg.hostileAgents, maxAgents);
-  const s = await server('hostile');
-  const w = new ProcWatcher(s.pid, 250);
-  try {
-    await identities(s, n);
-    const f = await fleet(s, n, 'hold', rampFor(n));
-    try {
-      await f.waitConnected(rampFor(n) + 60_000, log);
-      await sleep(5000);
-      // The same window without the attack first: on a shared machine, what the attack adds.
-      await f.stats(true);
-      log(`hostile: ${n} agents; ${cfg.hostileSeconds} s without attack`);
-      await sleep(cfg.hostileSeconds * 1000);
-      const quiet = summarize((await f.stats(true)).hbLatency);
-      w.reset();
-      const base = w.read();
-      log(`hostile: ${n} agents; attacking for ${cfg.hostileSeconds} s with 150 anonymous 2 MB bodies and 1,000 idle connections`);
-      const a = await attack({ port: s.port, caPem: s.caPem, bodies: 150, idle: 1000, seconds: cfg.hostileSeconds });
-      const st = await f.stats(true);
-      const p = w.read();
-      const hb = summarize(st.hbLatency);
-      const r = {
-        agents: n,
-        seconds: cfg.hostileSeconds,
-        heartbeatLatencyMs: hb,
-        heartbeatLatencyWithoutAttackMs: quiet,
-        heartbeatsOk: st.hbOk,
-        heartbeatErrors: st.hbErr,
-        pollErrors: st.pollErr,
-        baselineRssMB: mb(base.rssBytes),
-        peakRssMB: mb(p.peakRssBytes),
-        cpuPercent: p.cpuPercent,
-        attack: a,
-        errors: st.errors,
-      };
-      results.hostile = r;
-      row('7 hostile', `heartbeat latency, ${n} agents under attack`, `p50 ${hb.p50} ms, p99 ${hb.p99} ms, max ${hb.max} ms (${st.hbOk} ok, ${st.hbErr} errors)`, 'p99 < 250 ms', hb.p99 < 250 && st.hbErr === 0);
-      row('7 hostile', 'heartbeat latency, same agents, no attack', `p50 ${quiet.p50} ms, p99 ${quiet.p99} ms, max ${quiet.max} ms`);
-      row('7 hostile', 'server RSS under attack', `peak ${r.peakRssMB} MB (from ${r.baselineRssMB} MB)`, '< 600 MB', r.peakRssMB < 600);
-      row('7 hostile', 'anonymous bodies', `${a.bodiesStarted} started, ${mb(a.bodyBytesWritten)} MB written, outcomes ${JSON.stringify(a.bodyOutcomes)}`);
-      row('7 hostile', 'idle connections', `${a.idleOpened} opened, ${a.idleClosedByServer} closed by the server`);
-    } finally {
-      await f.stop();
-    }
-  } finally {
-    w.stop();
-    await s.stop();
-  }
-}
-
 // ------------------------------------------------------------------ 8. CLI
 
 async function cli() {
@@ -673,7 +616,10 @@ try {
   if (scenarios.has('storm')) await storm();
   if (scenarios.has('footprint')) await footprint();
   if (scenarios.has('storage')) await storage();
-  if (scenarios.has('hostile')) await hostile();
+  if (scenarios.has('hostile')) {
+    const agents = Math.min(cfg.hostileAgents, maxAgents);
+    await hostile({ agents, seconds: cfg.hostileSeconds, server, identities, fleet: (s, n) => fleet(s, n, 'hold', rampFor(n)), rampMs: rampFor(agents), log, row, results });
+  }
   if (scenarios.has('cli')) await cli();
   if (scenarios.has('backup')) await backup();
 } finally {

@@ -210,6 +210,30 @@ describe('faults: hostile HTTP clients (unauthenticated denial of service)', fun
       const polled = await agent.client.poll(3);
       assert.equal(polled.command, null, 'the held poll ends with "nothing", not a dropped session');
     });
+    it('cancels an agent HTTP/2 upload stalled short of its declared length, and keeps the session', async () => {
+      const session = http2.connect(t.url, { ca: t.caPem, servername: 'localhost', cert: agent.identity.certificate, key: agent.keys.privateKeyPem });
+      try {
+        await new Promise((r) => session.once('connect', r));
+        const stream = session.request({ ':method': 'POST', ':path': '/v1/agent/heartbeat', 'content-type': 'application/json', 'content-length': '1000' });
+        stream.on('error', () => undefined);
+        stream.write('{"version":');
+        const code = await new Promise<number | 'open'>((resolve) => {
+          const to = setTimeout(() => resolve('open'), 10_000);
+          stream.once('close', () => {
+            clearTimeout(to);
+            resolve(stream.rstCode ?? -1);
+          });
+        });
+        assert.equal(code, http2.constants.NGHTTP2_CANCEL, 'the stalled stream is cancelled by the server');
+        // The session itself is still usable: another stream on it is answered.
+        const who = session.request({ ':method': 'GET', ':path': '/v1/agent/whoami' });
+        const status = await new Promise<number>((resolve) => who.once('response', (h) => resolve(Number(h[':status']))));
+        who.resume();
+        assert.equal(status, 200);
+      } finally {
+        session.destroy();
+      }
+    });
   });
 
   describe('connection caps', () => {
