@@ -142,7 +142,7 @@ describe('cluster agent with real public charts and CRDs (end to end)', function
     const r = await t.admin.request<{ error: { code: string; message: string } }>(
       'POST', '/v1/commands', { target: { cluster: CID }, type: 'manifest', spec: { manifests: over }, maxAttempts: 1 }, { accept: [400] },
     );
-    assert.equal(r.status, 400, JSON.stringify(r.body));
+    assert.equal(r.status, 400, `refused, not ${r.status} ${JSON.stringify(r.body).slice(0, 200)}`);
     assert.equal(r.body.error.code, 'invalid_spec');
     assert.match(r.body.error.message, new RegExp(`manifests: inline manifests are limited to 1 MiB \\(${MAX_MANIFEST_BYTES} bytes, these are ${MAX_MANIFEST_BYTES + 1}\\)`));
     assert.match(r.body.error.message, /source: \{git: \{url, ref, path\}\}/, 'the error points to the git source');
