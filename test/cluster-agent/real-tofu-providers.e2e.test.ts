@@ -3,7 +3,9 @@
  * hashicorp/random, built from the Go module proxy into a filesystem mirror
  * (test/toolchain/providers.sh). The agent gets the flags the cluster-agent chart renders for an
  * air-gapped cluster (a CLI config naming the mirror only, and a plugin cache), so tofu never
- * contacts a registry: a module creates a ConfigMap, re-applies with no changes and destroys it.
+ * contacts a registry: a module with `provider "kubernetes" {}` (no configuration: it gets the
+ * agent's cluster) creates a ConfigMap in the envtest cluster, re-applies with no changes and
+ * destroys it.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -21,8 +23,9 @@ const CID = 'tofureal';
 const NS = 'tether-system';
 const CONFIG_IN_POD = '/etc/tether/tofu/tofurc';
 
-// The kubernetes provider is configured explicitly from a variable: until tofu runs get the
-// agent's cluster by default, a module has to say where the cluster is.
+// The kubernetes provider as modules are written for in-cluster infrastructure: no configuration,
+// no variable saying where the cluster is. The agent gives tofu its own cluster (here, outside a
+// Pod, its kubeconfig as KUBE_CONFIG_PATH).
 const KUBERNETES_MODULE = `
 terraform {
   required_providers {
@@ -32,15 +35,10 @@ terraform {
     }
   }
 }
-variable "kubeconfig" {
-  type = string
-}
 variable "greeting" {
   type = string
 }
-provider "kubernetes" {
-  config_path = var.kubeconfig
-}
+provider "kubernetes" {}
 resource "kubernetes_config_map" "app" {
   metadata {
     name      = "tofu-made"
@@ -150,11 +148,11 @@ describe('cluster agent with real tofu providers from a filesystem mirror (end t
     ...(action ? { action } : {}),
     source: { git: { url: repo.url, ref: 'main', path: 'kubernetes' } },
     stateName: 'configmap',
-    vars: { kubeconfig: env.kubeconfigPath, greeting },
+    vars: { greeting },
   });
   const configMap = () => kubeGet<{ metadata: { uid: string; labels?: Record<string, string> }; data?: Record<string, string> }>(env, '/api/v1/namespaces/tofu-apps/configmaps/tofu-made');
 
-  it('creates a ConfigMap through the kubernetes provider installed from the mirror', async () => {
+  it('creates a ConfigMap in the agent\'s cluster through the kubernetes provider, unconfigured, installed from the mirror', async () => {
     const v = await runJob(t, CID, 'tofu', kubernetesSpec('hello'), 240_000);
     const logs = await jobLogs(t, v.id);
     assert.match(logs, new RegExp(`Installed hashicorp/kubernetes v${tofuProviderVersion('kubernetes').replace(/\./g, '\\.')}`));
