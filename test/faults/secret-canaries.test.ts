@@ -139,7 +139,7 @@ describe('secret canaries never leave the cluster, on any failure path (real hel
 
   before(async function () {
     dir = tempDir('tether-canaries-');
-    [env, t] = await Promise.all([startEnvtest(), startTestControlPlane({ dataDir: join(dir, 'cp') })]);
+    [env, t] = await Promise.all([startEnvtest(), startTestControlPlane({ dataDir: join(dir, 'cp'), allowFileRoots: [dir] })]);
     await t.createCluster(CID);
     await createNamespace(env, NS);
     await createSecret(env, NS, 'canaries', { single: SINGLE, pem: PEM, enc: ENCODED, short: SHORT });
