@@ -58,7 +58,7 @@ export interface TofuEnvInput {
  * provider mirror and cache when configured, and the cluster the agent runs in, so that
  * `provider "kubernetes" {}` and `provider "helm" {}` without arguments manage it: in a Pod the
  * in-cluster variables (KUBERNETES_SERVICE_HOST/PORT; the providers then use the ServiceAccount),
- * outside one the agent's kubeconfig (KUBE_CONFIG_PATH for the providers, KUBECONFIG for tools).
+ * outside one the agent's kubeconfig (KUBE_CONFIG_PATH, read by the kubernetes and helm providers 2.x; KUBECONFIG, read by the 1.x providers (the tests' pinned 1.13.4) and by tools).
  */
 export function tofuEnv(e: TofuEnvInput): Record<string, string> {
   const c = e.cluster;
