@@ -40,7 +40,13 @@ export interface RunResult {
   aborted: boolean;
 }
 
-const PASS_THROUGH = ['PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL', 'TZ', 'SSL_CERT_FILE', 'SSL_CERT_DIR', 'HTTPS_PROXY', 'HTTP_PROXY', 'NO_PROXY', 'https_proxy', 'http_proxy', 'no_proxy'];
+// KUBERNETES_SERVICE_HOST/PORT: in a Pod, tofu's kubernetes backend (in_cluster_config) finds the
+// API server through them, as client-go does; without them `tofu init` fails in-cluster.
+const PASS_THROUGH = [
+  'PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL', 'TZ', 'SSL_CERT_FILE', 'SSL_CERT_DIR',
+  'HTTPS_PROXY', 'HTTP_PROXY', 'NO_PROXY', 'https_proxy', 'http_proxy', 'no_proxy',
+  'KUBERNETES_SERVICE_HOST', 'KUBERNETES_SERVICE_PORT',
+];
 
 /** The variables a child inherits from the agent: a fixed allow-list. */
 export function baseEnv(from: NodeJS.ProcessEnv = process.env): Record<string, string> {

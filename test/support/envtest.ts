@@ -33,6 +33,8 @@ export interface EnvtestOptions {
   verbose?: boolean;
   /** Keep the temp dir after stop() (for debugging). */
   keepTempDir?: boolean;
+  /** Keep the ServiceAccount admission plugin on (Pods get token volumes; needs controllers running). */
+  serviceAccountAdmission?: boolean;
 }
 
 export interface Envtest {
@@ -394,7 +396,7 @@ async function startOnce(opts: EnvtestOptions): Promise<Envtest> {
         `--service-account-key-file=${join(tempDir, 'sa.pub')}`,
         `--service-account-signing-key-file=${join(tempDir, 'sa.key')}`,
         '--service-cluster-ip-range=10.0.0.0/24',
-        '--disable-admission-plugins=ServiceAccount',
+        ...(opts.serviceAccountAdmission ? [] : ['--disable-admission-plugins=ServiceAccount']),
         '--allow-privileged=true',
         '--enable-priority-and-fairness=false',
         '--profiling=false',
