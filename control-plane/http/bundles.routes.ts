@@ -9,6 +9,9 @@ import { cidSchema } from '../../common/wire.ts';
 import type { AccountsService } from '../accounts/accounts.service.ts';
 import type { BundlesService } from '../bundles/bundles.service.ts';
 import { deploySchema, osidParam, redeploySchema, registerBundleSchema } from '../bundles/bundles.wire.ts';
+
+/** A version number in a path: digits only, at most 10 (parsed before any lookup). */
+export const versionParam = z.string().regex(/^[1-9][0-9]{0,9}$/, 'a version is a positive whole number').transform(Number).pipe(z.number().int().max(2_147_483_647));
 import { requireAdmin } from './auth.ts';
 
 const aidOf = (res: Response) => res.locals.aid!;
@@ -48,6 +51,12 @@ export function instanceRoutes(deps: { accounts: AccountsService; bundles: Bundl
   });
   r.get('/:osid', async (req, res) => {
     res.json(await bundles.get(aidOf(res), osidParam.parse(req.params.osid)));
+  });
+  r.get('/:osid/versions', async (req, res) => {
+    res.json({ versions: await bundles.versions(aidOf(res), osidParam.parse(req.params.osid)) });
+  });
+  r.get('/:osid/versions/:version', async (req, res) => {
+    res.json(await bundles.version(aidOf(res), osidParam.parse(req.params.osid), versionParam.parse(req.params.version)));
   });
   r.post('/:osid/deploy', async (req, res) => {
     res.status(202).json(await bundles.redeploy(aidOf(res), osidParam.parse(req.params.osid), redeploySchema.parse(req.body ?? {})));
