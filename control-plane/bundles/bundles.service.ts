@@ -212,10 +212,10 @@ export class BundlesService {
     return { osid, jobId: job.id, version, instance: await this.get(aid, osid) };
   }
 
-  /** Every version of the instance's desired state, oldest first. */
-  async versions(aid: string, osid: string): Promise<InstanceVersionView[]> {
+  /** The newest `limit` versions of the instance's desired state (below `before`), oldest first. */
+  async versions(aid: string, osid: string, page: { limit: number; before?: number }): Promise<InstanceVersionView[]> {
     if (!(await repo.getInstance(this.d.db, aid, osid))) throw notFound(`instance ${osid} does not exist`, 'instance_not_found');
-    return (await repo.listInstanceVersions(this.d.db, aid, osid)).map(versionView);
+    return (await repo.listInstanceVersions(this.d.db, aid, osid, page)).map(versionView);
   }
 
   async version(aid: string, osid: string, n: number): Promise<InstanceVersionView> {

@@ -287,9 +287,11 @@ export function registerBundleCommands(program: Command, h: CliHelpers): void {
   instances
     .command('history <osid>')
     .description("every version of an instance's desired state: when, commit, inputs, job")
+    .option('--limit <n>', 'the newest n versions (at most 1000)', '100')
     .option('--json', 'print JSON')
-    .action(async (osid: string, o: { json?: boolean }) => {
-      const { versions } = await h.call<{ versions: InstanceVersionView[] }>('GET', `/v1/instances/${encodeURIComponent(osid)}/versions`);
+    .action(async (osid: string, o: { limit: string; json?: boolean }) => {
+      if (!/^[1-9][0-9]{0,3}$/.test(o.limit) || Number(o.limit) > 1000) throw h.usage('--limit must be a whole number from 1 to 1000');
+      const { versions } = await h.call<{ versions: InstanceVersionView[] }>('GET', `/v1/instances/${encodeURIComponent(osid)}/versions?limit=${o.limit}`);
       if (o.json) return h.json(versions);
       printTable(
         ['VERSION', 'WHEN', 'ACTION', 'BUNDLE', 'COMMIT', 'INPUTS', 'JOB'],

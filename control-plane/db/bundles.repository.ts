@@ -120,9 +120,14 @@ export async function updateInstanceJob(
 
 export type InstanceVersionWithJob = InstanceVersionRow & { job_state: CommandState | null };
 
-/** Every version of an instance, oldest first, with the state of its job (NULL: retention deleted it, or unknown). */
-export async function listInstanceVersions(db: Db, aid: string, osid: string): Promise<InstanceVersionWithJob[]> {
-  return versionsWithJobs(db, aid, osid).orderBy('v.version').execute();
+/**
+ * The newest `limit` versions of an instance below `before` (if given), oldest first, with the
+ * state of their jobs (NULL: retention deleted it, or unknown).
+ */
+export async function listInstanceVersions(db: Db, aid: string, osid: string, page: { limit: number; before?: number }): Promise<InstanceVersionWithJob[]> {
+  let q = versionsWithJobs(db, aid, osid);
+  if (page.before !== undefined) q = q.where('v.version', '<', page.before);
+  return (await q.orderBy('v.version', 'desc').limit(page.limit).execute()).reverse();
 }
 
 export async function getInstanceVersion(db: Db, aid: string, osid: string, version: number): Promise<InstanceVersionWithJob | undefined> {

@@ -16,7 +16,7 @@ import { deploySchema, osidParam, redeploySchema, registerBundleSchema } from '.
 import { createVpnUserSchema } from '../vpn/vpn.schemas.ts';
 import { agentIdSchema, listCommandsQuery, logsQuery } from './admin.routes.ts';
 import { pollQuery } from './agent.routes.ts';
-import { deleteQuery, versionParam } from './bundles.routes.ts';
+import { deleteQuery, versionParam, versionsQuery } from './bundles.routes.ts';
 import { userId } from './vpn.routes.ts';
 
 /** bearer: an account's API token; metrics: the metrics token (<data-dir>/metrics-token); mtls: an agent's certificate. */
@@ -150,7 +150,7 @@ export const ROUTES: RouteDoc[] = [
   { method: 'post', path: '/v1/instances', auth: 'bearer', summary: 'deploy a bundle to a cluster', body: deploySchema, ok: { 202: deployResponse }, errors: [404, 409, 422] },
   { method: 'get', path: '/v1/instances', auth: 'bearer', summary: 'list instances', query: z.object({ cluster: cidSchema.optional() }), ok: { 200: z.object({ instances: z.array(instanceView) }) }, errors: [] },
   { method: 'get', path: '/v1/instances/{osid}', auth: 'bearer', summary: 'one instance', params: { osid: osidParam }, ok: { 200: instanceView }, errors: [404] },
-  { method: 'get', path: '/v1/instances/{osid}/versions', auth: 'bearer', summary: "every version of an instance's desired state, oldest first", params: { osid: osidParam }, ok: { 200: z.object({ versions: z.array(instanceVersionView) }) }, errors: [404] },
+  { method: 'get', path: '/v1/instances/{osid}/versions', auth: 'bearer', summary: "versions of an instance's desired state, oldest first: the newest limit (default 100, at most 1000) below before", params: { osid: osidParam }, query: versionsQuery, ok: { 200: z.object({ versions: z.array(instanceVersionView) }) }, errors: [404] },
   { method: 'get', path: '/v1/instances/{osid}/versions/{version}', auth: 'bearer', summary: "one version of an instance's desired state", params: { osid: osidParam, version: versionParam }, ok: { 200: instanceVersionView }, errors: [404] },
   { method: 'post', path: '/v1/instances/{osid}/deploy', auth: 'bearer', summary: 'upgrade an instance in place (with version: roll back to that version, as a new version)', params: { osid: osidParam }, body: redeploySchema, ok: { 202: deployResponse }, errors: [404, 409, 422] },
   { method: 'delete', path: '/v1/instances/{osid}', auth: 'bearer', summary: 'tear an instance down', params: { osid: osidParam }, query: deleteQuery, ok: { 202: deployResponse }, errors: [404, 409] },

@@ -191,6 +191,19 @@ describe('bundles: desired state versions, history and rollback', function () {
     assert.equal((await instance()).inputs.message, 'one');
   });
 
+  it('pages versions: the newest limit below before, oldest first; limits are bounded', async () => {
+    const page = async (q: string) => (await t.admin.request<{ versions: InstanceVersionView[] }>('GET', `/v1/instances/${osid}/versions?${q}`)).body.versions.map((v) => v.version);
+    assert.deepEqual(await page(''), [1, 2, 3, 4, 5]);
+    assert.deepEqual(await page('limit=2'), [4, 5]);
+    assert.deepEqual(await page('limit=2&before=4'), [2, 3]);
+    assert.deepEqual(await page('before=1'), []);
+    for (const q of ['limit=0', 'limit=1001', 'limit=x', 'before=0', 'before=-1']) await refused('GET', `/v1/instances/${osid}/versions?${q}`, undefined, 400);
+    const h = await runCli(['instances', 'history', osid, '--limit', '1'], cli);
+    assert.equal(h.code, 0, h.stderr);
+    assert.deepEqual(h.stdout.trim().split('\n').slice(1).map((l) => l.split(/\s+/)[0]), ['5']);
+    assert.equal((await runCli(['instances', 'history', osid, '--limit', '0'], cli)).code, 2);
+  });
+
   it('deployVersionArgv renames --version after the deploy command word only', () => {
     const p = ['node', 'tether'];
     assert.deepEqual(deployVersionArgv([...p, 'deploy', '--instance', 'web-abcde', '--version', '3']), [...p, 'deploy', '--instance', 'web-abcde', '--to-version', '3']);
