@@ -1,7 +1,8 @@
 /**
  * CLI commands for stack bundles: `bundles validate|register|list`, `deploy` (new, upgrade,
- * rollback with --version), `instances list|show|history|delete`. Validation runs locally (a folder, or a git URL cloned into a temp folder)
- * with the same code the control plane runs at deploy time.
+ * rollback with --version), `instances list|show|history|delete`. Validation runs locally (a
+ * folder, or a git URL cloned into a temp folder) with the same code the control plane runs at
+ * deploy time.
  */
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';

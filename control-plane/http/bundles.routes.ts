@@ -9,12 +9,11 @@ import { cidSchema } from '../../common/wire.ts';
 import type { AccountsService } from '../accounts/accounts.service.ts';
 import type { BundlesService } from '../bundles/bundles.service.ts';
 import { deploySchema, osidParam, redeploySchema, registerBundleSchema } from '../bundles/bundles.wire.ts';
-
-/** A version number in a path: digits only, at most 10 (parsed before any lookup). */
-export const versionParam = z.string().regex(/^[1-9][0-9]{0,9}$/, 'a version is a positive whole number').transform(Number).pipe(z.number().int().max(2_147_483_647));
 import { requireAdmin } from './auth.ts';
 
 const aidOf = (res: Response) => res.locals.aid!;
+/** A version number in a path: digits only, at most 10 (parsed before any lookup). */
+export const versionParam = z.string().regex(/^[1-9][0-9]{0,9}$/, 'a version is a positive whole number').transform(Number).pipe(z.number().int().max(2_147_483_647));
 /** A page of versions: the newest `limit` (default 100) below `before`, oldest first. */
 export const versionsQuery = z.object({
   limit: z.coerce.number().int().min(1).max(1000).default(100),
