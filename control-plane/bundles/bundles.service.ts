@@ -1,8 +1,9 @@
 /**
  * Bundle sources and instances: register a git source, deploy it to a cluster (pin the commit,
- * validate, compile to a flow, queue it), upgrade in place, delete in reverse order, and show an
- * instance with its state and outputs (taken from its last succeeded apply job). SQL stays in
- * ../db; the decisions are in compile.ts and validate.ts.
+ * validate, compile to a flow, queue it), upgrade in place, roll back to an earlier version,
+ * delete in reverse order, and show an instance with its state and outputs (taken from its last
+ * succeeded apply job) and its desired state's versions. SQL stays in ../db; the decisions are in
+ * compile.ts and validate.ts.
  */
 import { existsSync, realpathSync, statSync } from 'node:fs';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
@@ -13,14 +14,14 @@ import type { Logger } from '../../common/logger.ts';
 import type { Db } from '../db/database.ts';
 import { getCluster } from '../db/accounts.repository.ts';
 import * as repo from '../db/bundles.repository.ts';
-import type { InstanceRow } from '../db/bundles.repository.ts';
+import type { InstanceRow, InstanceVersionWithJob } from '../db/bundles.repository.ts';
 import type { QueueService } from '../queue/queue.service.ts';
 import { bundleType, type Bundle } from './bundle.schema.ts';
 import { validateBundleDir } from './bundle-fs.ts';
 import { compileBundle, hostOf, instanceOutputs, namespaceOf, newOsid, portHostOf, resolveInputs, type InstanceContext, type InstanceOutputs } from './compile.ts';
 import type { GitCache } from './git-cache.ts';
 import { formatProblems } from './validate.ts';
-import type { BundleSourceView, DeployRequest, DeployResponse, InstanceState, InstanceView, RedeployRequest, RegisterBundleRequest } from './bundles.wire.ts';
+import type { BundleSourceView, DeployRequest, DeployResponse, InstanceState, InstanceVersionView, InstanceView, RedeployRequest, RegisterBundleRequest } from './bundles.wire.ts';
 
 export interface BundlesDeps {
   db: Db;
@@ -143,13 +144,17 @@ export class BundlesService {
     };
     await repo.insertInstance(db, row);
     this.d.log.info({ aid, osid, cid: cluster.cid, bundle: bundle.name, commit, jobId: job.id }, 'instance deploying');
-    return { osid, jobId: job.id, instance: await this.view(row) };
+    return { osid, jobId: job.id, version: 1, instance: await this.view(row) };
   }
 
-  /** Upgrades in place: the source's ref is pinned again, earlier inputs are kept unless given. */
+  /**
+   * Upgrades in place: the source's ref is pinned again, earlier inputs are kept unless given.
+   * With `version`, rolls back instead: that version's commit and inputs, as a new version.
+   */
   async redeploy(aid: string, osid: string, req: RedeployRequest): Promise<DeployResponse> {
     const row = await this.idle(aid, osid);
     if (row.last_action === 'delete') throw conflict(`instance ${osid} has been deleted`, 'instance_deleted');
+    if (req.version !== undefined) return this.rollback(row, req.version, req.timeoutSeconds);
     const src = await repo.getBundleSource(this.d.db, aid, row.source);
     if (!src) throw notFound(`bundle ${row.source} is no longer registered`, 'bundle_not_found');
     const cluster = (await getCluster(this.d.db, aid, row.cid))!;
@@ -162,14 +167,62 @@ export class BundlesService {
     if (inputs.problems.length) throw badRequest(inputs.problems.join('; '), 'invalid_inputs');
     const ctx: InstanceContext = { osid, cluster: row.cid, clusterDomain: cluster.domain, git: { url: src.url, commit, path: src.path } };
     const job = await this.submit(aid, row.cid, compileBundle(bundle, inputs.values, ctx, 'apply'), osid, 'apply', req.timeoutSeconds);
-    await repo.updateInstanceJob(this.d.db, aid, osid, {
+    const version = await repo.updateInstanceJob(this.d.db, aid, osid, {
       jobId: job.id,
       action: 'apply',
       now: this.d.clock.now(),
-      apply: { bundle_name: bundle.name, bundle_version: bundle.version, git_url: src.url, git_path: src.path, commit_sha: commit, bundle: JSON.stringify(bundle), inputs: JSON.stringify(given) },
+      apply: {
+        action: 'upgrade',
+        rollbackOf: null,
+        bundle_name: bundle.name,
+        bundle_version: bundle.version,
+        git_url: src.url,
+        git_path: src.path,
+        commit_sha: commit,
+        bundle: JSON.stringify(bundle),
+        inputs: JSON.stringify(given),
+      },
     });
-    this.d.log.info({ aid, osid, commit, jobId: job.id }, 'instance upgrading');
-    return { osid, jobId: job.id, instance: await this.get(aid, osid) };
+    this.d.log.info({ aid, osid, commit, version, jobId: job.id }, 'instance upgrading');
+    return { osid, jobId: job.id, version, instance: await this.get(aid, osid) };
+  }
+
+  /**
+   * Deploys version `n` again (its bundle, commit and inputs as they were; the source need not be
+   * registered any more) as the next version, like `helm rollback`.
+   */
+  private async rollback(row: InstanceRow, n: number, timeoutSeconds?: number): Promise<DeployResponse> {
+    const { aid, osid } = row;
+    const v = await repo.getInstanceVersion(this.d.db, aid, osid, n);
+    if (!v) throw notFound(`instance ${osid} has no version ${n}`, 'instance_version_not_found');
+    const bundle = JSON.parse(v.bundle) as Bundle;
+    const cluster = (await getCluster(this.d.db, aid, row.cid))!;
+    const inputs = resolveInputs(bundle, {}, JSON.parse(v.inputs) as Record<string, unknown>);
+    if (inputs.problems.length) throw badRequest(inputs.problems.join('; '), 'invalid_inputs');
+    const ctx: InstanceContext = { osid, cluster: row.cid, clusterDomain: cluster.domain, git: { url: v.git_url, commit: v.commit_sha, path: v.git_path } };
+    const job = await this.submit(aid, row.cid, compileBundle(bundle, inputs.values, ctx, 'apply'), osid, 'apply', timeoutSeconds);
+    const { bundle_name, bundle_version, git_url, git_path, commit_sha, inputs: given } = v;
+    const version = await repo.updateInstanceJob(this.d.db, aid, osid, {
+      jobId: job.id,
+      action: 'apply',
+      now: this.d.clock.now(),
+      apply: { action: 'rollback', rollbackOf: n, bundle_name, bundle_version, git_url, git_path, commit_sha, bundle: v.bundle, inputs: given },
+    });
+    this.d.log.info({ aid, osid, commit: commit_sha, rollbackOf: n, version, jobId: job.id }, 'instance rolling back');
+    return { osid, jobId: job.id, version, instance: await this.get(aid, osid) };
+  }
+
+  /** The newest `limit` versions of the instance's desired state (below `before`), oldest first. */
+  async versions(aid: string, osid: string, page: { limit: number; before?: number }): Promise<InstanceVersionView[]> {
+    if (!(await repo.getInstance(this.d.db, aid, osid))) throw notFound(`instance ${osid} does not exist`, 'instance_not_found');
+    return (await repo.listInstanceVersions(this.d.db, aid, osid, page)).map(versionView);
+  }
+
+  async version(aid: string, osid: string, n: number): Promise<InstanceVersionView> {
+    if (!(await repo.getInstance(this.d.db, aid, osid))) throw notFound(`instance ${osid} does not exist`, 'instance_not_found');
+    const v = await repo.getInstanceVersion(this.d.db, aid, osid, n);
+    if (!v) throw notFound(`instance ${osid} has no version ${n}`, 'instance_version_not_found');
+    return versionView(v);
   }
 
   /** Tears the instance down in reverse order (helm uninstall, manifest delete, tofu destroy), then its namespace. */
@@ -182,9 +235,9 @@ export class BundlesService {
     const inputs = resolveInputs(bundle, {}, JSON.parse(row.inputs) as Record<string, unknown>);
     const ctx = contextOf(row, cluster.domain);
     const job = await this.submit(aid, row.cid, compileBundle(bundle, inputs.values, ctx, 'delete'), osid, 'delete', timeoutSeconds);
-    await repo.updateInstanceJob(this.d.db, aid, osid, { jobId: job.id, action: 'delete', now: this.d.clock.now() });
+    const version = await repo.updateInstanceJob(this.d.db, aid, osid, { jobId: job.id, action: 'delete', now: this.d.clock.now() });
     this.d.log.info({ aid, osid, jobId: job.id }, 'instance deleting');
-    return { osid, jobId: job.id, instance: await this.get(aid, osid) };
+    return { osid, jobId: job.id, version, instance: await this.get(aid, osid) };
   }
 
   async get(aid: string, osid: string): Promise<InstanceView> {
@@ -238,6 +291,7 @@ export class BundlesService {
       bundle: { source: row.source, name: row.bundle_name, version: row.bundle_version, url: row.git_url, path: row.git_path, commit: row.commit_sha },
       inputs,
       state,
+      version: await repo.currentInstanceVersion(this.d.db, row.aid, row.osid),
       job: { id: job.id, action: row.last_action, state: job.state, error: job.error },
       outputs: state === 'deleted' ? {} : (outputs?.outputs ?? {}),
       sensitiveOutputs: state === 'deleted' ? {} : (outputs?.sensitiveOutputs ?? {}),
@@ -255,6 +309,19 @@ export function deriveState(action: 'apply' | 'delete', job: CommandView['state'
 
 function contextOf(row: InstanceRow, clusterDomain: string): InstanceContext {
   return { osid: row.osid, cluster: row.cid, clusterDomain, git: { url: row.git_url, commit: row.commit_sha, path: row.git_path } };
+}
+
+function versionView(v: InstanceVersionWithJob): InstanceVersionView {
+  const bundle = JSON.parse(v.bundle) as Bundle;
+  return {
+    version: v.version,
+    action: v.action,
+    rollbackOf: v.rollback_of,
+    createdAt: iso(v.created_at)!,
+    bundle: { name: v.bundle_name, version: v.bundle_version, url: v.git_url, path: v.git_path, commit: v.commit_sha },
+    inputs: resolveInputs(bundle, {}, JSON.parse(v.inputs) as Record<string, unknown>).values,
+    job: v.job_id === null ? null : { id: v.job_id, state: v.job_state },
+  };
 }
 
 function sourceView(r: repo.BundleSourceRow): BundleSourceView {

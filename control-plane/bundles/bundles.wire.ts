@@ -31,7 +31,17 @@ export const deploySchema = z
   .strict();
 export type DeployRequest = z.infer<typeof deploySchema>;
 
-export const redeploySchema = z.object({ inputs: inputValues, timeoutSeconds: z.number().int().min(1).max(86_400).optional() }).strict();
+/** A version number of an instance's desired state (1, 2, …). */
+export const versionNumber = z.number().int().min(1).max(2_147_483_647);
+
+/**
+ * An upgrade (the source's ref pinned again, inputs changed) or, with `version`, a rollback: that
+ * version's commit and inputs deployed again as a new version; inputs cannot be changed then.
+ */
+export const redeploySchema = z
+  .object({ inputs: inputValues, version: versionNumber.optional(), timeoutSeconds: z.number().int().min(1).max(86_400).optional() })
+  .strict()
+  .refine((b) => b.version === undefined || Object.keys(b.inputs).length === 0, { message: 'a rollback to a version deploys its inputs: give no inputs with version', path: ['inputs'] });
 export type RedeployRequest = z.infer<typeof redeploySchema>;
 
 export const osidParam = z.string().max(63).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?-[a-z0-9]{5}$/, 'an OSID is <type>-<5 lowercase alphanumerics>');
@@ -60,6 +70,8 @@ export interface InstanceView {
   /** Resolved inputs (defaults included). */
   inputs: Record<string, unknown>;
   state: InstanceState;
+  /** The version of the desired state it deploys (see versions). */
+  version: number;
   job: { id: number; action: 'apply' | 'delete'; state: CommandState; error: CommandError | null };
   /** Non-sensitive outputs of the last succeeded deployment. */
   outputs: Record<string, unknown>;
@@ -69,9 +81,25 @@ export interface InstanceView {
   updatedAt: string;
 }
 
+/** One version of an instance's desired state. */
+export interface InstanceVersionView {
+  version: number;
+  /** deploy: the first; upgrade: the source's ref pinned again; rollback: rollbackOf deployed again. */
+  action: 'deploy' | 'upgrade' | 'rollback';
+  rollbackOf: number | null;
+  createdAt: string;
+  bundle: { name: string; version: string; url: string; path: string; commit: string };
+  /** Resolved inputs (defaults of that bundle included); never secret values (those are secretRefs). */
+  inputs: Record<string, unknown>;
+  /** Its apply job; state null once retention deleted it. job null: not known (versions from before 0006). */
+  job: { id: number; state: CommandState | null } | null;
+}
+
 export interface DeployResponse {
   osid: string;
   jobId: number;
+  /** The version this job deploys (a delete: the current one). */
+  version: number;
   instance: InstanceView;
 }
 

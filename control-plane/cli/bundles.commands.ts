@@ -1,15 +1,16 @@
 /**
- * CLI commands for stack bundles: `bundles validate|register|list`, `deploy`, `instances
- * list|show|delete`. Validation runs locally (a folder, or a git URL cloned into a temp folder)
- * with the same code the control plane runs at deploy time.
+ * CLI commands for stack bundles: `bundles validate|register|list`, `deploy` (new, upgrade,
+ * rollback with --version), `instances list|show|history|delete`. Validation runs locally (a
+ * folder, or a git URL cloned into a temp folder) with the same code the control plane runs at
+ * deploy time.
  */
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { gitRef, gitUrl, repoPath } from '../../common/specs.ts';
 import { validateBundleDir } from '../bundles/bundle-fs.ts';
-import type { BundleSourceView, DeployResponse, InstanceView } from '../bundles/bundles.wire.ts';
+import type { BundleSourceView, DeployResponse, InstanceVersionView, InstanceView } from '../bundles/bundles.wire.ts';
 import { GitCache } from '../bundles/git-cache.ts';
 import { OPEN_POLICY } from '../bundles/fetch-policy.ts';
 import { formatProblems, type ValidationResult } from '../bundles/validate.ts';
@@ -100,6 +101,30 @@ export function splitUrlFlags(argv: readonly string[], subcommand: readonly stri
   return out;
 }
 
+/**
+ * `--version` is also the program's own flag (print the version), which commander takes wherever
+ * it appears. After the `deploy` command word it is the version to roll back to: renamed to the
+ * deploy command's hidden `--to-version` before parsing.
+ */
+export function deployVersionArgv(argv: readonly string[]): string[] {
+  let at = -1;
+  for (let i = 2; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--url' || a === '--api-key' || a === '--ca-file') i++;
+    else if (!a.startsWith('-')) {
+      if (a === 'deploy') at = i;
+      break;
+    }
+  }
+  if (at < 0) return [...argv];
+  return argv.map((a, i) => (i <= at ? a : a === '--version' ? '--to-version' : a.startsWith('--version=') ? `--to-version=${a.slice('--version='.length)}` : a));
+}
+
+/** Inputs on one line: `k=v, …` (values as JSON unless plain strings). */
+function inputsLine(inputs: Record<string, unknown>): string {
+  return Object.entries(inputs).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join(', ') || '-';
+}
+
 /** The first line of a password file (at most 4 KiB; the file is never echoed). */
 function readPasswordFile(file: string, usage: (m: string) => Error): string {
   let text: string;
@@ -133,6 +158,7 @@ function showInstance(i: InstanceView): void {
     ...Object.entries(i.ports).map(([p, host]): [string, string] => [`port ${p}`, host]),
     ['bundle', `${i.bundle.source} (${i.bundle.name} ${i.bundle.version})`],
     ['commit', i.bundle.commit],
+    ['version', String(i.version)],
     ['job', `${i.job.id} ${i.job.action} ${i.job.state}${i.job.error ? `: ${i.job.error.code}: ${i.job.error.message}` : ''}`],
     ...Object.entries(i.inputs).map(([k, v]): [string, string] => [`input ${k}`, JSON.stringify(v)]),
     ...Object.entries(i.outputs).map(([k, v]): [string, string] => [`output ${k}`, typeof v === 'string' ? v : JSON.stringify(v)]),
@@ -205,20 +231,29 @@ export function registerBundleCommands(program: Command, h: CliHelpers): void {
       else printTable(['NAME', 'URL', 'REF', 'PATH', 'UPDATED'], list.map((b) => [b.name, b.url, b.ref, b.path, b.updatedAt]));
     });
 
+  const argv = deployVersionArgv(process.argv);
+  process.argv.splice(0, process.argv.length, ...argv);
   program
     .command('deploy [bundle]')
-    .description('deploy a registered bundle to a cluster (or upgrade --instance in place); prints the job id')
+    .description('deploy a registered bundle to a cluster (or upgrade --instance in place, or roll it back with --version N); prints the job id')
     .option('--cluster <cid>', 'target cluster (new instances)')
     .option('--instance <osid>', 'upgrade this instance in place (earlier inputs are kept unless set)')
     .option('--set <key=value>', 'an input (repeatable)', collect, [])
+    .addOption(new Option('--to-version <n>', '--version <n> with --instance: roll back to that version (its commit and inputs), as a new version').hideHelp())
     .option('--timeout <seconds>', 'job timeout in seconds')
-    .option('--json', 'print {osid, jobId, instance} as JSON')
-    .action(async (bundle: string | undefined, o: { cluster?: string; instance?: string; set: string[]; timeout?: string; json?: boolean }) => {
+    .option('--json', 'print {osid, jobId, version, instance} as JSON')
+    .addHelpText('after', '\n  --version <n>         with --instance: roll back to version n (its commit and inputs) as a new version (see instances history)')
+    .action(async (bundle: string | undefined, o: { cluster?: string; instance?: string; set: string[]; toVersion?: string; timeout?: string; json?: boolean }) => {
       const inputs = parseSets(o.set, h.usage);
       if (o.timeout !== undefined && !/^[1-9][0-9]*$/.test(o.timeout)) throw h.usage('--timeout must be a whole number of seconds');
+      if (o.toVersion !== undefined && !/^[1-9][0-9]{0,9}$/.test(o.toVersion)) throw h.usage('--version must be a version number (see instances history)');
       const timeout = o.timeout ? { timeoutSeconds: Number(o.timeout) } : {};
       let r: DeployResponse;
-      if (o.instance) {
+      if (o.toVersion !== undefined) {
+        if (!o.instance || bundle || o.cluster) throw h.usage('--version rolls an instance back: deploy --instance <osid> --version <n>');
+        if (o.set.length) throw h.usage('--version deploys that version\'s inputs: give no --set');
+        r = await h.call<DeployResponse>('POST', `/v1/instances/${encodeURIComponent(o.instance)}/deploy`, { inputs: {}, version: Number(o.toVersion), ...timeout });
+      } else if (o.instance) {
         if (bundle || o.cluster) throw h.usage('--instance upgrades an existing instance: give no bundle and no --cluster');
         r = await h.call<DeployResponse>('POST', `/v1/instances/${encodeURIComponent(o.instance)}/deploy`, { inputs, ...timeout });
       } else {
@@ -227,7 +262,7 @@ export function registerBundleCommands(program: Command, h: CliHelpers): void {
       }
       if (o.json) return h.json(r);
       h.out(String(r.jobId));
-      process.stderr.write(`tether: instance ${r.osid} (namespace ${r.instance.namespace}, host ${r.instance.host}): job ${r.jobId}\n`);
+      process.stderr.write(`tether: instance ${r.osid} (namespace ${r.instance.namespace}, host ${r.instance.host}): version ${r.version}, job ${r.jobId}\n`);
     });
 
   const instances = program.command('instances').description('bundle instances');
@@ -249,6 +284,28 @@ export function registerBundleCommands(program: Command, h: CliHelpers): void {
       const i = await h.call<InstanceView>('GET', `/v1/instances/${encodeURIComponent(osid)}`);
       if (o.json) return h.json(i);
       showInstance(i);
+    });
+  instances
+    .command('history <osid>')
+    .description("every version of an instance's desired state: when, commit, inputs, job")
+    .option('--limit <n>', 'the newest n versions (at most 1000)', '100')
+    .option('--json', 'print JSON')
+    .action(async (osid: string, o: { limit: string; json?: boolean }) => {
+      if (!/^[1-9][0-9]{0,3}$/.test(o.limit) || Number(o.limit) > 1000) throw h.usage('--limit must be a whole number from 1 to 1000');
+      const { versions } = await h.call<{ versions: InstanceVersionView[] }>('GET', `/v1/instances/${encodeURIComponent(osid)}/versions?limit=${o.limit}`);
+      if (o.json) return h.json(versions);
+      printTable(
+        ['VERSION', 'WHEN', 'ACTION', 'BUNDLE', 'COMMIT', 'INPUTS', 'JOB'],
+        versions.map((v) => [
+          String(v.version),
+          v.createdAt,
+          v.action === 'rollback' ? `rollback to ${v.rollbackOf}` : v.action,
+          `${v.bundle.name} ${v.bundle.version}`,
+          v.bundle.commit.slice(0, 12),
+          inputsLine(v.inputs),
+          v.job ? `${v.job.id} ${v.job.state ?? 'expired'}` : '-',
+        ]),
+      );
     });
   instances
     .command('delete <osid>')

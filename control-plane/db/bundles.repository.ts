@@ -1,9 +1,13 @@
 import type { Selectable } from 'kysely';
 import type { Db } from './database.ts';
-import type { BundleSourcesTable, InstancesTable } from './bundles.table.ts';
+import type { CommandState } from '../../common/wire.ts';
+import type { BundleSourcesTable, InstanceVersionsTable, InstancesTable } from './bundles.table.ts';
 
 export type BundleSourceRow = Selectable<BundleSourcesTable>;
 export type InstanceRow = Selectable<InstancesTable>;
+export type InstanceVersionRow = Selectable<InstanceVersionsTable>;
+/** What a version pins: the bundle at a commit and the inputs given. */
+export type DesiredState = Pick<InstanceRow, 'bundle_name' | 'bundle_version' | 'git_url' | 'git_path' | 'commit_sha' | 'bundle' | 'inputs'>;
 
 /**
  * Creates or replaces a bundle source (its credentials too: none given, none kept); true when it
@@ -50,8 +54,19 @@ export async function listBundleSources(db: Db, aid: string) {
   return db.selectFrom('bundle_sources').selectAll().where('aid', '=', aid).orderBy('name').execute();
 }
 
+/** Inserts a new instance and its version 1 (its first deploy), together. */
 export async function insertInstance(db: Db, row: InstanceRow): Promise<void> {
-  await db.insertInto('instances').values(row).execute();
+  await db.transaction().execute(async (trx) => {
+    await trx.insertInto('instances').values(row).execute();
+    await trx
+      .insertInto('instance_versions')
+      .values({ ...desiredOf(row), aid: row.aid, osid: row.osid, version: 1, action: 'deploy', rollback_of: null, job_id: row.last_job_id, created_at: row.created_at })
+      .execute();
+  });
+}
+
+function desiredOf(r: DesiredState): DesiredState {
+  return { bundle_name: r.bundle_name, bundle_version: r.bundle_version, git_url: r.git_url, git_path: r.git_path, commit_sha: r.commit_sha, bundle: r.bundle, inputs: r.inputs };
 }
 
 export async function getInstance(db: Db, aid: string, osid: string) {
@@ -68,19 +83,76 @@ export async function listInstances(db: Db, aid: string, f: { cid?: string } = {
   return q.orderBy('created_at').orderBy('osid').execute();
 }
 
-/** Records a new job for the instance (apply: with the commit, bundle and inputs it deploys). */
+/**
+ * Records a new job for the instance. An apply (upgrade or rollback) also records the desired
+ * state it deploys as the next version, in the same transaction; returns that version's number
+ * (a delete: the current one).
+ */
 export async function updateInstanceJob(
   db: Db,
   aid: string,
   osid: string,
-  u: { jobId: number; action: 'apply' | 'delete'; now: number; apply?: Pick<InstanceRow, 'bundle_name' | 'bundle_version' | 'git_url' | 'git_path' | 'commit_sha' | 'bundle' | 'inputs'> },
-): Promise<void> {
-  await db
-    .updateTable('instances')
-    .set({ last_job_id: u.jobId, last_action: u.action, updated_at: u.now, ...(u.apply ?? {}) })
+  u: { jobId: number; action: 'apply' | 'delete'; now: number; apply?: DesiredState & { action: 'upgrade' | 'rollback'; rollbackOf: number | null } },
+): Promise<number> {
+  return db.transaction().execute(async (trx) => {
+    const { max } = await trx
+      .selectFrom('instance_versions')
+      .select((eb) => eb.fn.max<number | null>('version').as('max'))
+      .where('aid', '=', aid)
+      .where('osid', '=', osid)
+      .executeTakeFirstOrThrow();
+    const current = max ?? 0;
+    const desired = u.apply ? desiredOf(u.apply) : {};
+    await trx
+      .updateTable('instances')
+      .set({ last_job_id: u.jobId, last_action: u.action, updated_at: u.now, ...desired })
+      .where('aid', '=', aid)
+      .where('osid', '=', osid)
+      .execute();
+    if (!u.apply) return current;
+    await trx
+      .insertInto('instance_versions')
+      .values({ ...desiredOf(u.apply), aid, osid, version: current + 1, action: u.apply.action, rollback_of: u.apply.rollbackOf, job_id: u.jobId, created_at: u.now })
+      .execute();
+    return current + 1;
+  });
+}
+
+export type InstanceVersionWithJob = InstanceVersionRow & { job_state: CommandState | null };
+
+/**
+ * The newest `limit` versions of an instance below `before` (if given), oldest first, with the
+ * state of their jobs (NULL: retention deleted it, or unknown).
+ */
+export async function listInstanceVersions(db: Db, aid: string, osid: string, page: { limit: number; before?: number }): Promise<InstanceVersionWithJob[]> {
+  let q = versionsWithJobs(db, aid, osid);
+  if (page.before !== undefined) q = q.where('v.version', '<', page.before);
+  return (await q.orderBy('v.version', 'desc').limit(page.limit).execute()).reverse();
+}
+
+export async function getInstanceVersion(db: Db, aid: string, osid: string, version: number): Promise<InstanceVersionWithJob | undefined> {
+  return versionsWithJobs(db, aid, osid).where('v.version', '=', version).executeTakeFirst();
+}
+
+/** The instance's current version number (0: none). */
+export async function currentInstanceVersion(db: Db, aid: string, osid: string): Promise<number> {
+  const { max } = await db
+    .selectFrom('instance_versions')
+    .select((eb) => eb.fn.max<number | null>('version').as('max'))
     .where('aid', '=', aid)
     .where('osid', '=', osid)
-    .execute();
+    .executeTakeFirstOrThrow();
+  return max ?? 0;
+}
+
+function versionsWithJobs(db: Db, aid: string, osid: string) {
+  return db
+    .selectFrom('instance_versions as v')
+    .leftJoin('commands as c', (j) => j.onRef('c.id', '=', 'v.job_id').onRef('c.aid', '=', 'v.aid'))
+    .selectAll('v')
+    .select('c.state as job_state')
+    .where('v.aid', '=', aid)
+    .where('v.osid', '=', osid);
 }
 
 export async function storeInstanceOutputs(db: Db, aid: string, osid: string, o: { outputs: string; jobId: number }): Promise<void> {

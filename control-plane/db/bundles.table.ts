@@ -37,3 +37,26 @@ export interface InstancesTable {
   created_at: number;
   updated_at: number;
 }
+
+/** One version of an instance's desired state (see migration 0006). */
+export interface InstanceVersionsTable {
+  aid: string;
+  osid: string;
+  /** 1, 2, …: each deploy, upgrade or rollback adds one. */
+  version: number;
+  action: 'deploy' | 'upgrade' | 'rollback';
+  /** The version a rollback deployed again; NULL otherwise. */
+  rollback_of: number | null;
+  bundle_name: string;
+  bundle_version: string;
+  git_url: string;
+  git_path: string;
+  commit_sha: string;
+  /** JSON of the validated bundle at that commit (a rollback compiles from it). */
+  bundle: string;
+  /** JSON of the given inputs (never secrets: those are secretRefs). */
+  inputs: string;
+  /** The apply job; no foreign key (retention may delete it); NULL: not known (backfilled). */
+  job_id: number | null;
+  created_at: number;
+}

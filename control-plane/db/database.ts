@@ -11,6 +11,7 @@ import * as m0002 from './migrations/0002_vpn.ts';
 import * as m0003 from './migrations/0003_bundles.ts';
 import * as m0004 from './migrations/0004_tenant_limits.ts';
 import * as m0005 from './migrations/0005_source_credentials.ts';
+import * as m0006 from './migrations/0006_instance_versions.ts';
 import type { Database } from './schema.ts';
 
 export type Db = Kysely<Database>;
@@ -22,6 +23,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0003_bundles': m0003,
   '0004_tenant_limits': m0004,
   '0005_source_credentials': m0005,
+  '0006_instance_versions': m0006,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

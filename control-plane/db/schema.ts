@@ -2,7 +2,7 @@ import type { AccountsTable, ClustersTable } from './accounts.table.ts';
 import type { AgentsTable, CertificatesTable } from './agents.table.ts';
 import type { CommandLogUsageTable, CommandLogsTable, CommandsTable } from './commands.table.ts';
 import type { ApiTokensTable, BootstrapTokensTable } from './tokens.table.ts';
-import type { BundleSourcesTable, InstancesTable } from './bundles.table.ts';
+import type { BundleSourcesTable, InstanceVersionsTable, InstancesTable } from './bundles.table.ts';
 import type { VpnNodesTable, VpnUsersTable } from './vpn.table.ts';
 
 export interface Database {
@@ -19,4 +19,5 @@ export interface Database {
   vpn_users: VpnUsersTable;
   bundle_sources: BundleSourcesTable;
   instances: InstancesTable;
+  instance_versions: InstanceVersionsTable;
 }

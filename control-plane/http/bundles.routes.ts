@@ -12,6 +12,13 @@ import { deploySchema, osidParam, redeploySchema, registerBundleSchema } from '.
 import { requireAdmin } from './auth.ts';
 
 const aidOf = (res: Response) => res.locals.aid!;
+/** A version number in a path: digits only, at most 10 (parsed before any lookup). */
+export const versionParam = z.string().regex(/^[1-9][0-9]{0,9}$/, 'a version is a positive whole number').transform(Number).pipe(z.number().int().max(2_147_483_647));
+/** A page of versions: the newest `limit` (default 100) below `before`, oldest first. */
+export const versionsQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  before: z.coerce.number().int().min(1).max(2_147_483_647).optional(),
+});
 export const deleteQuery = z.object({ timeoutSeconds: z.coerce.number().int().min(1).max(86_400).optional() });
 
 export function bundleRoutes(deps: { accounts: AccountsService; bundles: BundlesService }): Router {
@@ -48,6 +55,13 @@ export function instanceRoutes(deps: { accounts: AccountsService; bundles: Bundl
   });
   r.get('/:osid', async (req, res) => {
     res.json(await bundles.get(aidOf(res), osidParam.parse(req.params.osid)));
+  });
+  r.get('/:osid/versions', async (req, res) => {
+    const osid = osidParam.parse(req.params.osid);
+    res.json({ versions: await bundles.versions(aidOf(res), osid, versionsQuery.parse(req.query)) });
+  });
+  r.get('/:osid/versions/:version', async (req, res) => {
+    res.json(await bundles.version(aidOf(res), osidParam.parse(req.params.osid), versionParam.parse(req.params.version)));
   });
   r.post('/:osid/deploy', async (req, res) => {
     res.status(202).json(await bundles.redeploy(aidOf(res), osidParam.parse(req.params.osid), redeploySchema.parse(req.body ?? {})));

@@ -16,7 +16,7 @@ import { deploySchema, osidParam, redeploySchema, registerBundleSchema } from '.
 import { createVpnUserSchema } from '../vpn/vpn.schemas.ts';
 import { agentIdSchema, listCommandsQuery, logsQuery } from './admin.routes.ts';
 import { pollQuery } from './agent.routes.ts';
-import { deleteQuery } from './bundles.routes.ts';
+import { deleteQuery, versionParam, versionsQuery } from './bundles.routes.ts';
 import { userId } from './vpn.routes.ts';
 
 /** bearer: an account's API token; metrics: the metrics token (<data-dir>/metrics-token); mtls: an agent's certificate. */
@@ -94,13 +94,23 @@ const instanceView = z.looseObject({
   bundle: z.looseObject({ source: z.string(), name: z.string(), version: z.string(), url: z.string(), path: z.string(), commit: z.string() }),
   inputs: z.record(z.string(), z.unknown()),
   state: z.enum(['deploying', 'deployed', 'failed', 'deleting', 'deleted', 'delete_failed']),
+  version: z.number().int(),
   job: z.looseObject({ id: z.number().int(), action: z.enum(['apply', 'delete']), state: z.enum(COMMAND_STATES), error: commandError.nullable() }),
   outputs: z.record(z.string(), z.unknown()),
   sensitiveOutputs: z.record(z.string(), z.unknown()),
   createdAt: iso,
   updatedAt: iso,
 });
-const deployResponse = z.looseObject({ osid: z.string(), jobId: z.number().int(), instance: instanceView });
+const deployResponse = z.looseObject({ osid: z.string(), jobId: z.number().int(), version: z.number().int(), instance: instanceView });
+const instanceVersionView = z.looseObject({
+  version: z.number().int(),
+  action: z.enum(['deploy', 'upgrade', 'rollback']),
+  rollbackOf: z.number().int().nullable(),
+  createdAt: iso,
+  bundle: z.looseObject({ name: z.string(), version: z.string(), url: z.string(), path: z.string(), commit: z.string() }),
+  inputs: z.record(z.string(), z.unknown()),
+  job: z.looseObject({ id: z.number().int(), state: z.enum(COMMAND_STATES).nullable() }).nullable(),
+});
 const vpnUserView = z.looseObject({ id: z.string(), name: z.string(), address: z.string() });
 const vpnClusterView = z.looseObject({
   nodes: z.array(z.looseObject({ nid: z.string(), wg0Address: z.string(), wg1Address: z.string(), endpoint: z.string().nullable() })),
@@ -140,7 +150,9 @@ export const ROUTES: RouteDoc[] = [
   { method: 'post', path: '/v1/instances', auth: 'bearer', summary: 'deploy a bundle to a cluster', body: deploySchema, ok: { 202: deployResponse }, errors: [404, 409, 422] },
   { method: 'get', path: '/v1/instances', auth: 'bearer', summary: 'list instances', query: z.object({ cluster: cidSchema.optional() }), ok: { 200: z.object({ instances: z.array(instanceView) }) }, errors: [] },
   { method: 'get', path: '/v1/instances/{osid}', auth: 'bearer', summary: 'one instance', params: { osid: osidParam }, ok: { 200: instanceView }, errors: [404] },
-  { method: 'post', path: '/v1/instances/{osid}/deploy', auth: 'bearer', summary: 'upgrade an instance in place', params: { osid: osidParam }, body: redeploySchema, ok: { 202: deployResponse }, errors: [404, 409, 422] },
+  { method: 'get', path: '/v1/instances/{osid}/versions', auth: 'bearer', summary: "versions of an instance's desired state, oldest first: the newest limit (default 100, at most 1000) below before", params: { osid: osidParam }, query: versionsQuery, ok: { 200: z.object({ versions: z.array(instanceVersionView) }) }, errors: [404] },
+  { method: 'get', path: '/v1/instances/{osid}/versions/{version}', auth: 'bearer', summary: "one version of an instance's desired state", params: { osid: osidParam, version: versionParam }, ok: { 200: instanceVersionView }, errors: [404] },
+  { method: 'post', path: '/v1/instances/{osid}/deploy', auth: 'bearer', summary: 'upgrade an instance in place (with version: roll back to that version, as a new version)', params: { osid: osidParam }, body: redeploySchema, ok: { 202: deployResponse }, errors: [404, 409, 422] },
   { method: 'delete', path: '/v1/instances/{osid}', auth: 'bearer', summary: 'tear an instance down', params: { osid: osidParam }, query: deleteQuery, ok: { 202: deployResponse }, errors: [404, 409] },
   { method: 'get', path: '/v1/clusters/{cid}/vpn', auth: 'bearer', summary: "a cluster's VPN: node addresses and user peers", params: { cid: cidSchema }, ok: { 200: vpnClusterView }, errors: [404] },
   { method: 'post', path: '/v1/clusters/{cid}/vpn/users', auth: 'bearer', summary: 'add a user peer; returns its client configuration', params: { cid: cidSchema }, body: createVpnUserSchema, ok: { 201: z.looseObject({ user: vpnUserView, clientConfig: z.string(), privateKeyIncluded: z.boolean() }) }, errors: [404, 409] },

@@ -1,9 +1,9 @@
 /**
  * Stack bundles end to end: the example bundles published to a file:// bare repository,
  * registered and deployed with the `tether` CLI to a real kube-apiserver through a real cluster
- * agent process (real helm, tofu and git); upgraded in place, deleted in reverse order; invalid
- * bundles refused by `tether bundles validate` and by the deploy API with every problem listed
- * and nothing queued.
+ * agent process (real helm, tofu and git); upgraded in place, rolled back to an earlier version,
+ * deleted in reverse order; invalid bundles refused by `tether bundles validate` and by the deploy
+ * API with every problem listed and nothing queued.
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -184,6 +184,30 @@ describe('stack bundles (end to end)', function () {
     assert.match(cm!.data['index.html']!, /<p>Changed<\/p>/);
   });
 
+  it('rolls the webapp back to version 1 with deploy --version: the cluster gets the old inputs back, as version 3', async () => {
+    const r = await tether(['deploy', '--instance', web, '--version', '1']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /version 3, job \d+/);
+    await succeeded(Number(r.stdout.trim()));
+    const view = await instance(web);
+    assert.equal(view.state, 'deployed');
+    assert.equal(view.version, 3);
+    assert.equal(view.inputs.message, 'Hello e2e');
+    assert.equal(view.outputs.revision, 3, 'a new helm revision, like helm rollback');
+    const dep = await kubeGet<{ spec: { replicas: number; template: { spec: { containers: { env: { name: string; value: string }[] }[] } } } }>(env, `/apis/apps/v1/namespaces/${web}/deployments/app`);
+    assert.equal(dep?.spec.replicas, 1);
+    assert.equal(dep?.spec.template.spec.containers[0]!.env.find((e) => e.name === 'MESSAGE')?.value, 'Hello e2e');
+    const cm = await kubeGet<{ data: Record<string, string> }>(env, `/api/v1/namespaces/${web}/configmaps/app-content`);
+    assert.match(cm!.data['index.html']!, /<p>Hello e2e<\/p>/);
+    const history = await tether(['instances', 'history', web, '--json']);
+    const versions = JSON.parse(history.stdout) as { version: number; action: string; rollbackOf: number | null; job: { state: string } }[];
+    assert.deepEqual(versions.map((v) => [v.version, v.action, v.rollbackOf, v.job.state]), [
+      [1, 'deploy', null, 'succeeded'],
+      [2, 'upgrade', null, 'succeeded'],
+      [3, 'rollback', 1, 'succeeded'],
+    ]);
+  });
+
   it('deploys the database: a tofu-generated password reaches the chart inside the cluster only', async () => {
     const res = await t.admin.request<DeployResponse>('POST', '/v1/instances', { bundle: 'database', cluster: CID, inputs: { username: 'shop' } });
     assert.equal(res.status, 202);
@@ -236,6 +260,7 @@ describe('stack bundles (end to end)', function () {
       `/api/v1/namespaces/${web}/configmaps/app-content`,
       `/api/v1/namespaces/${web}/secrets/sh.helm.release.v1.app.v1`,
       `/api/v1/namespaces/${web}/secrets/sh.helm.release.v1.app.v2`,
+      `/api/v1/namespaces/${web}/secrets/sh.helm.release.v1.app.v3`,
       `/apis/networking.k8s.io/v1/namespaces/${web}/networkpolicies/webapp-ingress-only`,
     ]) {
       assert.equal(await kubeGet(env, path), undefined, `${path} is gone`);

@@ -164,6 +164,10 @@ describe('API contract: every operation against the OpenAPI document (real contr
       case 'get /v1/instances/{osid}':
       case 'delete /v1/instances/{osid}':
         return { params: { osid: 'web-abcde' } };
+      case 'get /v1/instances/{osid}/versions':
+        return { params: { osid: 'web-abcde' } };
+      case 'get /v1/instances/{osid}/versions/{version}':
+        return { params: { osid: 'web-abcde', version: '1' } };
       case 'post /v1/instances/{osid}/deploy':
         return { params: { osid: 'web-abcde' }, body: { inputs: {} } };
       case 'get /v1/clusters/{cid}/vpn':

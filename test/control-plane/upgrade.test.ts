@@ -14,7 +14,7 @@ import { generateKeyPair } from '../../common/csr.ts';
 import { AgentClient, bootstrapAgent } from '../../common/agent/agent-client.ts';
 import { HttpClient, HttpError } from '../../common/http-client.ts';
 import type { AgentView, CommandView } from '../../common/wire.ts';
-import type { InstanceView } from '../../control-plane/bundles/bundles.wire.ts';
+import type { InstanceVersionView, InstanceView } from '../../control-plane/bundles/bundles.wire.ts';
 import { REPO_ROOT, removeDir, startTestControlPlane, tempDir, type TestControlPlane } from '../support/control-plane.ts';
 
 const FIXTURE = join(REPO_ROOT, 'test/fixtures/upgrade-93cc861');
@@ -86,6 +86,7 @@ describe('upgrade: a data folder from release 93cc861', function () {
     const applied = (db.prepare('SELECT name FROM kysely_migration ORDER BY name').all() as { name: string }[]).map((r) => r.name);
     db.close();
     assert.deepEqual(fx.migrations, ['0001_initial', '0002_vpn', '0003_bundles']);
+    assert.ok(applied.includes('0006_instance_versions'), 'the versions table was added');
     for (const m of fx.migrations) assert.ok(applied.includes(m), `${m} still recorded`);
     assert.deepEqual(applied, [...applied].sort(), 'numbered in order');
   });
@@ -149,6 +150,15 @@ describe('upgrade: a data folder from release 93cc861', function () {
     assert.equal(inst.cluster, 'prod1');
     assert.equal(inst.job.id, fx.commands.instanceJob!.id);
     assert.equal(inst.inputs.message, 'from 93cc861');
+    // Migration 0006 backfilled version 1 of its desired state: its commit, inputs and job.
+    assert.equal(inst.version, 1);
+    const versions = (await t.admin.request<{ versions: InstanceVersionView[] }>('GET', `/v1/instances/${fx.instance}/versions`)).body.versions;
+    assert.equal(versions.length, 1);
+    assert.equal(versions[0]!.version, 1);
+    assert.equal(versions[0]!.action, 'deploy');
+    assert.equal(versions[0]!.bundle.commit, inst.bundle.commit);
+    assert.deepEqual(versions[0]!.inputs, inst.inputs);
+    assert.equal(versions[0]!.job?.id, fx.commands.instanceJob!.id);
     const bundles = (await t.admin.request<{ bundles: { name: string }[] }>('GET', '/v1/bundles')).body.bundles;
     assert.deepEqual(bundles.map((b) => b.name), ['webapp']);
     const vpn = (await t.admin.request<{ nodes: { nid: string; endpoint: string | null }[]; users: { id: string }[] }>('GET', '/v1/clusters/prod1/vpn')).body;
