@@ -57,6 +57,16 @@ export interface ApiServerOptions {
 const TICKET_KEY_ROTATE_MS = 12 * 3600 * 1000;
 const TICKET_KEY_MAX_AGE_MS = 24 * 3600 * 1000;
 
+/**
+ * TLS 1.3 preferred (Node's default maximum); TLS 1.2 only with ECDHE and AEAD ciphers, for the
+ * Tether CA's ECDSA server certificate and an operator's RSA or ECDSA one (public-cert.ts).
+ */
+const TLS12_CIPHERS = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384', 'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305',
+];
+const TLS13_CIPHERS = ['TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256'];
+
 export class ApiServer {
   private readonly tlsServer: tls.Server;
   private readonly sockets = new Set<tls.TLSSocket>();
@@ -124,6 +134,9 @@ export class ApiServer {
       requestCert: true,
       rejectUnauthorized: false,
       minVersion: 'TLSv1.2',
+      ciphers: [...TLS13_CIPHERS, ...TLS12_CIPHERS].join(':'),
+      honorCipherOrder: true,
+      ecdhCurve: 'X25519:prime256v1:secp384r1',
       handshakeTimeout: lim.handshakeTimeoutMs,
       ticketKeys: loadOrCreateTicketKeys(o.ticketKeyFile, o.now?.() ?? Date.now()),
       // A certificate the operator brings is served to clients asking for one of its names;

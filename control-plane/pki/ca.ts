@@ -1,8 +1,8 @@
 /**
- * The control plane's own certificate authority (node-forge). Created on first start in the data
- * folder: ca.crt (public), ca.key, server.crt, server.key (0600). Agent certificates are issued
- * from a CSR, so an agent's private key never leaves the agent; the identity in the certificate
- * comes from the bootstrap token, never from what the CSR asks for.
+ * The control plane's own certificate authority (node-forge, RSA-3072). Created on first start in
+ * the data folder: ca.crt (public), ca.key, server.crt (an ECDSA P-256 key), server.key (0600).
+ * Agent certificates are issued from a CSR, so an agent's private key never leaves the agent; the
+ * identity in the certificate comes from the bootstrap token, never from what the CSR asks for.
  */
 import { createPrivateKey, generateKeyPairSync, randomBytes, sign, verify, X509Certificate, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
@@ -73,30 +73,6 @@ export function createCa(now = Date.now()): { certPem: string; keyPem: string } 
   return { certPem: forge.pki.certificateToPem(cert), keyPem: pem };
 }
 
-function signWithCa(cert: forge.pki.Certificate, caCertPem: string, caKeyPem: string) {
-  const caCert = forge.pki.certificateFromPem(caCertPem);
-  cert.setIssuer(caCert.subject.attributes);
-  cert.sign(forge.pki.privateKeyFromPem(caKeyPem), forge.md.sha256.create());
-}
-
-export function issueServerCertificate(caCertPem: string, caKeyPem: string, sans: string[], now = Date.now()) {
-  const { key, pub, pem } = newRsaKey();
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = pub;
-  cert.serialNumber = newSerial();
-  cert.validity.notBefore = new Date(now - CLOCK_SKEW_MS);
-  cert.validity.notAfter = new Date(now + 2 * 365 * 86400_000);
-  cert.setSubject([{ name: 'commonName', value: sans[0] ?? 'tether' }]);
-  cert.setExtensions([
-    { name: 'basicConstraints', cA: false },
-    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
-    { name: 'extKeyUsage', serverAuth: true },
-    { name: 'subjectAltName', altNames: sans.map((s) => (isIP(s) ? { type: 7, ip: s } : { type: 2, value: s })) },
-  ]);
-  signWithCa(cert, caCertPem, caKeyPem);
-  return { certPem: forge.pki.certificateToPem(cert), keyPem: pem };
-}
-
 /**
  * The CA's signing key as a native key object and its subject, parsed once per CA (every agent
  * certificate is signed with them).
@@ -107,6 +83,54 @@ function caSigner(caCertPem: string, caKeyPem: string) {
     caSignerCache = { caKeyPem, caCertPem, key: createPrivateKey(caKeyPem), subject: forge.pki.certificateFromPem(caCertPem).subject.attributes };
   }
   return caSignerCache;
+}
+
+/**
+ * The control plane's TLS server certificate, with an ECDSA P-256 key signed by the (RSA) CA. A
+ * full handshake then costs the server one P-256 signature instead of an RSA-2048 one (several
+ * times cheaper: bench/handshake.ts), which matters when refused clients reconnect in a loop.
+ * node-forge cannot hold an EC public key, so the TBSCertificate is built by forge with the CA's
+ * public key as a placeholder, its SubjectPublicKeyInfo replaced by the EC key's (SPKI DER from
+ * node:crypto), signed natively with the CA key, and the Certificate assembled here.
+ */
+export function issueServerCertificate(caCertPem: string, caKeyPem: string, sans: string[], now = Date.now()) {
+  const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const signer = caSigner(caCertPem, caKeyPem);
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = forge.pki.certificateFromPem(caCertPem).publicKey; // placeholder, replaced below
+  cert.serialNumber = newSerial();
+  cert.validity.notBefore = new Date(now - CLOCK_SKEW_MS);
+  cert.validity.notAfter = new Date(now + 2 * 365 * 86400_000);
+  cert.setSubject([{ name: 'commonName', value: sans[0] ?? 'tether' }]);
+  cert.setIssuer(signer.subject);
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: false },
+    // An ECDSA key signs (ECDHE); it never enciphers a key, so no keyEncipherment.
+    { name: 'keyUsage', digitalSignature: true, critical: true },
+    { name: 'extKeyUsage', serverAuth: true },
+    { name: 'subjectAltName', altNames: sans.map((s) => (isIP(s) ? { type: 7, ip: s } : { type: 2, value: s })) },
+  ]);
+  cert.signatureOid = cert.siginfo.algorithmOid = forge.pki.oids.sha256WithRSAEncryption!;
+  const tbs = (forge.pki as unknown as { getTBSCertificate(c: forge.pki.Certificate): forge.asn1.Asn1 }).getTBSCertificate(cert);
+  // TBSCertificate ::= SEQUENCE { [0] version, serialNumber, signature, issuer, validity, subject,
+  // subjectPublicKeyInfo, [3] extensions }: the SPKI is element 6.
+  const fields = tbs.value as forge.asn1.Asn1[];
+  const spki = publicKey.export({ type: 'spki', format: 'der' });
+  fields[6] = forge.asn1.fromDer(forge.util.createBuffer(spki.toString('binary')));
+  const tbsDer = Buffer.from(forge.asn1.toDer(tbs).getBytes(), 'binary');
+  const signature = sign('sha256', tbsDer, signer.key);
+  const { asn1 } = forge;
+  const certificate = asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, [
+    tbs,
+    asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, [
+      asn1.create(asn1.Class.UNIVERSAL, asn1.Type.OID, false, asn1.oidToDer(forge.pki.oids.sha256WithRSAEncryption!).getBytes()),
+      asn1.create(asn1.Class.UNIVERSAL, asn1.Type.NULL, false, ''),
+    ]),
+    asn1.create(asn1.Class.UNIVERSAL, asn1.Type.BITSTRING, false, String.fromCharCode(0) + signature.toString('binary')),
+  ]);
+  const der = Buffer.from(asn1.toDer(certificate).getBytes(), 'binary');
+  const certPem = `-----BEGIN CERTIFICATE-----\n${der.toString('base64').replace(/.{64}/g, '$&\n').replace(/\n?$/, '\n')}-----END CERTIFICATE-----\n`;
+  return { certPem, keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string };
 }
 
 const verifyAsync = promisify(verify);
@@ -173,9 +197,13 @@ function certificateSans(certPem: string): string[] {
     .filter(Boolean);
 }
 
+const isP256 = (key: KeyObject) => key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1';
+
 /**
  * Loads the CA and server certificate from the data folder, creating whatever is missing. The
- * server certificate is reissued when the configured SANs change or it nears expiry.
+ * server certificate is reissued when the configured SANs change, it nears expiry, it is not
+ * signed by this CA, or its key is not ECDSA P-256 (data folders from before it was: their RSA
+ * server certificate is replaced at start; the CA stays, so agents keep trusting the server).
  */
 export function loadOrCreatePki(dataDir: string, sans: string[], now = Date.now()): CaMaterial & { created: boolean } {
   const f = (n: string) => join(dataDir, n);
@@ -194,7 +222,7 @@ export function loadOrCreatePki(dataDir: string, sans: string[], now = Date.now(
     const have = new Set(certificateSans(current));
     const x = new X509Certificate(current);
     const expiresSoon = new Date(x.validTo).getTime() - now < 30 * 86400_000;
-    reissue = expiresSoon || sans.some((s) => !have.has(s)) || !x.verify(new X509Certificate(caCertPem).publicKey);
+    reissue = expiresSoon || sans.some((s) => !have.has(s)) || !x.verify(new X509Certificate(caCertPem).publicKey) || !isP256(x.publicKey);
   }
   if (reissue) {
     const server = issueServerCertificate(caCertPem, caKeyPem, sans, now);
