@@ -272,6 +272,9 @@ build_one() {
   compressed=$(tar -xOf "$archive" --wildcards '*.tar' | gzip -6 | wc -c)
   printf 'unpacked %s MB, gzip %s MB\n' "$((unpacked / 1000000))" "$((compressed / 1000000))" >"$archive.size"
   log "$name: $(cat "$archive.size") -> $archive"
+  # Older archives of this image (~0.5 GB each for the agent) built over an hour ago go: other
+  # checkouts may still be testing their own version meanwhile.
+  find "$OUT" -maxdepth 1 -name "$name-*.tar*" ! -name "$(basename "$archive")*" -mmin +60 -delete
 }
 
 build_image() {

@@ -237,6 +237,7 @@ describe('cluster agent as a Pod on a real kubelet (end to end)', function () {
     await helm(['upgrade', RELEASE, join(REPO_ROOT, 'charts/cluster-agent'), '-n', NS, '-f', valuesFile, '--set', 'agent.logLevel=info']);
     const v: CommandView = await waitForJob(t, id, 240_000);
     assert.ok(isTerminal(v.state), `terminal: ${v.state}`);
+    console.log(`      the command running across helm upgrade ended ${v.state} after ${v.attempts} attempt(s)`);
     await readyPod(pod.metadata.uid);
     // Settled once: it stays in that state while the new Pod polls.
     await new Promise((r) => setTimeout(r, 10_000));
@@ -245,7 +246,7 @@ describe('cluster agent as a Pod on a real kubelet (end to end)', function () {
     assert.equal(again.finishedAt, v.finishedAt);
   });
 
-  it('helm uninstall leaves no agent object behind', async () => {
+  it('helm uninstall leaves none of the release\'s objects behind', async () => {
     await helm(['uninstall', RELEASE, '-n', NS, '--wait']);
     await eventually(async () => (await agentPods()).length === 0, 120_000, 'the agent Pods gone');
     const sel = encodeURIComponent(`app.kubernetes.io/instance=${RELEASE}`);
@@ -264,5 +265,8 @@ describe('cluster agent as a Pod on a real kubelet (end to end)', function () {
       left.push(...items.map((i) => `${path}/${i.metadata.name}`));
     }
     assert.deepEqual(left, []);
+    // Not a release object: the agent creates it at run time. It stays (docs/kubernetes-lab.md).
+    const identity = await kubeGet(k.env, `/api/v1/namespaces/${NS}/secrets/tether-agent-identity`);
+    console.log(`      after uninstall, the agent-created identity Secret ${identity ? 'is still there' : 'is gone'}`);
   });
 });

@@ -11,16 +11,18 @@
 //
 // Everything lives in one temp dir (containerd root and socket, kubelet root, CNI config); stop()
 // kills what it started by pid, removes Pods' containers and mounts, the CNI bridge, kube-proxy's
-// iptables rules and the kubelet's cgroups. Set TETHER_KUBELET_VERBOSE=1 to see the components' logs.
+// iptables rules and the kubelet's cgroups, and puts back the sysctls the kubelet and kube-proxy set.
+// Set TETHER_KUBELET_VERBOSE=1 to see the components' logs; TETHER_KUBELET_RUNC=<path> runs another
+// runc (e.g. a wrapper keeping each bundle's config.json, as docs/kubernetes-lab.md describes).
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startEnvtest, type Envtest } from './envtest.ts';
 import { eventually, freePort } from './control-plane.ts';
-import { toolPath } from './toolchain.ts';
+import { cacheRoot, toolPath } from './toolchain.ts';
 
 const execFileP = promisify(execFile);
 
@@ -31,6 +33,34 @@ export const POD_GATEWAY = '10.244.0.1';
 const BRIDGE = 'tether-cni0';
 const CNI_BIN = '/usr/lib/cni';
 const HOST_BINS = ['containerd', 'containerd-shim-runc-v2', 'ctr', 'runc', 'iptables'];
+/**
+ * Host-wide settings the kubelet (protectKernelDefaults=false) and kube-proxy change; saved before
+ * the start and put back by stop(), as this machine is shared.
+ */
+const SYSCTLS = [
+  'vm/overcommit_memory', 'vm/panic_on_oom', 'kernel/panic', 'kernel/panic_on_oops', 'kernel/keys/root_maxkeys',
+  'kernel/keys/root_maxbytes', 'net/ipv4/conf/all/route_localnet',
+];
+function readSysctls(): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const k of SYSCTLS) {
+    try {
+      m.set(k, readFileSync(join('/proc/sys', k), 'utf8').trim());
+    } catch {
+      // not in this kernel
+    }
+  }
+  return m;
+}
+function restoreSysctls(saved: Map<string, string>): void {
+  for (const [k, v] of saved) {
+    try {
+      writeFileSync(join('/proc/sys', k), v);
+    } catch {
+      // read-only here
+    }
+  }
+}
 /** The cgroup v1 controllers the kubelet's cgroup manager needs. */
 const CGROUP_V1_CONTROLLERS = ['cpu', 'cpuacct', 'cpuset', 'memory', 'pids', 'hugetlb'];
 
@@ -256,6 +286,44 @@ nodeStatusUpdateFrequency: 5s
 `;
 }
 
+/**
+ * One kubelet cluster per machine at a time (they would share the CNI bridge, kube-proxy's
+ * iptables chains and /kubepods cgroups): a lock directory holding the owner's pid, taken over
+ * when that process is gone.
+ */
+async function lockMachine(timeoutMs: number): Promise<() => void> {
+  const dir = join(cacheRoot(), 'locks');
+  mkdirSync(dir, { recursive: true });
+  const lock = join(dir, 'kubelet-cluster.lock');
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      writeFileSync(join(lock, 'pid'), String(process.pid));
+      return () => rmSync(lock, { recursive: true, force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    let owner = NaN;
+    try {
+      owner = Number(readFileSync(join(lock, 'pid'), 'utf8'));
+    } catch {
+      // being created or removed
+    }
+    let alive = true;
+    if (Number.isInteger(owner)) {
+      try {
+        process.kill(owner, 0);
+      } catch {
+        alive = false;
+      }
+    }
+    if (!alive) rmSync(lock, { recursive: true, force: true });
+    else if (Date.now() > deadline) throw new Error(`another kubelet cluster (pid ${owner}) holds ${lock}`);
+    else await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
 export interface KubeletClusterOptions {
   /** docker-archives to import into containerd's k8s.io namespace (pause is required). */
   images: string[];
@@ -267,11 +335,13 @@ export async function startKubeletCluster(opts: KubeletClusterOptions): Promise<
   const verbose = opts.verbose ?? process.env['TETHER_KUBELET_VERBOSE'] === '1';
   const timeout = opts.startTimeoutMs ?? 180_000;
   const nodeIp = nodeAddress();
+  const unlock = await lockMachine(20 * 60_000);
   const dir = await mkdtemp(join(tmpdir(), 'tether-kubelet-'));
   const procs: Proc[] = [];
   const sock = join(dir, 'containerd', 'containerd.sock');
   let env: Envtest | undefined;
   let stopped = false;
+  const sysctls = readSysctls();
   const logs = () => procs.map((p) => `--- ${p.name} (exit ${p.child.exitCode ?? p.child.signalCode ?? 'running'})\n${p.tail.last()}`).join('\n');
   const kubectl = async (args: string[], input?: string): Promise<string> => {
     const child = execFile(toolPath('kubectl'), ['--kubeconfig', env!.kubeconfigPath, ...args], { maxBuffer: 16 << 20 });
@@ -308,6 +378,7 @@ export async function startKubeletCluster(opts: KubeletClusterOptions): Promise<
       }
     }
     await execFileP(toolPath('kube-proxy'), ['--cleanup']).catch(() => undefined);
+    restoreSysctls(sysctls);
     await execFileP('ip', ['link', 'delete', BRIDGE]).catch(() => undefined);
     // Mounts under the temp dir (pod volumes, sandboxes' shm, overlay snapshots), deepest first.
     const mounts = readFileSync('/proc/self/mounts', 'utf8')
@@ -319,6 +390,7 @@ export async function startKubeletCluster(opts: KubeletClusterOptions): Promise<
     for (const c of CGROUP_V1_CONTROLLERS.concat(['devices', 'freezer', 'blkio', 'systemd'])) removeCgroupTree(join('/sys/fs/cgroup', c, 'kubepods'));
     await env?.stop();
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    unlock();
   };
 
   try {
