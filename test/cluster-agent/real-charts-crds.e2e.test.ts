@@ -49,6 +49,20 @@ async function established(env: Envtest, name: string): Promise<boolean> {
   return crd?.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True') ?? false;
 }
 
+/**
+ * Waits until the API server serves lists of a CRD's resources. Right after a CRD is created or
+ * updated its storage is (re)initialised; a delete in that window has the API server's finalizer
+ * fail its list ("storage is (re)initializing") and retry on a growing backoff, which under load
+ * outlasts any reasonable wait. A client deleting CRDs it just applied waits the same way.
+ */
+async function crdServed(env: Envtest, name: string, timeoutMs = 120_000): Promise<void> {
+  const crd = await kubeGet<{ spec: { group: string; names: { plural: string }; versions: { name: string; storage: boolean }[] } }>(env, `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${name}`);
+  assert.ok(crd, `CRD ${name} exists`);
+  const version = crd.spec.versions.find((v) => v.storage)?.name ?? crd.spec.versions[0]!.name;
+  const list = `/apis/${crd.spec.group}/${version}/${crd.spec.names.plural}`;
+  await eventually(async () => (await kubeGet(env, list)) !== undefined, timeoutMs, `the API server to list ${list}`);
+}
+
 /** Waits until a CRD is gone (its custom resources deleted by the API server), with its conditions when it is not. */
 async function crdDeleted(env: Envtest, name: string, timeoutMs = 120_000): Promise<void> {
   const path = `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${name}`;
@@ -177,9 +191,11 @@ describe('cluster agent with real public charts and CRDs (end to end)', function
     assert.match(failed.error!.message, /secretName/);
   });
 
-  it('deletes cert-manager\'s CRD set through the same git source', async () => {
+  it('deletes cert-manager\'s CRD set through the same git source', async function () {
+    this.timeout(600_000);
+    for (const n of crdNames('cert-manager-crds')) await crdServed(env, n);
     await runJob(t, CID, 'manifest', { action: 'delete', source: { git: { url: repo.url, ref: 'main', path: 'cert-manager/crds' } } }, 120_000);
-    for (const n of crdNames('cert-manager-crds')) await crdDeleted(env, n);
+    for (const n of crdNames('cert-manager-crds')) await crdDeleted(env, n, 300_000);
   });
 
   it('applies four of prometheus-operator\'s CRDs and custom resources of them in one inline manifest', async () => {
@@ -245,6 +261,7 @@ describe('cluster agent with real public charts and CRDs (end to end)', function
     // The API server deletes a CRD once its custom resources are gone; its finalizer retries with
     // a growing back-off while the CRD's storage re-initialises, which takes long on a busy machine.
     this.timeout(600_000);
+    for (const n of crdNames('prometheus-operator-crds')) await crdServed(env, n);
     await runJob(t, CID, 'manifest', { action: 'delete', source: { git: { url: repo.url, ref: 'main', path: 'prometheus-operator/crds' } } }, 180_000);
     for (const n of crdNames('prometheus-operator-crds')) await crdDeleted(env, n, 300_000);
     assert.equal(await kubeGet(env, '/apis/monitoring.coreos.com/v1/namespaces/prom/prometheuses/web'), undefined, 'the Prometheus is gone');
