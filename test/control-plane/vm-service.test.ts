@@ -213,7 +213,15 @@ describe('control plane: systemd service', function () {
       process.kill(mainPid, 'SIGTERM');
       await eventually(() => proc.exitCode !== null, 60_000, 'the stop');
     } finally {
-      if (proc.exitCode === null) await stopProcess(proc, 'SIGKILL');
+      if (proc.exitCode === null) {
+        // The traced server first: killing strace alone leaves it running, detached.
+        try {
+          for (const pid of execFileSync('pgrep', ['-P', String(proc.pid)], { encoding: 'utf8' }).trim().split('\n')) process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+        await stopProcess(proc, 'SIGKILL');
+      }
     }
     const lines = readFileSync(trace, 'utf8').split('\n');
     const used = new Set<string>();
