@@ -18,6 +18,11 @@ export const configSchema = z
     bootstrapToken: z.string().min(1).max(200).optional(),
     agentNamespace: dnsLabel(),
     identitySecret: dnsSubdomain.default('tether-agent-identity'),
+    /**
+     * A ConfigMap of the agent's namespace that owns the identity Secret (the chart's CA ConfigMap):
+     * deleting it (`helm uninstall`) has Kubernetes' garbage collector delete the identity too.
+     */
+    identityOwnerConfigMap: dnsSubdomain.optional(),
     /** Path of a kubeconfig; unset means in-cluster configuration. */
     kubeconfig: z.string().min(1).optional(),
     helmBin: z.string().min(1).default('helm'),
@@ -52,6 +57,7 @@ const OPTIONS: [string, string, keyof ClusterAgentConfig, string][] = [
   ['--bootstrap-token <token>', 'TETHER_BOOTSTRAP_TOKEN', 'bootstrapToken', 'one-time bootstrap token (first start only; prefer the env var)'],
   ['--agent-namespace <ns>', 'TETHER_AGENT_NAMESPACE', 'agentNamespace', 'namespace of the agent (its identity Secret lives here)'],
   ['--identity-secret <name>', 'TETHER_IDENTITY_SECRET', 'identitySecret', 'name of the identity Secret'],
+  ['--identity-owner-configmap <name>', 'TETHER_IDENTITY_OWNER_CONFIGMAP', 'identityOwnerConfigMap', 'ConfigMap (same namespace) that owns the identity Secret: deleting it deletes the identity'],
   ['--kubeconfig <file>', 'KUBECONFIG', 'kubeconfig', 'kubeconfig to use (default: in-cluster configuration)'],
   ['--helm-bin <path>', 'TETHER_HELM_BIN', 'helmBin', 'helm binary'],
   ['--tofu-bin <path>', 'TETHER_TOFU_BIN', 'tofuBin', 'tofu binary'],

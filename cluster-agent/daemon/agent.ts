@@ -36,7 +36,7 @@ export async function startClusterAgent(config: ClusterAgentConfig, log: Logger,
   const kube = connectKube({ kubeconfig: config.kubeconfig, workDir: config.workDir });
   log.info({ inCluster: kube.inCluster, namespace: config.agentNamespace, url: config.url }, 'starting the cluster agent');
 
-  const store = new IdentitySecretStore(kube, config.agentNamespace, config.identitySecret);
+  const store = new IdentitySecretStore(kube, config.agentNamespace, config.identitySecret, config.identityOwnerConfigMap);
   const identity = await loadOrBootstrap({ store, url: config.url, caPem, bootstrapToken: config.bootstrapToken, log, signal });
   const client = new AgentClient(config.url, { certPem: identity.certPem, keyPem: identity.keyPem, caPem });
   const renewer = new CertificateRenewer({ identity, client, store, log, intervalMs: config.renewCheckSeconds * 1000 });

@@ -8,7 +8,7 @@ import { createPublicKey } from 'node:crypto';
 import pRetry from 'p-retry';
 import { bootstrapAgent, type AgentClient } from '../../common/agent/agent-client.ts';
 import { certificateTimes, createCsr, generateKeyPair, shouldRenew, type KeyPair } from '../../common/csr.ts';
-import { TetherError } from '../../common/errors.ts';
+import { TetherError, errorMessage } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { KubeAccess } from '../kube/kube.ts';
 import { applySecret, readSecretData } from '../kube/secrets.ts';
@@ -26,11 +26,27 @@ export class IdentitySecretStore {
   readonly namespace: string;
   readonly name: string;
   private readonly kube: KubeAccess;
+  private readonly ownerConfigMap: string | undefined;
 
-  constructor(kube: KubeAccess, namespace: string, name: string) {
+  /** `ownerConfigMap`: a ConfigMap of the same namespace whose deletion deletes the Secret (garbage collection). */
+  constructor(kube: KubeAccess, namespace: string, name: string, ownerConfigMap?: string) {
     this.kube = kube;
     this.namespace = namespace;
     this.name = name;
+    this.ownerConfigMap = ownerConfigMap;
+  }
+
+  /** The owner reference to the ConfigMap, read each time the Secret is written (rarely: bootstrap, renewal). */
+  private async owner(): Promise<{ apiVersion: string; kind: string; name: string; uid: string }[] | undefined> {
+    if (!this.ownerConfigMap) return undefined;
+    let uid: string | undefined;
+    try {
+      uid = (await this.kube.core.readNamespacedConfigMap({ name: this.ownerConfigMap, namespace: this.namespace })).metadata?.uid;
+    } catch (err) {
+      throw new TetherError('kube_error', `cannot read the identity's owner ConfigMap ${this.namespace}/${this.ownerConfigMap}: ${errorMessage(err)}`);
+    }
+    if (!uid) throw new TetherError('kube_error', `the identity's owner ConfigMap ${this.namespace}/${this.ownerConfigMap} has no uid`);
+    return [{ apiVersion: 'v1', kind: 'ConfigMap', name: this.ownerConfigMap, uid }];
   }
 
   async load(): Promise<StoredIdentity | undefined> {
@@ -51,6 +67,7 @@ export class IdentitySecretStore {
         data: { 'tls.key': id.keyPem, 'tls.crt': id.certPem, 'ca.crt': id.caPem, 'agent-id': id.agentId, aid: id.aid, cid: id.cid },
         labels: { 'app.kubernetes.io/component': 'identity' },
         annotations: id.certPem ? { 'tether.dev/certificate-expires-at': certificateTimes(id.certPem).notAfter.toISOString() } : undefined,
+        ownerReferences: await this.owner(),
       },
       opts,
     );

@@ -39,7 +39,14 @@ export async function deleteSecret(core: CoreV1Api, namespace: string, name: str
 /** Creates or updates a Secret (server-side apply, field manager "tether"), replacing its data. */
 export async function applySecret(
   objects: ObjectApi,
-  s: { namespace: string; name: string; data: Record<string, string>; labels?: Record<string, string>; annotations?: Record<string, string> },
+  s: {
+    namespace: string;
+    name: string;
+    data: Record<string, string>;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    ownerReferences?: { apiVersion: string; kind: string; name: string; uid: string }[];
+  },
   opts: { dryRun?: boolean } = {},
 ): Promise<void> {
   const data: Record<string, string> = {};
@@ -48,7 +55,13 @@ export async function applySecret(
     apiVersion: 'v1',
     kind: 'Secret',
     type: 'Opaque',
-    metadata: { name: s.name, namespace: s.namespace, labels: { ...MANAGED_BY, ...s.labels }, ...(s.annotations ? { annotations: s.annotations } : {}) },
+    metadata: {
+      name: s.name,
+      namespace: s.namespace,
+      labels: { ...MANAGED_BY, ...s.labels },
+      ...(s.annotations ? { annotations: s.annotations } : {}),
+      ...(s.ownerReferences ? { ownerReferences: s.ownerReferences } : {}),
+    },
     data,
   };
   try {

@@ -265,8 +265,8 @@ describe('cluster agent as a Pod on a real kubelet (end to end)', function () {
       left.push(...items.map((i) => `${path}/${i.metadata.name}`));
     }
     assert.deepEqual(left, []);
-    // Not a release object: the agent creates it at run time. It stays (docs/kubernetes-lab.md).
-    const identity = await kubeGet(k.env, `/api/v1/namespaces/${NS}/secrets/tether-agent-identity`);
-    console.log(`      after uninstall, the agent-created identity Secret ${identity ? 'is still there' : 'is gone'}`);
+    // The agent creates its identity Secret at run time, owned by the chart's CA ConfigMap: the
+    // garbage collector (kube-controller-manager) deletes it once uninstall deleted the ConfigMap.
+    await eventually(async () => (await kubeGet(k.env, `/api/v1/namespaces/${NS}/secrets/tether-agent-identity`)) === undefined, 120_000, 'the identity Secret deleted with its owner');
   });
 });
