@@ -11,7 +11,7 @@
  */
 import { z } from 'zod';
 
-export const CLUSTER_COMMAND_TYPES = ['helm', 'manifest', 'tofu', 'flow'] as const;
+export const CLUSTER_COMMAND_TYPES = ['helm', 'manifest', 'tofu', 'flow', 'diff'] as const;
 export const NODE_COMMAND_TYPES = ['preflight', 'install', 'vpn-sync'] as const;
 export const COMMAND_TYPES = [...CLUSTER_COMMAND_TYPES, ...NODE_COMMAND_TYPES] as const;
 export type ClusterCommandType = (typeof CLUSTER_COMMAND_TYPES)[number];
@@ -153,31 +153,45 @@ export function isManifestFileName(name: string): boolean {
   return /\.(ya?ml|json)$/i.test(name) && !name.startsWith('.');
 }
 
+/** Where a manifest spec's objects come from: inline YAML or a git folder (exactly one), and the default namespace. */
+const manifestSourceFields = {
+  manifests: z
+    .string()
+    .min(1)
+    .superRefine((m, ctx) => {
+      const bytes = Buffer.byteLength(m, 'utf8'); // the string is bounded by the request body limit
+      if (bytes <= MAX_MANIFEST_BYTES) return;
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          `inline manifests are limited to 1 MiB (${MAX_MANIFEST_BYTES} bytes, these are ${bytes}): ` +
+          'put larger sets in a git repository and use source: {git: {url, ref, path}} instead of manifests',
+      });
+    })
+    .optional(),
+  source: z.object({ git: gitSourceSchema }).strict().optional(),
+  namespace: dnsLabel().optional(),
+};
+const exactlyOneSource = (m: { manifests?: string | undefined; source?: unknown }, ctx: z.RefinementCtx) => {
+  if ((m.manifests === undefined) === (m.source === undefined)) ctx.addIssue({ code: 'custom', message: 'set exactly one of manifests and source' });
+};
+
 /** Inline YAML (`manifests`) or the YAML files of a folder in a git repository (`source`): exactly one. */
 export const manifestSpecSchema = z
-  .object({
-    action: stepAction,
-    manifests: z
-      .string()
-      .min(1)
-      .superRefine((m, ctx) => {
-        const bytes = Buffer.byteLength(m, 'utf8'); // the string is bounded by the request body limit
-        if (bytes <= MAX_MANIFEST_BYTES) return;
-        ctx.addIssue({
-          code: 'custom',
-          message:
-            `inline manifests are limited to 1 MiB (${MAX_MANIFEST_BYTES} bytes, these are ${bytes}): ` +
-            'put larger sets in a git repository and use source: {git: {url, ref, path}} instead of manifests',
-        });
-      })
-      .optional(),
-    source: z.object({ git: gitSourceSchema }).strict().optional(),
-    namespace: dnsLabel().optional(),
-  })
+  .object({ action: stepAction, ...manifestSourceFields })
   .strict()
-  .superRefine((m, ctx) => {
-    if ((m.manifests === undefined) === (m.source === undefined)) ctx.addIssue({ code: 'custom', message: 'set exactly one of manifests and source' });
-  });
+  .superRefine(exactlyOneSource);
+
+/** The objects a manifest diff compares: a manifest spec without `action`. */
+export const manifestDiffTargetSchema = z.object(manifestSourceFields).strict().superRefine(exactlyOneSource);
+
+/**
+ * A `diff` command: what a `target` of a kind would change, changing nothing. Only
+ * `target: 'manifest'` exists today; helm and tofu targets join the union with their own spec.
+ */
+export const diffSpecSchema = z.discriminatedUnion('target', [
+  z.object({ target: z.literal('manifest'), spec: manifestDiffTargetSchema }).strict(),
+]);
 
 export const tofuSpecSchema = z
   .object({
@@ -223,6 +237,8 @@ export type ManifestSpec = z.infer<typeof manifestSpecSchema>;
 export type TofuSpec = z.infer<typeof tofuSpecSchema>;
 export type FlowSpec = z.infer<typeof flowSpecSchema>;
 export type FlowStep = z.infer<typeof flowStepSchema>;
+export type DiffSpec = z.infer<typeof diffSpecSchema>;
+export type ManifestDiffTarget = z.infer<typeof manifestDiffTargetSchema>;
 export type InstallSpec = z.infer<typeof installSpecSchema>;
 
 export const specSchemas = {
@@ -230,6 +246,7 @@ export const specSchemas = {
   manifest: manifestSpecSchema,
   tofu: tofuSpecSchema,
   flow: flowSpecSchema,
+  diff: diffSpecSchema,
   preflight: preflightSpecSchema,
   install: installSpecSchema,
   'vpn-sync': vpnSyncSpecSchema,

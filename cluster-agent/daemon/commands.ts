@@ -5,9 +5,10 @@
  * step type is added in one place.
  */
 import { CommandFailure } from '../../common/errors.ts';
-import { flowSpecSchema, helmSpecSchema, manifestSpecSchema, tofuSpecSchema, type ClusterCommandType, type FlowStep } from '../../common/specs.ts';
+import { diffSpecSchema, flowSpecSchema, helmSpecSchema, manifestSpecSchema, tofuSpecSchema, type ClusterCommandType, type FlowStep } from '../../common/specs.ts';
 import { executeFlow } from '../flow/flow.executor.ts';
 import { executeHelm } from '../helm/helm.executor.ts';
+import { executeDiff } from '../manifest/diff.executor.ts';
 import { executeManifest } from '../manifest/manifest.executor.ts';
 import type { StepContext, StepResult } from '../steps/step.ts';
 import { executeTofu } from '../tofu/tofu.executor.ts';
@@ -46,6 +47,8 @@ export const COMMANDS: { [T in ClusterCommandType]: CommandEntry } = {
   manifest: entry('manifest', manifestSpecSchema, STEP_EXECUTORS.manifest),
   tofu: entry('tofu', tofuSpecSchema, STEP_EXECUTORS.tofu),
   flow: entry('flow', flowSpecSchema, (spec, s) => executeFlow(spec, s, runStep)),
+  // Not a flow step: a diff changes nothing, so nothing later in a flow could depend on it.
+  diff: entry('diff', diffSpecSchema, executeDiff),
 };
 
 export function commandEntry(type: string): CommandEntry | undefined {

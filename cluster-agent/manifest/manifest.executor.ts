@@ -18,7 +18,7 @@ import { checkAborted, plainLookup, type StepContext, type StepResult } from '..
 const DISCOVERY_WAIT_MS = 30_000;
 
 /** The manifests' YAML: inline, or every *.yaml|*.yml|*.json file of the source folder (by name). */
-async function manifestText(spec: ManifestSpec, s: StepContext): Promise<string> {
+export async function manifestText(spec: Pick<ManifestSpec, 'manifests' | 'source'>, s: StepContext): Promise<string> {
   if (spec.manifests !== undefined) return spec.manifests;
   if (!spec.source) throw new CommandFailure('invalid_spec', 'a manifest spec needs manifests or source');
   const co = await checkoutGit(spec.source.git, join(s.runDir, 'src'), { signal: s.exec.signal, emit: (l) => s.exec.emit(l) });
@@ -126,9 +126,9 @@ async function checkKinds(api: ObjectApi, objects: KubeObject[], signal: AbortSi
  * The API resource of an object's kind; a kind from a CRD applied just before may take a moment.
  * With `waitMs` 0 an unknown kind is undefined at once.
  */
-async function discover(api: ObjectApi, o: KubeObject, signal: AbortSignal, waitMs: number): Promise<Awaited<ReturnType<ObjectApi['lookup']>>>;
-async function discover(api: ObjectApi, o: KubeObject, signal: AbortSignal): Promise<NonNullable<Awaited<ReturnType<ObjectApi['lookup']>>>>;
-async function discover(api: ObjectApi, o: KubeObject, signal: AbortSignal, waitMs = DISCOVERY_WAIT_MS) {
+export async function discover(api: ObjectApi, o: KubeObject, signal: AbortSignal, waitMs: number): Promise<Awaited<ReturnType<ObjectApi['lookup']>>>;
+export async function discover(api: ObjectApi, o: KubeObject, signal: AbortSignal): Promise<NonNullable<Awaited<ReturnType<ObjectApi['lookup']>>>>;
+export async function discover(api: ObjectApi, o: KubeObject, signal: AbortSignal, waitMs = DISCOVERY_WAIT_MS) {
   const deadline = Date.now() + waitMs;
   for (;;) {
     let resource;
