@@ -151,6 +151,8 @@ describe('cluster agent diff (end to end)', function () {
 
   it('never lets the changed Secret value out: not in the outputs, the logs, the agent\'s log or the database', async () => {
     const forms = [CANARY, Buffer.from(CANARY).toString('base64')];
+    assert.equal(diffIds.length, 5, 'every diff above ran (the checks below are not vacuous)');
+    assert.equal((await secretData(env, TENANT, 'creds'))?.password, CANARY, 'the canary is in the cluster');
     for (const id of diffIds) {
       const text = JSON.stringify((await t.admin.request('GET', `/v1/commands/${id}`)).body) + (await jobLogs(t, id));
       for (const f of forms) assert.ok(!text.includes(f), `job ${id} shows the canary`);
