@@ -185,14 +185,6 @@ export const manifestSpecSchema = z
 /** The objects a manifest diff compares: a manifest spec without `action`. */
 export const manifestDiffTargetSchema = z.object(manifestSourceFields).strict().superRefine(exactlyOneSource);
 
-/**
- * A `diff` command: what a `target` of a kind would change, changing nothing. Only
- * `target: 'manifest'` exists today; helm and tofu targets join the union with their own spec.
- */
-export const diffSpecSchema = z.discriminatedUnion('target', [
-  z.object({ target: z.literal('manifest'), spec: manifestDiffTargetSchema }).strict(),
-]);
-
 export const tofuSpecSchema = z
   .object({
     action: stepAction,
@@ -205,6 +197,19 @@ export const tofuSpecSchema = z
     namespace: dnsLabel().optional(),
   })
   .strict();
+
+/** The state a tofu diff plans against: a tofu spec without `action`. */
+export const tofuDiffTargetSchema = tofuSpecSchema.omit({ action: true }).strict();
+
+/**
+ * A `diff` command: what a `target` of a kind would change, changing nothing:
+ * `target: 'manifest'` (a manifest spec without action) or `target: 'tofu'` (a tofu spec without
+ * action); a helm target joins the union with its own spec.
+ */
+export const diffSpecSchema = z.discriminatedUnion('target', [
+  z.object({ target: z.literal('manifest'), spec: manifestDiffTargetSchema }).strict(),
+  z.object({ target: z.literal('tofu'), spec: tofuDiffTargetSchema }).strict(),
+]);
 
 export const flowStepSchema = z.discriminatedUnion('type', [
   z.object({ name: dnsLabel(), type: z.literal('helm'), spec: helmSpecSchema }).strict(),
@@ -239,6 +244,7 @@ export type FlowSpec = z.infer<typeof flowSpecSchema>;
 export type FlowStep = z.infer<typeof flowStepSchema>;
 export type DiffSpec = z.infer<typeof diffSpecSchema>;
 export type ManifestDiffTarget = z.infer<typeof manifestDiffTargetSchema>;
+export type TofuDiffTarget = z.infer<typeof tofuDiffTargetSchema>;
 export type InstallSpec = z.infer<typeof installSpecSchema>;
 
 export const specSchemas = {

@@ -11,6 +11,7 @@ import { executeHelm } from '../helm/helm.executor.ts';
 import { executeDiff } from '../manifest/diff.executor.ts';
 import { executeManifest } from '../manifest/manifest.executor.ts';
 import type { StepContext, StepResult } from '../steps/step.ts';
+import { executeTofuDiff } from '../tofu/diff.executor.ts';
 import { executeTofu } from '../tofu/tofu.executor.ts';
 
 type StepType = FlowStep['type'];
@@ -48,7 +49,7 @@ export const COMMANDS: { [T in ClusterCommandType]: CommandEntry } = {
   tofu: entry('tofu', tofuSpecSchema, STEP_EXECUTORS.tofu),
   flow: entry('flow', flowSpecSchema, (spec, s) => executeFlow(spec, s, runStep)),
   // Not a flow step: a diff changes nothing, so nothing later in a flow could depend on it.
-  diff: entry('diff', diffSpecSchema, executeDiff),
+  diff: entry('diff', diffSpecSchema, (spec, s) => (spec.target === 'tofu' ? executeTofuDiff(spec.spec, s) : executeDiff(spec, s))),
 };
 
 export function commandEntry(type: string): CommandEntry | undefined {

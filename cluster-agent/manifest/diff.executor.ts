@@ -14,7 +14,7 @@ import { diffObject, summarize, type DiffResource } from './diff.plan.ts';
 import { discover, manifestText } from './manifest.executor.ts';
 import { orderForApply, parseManifests, refOf, withNamespace, type KubeObject } from './manifest.plan.ts';
 
-export async function executeDiff(spec: DiffSpec, s: StepContext): Promise<StepResult> {
+export async function executeDiff(spec: Extract<DiffSpec, { target: 'manifest' }>, s: StepContext): Promise<StepResult> {
   const target = spec.spec;
   const parsed = parseManifests(await manifestText(target, s));
   const api = s.deps.kube.objects;
