@@ -32,7 +32,11 @@ export interface TofuDiffResource {
   status: DiffStatus;
   /** The planned actions (`update`, `delete`, `create`, …), without values. */
   diff?: string;
-  /** tofu found the object changed outside tofu since the last apply (the plan's `resource_drift`). */
+  /**
+   * tofu found the object changed outside tofu (the plan's `resource_drift`) and plans to change
+   * it back. Not said of an in-sync resource: providers report attributes the server fills in
+   * (resourceVersion and the like) as drift that changes no plan.
+   */
   changedOutside?: boolean;
 }
 
@@ -83,7 +87,7 @@ export function planDiff(showJson: string): TofuDiff {
     const address = c.address as string;
     const actions = actionsOf(c);
     const changedOutside = outside.has(address) ? { changedOutside: true } : {};
-    if (actions.length === 0 || actions.every((a) => a === 'no-op' || a === 'read')) resources.push({ address, status: 'in-sync', ...changedOutside });
+    if (actions.length === 0 || actions.every((a) => a === 'no-op' || a === 'read')) resources.push({ address, status: 'in-sync' });
     else if (actions.length === 1 && actions[0] === 'create') resources.push({ address, status: 'missing', diff: 'create' });
     else resources.push({ address, status: 'drifted', diff: actions.join(', '), ...changedOutside });
   }

@@ -25,7 +25,7 @@ describe('tofu diff plan', () => {
 
   it('names each managed resource by address and action, drift outside tofu flagged, never a value', () => {
     const plan = {
-      resource_drift: [{ address: 'kubernetes_config_map.app', mode: 'managed', change: { actions: ['update'], before: { data: { greeting: SECRET } }, after: { data: { greeting: 'x' } } } }],
+      resource_drift: [{ address: 'random_pet.a', mode: 'managed', change: { actions: ['update'] } }, { address: 'kubernetes_config_map.app', mode: 'managed', change: { actions: ['update'], before: { data: { greeting: SECRET } }, after: { data: { greeting: 'x' } } } }],
       resource_changes: [
         { address: 'kubernetes_config_map.app', mode: 'managed', change: { actions: ['update'], before: { data: { greeting: 'x' } }, after: { data: { greeting: SECRET } }, after_sensitive: { data: true } } },
         { address: 'random_pet.a', mode: 'managed', change: { actions: ['no-op'] } },
