@@ -198,16 +198,20 @@ export const tofuSpecSchema = z
   })
   .strict();
 
+/** The release a helm diff renders and compares: a helm spec without `action`. */
+export const helmDiffTargetSchema = helmSpecSchema.omit({ action: true }).strict();
+
 /** The state a tofu diff plans against: a tofu spec without `action`. */
 export const tofuDiffTargetSchema = tofuSpecSchema.omit({ action: true }).strict();
 
 /**
  * A `diff` command: what a `target` of a kind would change, changing nothing:
- * `target: 'manifest'` (a manifest spec without action) or `target: 'tofu'` (a tofu spec without
- * action); a helm target joins the union with its own spec.
+ * `target: 'manifest'`, `'helm'` or `'tofu'`, each with the spec of that command type without
+ * `action`.
  */
 export const diffSpecSchema = z.discriminatedUnion('target', [
   z.object({ target: z.literal('manifest'), spec: manifestDiffTargetSchema }).strict(),
+  z.object({ target: z.literal('helm'), spec: helmDiffTargetSchema }).strict(),
   z.object({ target: z.literal('tofu'), spec: tofuDiffTargetSchema }).strict(),
 ]);
 
@@ -244,6 +248,7 @@ export type FlowSpec = z.infer<typeof flowSpecSchema>;
 export type FlowStep = z.infer<typeof flowStepSchema>;
 export type DiffSpec = z.infer<typeof diffSpecSchema>;
 export type ManifestDiffTarget = z.infer<typeof manifestDiffTargetSchema>;
+export type HelmDiffTarget = z.infer<typeof helmDiffTargetSchema>;
 export type TofuDiffTarget = z.infer<typeof tofuDiffTargetSchema>;
 export type InstallSpec = z.infer<typeof installSpecSchema>;
 

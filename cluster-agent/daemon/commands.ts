@@ -7,6 +7,7 @@
 import { CommandFailure } from '../../common/errors.ts';
 import { diffSpecSchema, flowSpecSchema, helmSpecSchema, manifestSpecSchema, tofuSpecSchema, type ClusterCommandType, type FlowStep } from '../../common/specs.ts';
 import { executeFlow } from '../flow/flow.executor.ts';
+import { executeHelmDiff } from '../helm/diff.executor.ts';
 import { executeHelm } from '../helm/helm.executor.ts';
 import { executeDiff } from '../manifest/diff.executor.ts';
 import { executeManifest } from '../manifest/manifest.executor.ts';
@@ -49,7 +50,7 @@ export const COMMANDS: { [T in ClusterCommandType]: CommandEntry } = {
   tofu: entry('tofu', tofuSpecSchema, STEP_EXECUTORS.tofu),
   flow: entry('flow', flowSpecSchema, (spec, s) => executeFlow(spec, s, runStep)),
   // Not a flow step: a diff changes nothing, so nothing later in a flow could depend on it.
-  diff: entry('diff', diffSpecSchema, (spec, s) => (spec.target === 'tofu' ? executeTofuDiff(spec.spec, s) : executeDiff(spec, s))),
+  diff: entry('diff', diffSpecSchema, (spec, s) => (spec.target === 'tofu' ? executeTofuDiff(spec.spec, s) : spec.target === 'helm' ? executeHelmDiff(spec.spec, s) : executeDiff(spec, s))),
 };
 
 export function commandEntry(type: string): CommandEntry | undefined {

@@ -25,6 +25,13 @@ export function chartArgs(input: Pick<HelmPlanInput, 'spec' | 'chartPath'>): { f
   return { flags: [], chart: input.chartPath };
 }
 
+/**
+ * The description Tether gives every revision it makes (`helm history` shows it): a revision
+ * with another description (`Rollback to 1`, `Upgrade complete` of a hand-run upgrade) was not
+ * made by Tether, which the helm diff reports as drift.
+ */
+export const TETHER_HELM_DESCRIPTION = 'Applied by tether';
+
 export function planHelmUpgrade(input: HelmPlanInput): string[] {
   const { spec } = input;
   const { flags, chart } = chartArgs(input);
@@ -37,6 +44,7 @@ export function planHelmUpgrade(input: HelmPlanInput): string[] {
     ...(spec.wait ? ['--wait'] : []),
     ...(spec.timeoutSeconds ? [`--timeout=${spec.timeoutSeconds}s`] : []),
     `--history-max=${HELM_HISTORY_MAX}`,
+    `--description=${TETHER_HELM_DESCRIPTION}`,
     '--output=json',
     ...flags,
     ...(input.valuesFile ? [`--values=${input.valuesFile}`] : []),

@@ -31,7 +31,15 @@ export async function executeDiff(spec: Extract<DiffSpec, { target: 'manifest' }
   return { outputs, lookup: plainLookup(outputs) };
 }
 
-async function diffOne(api: ObjectApi, o: KubeObject, defaultNamespace: string, s: StepContext): Promise<DiffResource> {
+/** How objects are compared: the field manager of the dry run, and whose fields (by which operations) count. */
+export interface DiffOwner {
+  manager: string;
+  operations?: readonly string[];
+}
+const TETHER_OWNER: DiffOwner = { manager: FIELD_MANAGER };
+
+/** One object's verdict: read live, server-side-apply dry run as `owner.manager`, compared on its fields. */
+export async function diffOne(api: ObjectApi, o: KubeObject, defaultNamespace: string, s: StepContext, owner: DiffOwner = TETHER_OWNER): Promise<DiffResource> {
   const base = (obj: KubeObject) => {
     const ref = refOf(obj);
     return { apiVersion: ref.apiVersion, kind: ref.kind, ...(ref.namespace ? { namespace: ref.namespace } : {}), name: ref.name };
@@ -63,18 +71,18 @@ async function diffOne(api: ObjectApi, o: KubeObject, defaultNamespace: string, 
   maskSecret(live, s);
   let desired: KubeObject;
   try {
-    desired = (await api.apply(obj, { fieldManager: FIELD_MANAGER, force: true, dryRun: true })) as KubeObject;
+    desired = (await api.apply(obj, { fieldManager: owner.manager, force: true, dryRun: true })) as KubeObject;
   } catch (err) {
     return { ...base(obj), status: 'error', error: `the dry run of ${what} failed: ${kubeMessage(err)}` };
   }
   maskSecret(desired, s);
-  const verdict = diffObject(desired, live, FIELD_MANAGER);
+  const verdict = diffObject(desired, live, owner.manager, owner.operations);
   s.exec.emit(`${what}: ${verdict.status}`);
   return { ...base(obj), ...verdict };
 }
 
 /** Registers a Secret's values (decoded `data`, `stringData`) with the masker: none may leave the agent. */
-function maskSecret(o: KubeObject, s: StepContext): void {
+export function maskSecret(o: KubeObject, s: StepContext): void {
   if (o.kind !== 'Secret' || o.apiVersion !== 'v1') return;
   for (const [field, encoded] of [['data', true], ['stringData', false]] as const) {
     const values = o[field];

@@ -66,13 +66,16 @@ interface ManagedFieldsEntry {
   fieldsV1?: unknown;
 }
 
-/** The fields `manager` owns through apply operations in an object's `metadata.managedFields`. */
-export function ownedFields(obj: unknown, manager: string): FieldSet {
+/**
+ * The fields `manager` owns in an object's `metadata.managedFields` through the given operations
+ * (apply only by default: Tether's server-side apply; helm 3 writes with client-side `Update`s).
+ */
+export function ownedFields(obj: unknown, manager: string, operations: readonly string[] = ['Apply']): FieldSet {
   const entries = (obj as { metadata?: { managedFields?: unknown } } | undefined)?.metadata?.managedFields;
   let out: FieldSet = new Map();
   if (!Array.isArray(entries)) return out;
   for (const e of entries as ManagedFieldsEntry[]) {
-    if (e?.manager !== manager || e.operation !== 'Apply' || (e.fieldsType !== undefined && e.fieldsType !== 'FieldsV1')) continue;
+    if (e?.manager !== manager || !operations.includes(e.operation as string) || (e.fieldsType !== undefined && e.fieldsType !== 'FieldsV1')) continue;
     out = mergeFieldSets(out, parseFieldsV1(e.fieldsV1));
   }
   return out;
@@ -167,8 +170,8 @@ export interface Verdict {
  * The verdict for one object that exists: the dry run (`desired`, what the apply would leave)
  * against `live`, on the fields `manager` owns in either.
  */
-export function diffObject(desired: unknown, live: unknown, manager: string): Verdict {
-  let set = mergeFieldSets(ownedFields(live, manager), ownedFields(desired, manager));
+export function diffObject(desired: unknown, live: unknown, manager: string, operations?: readonly string[]): Verdict {
+  let set = mergeFieldSets(ownedFields(live, manager, operations), ownedFields(desired, manager, operations));
   const secret = isSecret((desired ?? {}) as Record<string, unknown>);
   if (secret) set = secretFieldSet(set);
   const want = ownedView(desired, set);

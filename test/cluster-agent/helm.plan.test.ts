@@ -24,7 +24,7 @@ describe('helm plan', () => {
     });
     assert.deepEqual(args, [
       'upgrade', '--install', '--namespace=apps', '--kubeconfig=/k/config', '--create-namespace', '--wait', '--timeout=120s',
-      '--history-max=10', '--output=json', '--repo=https://charts.example.com', '--version=1.2.3', '--values=/run/values.json', '--', 'web', 'nginx',
+      '--history-max=10', '--description=Applied by tether', '--output=json', '--repo=https://charts.example.com', '--version=1.2.3', '--values=/run/values.json', '--', 'web', 'nginx',
     ]);
   });
 
