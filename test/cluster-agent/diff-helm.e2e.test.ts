@@ -97,6 +97,9 @@ describe('cluster agent diff of a helm release (end to end)', function () {
     const d = await diff();
     assert.deepEqual(byKind(d, 'Release'), { apiVersion: 'helm.sh/v3', kind: 'Release', namespace: APP, name: 'hello', status: 'in-sync', revision: 1 });
     assert.deepEqual(d.summary, { inSync: 3, drifted: 0, missing: 0, error: 0 }, JSON.stringify(d));
+    // The ownership the diff relies on: helm 3 writes with client-side apply as the manager "helm".
+    const cm = await kubeGet<{ metadata: { managedFields: { manager: string; operation: string }[] } }>(env, `/api/v1/namespaces/${APP}/configmaps/hello-config`);
+    assert.deepEqual(cm?.metadata.managedFields.map((f) => [f.manager, f.operation]), [['helm', 'Update']]);
   });
 
   it('reports a value Tether set, edited by hand in a rendered object, as drifted; a Secret by key only', async () => {
