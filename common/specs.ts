@@ -219,6 +219,8 @@ export const flowStepSchema = z.discriminatedUnion('type', [
   z.object({ name: dnsLabel(), type: z.literal('helm'), spec: helmSpecSchema }).strict(),
   z.object({ name: dnsLabel(), type: z.literal('manifest'), spec: manifestSpecSchema }).strict(),
   z.object({ name: dnsLabel(), type: z.literal('tofu'), spec: tofuSpecSchema }).strict(),
+  // A diff step changes nothing; its outputs are the diff's result (a drifted step is not a failure).
+  z.object({ name: dnsLabel(), type: z.literal('diff'), spec: diffSpecSchema }).strict(),
 ]);
 
 export const flowSpecSchema = z

@@ -5,7 +5,7 @@
  * step type is added in one place.
  */
 import { CommandFailure } from '../../common/errors.ts';
-import { diffSpecSchema, flowSpecSchema, helmSpecSchema, manifestSpecSchema, tofuSpecSchema, type ClusterCommandType, type FlowStep } from '../../common/specs.ts';
+import { diffSpecSchema, flowSpecSchema, helmSpecSchema, manifestSpecSchema, tofuSpecSchema, type ClusterCommandType, type DiffSpec, type FlowStep } from '../../common/specs.ts';
 import { executeFlow } from '../flow/flow.executor.ts';
 import { executeHelmDiff } from '../helm/diff.executor.ts';
 import { executeHelm } from '../helm/helm.executor.ts';
@@ -24,7 +24,13 @@ export const STEP_EXECUTORS: StepExecutors = {
   helm: executeHelm,
   manifest: executeManifest,
   tofu: executeTofu,
+  diff: executeDiffTarget,
 };
+
+/** A diff of one target, by its kind. */
+function executeDiffTarget(spec: DiffSpec, s: StepContext): Promise<StepResult> {
+  return spec.target === 'tofu' ? executeTofuDiff(spec.spec, s) : spec.target === 'helm' ? executeHelmDiff(spec.spec, s) : executeDiff(spec, s);
+}
 
 /** Runs one flow step with the executor of its type. */
 export function runStep(step: FlowStep, s: StepContext): Promise<StepResult> {
@@ -49,8 +55,7 @@ export const COMMANDS: { [T in ClusterCommandType]: CommandEntry } = {
   manifest: entry('manifest', manifestSpecSchema, STEP_EXECUTORS.manifest),
   tofu: entry('tofu', tofuSpecSchema, STEP_EXECUTORS.tofu),
   flow: entry('flow', flowSpecSchema, (spec, s) => executeFlow(spec, s, runStep)),
-  // Not a flow step: a diff changes nothing, so nothing later in a flow could depend on it.
-  diff: entry('diff', diffSpecSchema, (spec, s) => (spec.target === 'tofu' ? executeTofuDiff(spec.spec, s) : spec.target === 'helm' ? executeHelmDiff(spec.spec, s) : executeDiff(spec, s))),
+  diff: entry('diff', diffSpecSchema, STEP_EXECUTORS.diff),
 };
 
 export function commandEntry(type: string): CommandEntry | undefined {

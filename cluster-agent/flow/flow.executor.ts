@@ -2,6 +2,10 @@
  * Runs a flow: its steps in order, each step's {outputRef}s resolved from the results of the steps
  * before it (sensitive tofu outputs are read back from their Secret, inside the agent). Stops at
  * the first failure; every step's state is reported.
+ *
+ * A `diff` step changes nothing, so nothing after it depends on it having worked: a flow does not
+ * stop at a failed diff step (its error is reported, the next steps run, and the flow fails at the
+ * end), and a drifted diff step is not a failure at all (its outputs say what drifted).
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -43,6 +47,7 @@ export async function executeFlow(spec: FlowSpec, s: StepContext, runStep: StepR
     return v;
   };
 
+  let failedDiff: { index: number; err: unknown } | undefined;
   for (const [i, step] of spec.steps.entries()) {
     const report = reports[i]!;
     const runDir = join(s.runDir, `${i}-${step.name}`);
@@ -61,6 +66,10 @@ export async function executeFlow(spec: FlowSpec, s: StepContext, runStep: StepR
       s.exec.emit(`step "${step.name}" ${report.state}: ${report.error.message}`);
       s.exec.emit(`steps: ${reports.map((r) => `${r.name}=${r.state}`).join(', ')}`);
       if (aborted) throw err;
+      if (step.type === 'diff') {
+        failedDiff ??= { index: i, err };
+        continue;
+      }
       throw new FlowFailure(
         report.error.code,
         `flow stopped at step ${i + 1}/${spec.steps.length} "${step.name}" (${step.type}): ${report.error.message} ` +
@@ -71,6 +80,17 @@ export async function executeFlow(spec: FlowSpec, s: StepContext, runStep: StepR
     } finally {
       rmSync(runDir, { recursive: true, force: true });
     }
+  }
+  if (failedDiff) {
+    const step = spec.steps[failedDiff.index]!;
+    const error = reports[failedDiff.index]!.error!;
+    throw new FlowFailure(
+      error.code,
+      `diff step ${failedDiff.index + 1}/${spec.steps.length} "${step.name}" failed: ${error.message} ` +
+        `[steps: ${reports.map((r) => `${r.name} ${r.state}`).join(', ')}]`,
+      reports,
+      failedDiff.err,
+    );
   }
   const outputs: Record<string, unknown> = { steps: reports };
   return { outputs, lookup: async () => undefined };
