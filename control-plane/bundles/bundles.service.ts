@@ -18,7 +18,7 @@ import type { InstanceRow, InstanceVersionWithJob } from '../db/bundles.reposito
 import type { QueueService } from '../queue/queue.service.ts';
 import { bundleType, type Bundle } from './bundle.schema.ts';
 import { validateBundleDir } from './bundle-fs.ts';
-import { compileBundle, hostOf, instanceOutputs, namespaceOf, newOsid, portHostOf, resolveInputs, type InstanceContext, type InstanceOutputs } from './compile.ts';
+import { compileBundle, compileDiff, hostOf, instanceOutputs, namespaceOf, newOsid, portHostOf, resolveInputs, syncStatusOf, type InstanceContext, type InstanceOutputs } from './compile.ts';
 import type { GitCache } from './git-cache.ts';
 import { formatProblems } from './validate.ts';
 import type { BundleSourceView, DeployRequest, DeployResponse, InstanceState, InstanceVersionView, InstanceView, RedeployRequest, RegisterBundleRequest } from './bundles.wire.ts';
@@ -139,6 +139,9 @@ export class BundlesService {
       last_action: 'apply',
       outputs: null,
       outputs_job_id: null,
+      sync_job_id: null,
+      sync_status: null,
+      last_checked_at: null,
       created_at: now,
       updated_at: now,
     };
@@ -240,6 +243,44 @@ export class BundlesService {
     return { osid, jobId: job.id, version, instance: await this.get(aid, osid) };
   }
 
+  /**
+   * Checks the instance for drift: its current desired state (the latest version's commit and
+   * inputs) compiled to a flow of diff steps, queued as a job. The result is recorded on the
+   * instance (syncStatus, lastCheckedAt) once the job ended, when the instance is next read.
+   */
+  async diff(aid: string, osid: string, timeoutSeconds?: number): Promise<{ osid: string; jobId: number }> {
+    const row = await repo.getInstance(this.d.db, aid, osid);
+    if (!row) throw notFound(`instance ${osid} does not exist`, 'instance_not_found');
+    if (row.last_action === 'delete') throw conflict(`instance ${osid} has been deleted`, 'instance_deleted');
+    const bundle = JSON.parse(row.bundle) as Bundle;
+    const cluster = (await getCluster(this.d.db, aid, row.cid))!;
+    const inputs = resolveInputs(bundle, {}, JSON.parse(row.inputs) as Record<string, unknown>);
+    if (inputs.problems.length) throw badRequest(inputs.problems.join('; '), 'invalid_inputs');
+    const applyJob = row.outputs_job_id ?? (row.last_action === 'apply' ? row.last_job_id : null);
+    const applyOutputs = applyJob === null ? null : await this.d.queue.get(aid, applyJob).then((j) => (j.state === 'succeeded' ? j.outputs : null), () => null);
+    const flow = compileDiff(bundle, inputs.values, contextOf(row, cluster.domain), applyOutputs);
+    const { command } = await this.d.queue.submit(aid, { target: { cluster: row.cid }, type: 'flow', spec: flow, maxAttempts: 1, ...(timeoutSeconds ? { timeoutSeconds } : {}) });
+    await repo.setInstanceSyncJob(this.d.db, aid, osid, command.id);
+    this.d.log.info({ aid, osid, jobId: command.id }, 'instance drift check queued');
+    return { osid, jobId: command.id };
+  }
+
+  /** Records what the instance's last diff job found, once it ended. */
+  private async syncOf(row: InstanceRow): Promise<{ syncStatus: InstanceView['syncStatus']; lastCheckedAt: string | null }> {
+    if (row.sync_job_id !== null) {
+      const job = await this.d.queue.get(row.aid, row.sync_job_id).catch(() => undefined);
+      if (job && isTerminal(job.state)) {
+        const checkedAt = job.finishedAt ? Date.parse(job.finishedAt) : this.d.clock.now();
+        if (row.last_checked_at !== checkedAt) {
+          const status = syncStatusOf(job);
+          await repo.recordInstanceSync(this.d.db, row.aid, row.osid, { jobId: job.id, status, checkedAt });
+          return { syncStatus: status, lastCheckedAt: iso(checkedAt) };
+        }
+      }
+    }
+    return { syncStatus: row.sync_status ?? 'unknown', lastCheckedAt: iso(row.last_checked_at) };
+  }
+
   async get(aid: string, osid: string): Promise<InstanceView> {
     const row = await repo.getInstance(this.d.db, aid, osid);
     if (!row) throw notFound(`instance ${osid} does not exist`, 'instance_not_found');
@@ -295,6 +336,7 @@ export class BundlesService {
       job: { id: job.id, action: row.last_action, state: job.state, error: job.error },
       outputs: state === 'deleted' ? {} : (outputs?.outputs ?? {}),
       sensitiveOutputs: state === 'deleted' ? {} : (outputs?.sensitiveOutputs ?? {}),
+      ...(await this.syncOf(row)),
       createdAt: iso(row.created_at)!,
       updatedAt: iso(row.updated_at)!,
     };

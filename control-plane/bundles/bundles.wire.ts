@@ -77,6 +77,9 @@ export interface InstanceView {
   outputs: Record<string, unknown>;
   /** Sensitive outputs: only where they are (a Secret in the instance's namespace). */
   sensitiveOutputs: Record<string, { secret: { namespace: string; name: string; key: string }; description?: string }>;
+  /** What the last drift check (`tether diff`) found; `unknown` before any ended. */
+  syncStatus: 'synced' | 'drifted' | 'error' | 'unknown';
+  lastCheckedAt: string | null;
   createdAt: string;
   updatedAt: string;
 }

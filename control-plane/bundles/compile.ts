@@ -177,6 +177,64 @@ export function compileBundle(bundle: Bundle, inputs: Record<string, InputValue>
   return { steps: action === 'delete' ? [...steps.reverse(), nsStep] : [nsStep, ...steps] };
 }
 
+/**
+ * The flow that checks an instance for drift, changing nothing: one `diff` step per step of the
+ * apply flow (the namespace first, then the resources in the same order), each with the spec the
+ * apply would use without `action`. A diff step has no apply outputs, so an outputRef is resolved
+ * from what the last apply produced: a tofu resource's output from its outputs Secret (read in the
+ * agent, as the apply wrote it), a helm or manifest output from the last succeeded apply flow's
+ * step outputs (`applyOutputs`), null when there is none (the diff then shows that value).
+ */
+export function compileDiff(bundle: Bundle, inputs: Record<string, InputValue>, c: InstanceContext, applyOutputs: unknown): FlowSpec {
+  const namespace = namespaceOf(c.osid);
+  const byName = new Map(bundle.resources.map((r) => [r.name, r]));
+  const applied = new Map<string, Record<string, unknown>>();
+  const list = (applyOutputs as { steps?: unknown } | null)?.steps;
+  if (Array.isArray(list)) for (const st of list as StepReport[]) if (st && typeof st.name === 'string' && st.outputs) applied.set(st.name, st.outputs);
+  const resolve = (v: Record<string, unknown>) =>
+    mapRefs(v, (key, payload) => {
+      if (key !== 'outputRef') return undefined;
+      const ref = payload as { step: string; key: string };
+      if (byName.get(ref.step)?.type === 'tofu') return deletedOutput(ref, byName, namespace);
+      const out = applied.get(ref.step);
+      return out && Object.hasOwn(out, ref.key) ? out[ref.key] : deletedOutput(ref, byName, namespace);
+    }) as Record<string, unknown>;
+  const steps = compileBundle(bundle, inputs, c, 'apply').steps.map((st): FlowStep => {
+    switch (st.type) {
+      case 'helm': {
+        const { action: _a, values, ...spec } = st.spec;
+        return { name: st.name, type: 'diff', spec: { target: 'helm', spec: { ...spec, ...(values ? { values: resolve(values) } : {}) } } };
+      }
+      case 'manifest': {
+        const { action: _a, ...spec } = st.spec;
+        return { name: st.name, type: 'diff', spec: { target: 'manifest', spec } };
+      }
+      case 'tofu': {
+        const { action: _a, vars, ...spec } = st.spec;
+        return { name: st.name, type: 'diff', spec: { target: 'tofu', spec: { ...spec, ...(vars ? { vars: resolve(vars) } : {}) } } };
+      }
+      default:
+        throw new Error(`an apply flow has no ${st.type} step`);
+    }
+  });
+  return { steps };
+}
+
+/** An instance's sync status from its ended diff flow: drifted when any step found drift or something missing. */
+export function syncStatusOf(job: { state: string; outputs: unknown }): 'synced' | 'drifted' | 'error' {
+  if (job.state !== 'succeeded') return 'error';
+  const list = (job.outputs as { steps?: unknown } | null)?.steps;
+  if (!Array.isArray(list)) return 'error';
+  let drifted = false;
+  for (const st of list as StepReport[]) {
+    const sum = (st?.outputs as { summary?: { drifted?: number; missing?: number; error?: number } } | undefined)?.summary;
+    if (st?.state !== 'succeeded' || !sum) return 'error';
+    if ((sum.error ?? 0) > 0) return 'error';
+    if ((sum.drifted ?? 0) + (sum.missing ?? 0) > 0) drifted = true;
+  }
+  return drifted ? 'drifted' : 'synced';
+}
+
 function deletedOutput(ref: { step: string; key: string }, byName: Map<string, BundleResource>, namespace: string): unknown {
   const target = byName.get(ref.step);
   if (target?.type === 'tofu') return { secretRef: { name: `${target.name}-outputs`, key: ref.key, namespace } };

@@ -159,6 +159,7 @@ function showInstance(i: InstanceView): void {
     ['bundle', `${i.bundle.source} (${i.bundle.name} ${i.bundle.version})`],
     ['commit', i.bundle.commit],
     ['version', String(i.version)],
+    ['sync', `${i.syncStatus}${i.lastCheckedAt ? ` (checked ${i.lastCheckedAt})` : ''}`],
     ['job', `${i.job.id} ${i.job.action} ${i.job.state}${i.job.error ? `: ${i.job.error.code}: ${i.job.error.message}` : ''}`],
     ...Object.entries(i.inputs).map(([k, v]): [string, string] => [`input ${k}`, JSON.stringify(v)]),
     ...Object.entries(i.outputs).map(([k, v]): [string, string] => [`output ${k}`, typeof v === 'string' ? v : JSON.stringify(v)]),
@@ -274,7 +275,7 @@ export function registerBundleCommands(program: Command, h: CliHelpers): void {
     .action(async (o: { cluster?: string; json?: boolean }) => {
       const { instances: list } = await h.call<{ instances: InstanceView[] }>('GET', `/v1/instances${o.cluster ? `?cluster=${encodeURIComponent(o.cluster)}` : ''}`);
       if (o.json) return h.json(list);
-      printTable(['OSID', 'BUNDLE', 'VERSION', 'CLUSTER', 'STATE', 'HOST', 'JOB'], list.map((i) => [i.osid, i.bundle.source, i.bundle.version, i.cluster, i.state, i.host, String(i.job.id)]));
+      printTable(['OSID', 'BUNDLE', 'VERSION', 'CLUSTER', 'STATE', 'SYNC', 'HOST', 'JOB'], list.map((i) => [i.osid, i.bundle.source, i.bundle.version, i.cluster, i.state, i.syncStatus, i.host, String(i.job.id)]));
     });
   instances
     .command('show <osid>')

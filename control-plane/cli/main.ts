@@ -338,6 +338,23 @@ if (['bundles', 'deploy', 'instances', 'help', undefined].includes(commandWord(p
   registerBundleCommands(program, { call, out, json, usage: (m) => new UsageError(m) });
 }
 
+if (['diff', 'help', undefined].includes(commandWord(process.argv.slice(2)))) {
+  const { registerDiffCommand } = await import('./diff.commands.ts');
+  registerDiffCommand(program, {
+    call,
+    out: (s) => void process.stdout.write(s),
+    err: (s) => void process.stderr.write(s),
+    follow: async (id) => {
+      const c = client();
+      try {
+        return await followJob(c, id, { stdout: (s) => void process.stdout.write(s), stderr: (s) => void process.stderr.write(s) });
+      } finally {
+        c.close();
+      }
+    },
+  });
+}
+
 // ------------------------------------------------------------------ backup and restore (local: the data folder)
 
 if (['backup', 'restore', 'help', undefined].includes(commandWord(process.argv.slice(2)))) {

@@ -155,6 +155,22 @@ function versionsWithJobs(db: Db, aid: string, osid: string) {
     .where('v.osid', '=', osid);
 }
 
+/** A diff job of the instance was queued: the one whose result is recorded next. */
+export async function setInstanceSyncJob(db: Db, aid: string, osid: string, jobId: number): Promise<void> {
+  await db.updateTable('instances').set({ sync_job_id: jobId }).where('aid', '=', aid).where('osid', '=', osid).execute();
+}
+
+/** What the diff job `jobId` found, recorded once (only while it is still the instance's last diff job). */
+export async function recordInstanceSync(db: Db, aid: string, osid: string, r: { jobId: number; status: 'synced' | 'drifted' | 'error'; checkedAt: number }): Promise<void> {
+  await db
+    .updateTable('instances')
+    .set({ sync_status: r.status, last_checked_at: r.checkedAt })
+    .where('aid', '=', aid)
+    .where('osid', '=', osid)
+    .where('sync_job_id', '=', r.jobId)
+    .execute();
+}
+
 export async function storeInstanceOutputs(db: Db, aid: string, osid: string, o: { outputs: string; jobId: number }): Promise<void> {
   await db.updateTable('instances').set({ outputs: o.outputs, outputs_job_id: o.jobId }).where('aid', '=', aid).where('osid', '=', osid).execute();
 }

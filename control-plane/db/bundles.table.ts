@@ -34,6 +34,11 @@ export interface InstancesTable {
   /** JSON of the outputs computed from the last succeeded apply job (outputs_job_id). */
   outputs: string | null;
   outputs_job_id: number | null;
+  /** The last diff job (migration 0007); its result is recorded below once it ended. */
+  sync_job_id: number | null;
+  /** 'synced' | 'drifted' | 'error' from sync_job_id once it ended; NULL: never checked. */
+  sync_status: 'synced' | 'drifted' | 'error' | null;
+  last_checked_at: number | null;
   created_at: number;
   updated_at: number;
 }

@@ -66,6 +66,10 @@ export function instanceRoutes(deps: { accounts: AccountsService; bundles: Bundl
   r.post('/:osid/deploy', async (req, res) => {
     res.status(202).json(await bundles.redeploy(aidOf(res), osidParam.parse(req.params.osid), redeploySchema.parse(req.body ?? {})));
   });
+  r.post('/:osid/diff', async (req, res) => {
+    const q = deleteQuery.parse(req.query);
+    res.status(202).json(await bundles.diff(aidOf(res), osidParam.parse(req.params.osid), q.timeoutSeconds));
+  });
   r.delete('/:osid', async (req, res) => {
     const q = deleteQuery.parse(req.query);
     res.status(202).json(await bundles.delete(aidOf(res), osidParam.parse(req.params.osid), q.timeoutSeconds));

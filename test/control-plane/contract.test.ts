@@ -164,6 +164,8 @@ describe('API contract: every operation against the OpenAPI document (real contr
       case 'get /v1/instances/{osid}':
       case 'delete /v1/instances/{osid}':
         return { params: { osid: 'web-abcde' } };
+      case 'post /v1/instances/{osid}/diff':
+        return { params: { osid: 'web-abcde' } };
       case 'get /v1/instances/{osid}/versions':
         return { params: { osid: 'web-abcde' } };
       case 'get /v1/instances/{osid}/versions/{version}':
