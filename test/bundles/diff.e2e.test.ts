@@ -14,7 +14,7 @@ import { kubeRequest, startEnvtest, type Envtest } from '../support/envtest.ts';
 import { REPO_ROOT, removeDir, startTestControlPlane, tempDir, type TestControlPlane } from '../support/control-plane.ts';
 import { runCli } from '../support/cli.ts';
 import { readTree } from '../support/bundles.ts';
-import { bareRepo, createNamespace, jobLogs, spawnAgent, waitForJob, type AgentProcess } from '../cluster-agent/support.ts';
+import { bareRepo, createNamespace, jobLogs, secretData, spawnAgent, waitForJob, type AgentProcess } from '../cluster-agent/support.ts';
 
 const CID = 'drift';
 const AGENT_NS = 'tether-system';
@@ -42,8 +42,9 @@ describe('bundles: tether diff OSID (end to end)', function () {
     await t.createCluster(CID);
     await createNamespace(env, AGENT_NS);
     const repo = bareRepo(dir, 'stacks');
-    repo.commit(readTree(join(REPO_ROOT, 'bundles/webapp'), 'webapp'));
+    repo.commit({ ...readTree(join(REPO_ROOT, 'bundles/webapp'), 'webapp'), ...readTree(join(REPO_ROOT, 'bundles/database'), 'database') });
     await t.admin.request('POST', '/v1/bundles', { name: 'webapp', url: repo.url, ref: 'main', path: 'webapp' });
+    await t.admin.request('POST', '/v1/bundles', { name: 'database', url: repo.url, ref: 'main', path: 'database' });
     writeFileSync(join(dir, 'cp-ca.pem'), t.caPem);
     cli = { TETHER_URL: t.url, TETHER_API_KEY: t.adminToken, TETHER_CA_FILE: join(dir, 'cp-ca.pem'), HOME: dir };
     agent = spawnAgent({ t, env, namespace: AGENT_NS, workDir: join(dir, 'work'), token: await t.bootstrapToken(CID, 'cluster-agent') });
@@ -112,6 +113,20 @@ describe('bundles: tether diff OSID (end to end)', function () {
     const r = await diff();
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.equal((await instance()).syncStatus, 'synced');
+  });
+
+  it('a tofu resource and a chart fed its (sensitive) outputs: in sync after deploy, the password never in the control plane', async () => {
+    const r = await t.admin.request<DeployResponse>('POST', '/v1/instances', { bundle: 'database', cluster: CID, inputs: { username: 'shop' } });
+    await succeeded(r.body.jobId);
+    const d = await runCli(['diff', r.body.osid, '--json'], cli);
+    assert.equal(d.code, 0, d.stdout + d.stderr);
+    const steps = (JSON.parse(d.stdout) as { steps: { name: string; state: string; outputs: { summary: { drifted: number; missing: number; error: number } } }[] }).steps;
+    assert.deepEqual(steps.map((s) => [s.name, s.state]), [['tether-namespace', 'succeeded'], ['credentials', 'succeeded'], ['server', 'succeeded']]);
+    for (const s of steps) assert.equal(s.outputs.summary.drifted + s.outputs.summary.missing + s.outputs.summary.error, 0, JSON.stringify(s));
+    const password = (await secretData(env, r.body.osid, 'credentials-outputs'))?.password;
+    assert.ok(password && password.length >= 32);
+    const jobs = (await t.admin.request<{ commands: CommandView[] }>('GET', '/v1/commands?limit=50')).body.commands;
+    assert.ok(!JSON.stringify(jobs).includes(password), 'the password is in no job spec or outputs');
   });
 
   it('exits 1 when the diff itself cannot run (an unknown instance), never 2', async () => {
