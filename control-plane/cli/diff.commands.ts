@@ -3,8 +3,8 @@
  * job (quietly; `--follow` prints its log), and prints per resource like `kubectl diff`: a header
  * per object, the unified diff (`-` live, `+` desired; a Secret by key only), `missing`. Exit
  * codes a CI pipeline can gate on: 0 everything in sync, 2 drift, 1 the diff itself failed (any
- * error, a refused request included: here 2 means drift only; commander's own usage errors,
- * before the command runs, stay 2 as everywhere else).
+ * error, bad usage and a refused request included: here 2 means drift only; main.ts maps
+ * commander's usage errors for `diff` to 1).
  */
 import type { Command } from 'commander';
 import { isTerminal, type CommandView } from '../../common/wire.ts';

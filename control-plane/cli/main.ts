@@ -420,8 +420,9 @@ try {
   await program.parseAsync(process.argv);
 } catch (err) {
   if (err instanceof CommanderError) {
-    // --help and --version exit 0; every other commander error is bad usage.
-    process.exitCode = err.exitCode === 0 ? 0 : 2;
+    // --help and --version exit 0; every other commander error is bad usage: 2, except for
+    // `tether diff`, whose 2 means drift (a CI pipeline gates on it), so its bad usage is 1.
+    process.exitCode = err.exitCode === 0 ? 0 : commandWord(process.argv.slice(2)) === 'diff' ? 1 : 2;
   } else if (err instanceof UsageError) {
     process.stderr.write(`tether: ${err.message}\n`);
     process.exitCode = 2;

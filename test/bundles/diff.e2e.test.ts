@@ -129,11 +129,14 @@ describe('bundles: tether diff OSID (end to end)', function () {
     assert.ok(!JSON.stringify(jobs).includes(password), 'the password is in no job spec or outputs');
   });
 
-  it('exits 1 when the diff itself cannot run (an unknown instance), never 2', async () => {
+  it('exits 1 when the diff itself cannot run (an unknown instance, bad usage), never 2', async () => {
     const r = await runCli(['diff', 'web-zzzzz'], cli);
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stderr, /instance_not_found/);
-    const bad = await runCli(['diff', 'NOT_AN_OSID'], cli);
-    assert.equal(bad.code, 1, bad.stdout + bad.stderr);
+    // Bad usage too: 2 would read as drift.
+    for (const args of [['diff', 'NOT_AN_OSID'], ['diff'], ['diff', osid, '--no-such-option']]) {
+      const bad = await runCli(args, cli);
+      assert.equal(bad.code, 1, `${args.join(' ')}: ${bad.stdout}${bad.stderr}`);
+    }
   });
 });
