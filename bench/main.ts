@@ -539,7 +539,8 @@ async function cli() {
     const workDir = join(runDir, 'cli');
     mkdirSync(workDir, { recursive: true });
     const r = await cliBench(s, { runs: cfg.cliRuns, workDir, log });
-    results.cli = { root: process.env.BENCH_CLI_ROOT ?? REPO_ROOT, commands: r };
+    // Which CLI was measured, without this machine's paths: this checkout, or another (BENCH_CLI_ROOT).
+    results.cli = { root: process.env.BENCH_CLI_ROOT ? 'BENCH_CLI_ROOT (another checkout)' : 'this checkout', commands: r };
     for (const c of r) {
       const ok = c.failed === 0 && c.wallMsMedian <= 150;
       row('8 CLI', `tether ${c.command}`, `${c.wallMsMedian} ms wall (max ${c.wallMsMax}), ${c.cpuMsMedian} ms CPU${c.failed ? `, ${c.failed}/${c.runs} FAILED` : ''}`, '< 150 ms wall', ok);
