@@ -10,16 +10,14 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { CommandFailure } from '../../common/errors.ts';
 import type { HelmDiffTarget } from '../../common/specs.ts';
-import { writeFileAtomic } from '../../common/files.ts';
-import { checkoutGit } from '../git/git.checkout.ts';
 import { diffOne, maskSecret } from '../manifest/diff.executor.ts';
 import { summarize, type DiffResource } from '../manifest/diff.plan.ts';
 import { orderForApply, parseManifests } from '../manifest/manifest.plan.ts';
 import { failureMessage, runProcess, type RunResult } from '../process/run.ts';
-import { checkAborted, plainLookup, refResolvers, type StepContext, type StepResult } from '../steps/step.ts';
-import { deepMerge, resolveRefs } from '../steps/values.ts';
+import { checkAborted, plainLookup, type StepContext, type StepResult } from '../steps/step.ts';
 import { HELM_FIELD_MANAGER, HELM_OWNED_OPERATIONS, isReleaseNotFound, parseHistoryDescriptions, planHelmTemplate, releaseVerdict } from './diff.plan.ts';
 import { helmEnv, helmFailureCode, planHelmHistory } from './helm.plan.ts';
+import { prepareHelmInputs } from './helm.executor.ts';
 
 function helm(s: StepContext, args: string[]): Promise<RunResult> {
   const helmHome = join(s.deps.config.workDir, 'helm');
@@ -55,16 +53,7 @@ export async function executeHelmDiff(spec: HelmDiffTarget, s: StepContext): Pro
   const release = releaseVerdict({ namespace: spec.namespace, name: spec.release }, history);
   s.exec.emit(`release ${spec.namespace}/${spec.release}: ${release.status}${release.diff ? ` (${release.diff.trimEnd()})` : ''}`);
 
-  let chartPath: string | undefined;
-  if ('git' in spec.chart) chartPath = (await checkoutGit(spec.chart.git, join(s.runDir, 'src'), { signal: s.exec.signal, emit: (l) => s.exec.emit(l) })).dir;
-  checkAborted(s.exec.signal);
-  let valuesFile: string | undefined;
-  if (spec.values && Object.keys(spec.values).length > 0) {
-    const resolved = await resolveRefs(spec.values, refResolvers(s, spec.namespace));
-    valuesFile = join(s.runDir, 'secret', 'values.json');
-    writeFileAtomic(valuesFile, JSON.stringify(deepMerge(resolved)), 0o600);
-  }
-  checkAborted(s.exec.signal);
+  const { chartPath, valuesFile } = await prepareHelmInputs(spec, s);
   s.exec.emit(`helm template ${spec.release} (namespace ${spec.namespace})`);
   const rendered = await helm(s, planHelmTemplate({ spec, kubeConfig: kubeconfig, chartPath, valuesFile }));
   checkAborted(s.exec.signal);

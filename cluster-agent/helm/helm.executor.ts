@@ -91,15 +91,14 @@ async function recoverPendingRelease(spec: HelmSpec, s: StepContext): Promise<bo
   return true;
 }
 
-async function upgradeHelm(spec: HelmSpec, s: StepContext): Promise<StepResult> {
-  const { kube } = s.deps;
+/**
+ * What a helm upgrade and a helm diff share: the chart checked out when it comes from git, and the
+ * values (secretRefs resolved in the agent) in a 0600 file.
+ */
+export async function prepareHelmInputs(spec: Pick<HelmSpec, 'chart' | 'values' | 'namespace'>, s: StepContext): Promise<{ chartPath: string | undefined; valuesFile: string | undefined }> {
   let chartPath: string | undefined;
-  if ('git' in spec.chart) {
-    const co = await checkoutGit(spec.chart.git, join(s.runDir, 'src'), { signal: s.exec.signal, emit: (l) => s.exec.emit(l) });
-    chartPath = co.dir;
-  }
+  if ('git' in spec.chart) chartPath = (await checkoutGit(spec.chart.git, join(s.runDir, 'src'), { signal: s.exec.signal, emit: (l) => s.exec.emit(l) })).dir;
   checkAborted(s.exec.signal);
-
   let valuesFile: string | undefined;
   if (spec.values && Object.keys(spec.values).length > 0) {
     const resolved = await resolveRefs(spec.values, refResolvers(s, spec.namespace));
@@ -107,6 +106,12 @@ async function upgradeHelm(spec: HelmSpec, s: StepContext): Promise<StepResult> 
     writeFileAtomic(valuesFile, JSON.stringify(deepMerge(resolved)), 0o600);
   }
   checkAborted(s.exec.signal);
+  return { chartPath, valuesFile };
+}
+
+async function upgradeHelm(spec: HelmSpec, s: StepContext): Promise<StepResult> {
+  const { kube } = s.deps;
+  const { chartPath, valuesFile } = await prepareHelmInputs(spec, s);
 
   const args = planHelmUpgrade({ spec, kubeconfig: kube.kubeconfigPath, chartPath, valuesFile });
   s.exec.emit(`helm upgrade --install ${spec.release} (namespace ${spec.namespace})`);

@@ -9,38 +9,20 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { CommandFailure } from '../../common/errors.ts';
 import type { TofuDiffTarget } from '../../common/specs.ts';
-import { writeFileAtomic } from '../../common/files.ts';
-import { checkoutGit } from '../git/git.checkout.ts';
 import { failureMessage, runProcess, type RunResult } from '../process/run.ts';
-import { checkAborted, plainLookup, refResolvers, type StepContext, type StepResult } from '../steps/step.ts';
-import { resolveRefs } from '../steps/values.ts';
+import { checkAborted, plainLookup, type StepContext, type StepResult } from '../steps/step.ts';
 import { planDiff, planExit, tofuPlanArgs, tofuShowPlanArgs } from './diff.plan.ts';
-import { BACKEND_OVERRIDE_FILE, backendOverride, stateSecretName, tofuEnv, tofuFailureCode, tofuInitArgs, tofuInitHint, varsFile } from './tofu.plan.ts';
+import { stateSecretName, tofuFailureCode, tofuInitArgs, tofuInitHint } from './tofu.plan.ts';
+import { prepareTofuWorkspace } from './tofu.executor.ts';
 
 export async function executeTofuDiff(spec: TofuDiffTarget, s: StepContext): Promise<StepResult> {
-  const { config, kube } = s.deps;
+  const { config } = s.deps;
   const namespace = spec.namespace ?? config.agentNamespace;
   const state = `${namespace}/${stateSecretName(spec.stateName)}`;
-  const co = await checkoutGit(spec.source.git, join(s.runDir, 'src'), { signal: s.exec.signal, emit: (l) => s.exec.emit(l) });
-  checkAborted(s.exec.signal);
-  writeFileAtomic(
-    join(co.dir, BACKEND_OVERRIDE_FILE),
-    backendOverride({ stateName: spec.stateName, namespace, inCluster: kube.inCluster, kubeconfigPath: kube.kubeconfigPath }),
-    0o600,
-  );
-  let varFile: string | undefined;
-  if (spec.vars && Object.keys(spec.vars).length > 0) {
-    const resolved = (await resolveRefs(spec.vars, refResolvers(s, namespace))) as Record<string, unknown>;
-    varFile = join(s.runDir, 'secret', 'vars.tfvars.json');
-    writeFileAtomic(varFile, varsFile(resolved), 0o600);
-  }
-  const env = {
-    ...tofuEnv({ cliConfigFile: config.tofuCliConfigFile, pluginCacheDir: config.tofuPluginCacheDir, cluster: kube.tofuCluster }),
-    TF_DATA_DIR: join(s.runDir, 'tofu-data'),
-  };
+  const { dir, commit, varFile, env } = await prepareTofuWorkspace(spec, s, namespace);
   const run = (args: string[], captureStdout: boolean): Promise<RunResult> =>
     runProcess(config.tofuBin, args, {
-      cwd: co.dir,
+      cwd: dir,
       env,
       signal: s.exec.signal,
       killGraceMs: config.killGraceSeconds * 1000,
@@ -76,6 +58,6 @@ export async function executeTofuDiff(spec: TofuDiffTarget, s: StepContext): Pro
   }
   for (const r of resources) if (r.status !== 'in-sync') s.exec.emit(`${r.address}: ${r.status}${r.diff ? ` (${r.diff})` : ''}${r.changedOutside ? ', changed outside tofu' : ''}`);
   s.exec.emit(`diff: ${summary.inSync} in sync, ${summary.drifted} drifted, ${summary.missing} missing, ${summary.error} error`);
-  const outputs: Record<string, unknown> = { stateName: spec.stateName, namespace, commit: co.commit, stateSecret: stateSecretName(spec.stateName), resources, summary };
+  const outputs: Record<string, unknown> = { stateName: spec.stateName, namespace, commit, stateSecret: stateSecretName(spec.stateName), resources, summary };
   return { outputs, lookup: plainLookup(outputs) };
 }

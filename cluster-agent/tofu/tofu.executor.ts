@@ -48,11 +48,18 @@ export async function executeTofu(spec: TofuSpec, s: StepContext): Promise<StepR
   });
 }
 
-async function executeTofuSerialized(spec: TofuSpec, s: StepContext, namespace: string): Promise<StepResult> {
+/**
+ * What a tofu run and a tofu diff share: the module checked out, pointed at its state Secret, its
+ * vars resolved into a 0600 var file, and the environment tofu runs with.
+ */
+export async function prepareTofuWorkspace(
+  spec: Pick<TofuSpec, 'source' | 'stateName' | 'vars'>,
+  s: StepContext,
+  namespace: string,
+): Promise<{ dir: string; commit: string; varFile: string | undefined; env: Record<string, string> }> {
   const { config, kube } = s.deps;
   const co = await checkoutGit(spec.source.git, join(s.runDir, 'src'), { signal: s.exec.signal, emit: (l) => s.exec.emit(l) });
   checkAborted(s.exec.signal);
-
   writeFileAtomic(
     join(co.dir, BACKEND_OVERRIDE_FILE),
     backendOverride({ stateName: spec.stateName, namespace, inCluster: kube.inCluster, kubeconfigPath: kube.kubeconfigPath }),
@@ -64,14 +71,19 @@ async function executeTofuSerialized(spec: TofuSpec, s: StepContext, namespace: 
     varFile = join(s.runDir, 'secret', 'vars.tfvars.json');
     writeFileAtomic(varFile, varsFile(resolved), 0o600);
   }
-
   const env = {
     ...tofuEnv({ cliConfigFile: config.tofuCliConfigFile, pluginCacheDir: config.tofuPluginCacheDir, cluster: kube.tofuCluster }),
     TF_DATA_DIR: join(s.runDir, 'tofu-data'),
   };
+  return { dir: co.dir, commit: co.commit, varFile, env };
+}
+
+async function executeTofuSerialized(spec: TofuSpec, s: StepContext, namespace: string): Promise<StepResult> {
+  const { config, kube } = s.deps;
+  const { dir, commit, varFile, env } = await prepareTofuWorkspace(spec, s, namespace);
   const run = (args: string[], captureStdout = false): Promise<RunResult> =>
     runProcess(config.tofuBin, args, {
-      cwd: co.dir,
+      cwd: dir,
       env,
       signal: s.exec.signal,
       killGraceMs: config.killGraceSeconds * 1000,
@@ -124,7 +136,7 @@ async function executeTofuSerialized(spec: TofuSpec, s: StepContext, namespace: 
   if (destroy) {
     const outputsSecret = outputsSecretName(spec.stateName);
     if (await deleteSecret(kube.core, namespace, outputsSecret)) s.exec.emit(`deleted Secret ${namespace}/${outputsSecret}`);
-    const o: Record<string, unknown> = { stateName: spec.stateName, namespace, commit: co.commit, stateSecret: stateSecretName(spec.stateName), destroyed: true };
+    const o: Record<string, unknown> = { stateName: spec.stateName, namespace, commit, stateSecret: stateSecretName(spec.stateName), destroyed: true };
     return { outputs: o, lookup: async (key) => (Object.hasOwn(o, key) ? o[key] : undefined) };
   }
 
@@ -150,7 +162,7 @@ async function executeTofuSerialized(spec: TofuSpec, s: StepContext, namespace: 
   const outputs: Record<string, unknown> = {
     stateName: spec.stateName,
     namespace,
-    commit: co.commit,
+    commit,
     stateSecret: stateSecretName(spec.stateName),
     outputsSecret,
     outputs: plain,
