@@ -215,6 +215,30 @@ export class BundlesService {
     return { osid, jobId: job.id, version, instance: await this.get(aid, osid) };
   }
 
+  /**
+   * Applies the instance's current desired state again (the latest version's bundle, commit and
+   * inputs, as they are), as the next version: what repairs drift. Like a rollback to the latest
+   * version, so the source need not be registered any more.
+   */
+  async sync(aid: string, osid: string, timeoutSeconds?: number): Promise<DeployResponse> {
+    const row = await this.idle(aid, osid);
+    if (row.last_action === 'delete') throw conflict(`instance ${osid} has been deleted`, 'instance_deleted');
+    const bundle = JSON.parse(row.bundle) as Bundle;
+    const cluster = (await getCluster(this.d.db, aid, row.cid))!;
+    const inputs = resolveInputs(bundle, {}, JSON.parse(row.inputs) as Record<string, unknown>);
+    if (inputs.problems.length) throw badRequest(inputs.problems.join('; '), 'invalid_inputs');
+    const job = await this.submit(aid, row.cid, compileBundle(bundle, inputs.values, contextOf(row, cluster.domain), 'apply'), osid, 'apply', timeoutSeconds);
+    const { bundle_name, bundle_version, git_url, git_path, commit_sha } = row;
+    const version = await repo.updateInstanceJob(this.d.db, aid, osid, {
+      jobId: job.id,
+      action: 'apply',
+      now: this.d.clock.now(),
+      apply: { action: 'sync', rollbackOf: null, bundle_name, bundle_version, git_url, git_path, commit_sha, bundle: row.bundle, inputs: row.inputs },
+    });
+    this.d.log.info({ aid, osid, commit: commit_sha, version, jobId: job.id }, 'instance syncing');
+    return { osid, jobId: job.id, version, instance: await this.get(aid, osid) };
+  }
+
   /** The newest `limit` versions of the instance's desired state (below `before`), oldest first. */
   async versions(aid: string, osid: string, page: { limit: number; before?: number }): Promise<InstanceVersionView[]> {
     if (!(await repo.getInstance(this.d.db, aid, osid))) throw notFound(`instance ${osid} does not exist`, 'instance_not_found');

@@ -87,8 +87,8 @@ export interface InstanceView {
 /** One version of an instance's desired state. */
 export interface InstanceVersionView {
   version: number;
-  /** deploy: the first; upgrade: the source's ref pinned again; rollback: rollbackOf deployed again. */
-  action: 'deploy' | 'upgrade' | 'rollback';
+  /** deploy: the first; upgrade: the source's ref pinned again; rollback: rollbackOf deployed again; sync: the same desired state applied again. */
+  action: 'deploy' | 'upgrade' | 'rollback' | 'sync';
   rollbackOf: number | null;
   createdAt: string;
   bundle: { name: string; version: string; url: string; path: string; commit: string };

@@ -92,7 +92,7 @@ export async function updateInstanceJob(
   db: Db,
   aid: string,
   osid: string,
-  u: { jobId: number; action: 'apply' | 'delete'; now: number; apply?: DesiredState & { action: 'upgrade' | 'rollback'; rollbackOf: number | null } },
+  u: { jobId: number; action: 'apply' | 'delete'; now: number; apply?: DesiredState & { action: 'upgrade' | 'rollback' | 'sync'; rollbackOf: number | null } },
 ): Promise<number> {
   return db.transaction().execute(async (trx) => {
     const { max } = await trx

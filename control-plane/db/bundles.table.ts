@@ -49,7 +49,7 @@ export interface InstanceVersionsTable {
   osid: string;
   /** 1, 2, …: each deploy, upgrade or rollback adds one. */
   version: number;
-  action: 'deploy' | 'upgrade' | 'rollback';
+  action: 'deploy' | 'upgrade' | 'rollback' | 'sync';
   /** The version a rollback deployed again; NULL otherwise. */
   rollback_of: number | null;
   bundle_name: string;

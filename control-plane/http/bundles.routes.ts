@@ -70,6 +70,10 @@ export function instanceRoutes(deps: { accounts: AccountsService; bundles: Bundl
     const q = deleteQuery.parse(req.query);
     res.status(202).json(await bundles.diff(aidOf(res), osidParam.parse(req.params.osid), q.timeoutSeconds));
   });
+  r.post('/:osid/sync', async (req, res) => {
+    const q = deleteQuery.parse(req.query);
+    res.status(202).json(await bundles.sync(aidOf(res), osidParam.parse(req.params.osid), q.timeoutSeconds));
+  });
   r.delete('/:osid', async (req, res) => {
     const q = deleteQuery.parse(req.query);
     res.status(202).json(await bundles.delete(aidOf(res), osidParam.parse(req.params.osid), q.timeoutSeconds));

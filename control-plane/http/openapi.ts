@@ -106,7 +106,7 @@ const instanceView = z.looseObject({
 const deployResponse = z.looseObject({ osid: z.string(), jobId: z.number().int(), version: z.number().int(), instance: instanceView });
 const instanceVersionView = z.looseObject({
   version: z.number().int(),
-  action: z.enum(['deploy', 'upgrade', 'rollback']),
+  action: z.enum(['deploy', 'upgrade', 'rollback', 'sync']),
   rollbackOf: z.number().int().nullable(),
   createdAt: iso,
   bundle: z.looseObject({ name: z.string(), version: z.string(), url: z.string(), path: z.string(), commit: z.string() }),
@@ -156,6 +156,7 @@ export const ROUTES: RouteDoc[] = [
   { method: 'get', path: '/v1/instances/{osid}/versions/{version}', auth: 'bearer', summary: "one version of an instance's desired state", params: { osid: osidParam, version: versionParam }, ok: { 200: instanceVersionView }, errors: [404] },
   { method: 'post', path: '/v1/instances/{osid}/deploy', auth: 'bearer', summary: 'upgrade an instance in place (with version: roll back to that version, as a new version)', params: { osid: osidParam }, body: redeploySchema, ok: { 202: deployResponse }, errors: [404, 409, 422] },
   { method: 'post', path: '/v1/instances/{osid}/diff', auth: 'bearer', summary: "check an instance for drift: its current desired state compiled to a flow of diff steps, queued as a job (syncStatus and lastCheckedAt are recorded when it ends)", params: { osid: osidParam }, query: deleteQuery, ok: { 202: z.looseObject({ osid: z.string(), jobId: z.number().int() }) }, errors: [404, 409] },
+  { method: 'post', path: '/v1/instances/{osid}/sync', auth: 'bearer', summary: "apply an instance's current desired state again (its latest version's commit and inputs), as the next version: what repairs drift", params: { osid: osidParam }, query: deleteQuery, ok: { 202: deployResponse }, errors: [404, 409, 422] },
   { method: 'delete', path: '/v1/instances/{osid}', auth: 'bearer', summary: 'tear an instance down', params: { osid: osidParam }, query: deleteQuery, ok: { 202: deployResponse }, errors: [404, 409] },
   { method: 'get', path: '/v1/clusters/{cid}/vpn', auth: 'bearer', summary: "a cluster's VPN: node addresses and user peers", params: { cid: cidSchema }, ok: { 200: vpnClusterView }, errors: [404] },
   { method: 'post', path: '/v1/clusters/{cid}/vpn/users', auth: 'bearer', summary: 'add a user peer; returns its client configuration', params: { cid: cidSchema }, body: createVpnUserSchema, ok: { 201: z.looseObject({ user: vpnUserView, clientConfig: z.string(), privateKeyIncluded: z.boolean() }) }, errors: [404, 409] },

@@ -204,6 +204,25 @@ describe('bundles: desired state versions, history and rollback', function () {
     assert.equal((await runCli(['instances', 'history', osid, '--limit', '0'], cli)).code, 2);
   });
 
+  it('a sync applies the latest desired state again as the next version; refused while a job runs or for an unknown instance', async () => {
+    const last = (await instance()).job.id;
+    assert.equal((await refused('POST', `/v1/instances/${osid}/sync`, undefined, 409)).code, 'instance_busy');
+    await cancel(last);
+    const r = await t.admin.request<DeployResponse>('POST', `/v1/instances/${osid}/sync`);
+    assert.equal(r.status, 202);
+    assert.equal(r.body.version, 6);
+    const [v5, v6] = (await versions()).slice(4);
+    assert.equal(v6!.action, 'sync');
+    assert.equal(v6!.rollbackOf, null);
+    assert.equal(v6!.bundle.commit, v5!.bundle.commit);
+    assert.deepEqual(v6!.inputs, v5!.inputs);
+    const job = (await t.admin.request<CommandView>('GET', `/v1/commands/${r.body.jobId}`)).body;
+    const spec = JSON.stringify(job.spec);
+    assert.ok(spec.includes(commits[0]!) && !spec.includes(commits[1]!), 'the flow applies the latest commit again');
+    assert.equal((await refused('POST', '/v1/instances/web-zzzzz/sync', undefined, 404)).code, 'instance_not_found');
+    await cancel(r.body.jobId);
+  });
+
   it('deployVersionArgv renames --version after the deploy command word only', () => {
     const p = ['node', 'tether'];
     assert.deepEqual(deployVersionArgv([...p, 'deploy', '--instance', 'web-abcde', '--version', '3']), [...p, 'deploy', '--instance', 'web-abcde', '--to-version', '3']);

@@ -165,6 +165,7 @@ describe('API contract: every operation against the OpenAPI document (real contr
       case 'delete /v1/instances/{osid}':
         return { params: { osid: 'web-abcde' } };
       case 'post /v1/instances/{osid}/diff':
+      case 'post /v1/instances/{osid}/sync':
         return { params: { osid: 'web-abcde' } };
       case 'get /v1/instances/{osid}/versions':
         return { params: { osid: 'web-abcde' } };
