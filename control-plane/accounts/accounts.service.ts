@@ -1,11 +1,15 @@
 /** Accounts, clusters and admin API tokens (personal access tokens). */
+import { z } from 'zod';
 import { randomAlnum } from '../../common/ids.ts';
+import { decodeCursor, page } from '../pagination.ts';
+import { accountOverview, type Overview } from './overview.ts';
 import { conflict, unauthorized } from '../../common/errors.ts';
 import { iso, type Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { Db } from '../db/database.ts';
 import * as accounts from '../db/accounts.repository.ts';
 import * as tokens from '../db/tokens.repository.ts';
+import { deleteSessionsOfToken } from '../db/sessions.repository.ts';
 import { PAT_PREFIX, hashSecret, newToken, parseToken, secretMatches } from '../auth/secrets.ts';
 import type { Config } from '../config.ts';
 
@@ -45,7 +49,10 @@ export class AccountsService {
   async revokeApiToken(aid: string, keyId: string): Promise<boolean> {
     this.tokenCache.clear();
     try {
-      return await tokens.revokeApiToken(this.d.db, aid, keyId, this.d.clock.now());
+      const revoked = await tokens.revokeApiToken(this.d.db, aid, keyId, this.d.clock.now());
+      // The console sessions made from it end with it.
+      if (revoked) await deleteSessionsOfToken(this.d.db, keyId);
+      return revoked;
     } finally {
       this.tokenCache.clear(); // and again: a lookup that ran before the revocation committed may have cached the row
     }
@@ -84,6 +91,27 @@ export class AccountsService {
     await accounts.insertCluster(this.d.db, { aid, cid: c.cid, domain, now });
     this.d.log.info({ aid, cid: c.cid }, 'cluster created');
     return { aid, cid: c.cid, domain, createdAt: iso(now)! };
+  }
+
+  /** A page of the account's API tokens, newest first (never a secret or its hash). */
+  async listApiTokens(aid: string, f: { limit: number; cursor?: string }) {
+    const after = decodeCursor(f.cursor, z.tuple([z.number().int(), z.string().max(100)]));
+    const now = this.d.clock.now();
+    const rows = await tokens.listApiTokens(this.d.db, aid, { limit: f.limit + 1, after });
+    const p = page(rows, f.limit, (t) => [t.created_at, t.key_id], (t) => ({
+      keyId: t.key_id,
+      name: t.name,
+      state: t.revoked_at !== null ? ('revoked' as const) : t.expires_at <= now ? ('expired' as const) : ('active' as const),
+      createdAt: iso(t.created_at)!,
+      expiresAt: iso(t.expires_at)!,
+      revokedAt: iso(t.revoked_at),
+    }));
+    return { tokens: p.items, nextCursor: p.nextCursor };
+  }
+
+  /** The console's overview of the account (overview.ts). */
+  overview(aid: string): Promise<Overview> {
+    return accountOverview(this.d, aid);
   }
 
   async listClusters(aid: string): Promise<ClusterView[]> {

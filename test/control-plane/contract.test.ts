@@ -27,8 +27,9 @@ interface Answer {
   status: number;
   type: string;
   text: string;
+  setCookie?: string;
 }
-type Cred = 'bearer' | 'metrics' | 'none' | 'bad-bearer' | 'cluster-agent' | 'node';
+type Cred = 'bearer' | 'session' | 'session-no-csrf' | 'metrics' | 'none' | 'bad-bearer' | 'bad-session' | 'cluster-agent' | 'node';
 
 /** A valid request of an operation: path parameters, query, body. */
 interface Example {
@@ -44,6 +45,8 @@ describe('API contract: every operation against the OpenAPI document (real contr
   let clusterAgent: TestAgent;
   let nodeAgent: TestAgent;
   let spareAgent: TestAgent;
+  /** A console session (cookie and CSRF token) for the session routes. */
+  let session: { cookie: string; csrf: string };
   const agents = new Map<string, https.Agent>();
 
   before(async () => {
@@ -57,6 +60,9 @@ describe('API contract: every operation against the OpenAPI document (real contr
     for (const [name, a] of [['cluster-agent', clusterAgent], ['node', nodeAgent]] as const) {
       agents.set(name, new https.Agent({ ca: t.caPem, cert: a.identity.certificate, key: a.keys.privateKeyPem }));
     }
+    const signIn = await send('POST', '/v1/sessions', 'none', { text: JSON.stringify({ token: t.adminToken }) });
+    assert.equal(signIn.status, 201, signIn.text);
+    session = { cookie: signIn.setCookie!.split(';')[0]!, csrf: JSON.parse(signIn.text).csrfToken };
     const served = await send('GET', '/v1/openapi.json', 'none');
     assert.equal(served.status, 200);
     doc = JSON.parse(served.text);
@@ -75,17 +81,20 @@ describe('API contract: every operation against the OpenAPI document (real contr
     if (cred === 'bearer') headers.authorization = `Bearer ${t.adminToken}`;
     if (cred === 'metrics') headers.authorization = `Bearer ${readFileSync(t.cp.metricsTokenFile, 'utf8').trim()}`;
     if (cred === 'bad-bearer') headers.authorization = 'Bearer tether_pat_nope.nope';
+    if (cred === 'session') Object.assign(headers, { cookie: session.cookie, 'x-csrf-token': session.csrf });
+    if (cred === 'session-no-csrf') headers.cookie = session.cookie;
+    if (cred === 'bad-session') headers.cookie = `tether_session=${'x'.repeat(43)}`;
     if (body) {
       headers['content-type'] = body.type ?? 'application/json';
       headers['content-length'] = String(Buffer.byteLength(body.text));
     }
-    const agent = agents.get(cred === 'bearer' || cred === 'bad-bearer' || cred === 'metrics' ? 'none' : cred)!;
+    const agent = agents.get(cred === 'bearer' || cred === 'bad-bearer' || cred === 'metrics' || cred === 'session' || cred === 'session-no-csrf' || cred === 'bad-session' ? 'none' : cred)!;
     return new Promise((resolve, reject) => {
       const req = https.request(new URL(path, t.url), { method, headers, agent }, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (c: string) => (text += c));
-        res.on('end', () => resolve({ status: res.statusCode!, type: String(res.headers['content-type'] ?? ''), text }));
+        res.on('end', () => resolve({ status: res.statusCode!, type: String(res.headers['content-type'] ?? ''), text, setCookie: res.headers['set-cookie']?.[0] }));
       });
       req.setTimeout(20_000, () => req.destroy(new Error(`${method} ${path}: no answer`)));
       req.on('error', reject);
@@ -116,7 +125,7 @@ describe('API contract: every operation against the OpenAPI document (real contr
     return out;
   }
 
-  const credOf = (o: Operation): Cred => (JSON.stringify(o.op.security).includes('metrics') ? 'metrics' : JSON.stringify(o.op.security).includes('bearer') ? 'bearer' : JSON.stringify(o.op.security).includes('mtls') ? (o.op.operationId.includes('Vpn') ? 'node' : 'cluster-agent') : 'none');
+  const credOf = (o: Operation): Cred => (JSON.stringify(o.op.security).includes('metrics') ? 'metrics' : JSON.stringify(o.op.security).includes('bearer') ? 'bearer' : JSON.stringify(o.op.security).includes('session') ? 'session' : JSON.stringify(o.op.security).includes('mtls') ? (o.op.operationId.includes('Vpn') ? 'node' : 'cluster-agent') : 'none');
   const url = (o: Operation, e: Example) => {
     const p = o.path.replace(/\{([^}]+)\}/g, (_m, n: string) => encodeURIComponent(e.params?.[n] ?? 'missing'));
     const q = new URLSearchParams(e.query ?? {}).toString();
@@ -129,6 +138,8 @@ describe('API contract: every operation against the OpenAPI document (real contr
     const command = () => admin<{ id: number }>('POST', '/v1/commands', { target: { cluster: 'ct1' }, type: 'manifest', spec: { manifests: 'kind: X' } });
     const key = `${o.method} ${o.path}`;
     switch (key) {
+      case 'post /v1/sessions':
+        return { body: { token: t.adminToken } };
       case 'post /v1/clusters':
         return { body: { cid: `c${Math.random().toString(36).slice(2, 9)}` } };
       case 'post /v1/tokens':
@@ -262,8 +273,8 @@ describe('API contract: every operation against the OpenAPI document (real contr
     };
     const json = (v: unknown) => ({ text: JSON.stringify(v) });
     const is4xx = (s: number) => s >= 400 && s < 500;
-    // Revocations last: they would make later requests of the same credential fail.
-    const order = (o: Operation) => (/revoke|delete/.test(`${o.method} ${o.path}`) ? 1 : 0);
+    // Revocations last: they would make later requests of the same credential fail (signing out last of all).
+    const order = (o: Operation) => (o.path === '/v1/sessions/current' && o.method === 'delete' ? 2 : /revoke|delete/.test(`${o.method} ${o.path}`) ? 1 : 0);
     for (const o of operations().sort((a, b) => order(a) - order(b))) {
       const cred = credOf(o);
       const bodySchema = o.op.requestBody?.content['application/json']?.schema as { properties?: Record<string, Json>; required?: string[] } | undefined;
@@ -274,10 +285,17 @@ describe('API contract: every operation against the OpenAPI document (real contr
       const refused = /bundles|instances/.test(o.path) && o.method !== 'get' ? true : /\/v1\/(bundles|instances)\/\{/.test(o.path);
       await expect(o, 'valid', cred, e, e.body === undefined ? undefined : json(e.body), (s) => (refused ? s >= 400 && s < 500 : s < 300));
 
+      // Every bearer route takes the console's session cookie instead; a write made with it needs the CSRF token.
+      if (cred === 'bearer') {
+        const fresh = await example(o);
+        await expect(o, 'valid with the session cookie', 'session', fresh, fresh.body === undefined ? undefined : json(fresh.body), (s) => (refused ? s >= 400 && s < 500 : s < 300));
+        if (o.method !== 'get') await expect(o, 'session cookie without CSRF token', 'session-no-csrf', e, e.body === undefined ? undefined : json(e.body), (s) => s === 403);
+      }
+
       // Credentials.
-      if (cred === 'bearer' || cred === 'metrics') {
+      if (cred === 'bearer' || cred === 'metrics' || cred === 'session') {
         await expect(o, 'no token', 'none', e, e.body === undefined ? undefined : json(e.body), (s) => s === 401);
-        await expect(o, 'bad token', 'bad-bearer', e, e.body === undefined ? undefined : json(e.body), (s) => s === 401);
+        await expect(o, 'bad token', cred === 'session' ? 'bad-session' : 'bad-bearer', e, e.body === undefined ? undefined : json(e.body), (s) => s === 401);
       } else if (cred !== 'none') {
         await expect(o, 'no client certificate', 'none', e, e.body === undefined ? undefined : json(e.body), (s) => s === 401);
       }
