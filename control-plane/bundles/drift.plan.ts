@@ -168,3 +168,15 @@ export function driftView(
   const next = driftCheck === 'off' || row.last_action === 'delete' ? null : row.next_check_at;
   return { driftCheck, autoSync: row.auto_sync === 1, nextCheckAt: next === null ? null : new Date(next).toISOString() };
 }
+
+/**
+ * `--drift-interval 10m|off` (tether server, tether instances set): a duration of 60 s to one day,
+ * or off. Returns the setting, or the message of why not.
+ */
+export function parseDriftInterval(v: string): DriftCheckSetting | { error: string } {
+  if (v === 'off') return 'off';
+  const m = /^(\d{1,6})(s|m|h|d)$/.exec(v);
+  const seconds = m ? Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86_400 }[m[2] as 's' | 'm' | 'h' | 'd'] : NaN;
+  if (!(seconds >= DRIFT_INTERVAL_MIN_S && seconds <= DRIFT_INTERVAL_MAX_S)) return { error: `--drift-interval must be off or a duration from 60s to 1d, like 10m (got ${v})` };
+  return { intervalSeconds: seconds };
+}
