@@ -11,7 +11,10 @@ import { writeFileSync } from 'node:fs';
 import { ManualClock } from '../../common/clock.ts';
 import type { CommandView } from '../../common/wire.ts';
 import type { DeployResponse, InstanceView } from '../../control-plane/bundles/bundles.wire.ts';
-import { REPO_ROOT, captureLogger, removeDir, startTestControlPlane, tempDir, type TestAgent, type TestControlPlane } from '../support/control-plane.ts';
+import { DriftScheduler } from '../../control-plane/bundles/drift.scheduler.ts';
+import type { BundlesService } from '../../control-plane/bundles/bundles.service.ts';
+import type { Db } from '../../control-plane/db/database.ts';
+import { REPO_ROOT, captureLogger, eventually, removeDir, startTestControlPlane, tempDir, type TestAgent, type TestControlPlane } from '../support/control-plane.ts';
 import { readTree } from '../support/bundles.ts';
 import { runCli } from '../support/cli.ts';
 import { bareRepo } from '../cluster-agent/support.ts';
@@ -238,6 +241,43 @@ describe('bundles: scheduled drift checks and autoSync (real control plane, inje
     for (const r of rows) if (r.last_action === 'apply') expect[r.sync_status ?? 'unknown']++;
     assert.ok(expect.drifted + expect.error + expect.synced > 0);
     assert.deepEqual(await metric('tether_instances'), Object.entries(expect).map(([s, n]) => `tether_instances{sync_status="${s}"} ${n}`));
+  });
+
+  it('the loop never dies: a check that cannot be submitted is logged and the others go on; a failing tick is logged and the next one runs', async () => {
+    const osids = [await deploy(), await deploy()];
+    await agentRuns();
+    await makeDue(osids);
+    // A fake BundlesService (what fails here cannot be made to fail for real): the first
+    // submission throws, the second is counted. The rest (database, queue, clock) is the real one.
+    const own = captureLogger();
+    let calls = 0;
+    const submitted: string[] = [];
+    const failing = {
+      diff: async (_aid: string, osid: string) => {
+        if (calls++ === 0) throw new Error('cluster agent unreachable (fake)');
+        submitted.push(osid);
+        return { osid, jobId: 0 };
+      },
+    } as unknown as BundlesService;
+    const s = new DriftScheduler({ db: t.cp.db, clock, log: own.log, queue: t.cp.queue, bundles: failing, metrics: t.cp.metrics, settings: { defaultIntervalSeconds: 600, checksPerTick: 2 } });
+    try {
+      await s.tick();
+      assert.equal(calls, 2);
+      assert.equal(submitted.length, 1, 'the first failed, the next was still submitted');
+      assert.match(own.text(), /"err":\{[^]*cluster agent unreachable \(fake\)[^]*scheduled drift check not submitted/);
+    } finally {
+      await s.stop();
+    }
+    // A tick that fails as a whole (its database is gone: a fake Db whose every query throws).
+    const broken = new Proxy({}, { get: () => () => { throw new Error('database is closed (fake)'); } }) as unknown as Db;
+    const loop = new DriftScheduler({ db: broken, clock, log: own.log, queue: t.cp.queue, bundles: failing, metrics: t.cp.metrics, settings: { defaultIntervalSeconds: 600, checksPerTick: 2 }, tickMs: 100 });
+    loop.start();
+    try {
+      await eventually(() => (own.text().match(/drift check tick failed/g) ?? []).length >= 3, 10_000, 'three failed ticks, each followed by the next');
+      assert.match(own.text(), /"err":\{[^]*database is closed \(fake\)[^]*drift check tick failed/);
+    } finally {
+      await loop.stop();
+    }
   });
 
   it('settings: 4xx JSON for bad values, unknown and deleted instances; tether instances set', async () => {

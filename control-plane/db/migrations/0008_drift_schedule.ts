@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 
 /**
  * Scheduled drift checks and autoSync (issue 13, part B; control-plane/bundles/drift.*):
@@ -7,7 +7,7 @@ import type { Kysely } from 'kysely';
  * - next_check_at: when its next scheduled check is due; NULL: not placed yet (the scheduler
  *   places it at random within one interval, so instances created together do not fire together).
  * - checked_job_id: the diff job whose result sync_status holds, recorded once (so that a result
- *   is counted, and acted on by autoSync, exactly once).
+ *   is counted, and acted on by autoSync, exactly once); results recorded before count as such.
  * - auto_sync (0/1, off by default); auto_sync_job_id, auto_sync_at: the last sync autoSync
  *   submitted and when; auto_sync_failures: autoSyncs in a row after which a check still found
  *   drift (the backoff; reset by a synced check).
@@ -22,6 +22,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   await db.schema.alterTable('instances').addColumn('auto_sync_job_id', 'integer').execute();
   await db.schema.alterTable('instances').addColumn('auto_sync_at', 'integer').execute();
   await db.schema.alterTable('instances').addColumn('auto_sync_failures', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+  // Results recorded before this migration count as recorded (not counted or acted on again).
+  await sql`UPDATE instances SET checked_job_id = sync_job_id WHERE sync_status IS NOT NULL`.execute(db);
   await db.schema.createIndex('instances_next_check').on('instances').column('next_check_at').execute();
   await db.schema.createIndex('instances_sync_job').on('instances').column('sync_job_id').execute();
 }
