@@ -18,6 +18,7 @@ import { BENCH_CACHE, REPO_ROOT, ProcWatcher, loadAverage, mb, nowMs, procSample
 import { HttpClient } from '../common/http-client.ts';
 import { hostile } from './hostile.ts';
 import { cliBench } from './cli.ts';
+import { driftBench } from './drift.ts';
 
 const { values: flags } = parseArgs({
   options: {
@@ -42,6 +43,8 @@ const { values: flags } = parseArgs({
     'ramp-rate': { type: 'string' },
     'server-log-level': { type: 'string' },
     note: { type: 'string' },
+    'drift-instances': { type: 'string' },
+    'drift-interval-seconds': { type: 'string' },
   },
   allowPositionals: false,
 });
@@ -576,6 +579,16 @@ async function backup() {
   row('9 backup', 'acknowledged before the backup, missing after restore', `${r.missingAfterRestore} of ${r.ackedBeforeBackup}`, '0', r.missingAfterRestore === 0);
 }
 
+// ------------------------------------------------------------------ 10. drift checks (not in the default set: --only drift)
+
+async function drift() {
+  const r = await driftBench({ dir: join(runDir, 'drift'), instances: num(flags['drift-instances'], 200), intervalSeconds: num(flags['drift-interval-seconds'], 600), log });
+  results.drift = r;
+  row('10 drift checks', `${r.instances} instances, interval ${r.intervalSeconds} s: all checked`, `${r.allChecksSeconds} s after the settings (${r.checksEnded} checks ended)`, `≤ ${r.intervalSeconds} s + one 5 s tick`, r.withinOneInterval);
+  row('10 drift checks', 'per check: created → ended (queue wait)', `p50 ${r.checkLatencyMs.p50} ms, p99 ${r.checkLatencyMs.p99} ms (wait p50 ${r.queueWaitMs.p50}, p99 ${r.queueWaitMs.p99} ms)`);
+  row('10 drift checks', 'CPU per check above idle: control plane / agent', `${r.controlPlaneCpuMsPerCheck} ms / ${r.agentCpuMsPerCheck} ms (agent concurrency ${r.agentConcurrency})`);
+}
+
 // ------------------------------------------------------------------ main
 
 const started = Date.now();
@@ -623,6 +636,7 @@ try {
   }
   if (scenarios.has('cli')) await cli();
   if (scenarios.has('backup')) await backup();
+  if (scenarios.has('drift')) await drift();
 } finally {
   const command = `npm run bench --${process.argv.slice(2).map((a) => ` ${a}`).join('') || ''}`;
   const doc = {

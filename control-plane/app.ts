@@ -31,6 +31,8 @@ import { BundlesService } from './bundles/bundles.service.ts';
 import { GitCache } from './bundles/git-cache.ts';
 import { realRoots } from './bundles/fetch-policy.ts';
 import { bundleRoutes, instanceRoutes } from './http/bundles.routes.ts';
+import { DriftScheduler } from './bundles/drift.scheduler.ts';
+import { countInstancesBySyncStatus } from './db/drift.repository.ts';
 import { AgentApi, bootstrapRoutes } from './http/agent.routes.ts';
 import { ApiServer } from './http/server.ts';
 import { errorHandler, notFoundRoute } from './http/errors.ts';
@@ -57,6 +59,8 @@ export interface ControlPlane {
   dispatcher: Dispatcher;
   /** Deletes finished commands and their logs past `retentionSeconds` (sweeps on a timer; tests call sweep()). */
   retention: Retention;
+  /** Scheduled drift checks and autoSync (ticks on a timer unless StartOptions.driftScheduler is false; tests call tick()). */
+  drift: DriftScheduler;
   metrics: Metrics;
   /** Open TLS connections, how many of them speak HTTP/2 (agents), how many are unauthenticated. */
   connections(): { tls: number; http2: number; unauthenticated: number };
@@ -79,6 +83,8 @@ export interface StartOptions {
   log?: Logger;
   /** Run the lease reaper on a timer (tests with a manual clock call queue.reapExpired() instead). */
   reaper?: boolean;
+  /** Run the drift scheduler on a timer (tests with a manual clock call drift.tick() instead). */
+  driftScheduler?: boolean;
 }
 
 export async function startControlPlane(input: Parameters<typeof parseConfig>[0], opts: StartOptions = {}): Promise<ControlPlane> {
@@ -143,13 +149,33 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       return countAgentsByHeartbeatAge(db, now - HEALTHY_BELOW_S * 1000, now - OFFLINE_FROM_S * 1000);
     },
     connections: () => server.connections,
+    instancesBySyncStatus: async () => Object.fromEntries((await countInstancesBySyncStatus(db)).map((r) => [r.status, Number(r.n)])),
   });
   const queue = new QueueService({ db, clock, config, dispatcher, metrics, log });
   const vpn = new VpnService({ db, clock, queue, log });
   const bundleCache = join(dataDir, 'bundle-cache');
   const fetchPolicy = { allowHttp: config.allowHttp, allowPrivateAddresses: config.allowPrivateAddresses, fileRoots: realRoots(config.allowFileRoots), deniedPaths: realRoots([dataDir]) };
   const cache = new GitCache(bundleCache, { policy: fetchPolicy, environment: 'isolated', timeoutMs: config.gitTimeoutSeconds * 1000, log });
-  const bundles = new BundlesService({ db, clock, log, queue, cache, cacheIdleMs: config.bundleCacheIdleDays * 86_400_000 });
+  const bundles: BundlesService = new BundlesService({
+    db,
+    clock,
+    log,
+    queue,
+    cache,
+    cacheIdleMs: config.bundleCacheIdleDays * 86_400_000,
+    driftIntervalSeconds: config.driftIntervalSeconds,
+    onCheckRecorded: (r): Promise<void> => drift.recorded(r),
+  });
+  const drift: DriftScheduler = new DriftScheduler({
+    db,
+    clock,
+    log,
+    queue,
+    bundles,
+    metrics,
+    settings: { defaultIntervalSeconds: config.driftIntervalSeconds, checksPerTick: config.driftChecksPerTick },
+    tickMs: config.driftTickMs,
+  });
 
   const adminTokenFile = join(dataDir, 'admin-token');
   if (!(await accounts.hasAccounts())) {
@@ -237,6 +263,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   const retention = new Retention({ db, clock, log, retentionSeconds: config.retentionSeconds });
   retention.start();
   sessions.start();
+  if (opts.driftScheduler !== false) drift.start();
 
   const url = `https://${host}:${port}`;
   log.info({ url, listen: `${config.host}:${port}`, dataDir, caFile: join(dataDir, 'ca.crt') }, 'control plane ready');
@@ -253,6 +280,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     queue,
     dispatcher,
     retention,
+    drift,
     metrics,
     adminTokenFile,
     metricsTokenFile: join(dataDir, 'metrics-token'),
@@ -279,6 +307,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       clearInterval(cacheCollector);
       await retention.stop();
       sessions.stop();
+      await drift.stop();
       const held = dispatcher.held;
       dispatcher.closeAll(); // held polls are answered at once: agents reconnect without waiting them out
       const open = server.connections;

@@ -51,6 +51,12 @@ export const configSchema = z.object({
   gitTimeoutSeconds: z.number().int().min(1).max(3600).default(120),
   /** Bundle cache entries (mirrors, checked-out trees) unused this long are removed. */
   bundleCacheIdleDays: z.number().min(0).max(3650).default(14),
+  /** Scheduled drift checks: the interval of instances without their own (`--drift-interval 10m|off`; 0: off), jittered ±20 %. */
+  driftIntervalSeconds: z.union([z.literal(0), z.number().int().min(60).max(86_400)]).default(600),
+  /** The most drift checks one scheduler tick submits (the rest wait for the next tick). */
+  driftChecksPerTick: z.number().int().min(1).max(10_000).default(100),
+  /** Time between the drift scheduler's ticks. */
+  driftTickMs: z.number().int().min(100).max(600_000).default(5000),
 
   // Transport limits against hostile clients (docs/guarantees.md, "Transport limits").
   /** A connection that has not finished its TLS handshake by then is closed. */

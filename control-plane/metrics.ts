@@ -8,12 +8,18 @@ export interface Metrics {
   submitToClaim: Histogram;
   commandsByState: Gauge<'state'>;
   agentsByStatus: Gauge<'status'>;
+  /** Ended drift checks (scheduled or manual) by what they found, each counted once. */
+  driftChecks: Counter<'result'>;
+  /** Syncs autoSync submitted. */
+  autoSyncs: Counter;
 }
 
 export function createMetrics(collect: {
   commandsByState: () => Promise<Record<string, number>>;
   agentsByStatus: () => Promise<Record<string, number>>;
   connections: () => { tls: number; http2: number };
+  /** Instances not deleted, by sync status (synced, drifted, error, unknown). */
+  instancesBySyncStatus?: () => Promise<Record<string, number>>;
 }): Metrics {
   const registry = new Registry();
   // The process's CPU and memory, chosen by hand: prom-client's default set also walks every
@@ -85,5 +91,19 @@ export function createMetrics(collect: {
       for (const [status, n] of Object.entries(await collect.agentsByStatus())) this.set({ status }, n);
     },
   });
-  return { registry, heartbeats, longPollsHeld, submitToClaim, commandsByState, agentsByStatus };
+  new Gauge({
+    name: 'tether_instances',
+    help: 'Instances (not deleted) by the sync status their last drift check recorded (unknown: never checked)',
+    labelNames: ['sync_status'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const counts = { synced: 0, drifted: 0, error: 0, unknown: 0, ...(await collect.instancesBySyncStatus?.()) };
+      for (const [sync_status, n] of Object.entries(counts)) this.set({ sync_status }, n);
+    },
+  });
+  const driftChecks = new Counter({ name: 'tether_drift_checks_total', help: 'Drift checks ended (scheduled or manual), by result: synced, drifted, error', labelNames: ['result'] as const, registers: [registry] });
+  for (const result of ['synced', 'drifted', 'error']) driftChecks.inc({ result }, 0);
+  const autoSyncs = new Counter({ name: 'tether_auto_syncs_total', help: 'Syncs submitted by autoSync after a drift check found drift', registers: [registry] });
+  return { registry, heartbeats, longPollsHeld, submitToClaim, commandsByState, agentsByStatus, driftChecks, autoSyncs };
 }

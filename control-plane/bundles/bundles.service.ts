@@ -20,10 +20,14 @@ import type { QueueService } from '../queue/queue.service.ts';
 import { decodeCursor, page } from '../pagination.ts';
 import { bundleType, type Bundle } from './bundle.schema.ts';
 import { validateBundleDir } from './bundle-fs.ts';
-import { compileBundle, compileDiff, hostOf, instanceOutputs, namespaceOf, newOsid, portHostOf, resolveInputs, syncStatusOf, type InstanceContext, type InstanceOutputs } from './compile.ts';
+import { compileBundle, compileDiff, hostOf, instanceOutputs, namespaceOf, newOsid, portHostOf, resolveInputs, type InstanceContext, type InstanceOutputs } from './compile.ts';
 import type { GitCache } from './git-cache.ts';
+import { updateDriftSettings } from '../db/drift.repository.ts';
+import { driftView, storedInterval } from './drift.plan.ts';
+import { recordEndedCheck } from './drift.scheduler.ts';
 import { formatProblems } from './validate.ts';
 import type { BundleSourceView, DeployRequest, DeployResponse, InstanceState, InstanceVersionView, InstanceView, RedeployRequest, RegisterBundleRequest } from './bundles.wire.ts';
+import type { DriftSettingsRequest } from './bundles.wire.ts';
 
 export interface BundlesDeps {
   db: Db;
@@ -33,6 +37,10 @@ export interface BundlesDeps {
   cache: GitCache;
   /** Cache entries unused this long are collected (collectCache). */
   cacheIdleMs?: number;
+  /** The server's drift check interval (`--drift-interval`; 0 off), shown for instances without their own. */
+  driftIntervalSeconds?: number;
+  /** A read of an instance recorded its ended diff job's result (first): counted and acted on (drift.scheduler.ts). */
+  onCheckRecorded?: (r: { aid: string; osid: string; jobId: number; status: 'synced' | 'drifted' | 'error' }) => Promise<void>;
 }
 
 /** A validated bundle at a pinned commit. */
@@ -144,6 +152,7 @@ export class BundlesService {
       sync_job_id: null,
       sync_status: null,
       last_checked_at: null,
+      ...repo.DRIFT_DEFAULTS,
       created_at: now,
       updated_at: now,
     };
@@ -291,20 +300,29 @@ export class BundlesService {
     return { osid, jobId: command.id };
   }
 
-  /** Records what the instance's last diff job found, once it ended. */
+  /**
+   * What the instance's last diff job found. Recorded when it ended (drift.scheduler.ts); should
+   * that not have happened yet, it is recorded here, once (recordEndedCheck).
+   */
   private async syncOf(row: InstanceRow): Promise<{ syncStatus: InstanceView['syncStatus']; lastCheckedAt: string | null }> {
-    if (row.sync_job_id !== null) {
+    if (row.sync_job_id !== null && row.checked_job_id !== row.sync_job_id) {
       const job = await this.d.queue.get(row.aid, row.sync_job_id).catch(() => undefined);
       if (job && isTerminal(job.state)) {
-        const checkedAt = job.finishedAt ? Date.parse(job.finishedAt) : this.d.clock.now();
-        if (row.last_checked_at !== checkedAt) {
-          const status = syncStatusOf(job);
-          await repo.recordInstanceSync(this.d.db, row.aid, row.osid, { jobId: job.id, status, checkedAt });
-          return { syncStatus: status, lastCheckedAt: iso(checkedAt) };
-        }
+        const r = await recordEndedCheck(this.d.db, this.d.clock, row.aid, row.osid, job, this.d.onCheckRecorded);
+        return { syncStatus: r.status, lastCheckedAt: iso(r.checkedAt) };
       }
     }
     return { syncStatus: row.sync_status ?? 'unknown', lastCheckedAt: iso(row.last_checked_at) };
+  }
+
+  /** Per-instance drift check settings (PATCH /v1/instances/{osid}); refused for a deleted instance. */
+  async setDriftSettings(aid: string, osid: string, s: DriftSettingsRequest): Promise<InstanceView> {
+    const row = await repo.getInstance(this.d.db, aid, osid);
+    if (!row) throw notFound(`instance ${osid} does not exist`, 'instance_not_found');
+    if (row.last_action === 'delete') throw conflict(`instance ${osid} has been deleted`, 'instance_deleted');
+    await updateDriftSettings(this.d.db, aid, osid, { ...(s.driftCheck !== undefined ? { intervalSeconds: storedInterval(s.driftCheck) } : {}), ...(s.autoSync !== undefined ? { autoSync: s.autoSync } : {}) });
+    this.d.log.info({ aid, osid, driftCheck: s.driftCheck, autoSync: s.autoSync }, 'instance drift check settings changed');
+    return this.get(aid, osid);
   }
 
   async get(aid: string, osid: string): Promise<InstanceView> {
@@ -366,6 +384,7 @@ export class BundlesService {
       outputs: state === 'deleted' ? {} : (outputs?.outputs ?? {}),
       sensitiveOutputs: state === 'deleted' ? {} : (outputs?.sensitiveOutputs ?? {}),
       ...(await this.syncOf(row)),
+      ...driftView(row, this.d.driftIntervalSeconds ?? 600),
       createdAt: iso(row.created_at)!,
       updatedAt: iso(row.updated_at)!,
     };

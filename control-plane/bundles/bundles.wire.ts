@@ -44,6 +44,19 @@ export const redeploySchema = z
   .refine((b) => b.version === undefined || Object.keys(b.inputs).length === 0, { message: 'a rollback to a version deploys its inputs: give no inputs with version', path: ['inputs'] });
 export type RedeployRequest = z.infer<typeof redeploySchema>;
 
+/**
+ * PATCH /v1/instances/{osid}: the instance's scheduled drift checks (an interval of 60 s to one
+ * day, or off) and autoSync (a check that finds drift submits a sync). At least one of them.
+ */
+export const driftSettingsSchema = z
+  .object({
+    driftCheck: z.union([z.literal('off'), z.object({ intervalSeconds: z.number().int().min(60).max(86_400) }).strict()]).optional(),
+    autoSync: z.boolean().optional(),
+  })
+  .strict()
+  .refine((b) => b.driftCheck !== undefined || b.autoSync !== undefined, { message: 'give driftCheck, autoSync or both' });
+export type DriftSettingsRequest = z.infer<typeof driftSettingsSchema>;
+
 export const osidParam = z.string().max(63).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?-[a-z0-9]{5}$/, 'an OSID is <type>-<5 lowercase alphanumerics>');
 
 export interface BundleSourceView {
@@ -80,6 +93,12 @@ export interface InstanceView {
   /** What the last drift check (`tether diff`) found; `unknown` before any ended. */
   syncStatus: 'synced' | 'drifted' | 'error' | 'unknown';
   lastCheckedAt: string | null;
+  /** Scheduled drift checks in force: the instance's own interval or the server's (`--drift-interval`), or off. */
+  driftCheck: { intervalSeconds: number } | 'off';
+  /** A check that finds drift submits a sync (off by default). */
+  autoSync: boolean;
+  /** When the next scheduled check is due; null: off, deleted, or not placed yet (within one tick). */
+  nextCheckAt: string | null;
   createdAt: string;
   updatedAt: string;
 }

@@ -1,6 +1,6 @@
 /**
  * CLI commands for stack bundles: `bundles validate|register|list`, `deploy` (new, upgrade,
- * rollback with --version), `instances list|show|history|delete`. Validation runs locally (a
+ * rollback with --version), `instances list|show|history|set|delete`. Validation runs locally (a
  * folder, or a git URL cloned into a temp folder) with the same code the control plane runs at
  * deploy time.
  */
@@ -16,6 +16,7 @@ import { OPEN_POLICY } from '../bundles/fetch-policy.ts';
 import { formatProblems, type ValidationResult } from '../bundles/validate.ts';
 import { checkWithTools, type ToolCheck } from '../bundles/validate.tools.ts';
 import { printTable } from './table.ts';
+import { parseDriftInterval } from '../bundles/drift.plan.ts';
 
 import { allPages } from './client.ts';
 export interface CliHelpers {
@@ -161,6 +162,8 @@ function showInstance(i: InstanceView): void {
     ['commit', i.bundle.commit],
     ['version', String(i.version)],
     ['sync', `${i.syncStatus}${i.lastCheckedAt ? ` (checked ${i.lastCheckedAt})` : ''}`],
+    ['drift check', i.driftCheck === 'off' ? 'off' : `every ${i.driftCheck.intervalSeconds}s${i.nextCheckAt ? ` (next ${i.nextCheckAt})` : ''}`],
+    ['auto sync', i.autoSync ? 'on' : 'off'],
     ['job', `${i.job.id} ${i.job.action} ${i.job.state}${i.job.error ? `: ${i.job.error.code}: ${i.job.error.message}` : ''}`],
     ...Object.entries(i.inputs).map(([k, v]): [string, string] => [`input ${k}`, JSON.stringify(v)]),
     ...Object.entries(i.outputs).map(([k, v]): [string, string] => [`output ${k}`, typeof v === 'string' ? v : JSON.stringify(v)]),
@@ -276,7 +279,10 @@ export function registerBundleCommands(program: Command, h: CliHelpers): void {
     .action(async (o: { cluster?: string; json?: boolean }) => {
       const list = await allPages<InstanceView>((m, p) => h.call(m, p), `/v1/instances${o.cluster ? `?cluster=${encodeURIComponent(o.cluster)}` : ''}`, 'instances');
       if (o.json) return h.json(list);
-      printTable(['OSID', 'BUNDLE', 'VERSION', 'CLUSTER', 'STATE', 'SYNC', 'HOST', 'JOB'], list.map((i) => [i.osid, i.bundle.source, i.bundle.version, i.cluster, i.state, i.syncStatus, i.host, String(i.job.id)]));
+      printTable(
+        ['OSID', 'BUNDLE', 'VERSION', 'CLUSTER', 'STATE', 'SYNC', 'CHECKED', 'NEXT CHECK', 'HOST', 'JOB'],
+        list.map((i) => [i.osid, i.bundle.source, i.bundle.version, i.cluster, i.state, i.syncStatus, i.lastCheckedAt ?? '-', i.driftCheck === 'off' ? 'off' : (i.nextCheckAt ?? '-'), i.host, String(i.job.id)]),
+      );
     });
   instances
     .command('show <osid>')
@@ -308,6 +314,28 @@ export function registerBundleCommands(program: Command, h: CliHelpers): void {
           v.job ? `${v.job.id} ${v.job.state ?? 'expired'}` : '-',
         ]),
       );
+    });
+  instances
+    .command('set <osid>')
+    .description("an instance's scheduled drift checks and autoSync (a check that finds drift submits a sync)")
+    .option('--drift-interval <duration|off>', 'check it this often (60s to 1d, jittered ±20 %), or off')
+    .option('--auto-sync <on|off>', 'sync it when a check finds drift')
+    .option('--json', 'print JSON')
+    .action(async (osid: string, o: { driftInterval?: string; autoSync?: string; json?: boolean }) => {
+      const body: { driftCheck?: unknown; autoSync?: boolean } = {};
+      if (o.driftInterval !== undefined) {
+        const d = parseDriftInterval(o.driftInterval);
+        if (typeof d === 'object' && 'error' in d) throw h.usage(d.error);
+        body.driftCheck = d;
+      }
+      if (o.autoSync !== undefined) {
+        if (o.autoSync !== 'on' && o.autoSync !== 'off') throw h.usage(`--auto-sync must be on or off (got ${o.autoSync})`);
+        body.autoSync = o.autoSync === 'on';
+      }
+      if (Object.keys(body).length === 0) throw h.usage('give --drift-interval, --auto-sync or both');
+      const i = await h.call<InstanceView>('PATCH', `/v1/instances/${encodeURIComponent(osid)}`, body);
+      if (o.json) return h.json(i);
+      showInstance(i);
     });
   instances
     .command('delete <osid>')

@@ -74,12 +74,13 @@ program
   .option('--long-poll-seconds <n>', 'longest a poll is held', (v) => numArg(v, '--long-poll-seconds'))
   .option('--domain-root <root>', 'root of cluster domains (<cid>.<aid>.<root>)')
   .option('--retention <duration>', 'delete finished jobs and their logs this long after they finished, e.g. 30d, 12h (0d: keep them)', '30d')
+  .option('--drift-interval <duration|off>', 'check each instance for drift this often (jittered ±20 %), e.g. 10m, 1h, or off; an instance may have its own (instances set)', '10m')
   .option('--allow-file-root <dir>', 'file:// bundle sources may be below this folder (repeatable; env TETHER_ALLOW_FILE_ROOTS, colon-separated)', (v: string, prev: string[]) => [...prev, v], [])
   .option('--allow-http', 'allow http:// bundle sources (https only otherwise)')
   .option('--allow-private-addresses', 'allow bundle sources on private, loopback and link-local addresses')
   .option('--tls-cert <file>', 'certificate chain for the public endpoint, served to clients asking for its names; reloaded on SIGHUP (env TETHER_TLS_CERT)', process.env.TETHER_TLS_CERT || undefined)
   .option('--tls-key <file>', 'private key of --tls-cert (env TETHER_TLS_KEY)', process.env.TETHER_TLS_KEY || undefined)
-  .action(async (o: { dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean; tlsCert?: string; tlsKey?: string; retention: string }) => {
+  .action(async (o: { dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean; tlsCert?: string; tlsKey?: string; retention: string; driftInterval: string }) => {
     process.umask(0o077); // the database, keys and tokens are for this user only
     if (!o.tlsCert !== !o.tlsKey) throw new UsageError('--tls-cert and --tls-key go together (or TETHER_TLS_CERT and TETHER_TLS_KEY)');
     // SIGHUP (systemctl reload) reloads the certificate; until the server is up it is ignored (the start reads the files).
@@ -95,6 +96,9 @@ program
     for (const d of fileRoots) if (!isAbsolute(d)) throw new UsageError(`--allow-file-root takes an absolute folder (got ${d})`);
     const { durationSchema, parseDurationSeconds } = await import('../../common/wire.ts');
     if (!durationSchema.safeParse(o.retention).success) throw new UsageError(`--retention must be a duration like 30d, 12h or 0d (got ${o.retention})`);
+    const { parseDriftInterval } = await import('../bundles/drift.plan.ts');
+    const drift = parseDriftInterval(o.driftInterval);
+    if (typeof drift === 'object' && 'error' in drift) throw new UsageError(drift.error);
     const cp = await startControlPlane({
       dataDir: o.dataDir,
       host,
@@ -108,6 +112,7 @@ program
       allowPrivateAddresses: o.allowPrivateAddresses === true,
       ...(o.tlsCert && o.tlsKey ? { tlsCertFile: o.tlsCert, tlsKeyFile: o.tlsKey } : {}),
       retentionSeconds: parseDurationSeconds(o.retention),
+      driftIntervalSeconds: drift === 'off' ? 0 : drift.intervalSeconds,
     });
     reload = () => void cp.reloadTls();
     process.stderr.write(`tether: control plane listening on ${cp.url} (data in ${o.dataDir}; CA ${o.dataDir}/ca.crt; admin token ${cp.adminTokenFile})\n`);

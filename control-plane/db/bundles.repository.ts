@@ -55,6 +55,17 @@ export async function listBundleSources(db: Db, aid: string) {
   return db.selectFrom('bundle_sources').selectAll().where('aid', '=', aid).orderBy('name').execute();
 }
 
+/** A new instance's scheduled drift check and autoSync columns (migration 0008): the server's interval, not placed, autoSync off. */
+export const DRIFT_DEFAULTS = {
+  drift_interval_seconds: null,
+  next_check_at: null,
+  checked_job_id: null,
+  auto_sync: 0,
+  auto_sync_job_id: null,
+  auto_sync_at: null,
+  auto_sync_failures: 0,
+} as const satisfies Partial<InstanceRow>;
+
 /** Inserts a new instance and its version 1 (its first deploy), together. */
 export async function insertInstance(db: Db, row: InstanceRow): Promise<void> {
   await db.transaction().execute(async (trx) => {

@@ -39,6 +39,18 @@ export interface InstancesTable {
   /** 'synced' | 'drifted' | 'error' from sync_job_id once it ended; NULL: never checked. */
   sync_status: 'synced' | 'drifted' | 'error' | null;
   last_checked_at: number | null;
+  /** Migration 0008 (scheduled drift checks, autoSync): NULL the server's interval, 0 off. */
+  drift_interval_seconds: number | null;
+  /** When the next scheduled check is due; NULL: not placed yet. */
+  next_check_at: number | null;
+  /** The diff job whose result sync_status holds (recorded once). */
+  checked_job_id: number | null;
+  /** 1: a check that finds drift submits a sync. */
+  auto_sync: number;
+  auto_sync_job_id: number | null;
+  auto_sync_at: number | null;
+  /** AutoSyncs in a row after which a check still found drift (reset by a synced check). */
+  auto_sync_failures: number;
   created_at: number;
   updated_at: number;
 }

@@ -8,7 +8,7 @@ import { dnsLabel } from '../../common/specs.ts';
 import { cidSchema } from '../../common/wire.ts';
 import type { AccountsService } from '../accounts/accounts.service.ts';
 import type { BundlesService } from '../bundles/bundles.service.ts';
-import { deploySchema, osidParam, redeploySchema, registerBundleSchema } from '../bundles/bundles.wire.ts';
+import { deploySchema, driftSettingsSchema, osidParam, redeploySchema, registerBundleSchema } from '../bundles/bundles.wire.ts';
 import { requireAdmin } from './auth.ts';
 import { PAGE_LIMIT_DEFAULT, cursorParam, pageLimit } from '../pagination.ts';
 
@@ -57,6 +57,10 @@ export function instanceRoutes(deps: { accounts: AccountsService; bundles: Bundl
   });
   r.get('/:osid', async (req, res) => {
     res.json(await bundles.get(aidOf(res), osidParam.parse(req.params.osid)));
+  });
+  r.patch('/:osid', async (req, res) => {
+    const osid = osidParam.parse(req.params.osid);
+    res.json(await bundles.setDriftSettings(aidOf(res), osid, driftSettingsSchema.parse(req.body ?? {})));
   });
   r.get('/:osid/versions', async (req, res) => {
     const osid = osidParam.parse(req.params.osid);

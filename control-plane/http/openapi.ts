@@ -12,7 +12,7 @@ import { z } from 'zod';
 import { AGENT_ROLES, COMMAND_STATES, bootstrapRequestSchema, bootstrapResponseSchema, cidSchema, createApiTokenSchema, createBootstrapTokenSchema, createClusterSchema, heartbeatRequestSchema, heartbeatResponseSchema, logsRequestSchema, pollResponseSchema, renewRequestSchema, renewResponseSchema, resultRequestSchema, submitCommandSchema } from '../../common/wire.ts';
 import { dnsLabel } from '../../common/specs.ts';
 import { vpnConfigSchema, vpnRegisterSchema } from '../../common/vpn.ts';
-import { deploySchema, osidParam, redeploySchema, registerBundleSchema } from '../bundles/bundles.wire.ts';
+import { deploySchema, driftSettingsSchema, osidParam, redeploySchema, registerBundleSchema } from '../bundles/bundles.wire.ts';
 import { createVpnUserSchema } from '../vpn/vpn.schemas.ts';
 import { agentIdSchema, listAgentsQuery, listApiTokensQuery, listBootstrapTokensQuery, listCommandsQuery, logsQuery } from './admin.routes.ts';
 import { pollQuery } from './agent.routes.ts';
@@ -27,7 +27,7 @@ import { createSessionSchema } from './sessions.routes.ts';
 export type Auth = 'bearer' | 'session' | 'metrics' | 'mtls' | 'none';
 
 export interface RouteDoc {
-  method: 'get' | 'post' | 'put' | 'delete';
+  method: 'get' | 'post' | 'put' | 'patch' | 'delete';
   /** OpenAPI form: /v1/commands/{id}. */
   path: string;
   auth: Auth;
@@ -104,6 +104,9 @@ const instanceView = z.looseObject({
   sensitiveOutputs: z.record(z.string(), z.unknown()),
   syncStatus: z.enum(['synced', 'drifted', 'error', 'unknown']),
   lastCheckedAt: iso.nullable(),
+  driftCheck: z.union([z.literal('off'), z.looseObject({ intervalSeconds: z.number().int() })]),
+  autoSync: z.boolean(),
+  nextCheckAt: iso.nullable(),
   createdAt: iso,
   updatedAt: iso,
 });
@@ -192,6 +195,7 @@ export const ROUTES: RouteDoc[] = [
   { method: 'post', path: '/v1/instances', auth: 'bearer', summary: 'deploy a bundle to a cluster', body: deploySchema, ok: { 202: deployResponse }, errors: [404, 409, 422] },
   { method: 'get', path: '/v1/instances', auth: 'bearer', summary: 'list instances, oldest first, a page at a time', query: listInstancesQuery, ok: { 200: z.object({ instances: z.array(instanceView), nextCursor }) }, errors: [] },
   { method: 'get', path: '/v1/instances/{osid}', auth: 'bearer', summary: 'one instance', params: { osid: osidParam }, ok: { 200: instanceView }, errors: [404] },
+  { method: 'patch', path: '/v1/instances/{osid}', auth: 'bearer', summary: "an instance's scheduled drift checks (driftCheck: {intervalSeconds: 60..86400} or 'off'; default the server's --drift-interval) and autoSync (a check that finds drift submits a sync; off by default)", params: { osid: osidParam }, body: driftSettingsSchema, ok: { 200: instanceView }, errors: [404, 409] },
   { method: 'get', path: '/v1/instances/{osid}/versions', auth: 'bearer', summary: "versions of an instance's desired state, oldest first: the newest limit (default 100, at most 1000) below before", params: { osid: osidParam }, query: versionsQuery, ok: { 200: z.object({ versions: z.array(instanceVersionView) }) }, errors: [404] },
   { method: 'get', path: '/v1/instances/{osid}/versions/{version}', auth: 'bearer', summary: "one version of an instance's desired state", params: { osid: osidParam, version: versionParam }, ok: { 200: instanceVersionView }, errors: [404] },
   { method: 'post', path: '/v1/instances/{osid}/deploy', auth: 'bearer', summary: 'upgrade an instance in place (with version: roll back to that version, as a new version)', params: { osid: osidParam }, body: redeploySchema, ok: { 202: deployResponse }, errors: [404, 409, 422] },

@@ -46,6 +46,13 @@ export interface AgentPrincipal {
   nid: string | null;
 }
 
+/** Emitted as 'ended' on QueueService.events when a command reached a terminal state. */
+export interface CommandEnded {
+  aid: string;
+  id: number;
+  state: CommandState;
+}
+
 export type CommandEvent = { kind: 'log'; id: number; ts: number; stream: string; text: string } | { kind: 'state'; state: CommandState };
 
 export interface QueueDeps {
@@ -300,8 +307,11 @@ export class QueueService {
     return rows.length;
   }
 
-  private emitState(row: Pick<CommandRow, 'id' | 'state'>) {
+  private emitState(row: Pick<CommandRow, 'id' | 'aid' | 'state'>) {
     this.events.emit(`cmd:${row.id}`, { kind: 'state', state: row.state } satisfies CommandEvent);
+    // Every place a command reaches a terminal state comes through here (result, lease expiry,
+    // cancellation): listeners such as the drift scheduler record what ended at once.
+    if (isTerminal(row.state)) this.events.emit('ended', { aid: row.aid, id: row.id, state: row.state } satisfies CommandEnded);
   }
 }
 

@@ -184,6 +184,8 @@ describe('API contract: every operation against the OpenAPI document (real contr
         return { params: { osid: 'web-abcde', version: '1' } };
       case 'post /v1/instances/{osid}/deploy':
         return { params: { osid: 'web-abcde' }, body: { inputs: {} } };
+      case 'patch /v1/instances/{osid}':
+        return { params: { osid: 'web-abcde' }, body: { driftCheck: { intervalSeconds: 300 }, autoSync: true } };
       case 'get /v1/clusters/{cid}/vpn':
         return { params: { cid: 'ct1' } };
       case 'post /v1/clusters/{cid}/vpn/users':

@@ -100,3 +100,26 @@ export const BROKEN_BUNDLE_PROBLEMS: RegExp[] = [
   /bundle\.yaml:\d+: resources\[7\]\.dependsOn\[0\]: unknown resource "ghost"/,
   /bundle\.yaml:\d+: outputs\.secret\.sensitive: a sensitive output is an outputRef to a tofu resource/,
 ];
+
+/** A one-object bundle (a ConfigMap as a plain manifest, folder cfg/): drift.e2e.test.ts and the drift benchmark. */
+export const CONFIG_BUNDLE = {
+  'cfg/bundle.yaml': `apiVersion: tether.dev/v1
+name: cfg
+version: 1.0.0
+type: cfg
+description: One ConfigMap.
+inputs:
+  message: {type: string, default: hello}
+resources:
+  - name: config
+    type: manifest
+    source: manifests
+`,
+  'cfg/manifests/configmap.yaml': `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+data:
+  greeting: hello
+`,
+};

@@ -47,7 +47,9 @@ export async function startTestControlPlane(
   opts: StartOptions = {},
 ): Promise<TestControlPlane> {
   const dataDir = config.dataDir ?? tempDir();
-  const cp = await startControlPlane({ host: '127.0.0.1', port: 0, ...config, dataDir }, { log: silentLogger(), ...opts });
+  // The drift scheduler's timer is off in tests (a check placed at random within 10 minutes would
+  // come in the middle of a test's own jobs); tests of it call cp.drift.tick() on an injected clock.
+  const cp = await startControlPlane({ host: '127.0.0.1', port: 0, ...config, dataDir }, { log: silentLogger(), driftScheduler: false, ...opts });
   const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
   const caPem = cp.ca.caCertPem;
   const admin = new HttpClient({ baseUrl: cp.url, ca: caPem, bearerToken: adminToken });
