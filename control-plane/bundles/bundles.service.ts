@@ -18,10 +18,12 @@ import type { InstanceRow, InstanceVersionWithJob } from '../db/bundles.reposito
 import type { QueueService } from '../queue/queue.service.ts';
 import { bundleType, type Bundle } from './bundle.schema.ts';
 import { validateBundleDir } from './bundle-fs.ts';
+import { appliedObjects, diffWithPruning, prunedResources, pruneSteps, withPruning, type DesiredState } from './prune.plan.ts';
+import type { AppliedRefSpec, FlowSpec } from '../../common/specs.ts';
 import { compileBundle, compileDiff, hostOf, instanceOutputs, namespaceOf, newOsid, portHostOf, resolveInputs, syncStatusOf, type InstanceContext, type InstanceOutputs } from './compile.ts';
 import type { GitCache } from './git-cache.ts';
 import { formatProblems } from './validate.ts';
-import type { BundleSourceView, DeployRequest, DeployResponse, InstanceState, InstanceVersionView, InstanceView, RedeployRequest, RegisterBundleRequest } from './bundles.wire.ts';
+import type { BundleSourceView, DeployRequest, DeployResponse, DesiredStateRequest, DiffResponse, InstanceState, InstanceVersionView, InstanceView, RedeployRequest, RegisterBundleRequest } from './bundles.wire.ts';
 
 export interface BundlesDeps {
   db: Db;
@@ -91,15 +93,15 @@ export class BundlesService {
   }
 
   /** Pins the source's ref to a commit, checks the tree out (cached) and validates the bundle there. */
-  private async load(aid: string, src: repo.BundleSourceRow): Promise<LoadedBundle> {
+  private async load(aid: string, src: repo.BundleSourceRow, ref = src.ref): Promise<LoadedBundle> {
     const credentials = src.git_username !== null && src.git_password !== null ? { username: src.git_username, password: src.git_password } : undefined;
-    const commit = await this.d.cache.resolve(aid, { url: src.url, ref: src.ref, ...(credentials ? { credentials } : {}) });
+    const commit = await this.d.cache.resolve(aid, { url: src.url, ref, ...(credentials ? { credentials } : {}) });
     const tree = await this.d.cache.tree(aid, src.url, commit);
     const dir = containedDir(tree, src.path);
     if (!dir) throw new TetherError('invalid_bundle', `${src.path}: no such folder inside the repository at ${commit}`, { status: 422 });
     const { bundle, problems } = validateBundleDir(dir);
     if (!bundle) {
-      throw new TetherError('invalid_bundle', `the bundle at ${src.ref} (${commit.slice(0, 12)}) has ${problems.length} problem(s):\n${formatProblems(problems)}`, { status: 422 });
+      throw new TetherError('invalid_bundle', `the bundle at ${ref === commit ? commit.slice(0, 12) : `${ref} (${commit.slice(0, 12)})`} has ${problems.length} problem(s):\n${formatProblems(problems)}`, { status: 422 });
     }
     return { bundle, commit };
   }
@@ -169,7 +171,7 @@ export class BundlesService {
     const inputs = resolveInputs(bundle, req.inputs, kept);
     if (inputs.problems.length) throw badRequest(inputs.problems.join('; '), 'invalid_inputs');
     const ctx: InstanceContext = { osid, cluster: row.cid, clusterDomain: cluster.domain, git: { url: src.url, commit, path: src.path } };
-    const job = await this.submit(aid, row.cid, compileBundle(bundle, inputs.values, ctx, 'apply'), osid, 'apply', req.timeoutSeconds);
+    const job = await this.submit(aid, row.cid, await this.applyFlow(row, { bundle, inputs: inputs.values, ctx }), osid, 'apply', req.timeoutSeconds);
     const version = await repo.updateInstanceJob(this.d.db, aid, osid, {
       jobId: job.id,
       action: 'apply',
@@ -203,7 +205,7 @@ export class BundlesService {
     const inputs = resolveInputs(bundle, {}, JSON.parse(v.inputs) as Record<string, unknown>);
     if (inputs.problems.length) throw badRequest(inputs.problems.join('; '), 'invalid_inputs');
     const ctx: InstanceContext = { osid, cluster: row.cid, clusterDomain: cluster.domain, git: { url: v.git_url, commit: v.commit_sha, path: v.git_path } };
-    const job = await this.submit(aid, row.cid, compileBundle(bundle, inputs.values, ctx, 'apply'), osid, 'apply', timeoutSeconds);
+    const job = await this.submit(aid, row.cid, await this.applyFlow(row, { bundle, inputs: inputs.values, ctx }), osid, 'apply', timeoutSeconds);
     const { bundle_name, bundle_version, git_url, git_path, commit_sha, inputs: given } = v;
     const version = await repo.updateInstanceJob(this.d.db, aid, osid, {
       jobId: job.id,
@@ -217,26 +219,65 @@ export class BundlesService {
 
   /**
    * Applies the instance's current desired state again (the latest version's bundle, commit and
-   * inputs, as they are), as the next version: what repairs drift. Like a rollback to the latest
-   * version, so the source need not be registered any more.
+   * inputs, as they are), as the next version (action `sync`): what repairs drift. Like a
+   * rollback to the latest version, so the source need not be registered any more. With `state`
+   * (`tether sync --file`), that commit (fetched from the registered source) and/or those inputs
+   * (all of them: a missing one takes its default) instead; still action `sync`. Pruning as on
+   * an upgrade.
    */
-  async sync(aid: string, osid: string, timeoutSeconds?: number): Promise<DeployResponse> {
+  async sync(aid: string, osid: string, timeoutSeconds?: number, state: DesiredStateRequest = {}): Promise<DeployResponse> {
     const row = await this.idle(aid, osid);
     if (row.last_action === 'delete') throw conflict(`instance ${osid} has been deleted`, 'instance_deleted');
-    const bundle = JSON.parse(row.bundle) as Bundle;
-    const cluster = (await getCluster(this.d.db, aid, row.cid))!;
-    const inputs = resolveInputs(bundle, {}, JSON.parse(row.inputs) as Record<string, unknown>);
-    if (inputs.problems.length) throw badRequest(inputs.problems.join('; '), 'invalid_inputs');
-    const job = await this.submit(aid, row.cid, compileBundle(bundle, inputs.values, contextOf(row, cluster.domain), 'apply'), osid, 'apply', timeoutSeconds);
-    const { bundle_name, bundle_version, git_url, git_path, commit_sha } = row;
-    const version = await repo.updateInstanceJob(this.d.db, aid, osid, {
-      jobId: job.id,
-      action: 'apply',
-      now: this.d.clock.now(),
-      apply: { action: 'sync', rollbackOf: null, bundle_name, bundle_version, git_url, git_path, commit_sha, bundle: row.bundle, inputs: row.inputs },
-    });
-    this.d.log.info({ aid, osid, commit: commit_sha, version, jobId: job.id }, 'instance syncing');
+    const d = await this.desiredState(row, state);
+    const job = await this.submit(aid, row.cid, await this.applyFlow(row, d), osid, 'apply', timeoutSeconds);
+    const version = await repo.updateInstanceJob(this.d.db, aid, osid, { jobId: job.id, action: 'apply', now: this.d.clock.now(), apply: { action: 'sync', rollbackOf: null, ...d.record } });
+    this.d.log.info({ aid, osid, commit: d.record.commit_sha, version, jobId: job.id }, 'instance syncing');
     return { osid, jobId: job.id, version, instance: await this.get(aid, osid) };
+  }
+
+  /**
+   * The desired state an instance is synced or compared to: its latest version, or `state`'s
+   * commit (fetched from the registered source through the cache and fetch policy: one the
+   * source does not have is 422) and inputs (replacing the kept ones when given).
+   */
+  private async desiredState(row: InstanceRow, state: DesiredStateRequest): Promise<DesiredState & { record: repo.DesiredState }> {
+    const cluster = (await getCluster(this.d.db, row.aid, row.cid))!;
+    let bundle = JSON.parse(row.bundle) as Bundle;
+    let git = { url: row.git_url, path: row.git_path, commit: row.commit_sha, bundle: row.bundle };
+    if (state.commit !== undefined && state.commit !== row.commit_sha) {
+      const src = await repo.getBundleSource(this.d.db, row.aid, row.source);
+      if (!src) throw notFound(`bundle ${row.source} is no longer registered (a desired state at another commit is fetched from it)`, 'bundle_not_found');
+      const loaded = await this.load(row.aid, src, state.commit);
+      bundle = loaded.bundle;
+      git = { url: src.url, path: src.path, commit: loaded.commit, bundle: JSON.stringify(bundle) };
+    }
+    const previous = JSON.parse(row.inputs) as Record<string, unknown>;
+    const kept = Object.fromEntries(Object.entries(previous).filter(([k]) => Object.hasOwn(bundle.inputs, k)));
+    const given = state.inputs ?? kept;
+    const inputs = resolveInputs(bundle, given);
+    if (inputs.problems.length) throw badRequest(inputs.problems.join('; '), 'invalid_inputs');
+    const ctx: InstanceContext = { osid: row.osid, cluster: row.cid, clusterDomain: cluster.domain, git: { url: git.url, commit: git.commit, path: git.path } };
+    const record = { bundle_name: bundle.name, bundle_version: bundle.version, git_url: git.url, git_path: git.path, commit_sha: git.commit, bundle: git.bundle, inputs: JSON.stringify(given) };
+    return { bundle, inputs: inputs.values, ctx, record };
+  }
+
+  /**
+   * The apply flow of `next` with pruning (prune.plan.ts): the objects the instance's last apply
+   * flows applied (the last one and the last succeeded one) for its manifest steps, and the
+   * delete steps of the resources the current version has and `next` no longer has.
+   */
+  private async applyFlow(row: InstanceRow, next: DesiredState): Promise<FlowSpec> {
+    const bundle = JSON.parse(row.bundle) as Bundle;
+    const previous: DesiredState = { bundle, inputs: resolveInputs(bundle, {}, JSON.parse(row.inputs) as Record<string, unknown>).values, ctx: { ...next.ctx, git: { url: row.git_url, commit: row.commit_sha, path: row.git_path } } };
+    return withPruning(compileBundle(next.bundle, next.inputs, next.ctx, 'apply'), await this.appliedBefore(row), pruneSteps(previous, next.bundle));
+  }
+
+  /** What the instance's last apply flows applied, per manifest step (jobs retention deleted are skipped). */
+  private async appliedBefore(row: InstanceRow): Promise<Map<string, AppliedRefSpec[]>> {
+    const ids = new Set([row.outputs_job_id, row.last_action === 'apply' ? row.last_job_id : null].filter((n): n is number => n !== null));
+    const outputs: unknown[] = [];
+    for (const id of ids) outputs.push(await this.d.queue.get(row.aid, id).then((j) => j.outputs, () => null));
+    return appliedObjects(outputs);
   }
 
   /** The newest `limit` versions of the instance's desired state (below `before`), oldest first. */
@@ -272,21 +313,20 @@ export class BundlesService {
    * inputs) compiled to a flow of diff steps, queued as a job. The result is recorded on the
    * instance (syncStatus, lastCheckedAt) once the job ended, when the instance is next read.
    */
-  async diff(aid: string, osid: string, timeoutSeconds?: number): Promise<{ osid: string; jobId: number }> {
+  async diff(aid: string, osid: string, timeoutSeconds?: number, state: DesiredStateRequest = {}): Promise<DiffResponse> {
     const row = await repo.getInstance(this.d.db, aid, osid);
     if (!row) throw notFound(`instance ${osid} does not exist`, 'instance_not_found');
     if (row.last_action === 'delete') throw conflict(`instance ${osid} has been deleted`, 'instance_deleted');
-    const bundle = JSON.parse(row.bundle) as Bundle;
-    const cluster = (await getCluster(this.d.db, aid, row.cid))!;
-    const inputs = resolveInputs(bundle, {}, JSON.parse(row.inputs) as Record<string, unknown>);
-    if (inputs.problems.length) throw badRequest(inputs.problems.join('; '), 'invalid_inputs');
+    const d = await this.desiredState(row, state);
     const applyJob = row.outputs_job_id ?? (row.last_action === 'apply' ? row.last_job_id : null);
     const applyOutputs = applyJob === null ? null : await this.d.queue.get(aid, applyJob).then((j) => (j.state === 'succeeded' ? j.outputs : null), () => null);
-    const flow = compileDiff(bundle, inputs.values, contextOf(row, cluster.domain), applyOutputs);
+    const flow = diffWithPruning(compileDiff(d.bundle, d.inputs, d.ctx, applyOutputs), await this.appliedBefore(row));
     const { command } = await this.d.queue.submit(aid, { target: { cluster: row.cid }, type: 'flow', spec: flow, maxAttempts: 1, ...(timeoutSeconds ? { timeoutSeconds } : {}) });
-    await repo.setInstanceSyncJob(this.d.db, aid, osid, command.id);
-    this.d.log.info({ aid, osid, jobId: command.id }, 'instance drift check queued');
-    return { osid, jobId: command.id };
+    // A diff against another desired state (--file) says nothing about the instance's own.
+    const own = state.commit === undefined && state.inputs === undefined;
+    if (own) await repo.setInstanceSyncJob(this.d.db, aid, osid, command.id);
+    this.d.log.info({ aid, osid, jobId: command.id, own }, 'instance drift check queued');
+    return { osid, jobId: command.id, prune: prunedResources(JSON.parse(row.bundle) as Bundle, d.bundle) };
   }
 
   /** Records what the instance's last diff job found, once it ended. */
