@@ -52,7 +52,7 @@ describe('bundles: tether sync and pull (plan, decisions, state file)', () => {
     assert.equal(p.exitCode, 2);
     assert.match(p.text, /^=== policy: v1 ConfigMap web-ab12c\/old: prune \(no longer in the desired state: would be deleted\)$/m);
     // A failed diff stays a failure.
-    assert.equal(renderPlan({ state: 'failed', error: { code: 'x', message: 'y' }, outputs: null }, [{ name: 'db', type: 'tofu', action: 'tofu destroy' }]).exitCode, 1);
+    assert.equal(renderPlan({ state: 'failed', error: { code: 'x', message: 'y', retryable: false }, outputs: null }, [{ name: 'db', type: 'tofu', action: 'tofu destroy' }]).exitCode, 1);
   });
 
   it('pull writes tether.<cid>.<osid>/tether.yaml that --file reads back; it never overwrites another instance', () => {
