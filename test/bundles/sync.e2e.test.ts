@@ -12,14 +12,14 @@
  * exits 0; an input edited in the file exits 2; `sync --file --yes` applies it as a new version.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { DeployResponse, InstanceVersionView, InstanceView } from '../../control-plane/bundles/bundles.wire.ts';
 import { kubeRequest, startEnvtest, type Envtest } from '../support/envtest.ts';
-import { removeDir, startTestControlPlane, tempDir, type TestControlPlane } from '../support/control-plane.ts';
-import { runCli } from '../support/cli.ts';
+import { nodeArgs, removeDir, startTestControlPlane, tempDir, type TestControlPlane } from '../support/control-plane.ts';
+import { runCli, type CliResult } from '../support/cli.ts';
 import { toolPath, tofuProviderMirror, tofuProviderVersion } from '../support/toolchain.ts';
 import { bareRepo, createNamespace, jobLogs, kubeGet, spawnAgent, waitForJob, type AgentProcess } from '../cluster-agent/support.ts';
 
@@ -76,6 +76,18 @@ describe('bundles: tether diff, sync, pull and pruning (end to end)', function (
   let repo: ReturnType<typeof bareRepo>;
 
   const tether = (...args: string[]) => runCli(args, cli, undefined, work);
+  /** The CLI on a terminal (a pty from util-linux script), answering `answer` to its question; stdout and stderr together. */
+  const onTerminal = (answer: string, ...args: string[]) =>
+    new Promise<CliResult>((resolve) => {
+      const [cmd, argv] = nodeArgs('control-plane/cli/main.ts', args);
+      const line = [cmd, ...argv].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+      const p = spawn('script', ['-qefc', line, '/dev/null'], { cwd: work, env: { ...process.env, ...cli }, stdio: ['pipe', 'pipe', 'pipe'] });
+      let stdout = '';
+      p.stdout.on('data', (d) => (stdout += d));
+      p.stderr.on('data', (d) => (stdout += d));
+      p.on('close', (code) => resolve({ code, stdout, stderr: '' }));
+      p.stdin.end(`${answer}\n`);
+    });
   const instance = async () => (await t.admin.request<InstanceView>('GET', `/v1/instances/${osid}`)).body;
   const versions = async () => (await t.admin.request<{ versions: InstanceVersionView[] }>('GET', `/v1/instances/${osid}/versions`)).body.versions;
   const configMap = (name: string) => kubeGet<{ data?: Record<string, string>; metadata: { managedFields?: { manager: string }[] } }>(env, `/api/v1/namespaces/${osid}/configmaps/${name}`);
@@ -86,15 +98,17 @@ describe('bundles: tether diff, sync, pull and pruning (end to end)', function (
     return v;
   };
   /** tether diff exits 2 (stdout returned), then tether sync --yes repairs it, then tether diff exits 0. */
-  async function driftedThenSynced(expect: RegExp[]): Promise<string> {
+  async function driftedThenSynced(expect: RegExp[], how: 'yes' | 'terminal' = 'yes'): Promise<string> {
     const d = await tether('diff', osid);
     assert.equal(d.code, 2, d.stdout + d.stderr);
     for (const re of expect) assert.match(d.stdout, re);
     const before = (await instance()).version;
-    const s = await tether('sync', osid, '--yes');
+    const s = how === 'yes' ? await tether('sync', osid, '--yes') : await onTerminal('y', 'sync', osid);
     assert.equal(s.code, 0, s.stdout + s.stderr);
-    for (const re of expect) assert.match(s.stdout, re, 'sync prints the plan first');
-    assert.match(s.stderr, new RegExp(`applying ${osid} as version ${before + 1}: job \\d+`));
+    const plan = s.stdout.replace(/\r\n/g, '\n');
+    for (const re of expect) assert.match(plan, re, 'sync prints the plan first');
+    if (how === 'terminal') assert.match(plan, /Apply\? \[y\/N\] /);
+    assert.match(s.stdout + s.stderr, new RegExp(`applying ${osid} as version ${before + 1}: job \\d+`));
     assert.equal((await instance()).version, before + 1);
     assert.equal((await versions()).at(-1)!.action, 'sync');
     const after = await tether('diff', osid);
@@ -160,12 +174,17 @@ describe('bundles: tether diff, sync, pull and pruning (end to end)', function (
     assert.equal(refused.code, 1, refused.stdout + refused.stderr);
     assert.match(refused.stdout, new RegExp(`^=== config: v1 ConfigMap ${osid}/extra: missing$`, 'm'));
     assert.match(refused.stderr, /not a terminal: pass --yes to apply/);
+    // On a terminal it asks; anything but y or yes applies nothing.
+    const declined = await onTerminal('n', 'sync', osid);
+    assert.equal(declined.code, 1, declined.stdout);
+    assert.match(declined.stdout, /Apply\? \[y\/N\] /);
+    assert.match(declined.stdout, /not applied/);
     assert.equal((await instance()).version, 1);
     assert.equal(await configMap('extra'), undefined, 'nothing applied');
   });
 
-  it('(a) an object deleted by hand: diff 2 names it missing; sync --yes repairs it; diff 0', async () => {
-    await driftedThenSynced([new RegExp(`^=== config: v1 ConfigMap ${osid}/extra: missing$`, 'm')]);
+  it('(a) an object deleted by hand: diff 2 names it missing; sync on a terminal, answered y, repairs it; diff 0', async () => {
+    await driftedThenSynced([new RegExp(`^=== config: v1 ConfigMap ${osid}/extra: missing$`, 'm')], 'terminal');
     assert.equal((await configMap('extra'))?.data?.note, 'pruned later');
   });
 
