@@ -18,8 +18,10 @@ import type { InstanceRow, InstanceVersionWithJob } from '../db/bundles.reposito
 import type { QueueService } from '../queue/queue.service.ts';
 import { bundleType, type Bundle } from './bundle.schema.ts';
 import { validateBundleDir } from './bundle-fs.ts';
-import { appliedObjects, diffWithPruning, prunedResources, pruneSteps, withPruning, type DesiredState } from './prune.plan.ts';
-import type { AppliedRefSpec, FlowSpec } from '../../common/specs.ts';
+import { diffWithPruning, prunedResources, type DesiredState } from './prune.plan.ts';
+import { appliedBefore, applyFlowWithPruning, liveVersions } from './prune.ts';
+import { resolveDesiredState, type ResolvedState } from './desired-state.ts';
+import type { FlowSpec } from '../../common/specs.ts';
 import { compileBundle, compileDiff, hostOf, instanceOutputs, namespaceOf, newOsid, portHostOf, resolveInputs, syncStatusOf, type InstanceContext, type InstanceOutputs } from './compile.ts';
 import type { GitCache } from './git-cache.ts';
 import { formatProblems } from './validate.ts';
@@ -235,49 +237,14 @@ export class BundlesService {
     return { osid, jobId: job.id, version, instance: await this.get(aid, osid) };
   }
 
-  /**
-   * The desired state an instance is synced or compared to: its latest version, or `state`'s
-   * commit (fetched from the registered source through the cache and fetch policy: one the
-   * source does not have is 422) and inputs (replacing the kept ones when given).
-   */
-  private async desiredState(row: InstanceRow, state: DesiredStateRequest): Promise<DesiredState & { record: repo.DesiredState }> {
-    const cluster = (await getCluster(this.d.db, row.aid, row.cid))!;
-    let bundle = JSON.parse(row.bundle) as Bundle;
-    let git = { url: row.git_url, path: row.git_path, commit: row.commit_sha, bundle: row.bundle };
-    if (state.commit !== undefined && state.commit !== row.commit_sha) {
-      const src = await repo.getBundleSource(this.d.db, row.aid, row.source);
-      if (!src) throw notFound(`bundle ${row.source} is no longer registered (a desired state at another commit is fetched from it)`, 'bundle_not_found');
-      const loaded = await this.load(row.aid, src, state.commit);
-      bundle = loaded.bundle;
-      git = { url: src.url, path: src.path, commit: loaded.commit, bundle: JSON.stringify(bundle) };
-    }
-    const previous = JSON.parse(row.inputs) as Record<string, unknown>;
-    const kept = Object.fromEntries(Object.entries(previous).filter(([k]) => Object.hasOwn(bundle.inputs, k)));
-    const given = state.inputs ?? kept;
-    const inputs = resolveInputs(bundle, given);
-    if (inputs.problems.length) throw badRequest(inputs.problems.join('; '), 'invalid_inputs');
-    const ctx: InstanceContext = { osid: row.osid, cluster: row.cid, clusterDomain: cluster.domain, git: { url: git.url, commit: git.commit, path: git.path } };
-    const record = { bundle_name: bundle.name, bundle_version: bundle.version, git_url: git.url, git_path: git.path, commit_sha: git.commit, bundle: git.bundle, inputs: JSON.stringify(given) };
-    return { bundle, inputs: inputs.values, ctx, record };
+  /** The desired state an instance is synced or compared to (desired-state.ts). */
+  private async desiredState(row: InstanceRow, state: DesiredStateRequest): Promise<ResolvedState> {
+    return resolveDesiredState({ db: this.d.db, load: (src, ref) => this.load(row.aid, src, ref) }, row, state);
   }
 
-  /**
-   * The apply flow of `next` with pruning (prune.plan.ts): the objects the instance's last apply
-   * flows applied (the last one and the last succeeded one) for its manifest steps, and the
-   * delete steps of the resources the current version has and `next` no longer has.
-   */
+  /** The apply flow of `next` with pruning (prune.ts). */
   private async applyFlow(row: InstanceRow, next: DesiredState): Promise<FlowSpec> {
-    const bundle = JSON.parse(row.bundle) as Bundle;
-    const previous: DesiredState = { bundle, inputs: resolveInputs(bundle, {}, JSON.parse(row.inputs) as Record<string, unknown>).values, ctx: { ...next.ctx, git: { url: row.git_url, commit: row.commit_sha, path: row.git_path } } };
-    return withPruning(compileBundle(next.bundle, next.inputs, next.ctx, 'apply'), await this.appliedBefore(row), pruneSteps(previous, next.bundle));
-  }
-
-  /** What the instance's last apply flows applied, per manifest step (jobs retention deleted are skipped). */
-  private async appliedBefore(row: InstanceRow): Promise<Map<string, AppliedRefSpec[]>> {
-    const ids = new Set([row.outputs_job_id, row.last_action === 'apply' ? row.last_job_id : null].filter((n): n is number => n !== null));
-    const outputs: unknown[] = [];
-    for (const id of ids) outputs.push(await this.d.queue.get(row.aid, id).then((j) => j.outputs, () => null));
-    return appliedObjects(outputs);
+    return applyFlowWithPruning({ db: this.d.db, queue: this.d.queue }, row, next);
   }
 
   /** The newest `limit` versions of the instance's desired state (below `before`), oldest first. */
@@ -320,13 +287,14 @@ export class BundlesService {
     const d = await this.desiredState(row, state);
     const applyJob = row.outputs_job_id ?? (row.last_action === 'apply' ? row.last_job_id : null);
     const applyOutputs = applyJob === null ? null : await this.d.queue.get(aid, applyJob).then((j) => (j.state === 'succeeded' ? j.outputs : null), () => null);
-    const flow = diffWithPruning(compileDiff(d.bundle, d.inputs, d.ctx, applyOutputs), await this.appliedBefore(row));
+    const live = await liveVersions(this.d.db, row, d.ctx.clusterDomain);
+    const flow = diffWithPruning(compileDiff(d.bundle, d.inputs, d.ctx, applyOutputs), await appliedBefore(this.d.queue, row, live));
     const { command } = await this.d.queue.submit(aid, { target: { cluster: row.cid }, type: 'flow', spec: flow, maxAttempts: 1, ...(timeoutSeconds ? { timeoutSeconds } : {}) });
     // A diff against another desired state (--file) says nothing about the instance's own.
     const own = state.commit === undefined && state.inputs === undefined;
     if (own) await repo.setInstanceSyncJob(this.d.db, aid, osid, command.id);
     this.d.log.info({ aid, osid, jobId: command.id, own }, 'instance drift check queued');
-    return { osid, jobId: command.id, prune: prunedResources(JSON.parse(row.bundle) as Bundle, d.bundle) };
+    return { osid, jobId: command.id, prune: prunedResources(live.map((v) => v.state.bundle), d.bundle) };
   }
 
   /** Records what the instance's last diff job found, once it ended. */

@@ -1,10 +1,13 @@
 /**
- * Pruning on upgrades, rollbacks and syncs, the pure part. Two levels:
+ * Pruning on upgrades, rollbacks and syncs, the pure part. What may be in the cluster is what the
+ * versions since the last succeeded apply (inclusive) applied: a failed or cancelled apply may
+ * have left some of its resources, and its removals undone. Two levels:
  *
- * - a bundle resource (helm release, manifest set, tofu run) that the previous version had and
+ * - a bundle resource (helm release, manifest set, tofu run) that one of those versions had and
  *   the new one no longer has is removed: its delete step (helm uninstall, manifest delete, tofu
- *   destroy), compiled from the previous version (its bundle, commit and inputs), runs after the
- *   new version's steps, in reverse dependency order of the previous version;
+ *   destroy), compiled from the newest of them that has it (its bundle, commit and inputs), runs
+ *   after the new version's steps, in reverse dependency order (the newest version's resources
+ *   first);
  * - inside a manifest resource both versions have, the objects the last apply applied (its step's
  *   `applied` output) go into the step's `prune`: the agent deletes those the manifests no longer
  *   list, when Tether's field manager still manages them.
@@ -31,22 +34,42 @@ export interface PrunedResource {
   action: 'helm uninstall' | 'manifest delete' | 'tofu destroy';
 }
 
+const listOf = <T>(v: T | readonly T[]): readonly T[] => (Array.isArray(v) ? (v as readonly T[]) : [v as T]);
+
 const ACTIONS: Record<BundleResource['type'], PrunedResource['action']> = { helm: 'helm uninstall', manifest: 'manifest delete', tofu: 'tofu destroy' };
 
-/** The previous version's resources the next one no longer has, in the order they are removed (reverse dependency order). */
-export function prunedResources(previous: Pick<Bundle, 'resources'>, next: Pick<Bundle, 'resources'>): PrunedResource[] {
-  const kept = new Set(next.resources.map((r) => r.name));
-  return topologicalOrder(previous.resources)
-    .reverse()
-    .filter((r) => !kept.has(r.name))
-    .map((r) => ({ name: r.name, type: r.type, action: ACTIONS[r.type] }));
+/**
+ * The resources of the previous versions (newest first) the next one no longer has, once each
+ * (from the newest version that has it), in the order they are removed: each version's in
+ * reverse dependency order, the newest version's first.
+ */
+export function prunedResources(previous: Pick<Bundle, 'resources'> | readonly Pick<Bundle, 'resources'>[], next: Pick<Bundle, 'resources'>): PrunedResource[] {
+  const seen = new Set(next.resources.map((r) => r.name));
+  const out: PrunedResource[] = [];
+  for (const b of listOf(previous)) {
+    for (const r of topologicalOrder(b.resources).reverse()) {
+      if (seen.has(r.name)) continue;
+      seen.add(r.name);
+      out.push({ name: r.name, type: r.type, action: ACTIONS[r.type] });
+    }
+  }
+  return out;
 }
 
-/** The delete steps of the pruned resources, compiled from the previous desired state, in removal order. */
-export function pruneSteps(previous: DesiredState, next: Pick<Bundle, 'resources'>): FlowStep[] {
-  const names = new Set(prunedResources(previous.bundle, next).map((r) => r.name));
-  if (names.size === 0) return [];
-  return compileBundle(previous.bundle, previous.inputs, previous.ctx, 'delete').steps.filter((st) => names.has(st.name));
+/** The delete steps of the pruned resources, each compiled from the newest previous state that has it, in removal order. */
+export function pruneSteps(previous: DesiredState | readonly DesiredState[], next: Pick<Bundle, 'resources'>): FlowStep[] {
+  const seen = new Set(next.resources.map((r) => r.name));
+  const out: FlowStep[] = [];
+  for (const p of listOf(previous)) {
+    const names = new Set(p.bundle.resources.filter((r) => !seen.has(r.name)).map((r) => r.name));
+    if (names.size === 0) continue;
+    for (const st of compileBundle(p.bundle, p.inputs, p.ctx, 'delete').steps) {
+      if (!names.has(st.name)) continue;
+      seen.add(st.name);
+      out.push(st);
+    }
+  }
+  return out;
 }
 
 interface StepReport {

@@ -50,6 +50,18 @@ describe('bundles: pruning (plan)', () => {
     assert.deepEqual((tofu.find((s) => s.name === 'db')!.spec as { vars: unknown }).vars, { size: 'l' });
   });
 
+  it('looks back over several versions (a failed apply may have left them): each resource once, from the newest version that has it', () => {
+    const v3 = { bundle: bundle([db, web]), inputs: { size: 'l' }, ctx: ctx('c') };
+    const v2 = { bundle: bundle([db, { ...web, values: {} }, cache]), inputs: { size: 'm' }, ctx: ctx('b') };
+    const v1 = { bundle: bundle([db, { ...web, values: {} }, policy]), inputs: { size: 's' }, ctx: ctx('a') };
+    assert.deepEqual(prunedResources([v3.bundle, v2.bundle, v1.bundle], bundle([db])).map((r) => r.name), ['web', 'cache', 'policy']);
+    const steps = pruneSteps([v3, v2, v1], bundle([db]));
+    assert.deepEqual(steps.map((s) => [s.name, (s.spec as { action?: string }).action]), [['web', 'delete'], ['cache', 'delete'], ['policy', 'delete']]);
+    const refs = steps.map((s) => ((s.spec as { chart?: { git: { ref: string } }; source?: { git: { ref: string } } }).chart ?? (s.spec as { source: { git: { ref: string } } }).source).git.ref[0]);
+    assert.deepEqual(refs, ['c', 'b', 'a'], 'each from the newest version that has it');
+    assert.deepEqual(pruneSteps([v3, v2, v1], bundle([db, web, cache, policy])), []);
+  });
+
   it('collects what earlier apply flows applied per step, once each, skipping malformed entries', () => {
     const cm = (name: string) => ({ apiVersion: 'v1', kind: 'ConfigMap', namespace: 'app-ab12c', name });
     const applied = appliedObjects([

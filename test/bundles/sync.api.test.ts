@@ -5,7 +5,8 @@
  * the source does not have (422, nothing queued), a malformed body (400) and unknown inputs;
  * a diff of another state answers what it would prune and leaves the instance's syncStatus
  * alone; a sync to a state without a resource becomes the next version (action sync) whose flow
- * removes that resource after the new steps, compiled from the previous commit.
+ * removes that resource after the new steps, compiled from the previous commit, and again while
+ * no apply since the version that had it succeeded.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -112,10 +113,14 @@ describe('bundles: sync and --file states through the API (pruning of resources)
     ]);
     assert.equal((await refused(`/v1/instances/${osid}/sync`, {}, 409)).code, 'instance_busy');
     await cancel(r.body.jobId);
-    // Syncing that state again removes nothing more; a rollback to version 1 brings the release back.
+    // That sync was cancelled, so the release may still be there: syncing again removes it again
+    // (pruning looks back to the last succeeded apply; none has succeeded here).
     const again = await t.admin.request<DeployResponse>('POST', `/v1/instances/${osid}/sync`);
-    assert.deepEqual((await steps(again.body.jobId)).map((s) => s.name), ['tether-namespace', 'config']);
+    const againFlow = await steps(again.body.jobId);
+    assert.deepEqual(againFlow.map((s) => [s.name, s.spec.action ?? 'apply']), [['tether-namespace', 'apply'], ['config', 'apply'], ['app', 'delete']]);
+    assert.equal(againFlow[2]!.spec.chart!.git.ref, commits[0], 'from version 1, the newest that has it');
     await cancel(again.body.jobId);
+    // A rollback to version 1 brings the release back.
     const back = await t.admin.request<DeployResponse>('POST', `/v1/instances/${osid}/deploy`, { inputs: {}, version: 1 });
     assert.deepEqual((await steps(back.body.jobId)).map((s) => [s.name, s.spec.action ?? 'apply']), [['tether-namespace', 'apply'], ['config', 'apply'], ['app', 'apply']]);
     await cancel(back.body.jobId);
