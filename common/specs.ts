@@ -153,6 +153,20 @@ export function isManifestFileName(name: string): boolean {
   return /\.(ya?ml|json)$/i.test(name) && !name.startsWith('.');
 }
 
+/** At most this many earlier objects in a manifest spec's `prune`. */
+export const MAX_PRUNE_REFS = 2000;
+/** An object by identity, as a manifest apply reports it in `applied`. */
+export const appliedRefSchema = z
+  .object({
+    apiVersion: z.string().min(1).max(317).regex(/^([a-z0-9.-]+\/)?v[0-9a-z]+$/, 'must be an apiVersion'),
+    kind: z.string().min(1).max(63).regex(/^[A-Za-z][A-Za-z0-9]*$/, 'must be a kind'),
+    namespace: dnsLabel().optional(),
+    name: z.string().min(1).max(253).regex(/^[a-z0-9A-Z:]([-a-z0-9A-Z.:_]*[a-z0-9A-Z])?$/, 'must be an object name'),
+  })
+  .strict();
+
+export type AppliedRefSpec = z.infer<typeof appliedRefSchema>;
+
 /** Where a manifest spec's objects come from: inline YAML or a git folder (exactly one), and the default namespace. */
 const manifestSourceFields = {
   manifests: z
@@ -171,6 +185,12 @@ const manifestSourceFields = {
     .optional(),
   source: z.object({ git: gitSourceSchema }).strict().optional(),
   namespace: dnsLabel().optional(),
+  /**
+   * Objects an earlier apply of this manifest resource applied (its `applied` output): after the
+   * apply, those the manifests no longer list are deleted if Tether's field manager still manages
+   * them (pruning); a diff reports them as `prune`. Ignored by `action: delete`.
+   */
+  prune: z.array(appliedRefSchema).max(MAX_PRUNE_REFS).optional(),
 };
 const exactlyOneSource = (m: { manifests?: string | undefined; source?: unknown }, ctx: z.RefinementCtx) => {
   if ((m.manifests === undefined) === (m.source === undefined)) ctx.addIssue({ code: 'custom', message: 'set exactly one of manifests and source' });

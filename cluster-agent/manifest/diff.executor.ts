@@ -4,7 +4,8 @@
  * what the apply would leave; diff.plan.ts compares the two on the fields Tether owns. Objects
  * that do not exist (or whose kind the cluster does not serve) are `missing`; one the API server
  * refuses is `error`. Secret values are registered with the masker and never leave the agent:
- * their diff names keys only.
+ * their diff names keys only. With `prune`, an earlier object the manifests no longer list that
+ * Tether manages is reported as `prune` (the apply would delete it; counted as drifted).
  */
 import type { DiffSpec } from '../../common/specs.ts';
 import { kubeMessage, kubeStatus, type ObjectApi } from '../kube/kube.ts';
@@ -12,6 +13,7 @@ import { FIELD_MANAGER } from '../kube/secrets.ts';
 import { checkAborted, plainLookup, type StepContext, type StepResult } from '../steps/step.ts';
 import { diffObject, summarize, type DiffResource } from './diff.plan.ts';
 import { discover, manifestText } from './manifest.executor.ts';
+import { pruneObjects } from './prune.executor.ts';
 import { orderForApply, parseManifests, refOf, withNamespace, type KubeObject } from './manifest.plan.ts';
 
 export async function executeDiff(spec: Extract<DiffSpec, { target: 'manifest' }>, s: StepContext): Promise<StepResult> {
@@ -24,6 +26,11 @@ export async function executeDiff(spec: Extract<DiffSpec, { target: 'manifest' }
     checkAborted(s.exec.signal);
     maskSecret(o, s);
     resources.push(await diffOne(api, o, defaultNamespace, s));
+  }
+  // Objects an earlier apply applied that the manifests no longer list: the apply would prune them.
+  if (target.prune) {
+    const current = resources.map((r) => ({ apiVersion: r.apiVersion, kind: r.kind, ...(r.namespace ? { namespace: r.namespace } : {}), name: r.name }));
+    for (const r of await pruneObjects(api, target.prune, current, s, 'check')) resources.push({ ...r, status: 'prune' });
   }
   const summary = summarize(resources);
   s.exec.emit(`diff: ${summary.inSync} in sync, ${summary.drifted} drifted, ${summary.missing} missing, ${summary.error} error`);

@@ -19,7 +19,8 @@ import { stringify } from 'yaml';
 /** A parsed fieldsV1 tree: each key to its children (empty: the whole value). */
 export type FieldSet = Map<string, FieldSet>;
 
-export type DiffStatus = 'in-sync' | 'drifted' | 'missing' | 'error';
+/** `prune`: an object an earlier apply applied that the desired state no longer lists (it would be deleted). */
+export type DiffStatus = 'in-sync' | 'drifted' | 'missing' | 'error' | 'prune';
 
 export interface DiffResource {
   apiVersion: string;
@@ -271,7 +272,7 @@ export function summarize(resources: readonly { status: DiffStatus }[]): DiffSum
   const s: DiffSummary = { inSync: 0, drifted: 0, missing: 0, error: 0 };
   for (const r of resources) {
     if (r.status === 'in-sync') s.inSync++;
-    else if (r.status === 'drifted') s.drifted++;
+    else if (r.status === 'drifted' || r.status === 'prune') s.drifted++;
     else if (r.status === 'missing') s.missing++;
     else s.error++;
   }

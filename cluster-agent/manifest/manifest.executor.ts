@@ -2,7 +2,9 @@
  * Applies manifests with server-side apply (field manager "tether", conflicts forced), in the
  * planned order; waits for each CRD to be established before objects of its kinds are applied.
  * The YAML is inline or the files of a folder in a git repository (checked out at its ref). With
- * `action: delete` the same objects are deleted in reverse order (missing ones are fine).
+ * `action: delete` the same objects are deleted in reverse order (missing ones are fine). With
+ * `prune` (what an earlier apply applied), those no longer listed are deleted after the apply,
+ * when Tether still manages them (prune.executor.ts).
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -14,6 +16,7 @@ import { isCrd, kindsToCheck, orderForApply, orderForDelete, parseManifests, ref
 import { resolveInside } from '../git/paths.ts';
 import { FIELD_MANAGER } from '../kube/secrets.ts';
 import { checkAborted, plainLookup, type StepContext, type StepResult } from '../steps/step.ts';
+import { pruneObjects } from './prune.executor.ts';
 
 const DISCOVERY_WAIT_MS = 30_000;
 
@@ -63,7 +66,9 @@ export async function executeManifest(spec: ManifestSpec, s: StepContext): Promi
     applied.push(ref);
     if (isCrd(obj)) await waitEstablished(api, obj, s.exec.signal);
   }
-  const outputs: Record<string, unknown> = { applied };
+  // Pruning: what an earlier apply applied and the manifests no longer list, after the apply.
+  const pruned = spec.prune ? await pruneObjects(api, spec.prune, applied, s, 'delete') : undefined;
+  const outputs: Record<string, unknown> = { applied, ...(pruned ? { pruned } : {}) };
   return { outputs, lookup: plainLookup(outputs) };
 }
 

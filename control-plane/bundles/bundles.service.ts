@@ -20,13 +20,17 @@ import type { QueueService } from '../queue/queue.service.ts';
 import { decodeCursor, page } from '../pagination.ts';
 import { bundleType, type Bundle } from './bundle.schema.ts';
 import { validateBundleDir } from './bundle-fs.ts';
+import { diffWithPruning, prunedResources, type DesiredState } from './prune.plan.ts';
+import { appliedBefore, applyFlowWithPruning, liveVersions } from './prune.ts';
+import { resolveDesiredState, type ResolvedState } from './desired-state.ts';
+import type { FlowSpec } from '../../common/specs.ts';
 import { compileBundle, compileDiff, hostOf, instanceOutputs, namespaceOf, newOsid, portHostOf, resolveInputs, type InstanceContext, type InstanceOutputs } from './compile.ts';
 import type { GitCache } from './git-cache.ts';
 import { updateDriftSettings } from '../db/drift.repository.ts';
 import { driftView, storedInterval } from './drift.plan.ts';
 import { recordEndedCheck } from './drift.scheduler.ts';
 import { formatProblems } from './validate.ts';
-import type { BundleSourceView, DeployRequest, DeployResponse, InstanceState, InstanceVersionView, InstanceView, RedeployRequest, RegisterBundleRequest } from './bundles.wire.ts';
+import type { BundleSourceView, DeployRequest, DeployResponse, DesiredStateRequest, DiffResponse, InstanceState, InstanceVersionView, InstanceView, RedeployRequest, RegisterBundleRequest } from './bundles.wire.ts';
 import type { DriftSettingsRequest } from './bundles.wire.ts';
 
 export interface BundlesDeps {
@@ -101,15 +105,15 @@ export class BundlesService {
   }
 
   /** Pins the source's ref to a commit, checks the tree out (cached) and validates the bundle there. */
-  private async load(aid: string, src: repo.BundleSourceRow): Promise<LoadedBundle> {
+  private async load(aid: string, src: repo.BundleSourceRow, ref = src.ref): Promise<LoadedBundle> {
     const credentials = src.git_username !== null && src.git_password !== null ? { username: src.git_username, password: src.git_password } : undefined;
-    const commit = await this.d.cache.resolve(aid, { url: src.url, ref: src.ref, ...(credentials ? { credentials } : {}) });
+    const commit = await this.d.cache.resolve(aid, { url: src.url, ref, ...(credentials ? { credentials } : {}) });
     const tree = await this.d.cache.tree(aid, src.url, commit);
     const dir = containedDir(tree, src.path);
     if (!dir) throw new TetherError('invalid_bundle', `${src.path}: no such folder inside the repository at ${commit}`, { status: 422 });
     const { bundle, problems } = validateBundleDir(dir);
     if (!bundle) {
-      throw new TetherError('invalid_bundle', `the bundle at ${src.ref} (${commit.slice(0, 12)}) has ${problems.length} problem(s):\n${formatProblems(problems)}`, { status: 422 });
+      throw new TetherError('invalid_bundle', `the bundle at ${ref === commit ? commit.slice(0, 12) : `${ref} (${commit.slice(0, 12)})`} has ${problems.length} problem(s):\n${formatProblems(problems)}`, { status: 422 });
     }
     return { bundle, commit };
   }
@@ -180,7 +184,7 @@ export class BundlesService {
     const inputs = resolveInputs(bundle, req.inputs, kept);
     if (inputs.problems.length) throw badRequest(inputs.problems.join('; '), 'invalid_inputs');
     const ctx: InstanceContext = { osid, cluster: row.cid, clusterDomain: cluster.domain, git: { url: src.url, commit, path: src.path } };
-    const job = await this.submit(aid, row.cid, compileBundle(bundle, inputs.values, ctx, 'apply'), osid, 'apply', req.timeoutSeconds);
+    const job = await this.submit(aid, row.cid, await this.applyFlow(row, { bundle, inputs: inputs.values, ctx }), osid, 'apply', req.timeoutSeconds);
     const version = await repo.updateInstanceJob(this.d.db, aid, osid, {
       jobId: job.id,
       action: 'apply',
@@ -214,7 +218,7 @@ export class BundlesService {
     const inputs = resolveInputs(bundle, {}, JSON.parse(v.inputs) as Record<string, unknown>);
     if (inputs.problems.length) throw badRequest(inputs.problems.join('; '), 'invalid_inputs');
     const ctx: InstanceContext = { osid, cluster: row.cid, clusterDomain: cluster.domain, git: { url: v.git_url, commit: v.commit_sha, path: v.git_path } };
-    const job = await this.submit(aid, row.cid, compileBundle(bundle, inputs.values, ctx, 'apply'), osid, 'apply', timeoutSeconds);
+    const job = await this.submit(aid, row.cid, await this.applyFlow(row, { bundle, inputs: inputs.values, ctx }), osid, 'apply', timeoutSeconds);
     const { bundle_name, bundle_version, git_url, git_path, commit_sha, inputs: given } = v;
     const version = await repo.updateInstanceJob(this.d.db, aid, osid, {
       jobId: job.id,
@@ -228,26 +232,30 @@ export class BundlesService {
 
   /**
    * Applies the instance's current desired state again (the latest version's bundle, commit and
-   * inputs, as they are), as the next version: what repairs drift. Like a rollback to the latest
-   * version, so the source need not be registered any more.
+   * inputs, as they are), as the next version (action `sync`): what repairs drift. Like a
+   * rollback to the latest version, so the source need not be registered any more. With `state`
+   * (`tether sync --file`), that commit (fetched from the registered source) and/or those inputs
+   * (all of them: a missing one takes its default) instead; still action `sync`. Pruning as on
+   * an upgrade.
    */
-  async sync(aid: string, osid: string, timeoutSeconds?: number): Promise<DeployResponse> {
+  async sync(aid: string, osid: string, timeoutSeconds?: number, state: DesiredStateRequest = {}): Promise<DeployResponse> {
     const row = await this.idle(aid, osid);
     if (row.last_action === 'delete') throw conflict(`instance ${osid} has been deleted`, 'instance_deleted');
-    const bundle = JSON.parse(row.bundle) as Bundle;
-    const cluster = (await getCluster(this.d.db, aid, row.cid))!;
-    const inputs = resolveInputs(bundle, {}, JSON.parse(row.inputs) as Record<string, unknown>);
-    if (inputs.problems.length) throw badRequest(inputs.problems.join('; '), 'invalid_inputs');
-    const job = await this.submit(aid, row.cid, compileBundle(bundle, inputs.values, contextOf(row, cluster.domain), 'apply'), osid, 'apply', timeoutSeconds);
-    const { bundle_name, bundle_version, git_url, git_path, commit_sha } = row;
-    const version = await repo.updateInstanceJob(this.d.db, aid, osid, {
-      jobId: job.id,
-      action: 'apply',
-      now: this.d.clock.now(),
-      apply: { action: 'sync', rollbackOf: null, bundle_name, bundle_version, git_url, git_path, commit_sha, bundle: row.bundle, inputs: row.inputs },
-    });
-    this.d.log.info({ aid, osid, commit: commit_sha, version, jobId: job.id }, 'instance syncing');
+    const d = await this.desiredState(row, state);
+    const job = await this.submit(aid, row.cid, await this.applyFlow(row, d), osid, 'apply', timeoutSeconds);
+    const version = await repo.updateInstanceJob(this.d.db, aid, osid, { jobId: job.id, action: 'apply', now: this.d.clock.now(), apply: { action: 'sync', rollbackOf: null, ...d.record } });
+    this.d.log.info({ aid, osid, commit: d.record.commit_sha, version, jobId: job.id }, 'instance syncing');
     return { osid, jobId: job.id, version, instance: await this.get(aid, osid) };
+  }
+
+  /** The desired state an instance is synced or compared to (desired-state.ts). */
+  private async desiredState(row: InstanceRow, state: DesiredStateRequest): Promise<ResolvedState> {
+    return resolveDesiredState({ db: this.d.db, load: (src, ref) => this.load(row.aid, src, ref) }, row, state);
+  }
+
+  /** The apply flow of `next` with pruning (prune.ts). */
+  private async applyFlow(row: InstanceRow, next: DesiredState): Promise<FlowSpec> {
+    return applyFlowWithPruning({ db: this.d.db, queue: this.d.queue }, row, next);
   }
 
   /** The newest `limit` versions of the instance's desired state (below `before`), oldest first. */
@@ -283,21 +291,21 @@ export class BundlesService {
    * inputs) compiled to a flow of diff steps, queued as a job. The result is recorded on the
    * instance (syncStatus, lastCheckedAt) once the job ended, when the instance is next read.
    */
-  async diff(aid: string, osid: string, timeoutSeconds?: number): Promise<{ osid: string; jobId: number }> {
+  async diff(aid: string, osid: string, timeoutSeconds?: number, state: DesiredStateRequest = {}): Promise<DiffResponse> {
     const row = await repo.getInstance(this.d.db, aid, osid);
     if (!row) throw notFound(`instance ${osid} does not exist`, 'instance_not_found');
     if (row.last_action === 'delete') throw conflict(`instance ${osid} has been deleted`, 'instance_deleted');
-    const bundle = JSON.parse(row.bundle) as Bundle;
-    const cluster = (await getCluster(this.d.db, aid, row.cid))!;
-    const inputs = resolveInputs(bundle, {}, JSON.parse(row.inputs) as Record<string, unknown>);
-    if (inputs.problems.length) throw badRequest(inputs.problems.join('; '), 'invalid_inputs');
+    const d = await this.desiredState(row, state);
     const applyJob = row.outputs_job_id ?? (row.last_action === 'apply' ? row.last_job_id : null);
     const applyOutputs = applyJob === null ? null : await this.d.queue.get(aid, applyJob).then((j) => (j.state === 'succeeded' ? j.outputs : null), () => null);
-    const flow = compileDiff(bundle, inputs.values, contextOf(row, cluster.domain), applyOutputs);
+    const live = await liveVersions(this.d.db, row, d.ctx.clusterDomain);
+    const flow = diffWithPruning(compileDiff(d.bundle, d.inputs, d.ctx, applyOutputs), await appliedBefore(this.d.queue, row, live));
     const { command } = await this.d.queue.submit(aid, { target: { cluster: row.cid }, type: 'flow', spec: flow, maxAttempts: 1, ...(timeoutSeconds ? { timeoutSeconds } : {}) });
-    await repo.setInstanceSyncJob(this.d.db, aid, osid, command.id);
-    this.d.log.info({ aid, osid, jobId: command.id }, 'instance drift check queued');
-    return { osid, jobId: command.id };
+    // A diff against another desired state (--file) says nothing about the instance's own.
+    const own = state.commit === undefined && state.inputs === undefined;
+    if (own) await repo.setInstanceSyncJob(this.d.db, aid, osid, command.id);
+    this.d.log.info({ aid, osid, jobId: command.id, own }, 'instance drift check queued');
+    return { osid, jobId: command.id, prune: prunedResources(live.map((v) => v.state.bundle), d.bundle) };
   }
 
   /**

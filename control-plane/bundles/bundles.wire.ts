@@ -57,6 +57,19 @@ export const driftSettingsSchema = z
   .refine((b) => b.driftCheck !== undefined || b.autoSync !== undefined, { message: 'give driftCheck, autoSync or both' });
 export type DriftSettingsRequest = z.infer<typeof driftSettingsSchema>;
 
+/**
+ * A desired state given to `POST /v1/instances/{osid}/diff` and `/sync` (`tether diff|sync --file`):
+ * a commit of the instance's registered source (a full SHA; fetched from it) and/or its inputs
+ * (all of them: one not given takes its default). Absent: the latest version's.
+ */
+export const desiredStateSchema = z
+  .object({
+    commit: z.string().regex(/^[0-9a-f]{40}$/, 'must be a full commit SHA (40 lowercase hex digits)').optional(),
+    inputs: z.record(z.string().max(128), z.union([z.string().max(64 * 1024), z.number().finite(), z.boolean()])).refine((o) => Object.keys(o).length <= 256, 'at most 256 inputs').optional(),
+  })
+  .strict();
+export type DesiredStateRequest = z.infer<typeof desiredStateSchema>;
+
 export const osidParam = z.string().max(63).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?-[a-z0-9]{5}$/, 'an OSID is <type>-<5 lowercase alphanumerics>');
 
 export interface BundleSourceView {
@@ -123,6 +136,13 @@ export interface DeployResponse {
   /** The version this job deploys (a delete: the current one). */
   version: number;
   instance: InstanceView;
+}
+
+/** What a drift check was queued as, and the resources its desired state would remove (in that order). */
+export interface DiffResponse {
+  osid: string;
+  jobId: number;
+  prune: { name: string; type: 'helm' | 'manifest' | 'tofu'; action: 'helm uninstall' | 'manifest delete' | 'tofu destroy' }[];
 }
 
 export interface ValidationView {

@@ -360,6 +360,37 @@ if (['diff', 'help', undefined].includes(commandWord(process.argv.slice(2)))) {
   });
 }
 
+if (['sync', 'pull', 'help', undefined].includes(commandWord(process.argv.slice(2)))) {
+  const { registerSyncCommand } = await import('./sync.commands.ts');
+  const { registerPullCommand } = await import('./pull.commands.ts');
+  const write = (s: string): void => void process.stdout.write(s);
+  registerPullCommand(program, { call, out, usage: (m) => new UsageError(m) });
+  registerSyncCommand(program, {
+    call,
+    out: write,
+    err: (s) => void process.stderr.write(s),
+    usage: (m) => new UsageError(m),
+    confirm: async (question) => {
+      if (!process.stdin.isTTY) return undefined;
+      const { createInterface } = await import('node:readline/promises');
+      const rl = createInterface({ input: process.stdin, output: process.stderr });
+      try {
+        return /^y(es)?$/i.test((await rl.question(question)).trim());
+      } finally {
+        rl.close();
+      }
+    },
+    follow: async (id) => {
+      const c = client();
+      try {
+        return await followJob(c, id, { stdout: write, stderr: (s) => void process.stderr.write(s) });
+      } finally {
+        c.close();
+      }
+    },
+  });
+}
+
 // ------------------------------------------------------------------ backup and restore (local: the data folder)
 
 if (['backup', 'restore', 'help', undefined].includes(commandWord(process.argv.slice(2)))) {

@@ -8,7 +8,7 @@ import { dnsLabel } from '../../common/specs.ts';
 import { cidSchema } from '../../common/wire.ts';
 import type { AccountsService } from '../accounts/accounts.service.ts';
 import type { BundlesService } from '../bundles/bundles.service.ts';
-import { deploySchema, driftSettingsSchema, osidParam, redeploySchema, registerBundleSchema } from '../bundles/bundles.wire.ts';
+import { deploySchema, desiredStateSchema, driftSettingsSchema, osidParam, redeploySchema, registerBundleSchema } from '../bundles/bundles.wire.ts';
 import { requireAdmin } from './auth.ts';
 import { PAGE_LIMIT_DEFAULT, cursorParam, pageLimit } from '../pagination.ts';
 
@@ -74,11 +74,11 @@ export function instanceRoutes(deps: { accounts: AccountsService; bundles: Bundl
   });
   r.post('/:osid/diff', async (req, res) => {
     const q = deleteQuery.parse(req.query);
-    res.status(202).json(await bundles.diff(aidOf(res), osidParam.parse(req.params.osid), q.timeoutSeconds));
+    res.status(202).json(await bundles.diff(aidOf(res), osidParam.parse(req.params.osid), q.timeoutSeconds, desiredStateSchema.parse(req.body ?? {})));
   });
   r.post('/:osid/sync', async (req, res) => {
     const q = deleteQuery.parse(req.query);
-    res.status(202).json(await bundles.sync(aidOf(res), osidParam.parse(req.params.osid), q.timeoutSeconds));
+    res.status(202).json(await bundles.sync(aidOf(res), osidParam.parse(req.params.osid), q.timeoutSeconds, desiredStateSchema.parse(req.body ?? {})));
   });
   r.delete('/:osid', async (req, res) => {
     const q = deleteQuery.parse(req.query);

@@ -177,7 +177,7 @@ describe('API contract: every operation against the OpenAPI document (real contr
         return { params: { osid: 'web-abcde' } };
       case 'post /v1/instances/{osid}/diff':
       case 'post /v1/instances/{osid}/sync':
-        return { params: { osid: 'web-abcde' } };
+        return { params: { osid: 'web-abcde' }, body: { commit: '0123456789abcdef0123456789abcdef01234567', inputs: { replicas: 2 } } };
       case 'get /v1/instances/{osid}/versions':
         return { params: { osid: 'web-abcde' } };
       case 'get /v1/instances/{osid}/versions/{version}':
