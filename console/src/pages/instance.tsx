@@ -1,0 +1,206 @@
+/**
+ * One instance: state and sync status, endpoints as links, outputs, history of its desired state,
+ * upgrade (a form generated from its inputs, typed by their current values), drift check (POST
+ * /v1/instances/{osid}/diff, then the diff job's outputs) and delete with a confirmation.
+ */
+import { useState } from 'preact/hooks';
+import { useLocation, useRoute } from 'preact-iso';
+import { api, errorText, type Command, type Instance, type InstanceVersion } from '../api.ts';
+import { Confirm, ErrorBox, KeyValues, Layout, Status, usePoll } from '../components.tsx';
+import { ago } from '../time.ts';
+
+function InputField(props: { name: string; value: unknown }) {
+  const id = `in-${props.name}`;
+  if (typeof props.value === 'boolean') {
+    return (
+      <label class="inline">
+        <input type="checkbox" name={props.name} data-type="boolean" checked={props.value} /> {props.name}
+      </label>
+    );
+  }
+  return (
+    <>
+      <label for={id}>{props.name}</label>
+      {typeof props.value === 'number' ? (
+        <input id={id} name={props.name} data-type="number" type="number" step="any" value={String(props.value)} />
+      ) : (
+        <input id={id} name={props.name} data-type="string" type="text" value={String(props.value ?? '')} />
+      )}
+    </>
+  );
+}
+
+export default function InstancePage() {
+  const { params } = useRoute();
+  const { route } = useLocation();
+  const osid = params.osid ?? '';
+  const inst = usePoll((signal) => api<Instance>('GET', `/v1/instances/${osid}`, undefined, { signal }), 3000, [osid]);
+  const versions = usePoll((signal) => api<{ versions: InstanceVersion[] }>('GET', `/v1/instances/${osid}/versions?limit=20`, undefined, { signal }), 10_000, [osid]);
+  const [diffJob, setDiffJob] = useState<number | null>(null);
+  const diff = usePoll(async (signal) => (diffJob ? api<Command>('GET', `/v1/commands/${diffJob}`, undefined, { signal }) : null), 2000, [diffJob]);
+  const [error, setError] = useState<string | null>(null);
+  const [deleting, setDeleting] = useState(false);
+  const i = inst.data;
+  const endpoints = i ? [i.host, ...Object.values(i.ports)].filter((h, n, a) => h && a.indexOf(h) === n) : [];
+  return (
+    <Layout title={`Instance ${osid}`}>
+      <ErrorBox error={inst.error ?? error} />
+      {!i ? (
+        <p aria-busy="true">Loading…</p>
+      ) : (
+        <>
+          <dl class="kv">
+            <div>
+              <dt>State</dt>
+              <dd>
+                <Status value={i.state} /> (<a href={`/jobs/${i.job.id}`}>job #{i.job.id}</a>, {i.job.action} <Status value={i.job.state} />)
+              </dd>
+            </div>
+            <div>
+              <dt>Sync</dt>
+              <dd>
+                <Status value={i.syncStatus} /> {i.lastCheckedAt ? `checked ${ago(i.lastCheckedAt)}` : 'never checked'}
+              </dd>
+            </div>
+            <div>
+              <dt>Bundle</dt>
+              <dd>
+                {i.bundle.name} {i.bundle.version} <code>{i.bundle.commit.slice(0, 12)}</code>
+              </dd>
+            </div>
+            <div>
+              <dt>Cluster</dt>
+              <dd>
+                {i.cluster} / {i.namespace}
+              </dd>
+            </div>
+            <div>
+              <dt>Version</dt>
+              <dd>{i.version}</dd>
+            </div>
+          </dl>
+          {i.job.error ? <p class="error">{i.job.error.message}</p> : null}
+          <section>
+            <h2>Endpoints</h2>
+            <ul class="plain endpoints">
+              {endpoints.map((h) => (
+                <li key={h}>
+                  <a href={`https://${h}/`} target="_blank" rel="noopener noreferrer">
+                    https://{h}/
+                  </a>
+                </li>
+              ))}
+            </ul>
+          </section>
+          <section>
+            <h2>Outputs</h2>
+            <KeyValues values={i.outputs} link />
+            {Object.keys(i.sensitiveOutputs).length ? <p class="small muted">Sensitive outputs (kept in the cluster): {Object.keys(i.sensitiveOutputs).join(', ')}</p> : null}
+          </section>
+          <section>
+            <h2>Drift</h2>
+            <button
+              type="button"
+              class="secondary"
+              onClick={async () => {
+                try {
+                  const r = await api<{ jobId: number }>('POST', `/v1/instances/${osid}/diff`);
+                  setDiffJob(r.jobId);
+                  setError(null);
+                } catch (e) {
+                  setError(errorText(e));
+                }
+              }}
+            >
+              Check for drift
+            </button>
+            {diff.data ? (
+              <div class="diff">
+                <p>
+                  <a href={`/jobs/${diff.data.id}`}>Diff job #{diff.data.id}</a> <Status value={diff.data.state} />
+                </p>
+                {diff.data.outputs ? <pre class="log">{JSON.stringify(diff.data.outputs, null, 2)}</pre> : null}
+              </div>
+            ) : null}
+          </section>
+          <section>
+            <h2>Upgrade</h2>
+            <form
+              class="stack"
+              onSubmit={async (e) => {
+                e.preventDefault();
+                const inputs: Record<string, unknown> = {};
+                for (const el of [...e.currentTarget.querySelectorAll<HTMLInputElement>('input[data-type]')]) {
+                  const t = el.dataset.type;
+                  inputs[el.name] = t === 'boolean' ? el.checked : t === 'number' ? Number(el.value) : el.value;
+                }
+                try {
+                  await api('POST', `/v1/instances/${osid}/deploy`, { inputs });
+                  setError(null);
+                  inst.reload();
+                  versions.reload();
+                } catch (err) {
+                  setError(errorText(err));
+                }
+              }}
+            >
+              {Object.entries(i.inputs).map(([k, v]) => (
+                <InputField key={k} name={k} value={v} />
+              ))}
+              <button type="submit">Upgrade</button>
+            </form>
+          </section>
+          <section>
+            <h2>History</h2>
+            <div class="table-wrap">
+              <table>
+                <thead>
+                  <tr>
+                    <th scope="col">Version</th>
+                    <th scope="col">Action</th>
+                    <th scope="col">When</th>
+                    <th scope="col">Commit</th>
+                    <th scope="col">Job</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {[...(versions.data?.versions ?? [])].reverse().map((v) => (
+                    <tr key={v.version}>
+                      <td>{v.version}</td>
+                      <td>{v.action}</td>
+                      <td>{ago(v.createdAt)}</td>
+                      <td>
+                        <code>{v.bundle.commit.slice(0, 12)}</code>
+                      </td>
+                      <td>{v.job ? <a href={`/jobs/${v.job.id}`}>#{v.job.id}</a> : '–'}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          </section>
+          <button type="button" class="danger" onClick={() => setDeleting(true)}>
+            Delete instance
+          </button>
+          <Confirm
+            open={deleting}
+            title={`Delete ${osid}?`}
+            confirm="Delete"
+            onClose={() => setDeleting(false)}
+            onConfirm={async () => {
+              setDeleting(false);
+              try {
+                await api('DELETE', `/v1/instances/${osid}`);
+                route('/instances');
+              } catch (e) {
+                setError(errorText(e));
+              }
+            }}
+          >
+            <p>Everything the instance deployed is torn down, in reverse order.</p>
+          </Confirm>
+        </>
+      )}
+    </Layout>
+  );
+}

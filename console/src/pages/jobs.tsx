@@ -1,0 +1,110 @@
+/** Jobs: newest first, filtered by cluster and state on the server (type on the page), 50 a page, polled. */
+import { useLocation } from 'preact-iso';
+import { api, COMMAND_STATES, type Command } from '../api.ts';
+import { ErrorBox, Layout, Status, usePoll } from '../components.tsx';
+import { ago } from '../time.ts';
+
+const PAGE = 50;
+const TYPES = ['helm', 'manifest', 'tofu', 'flow', 'diff', 'preflight', 'install', 'vpn-sync'];
+
+export default function JobsPage() {
+  const { query, route } = useLocation();
+  const { cluster = '', state = '', type = '', before = '' } = query;
+  const params = new URLSearchParams({ limit: String(PAGE) });
+  if (cluster) params.set('cluster', cluster);
+  if (state) params.set('state', state);
+  if (before) params.set('before', before);
+  const poll = usePoll((signal) => api<{ commands: Command[] }>('GET', `/v1/commands?${params}`, undefined, { signal }), 3000, [params.toString()]);
+  const all = poll.data?.commands ?? [];
+  const shown = type ? all.filter((c) => c.type === type) : all;
+  const last = all[all.length - 1];
+  const go = (next: Record<string, string>) => {
+    const p = new URLSearchParams(Object.entries({ cluster, state, type, ...next }).filter(([, v]) => v) as [string, string][]);
+    route(`/jobs${p.size ? `?${p}` : ''}`);
+  };
+  return (
+    <Layout title="Jobs">
+      <form
+        class="filters"
+        onSubmit={(e) => {
+          e.preventDefault();
+          const f = e.currentTarget.elements;
+          go({ cluster: (f.namedItem('cluster') as HTMLInputElement).value.trim(), state: (f.namedItem('state') as HTMLSelectElement).value, type: (f.namedItem('type') as HTMLSelectElement).value, before: '' });
+        }}
+      >
+        <label for="j-cluster">Cluster</label>
+        <input id="j-cluster" name="cluster" value={cluster} />
+        <label for="j-type">Type</label>
+        <select id="j-type" name="type" value={type}>
+          <option value="">any</option>
+          {TYPES.map((t) => (
+            <option key={t}>{t}</option>
+          ))}
+        </select>
+        <label for="j-state">State</label>
+        <select id="j-state" name="state" value={state}>
+          <option value="">any</option>
+          {COMMAND_STATES.map((s) => (
+            <option key={s}>{s}</option>
+          ))}
+        </select>
+        <button type="submit" class="secondary">
+          Filter
+        </button>
+        <a class="button" href="/submit">
+          Submit a command
+        </a>
+      </form>
+      <ErrorBox error={poll.error} />
+      {!poll.data ? (
+        <p aria-busy="true">Loading…</p>
+      ) : shown.length === 0 ? (
+        <p>No job{cluster || state || type ? ' matches' : ' yet'}.</p>
+      ) : (
+        <div class="table-wrap">
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">Job</th>
+                <th scope="col">Type</th>
+                <th scope="col">Target</th>
+                <th scope="col">State</th>
+                <th scope="col">Created</th>
+              </tr>
+            </thead>
+            <tbody>
+              {shown.map((c) => (
+                <tr key={c.id}>
+                  <td>
+                    <a href={`/jobs/${c.id}`}>#{c.id}</a>
+                  </td>
+                  <td>{c.type}</td>
+                  <td>
+                    {c.target.cluster}
+                    {c.target.node ? `/${c.target.node}` : ''}
+                  </td>
+                  <td>
+                    <Status value={c.state} />
+                  </td>
+                  <td>{ago(c.createdAt)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      <nav class="pager" aria-label="Pages">
+        {before ? (
+          <button type="button" class="secondary" onClick={() => go({ before: '' })}>
+            Newest
+          </button>
+        ) : null}
+        {all.length === PAGE && last ? (
+          <button type="button" class="secondary" onClick={() => go({ before: String(last.id) })}>
+            Older
+          </button>
+        ) : null}
+      </nav>
+    </Layout>
+  );
+}
