@@ -40,6 +40,8 @@ import { requireAdmin } from './http/auth.ts';
 import { BodyGate } from './http/body-gate.ts';
 import { methodNotAllowed } from './http/methods.ts';
 import { loadOrCreateMetricsToken, metricsRoute } from './http/metrics.routes.ts';
+import { SessionsService, loadOrCreateSessionKey } from './sessions/sessions.service.ts';
+import { LOGIN_BODY_LIMIT_BYTES, isLogin, loginLimit, sessionRoutes } from './http/sessions.routes.ts';
 import { consoleRoutes } from './http/console.routes.ts';
 
 export interface ControlPlane {
@@ -49,6 +51,8 @@ export interface ControlPlane {
   db: Db;
   ca: CaMaterial;
   accounts: AccountsService;
+  /** The web console's sessions (tests call sessions.sweep()). */
+  sessions: SessionsService;
   identity: IdentityService;
   queue: QueueService;
   dispatcher: Dispatcher;
@@ -110,6 +114,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   }
 
   const accounts = new AccountsService({ db, clock, config, log });
+  const sessions = new SessionsService({ db, clock, config, log, accounts, key: loadOrCreateSessionKey(join(dataDir, 'session-key')) });
   // The VPN is built after the queue it submits to; identity calls it only once requests flow.
   const identity = new IdentityService({
     db,
@@ -155,10 +160,13 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   }
 
   // Bodies are read only after the request is authenticated, and only so many at once (body-gate.ts).
-  const admin = requireAdmin(accounts);
+  const admin = requireAdmin(accounts, sessions);
   const gate = new BodyGate(config.bodyParsesMax);
   const json = gate.json(config.bodyLimitBytes);
   const bootstrapJson = gate.json(config.bootstrapBodyLimitBytes);
+  const loginJson = gate.json(LOGIN_BODY_LIMIT_BYTES);
+  const loginLimiter = new FailureLimiter(config.loginFailuresPerMinute, () => clock.now());
+  const checkLogin = loginLimit(loginLimiter);
   const isBootstrap = (req: express.Request) => req.path === '/bootstrap';
 
   const app = express();
@@ -174,13 +182,15 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     res.type('application/json').send(openapi);
   });
   app.get('/metrics', metricsRoute(metrics, loadOrCreateMetricsToken(join(dataDir, 'metrics-token'))));
-  // Every /v1 route but bootstrap (whose body is its credential) needs the API token, checked
-  // before anything reads the body; an authenticated connection leaves the unauthenticated count.
-  app.use('/v1', (req, res, next) => (isBootstrap(req) ? next() : admin(req, res, next)));
+  // Every /v1 route but bootstrap and sign-in (whose bodies are their credentials) needs the API
+  // token or a console session, checked before anything reads the body; an authenticated
+  // connection leaves the unauthenticated count.
+  app.use('/v1', (req, res, next) => (isBootstrap(req) ? next() : isLogin(req) ? checkLogin(req, res, next) : admin(req, res, next)));
   app.use('/v1', (req, res, next) => {
     if (res.locals.aid) server.guard.authenticated(req.socket);
-    (isBootstrap(req) ? bootstrapJson : json)(req, res, next);
+    (isBootstrap(req) ? bootstrapJson : isLogin(req) ? loginJson : json)(req, res, next);
   });
+  app.use('/v1', sessionRoutes({ sessions, limiter: loginLimiter }));
   app.use('/v1', bootstrapRoutes({ identity, limiter: new FailureLimiter(config.bootstrapFailuresPerMinute) }));
   app.use('/v1/clusters/:cid/vpn', vpnAdminRoutes({ accounts, vpn }));
   app.use('/v1/bundles', bundleRoutes({ accounts, bundles }));
@@ -228,6 +238,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
 
   const retention = new Retention({ db, clock, log, retentionSeconds: config.retentionSeconds });
   retention.start();
+  sessions.start();
 
   const url = `https://${host}:${port}`;
   log.info({ url, listen: `${config.host}:${port}`, dataDir, caFile: join(dataDir, 'ca.crt') }, 'control plane ready');
@@ -239,6 +250,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     db,
     ca,
     accounts,
+    sessions,
     identity,
     queue,
     dispatcher,
@@ -268,6 +280,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       clearInterval(reaper);
       clearInterval(cacheCollector);
       await retention.stop();
+      sessions.stop();
       const held = dispatcher.held;
       dispatcher.closeAll(); // held polls are answered at once: agents reconnect without waiting them out
       const open = server.connections;

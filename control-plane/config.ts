@@ -69,6 +69,16 @@ export const configSchema = z.object({
   bodyParsesMax: z.number().int().min(1).default(16),
   /** POST /v1/bootstrap bodies above this size are refused with 413 (a token and a CSR). */
   bootstrapBodyLimitBytes: z.number().int().min(1024).default(8 * 1024),
+
+  // The web console's sessions (issue 14; docs/control-plane.md "Console sessions").
+  /** A session ends this long after sign-in (never later than its API token). */
+  sessionTtlSeconds: z.number().int().min(60).max(30 * 86400).default(12 * 3600),
+  /** A session unused this long ends. */
+  sessionIdleSeconds: z.number().int().min(60).max(30 * 86400).default(3600),
+  /** Live sessions per account; signing in beyond it ends the oldest. */
+  sessionsPerAccount: z.number().int().min(1).max(10_000).default(100),
+  /** Failed sign-ins (POST /v1/sessions) allowed per client address per minute. */
+  loginFailuresPerMinute: z.number().int().min(1).default(20),
 });
 
 export type Config = z.infer<typeof configSchema>;

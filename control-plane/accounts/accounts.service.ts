@@ -6,6 +6,7 @@ import type { Logger } from '../../common/logger.ts';
 import type { Db } from '../db/database.ts';
 import * as accounts from '../db/accounts.repository.ts';
 import * as tokens from '../db/tokens.repository.ts';
+import { deleteSessionsOfToken } from '../db/sessions.repository.ts';
 import { PAT_PREFIX, hashSecret, newToken, parseToken, secretMatches } from '../auth/secrets.ts';
 import type { Config } from '../config.ts';
 
@@ -45,7 +46,10 @@ export class AccountsService {
   async revokeApiToken(aid: string, keyId: string): Promise<boolean> {
     this.tokenCache.clear();
     try {
-      return await tokens.revokeApiToken(this.d.db, aid, keyId, this.d.clock.now());
+      const revoked = await tokens.revokeApiToken(this.d.db, aid, keyId, this.d.clock.now());
+      // The console sessions made from it end with it.
+      if (revoked) await deleteSessionsOfToken(this.d.db, keyId);
+      return revoked;
     } finally {
       this.tokenCache.clear(); // and again: a lookup that ran before the revocation committed may have cached the row
     }

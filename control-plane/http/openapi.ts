@@ -18,9 +18,13 @@ import { agentIdSchema, listCommandsQuery, logsQuery } from './admin.routes.ts';
 import { pollQuery } from './agent.routes.ts';
 import { deleteQuery, versionParam, versionsQuery } from './bundles.routes.ts';
 import { userId } from './vpn.routes.ts';
+import { createSessionSchema } from './sessions.routes.ts';
 
-/** bearer: an account's API token; metrics: the metrics token (<data-dir>/metrics-token); mtls: an agent's certificate. */
-export type Auth = 'bearer' | 'metrics' | 'mtls' | 'none';
+/**
+ * bearer: an account's API token, or the console's session cookie in its place; session: the
+ * session cookie only; metrics: the metrics token (<data-dir>/metrics-token); mtls: an agent's certificate.
+ */
+export type Auth = 'bearer' | 'session' | 'metrics' | 'mtls' | 'none';
 
 export interface RouteDoc {
   method: 'get' | 'post' | 'put' | 'delete';
@@ -118,6 +122,11 @@ const vpnClusterView = z.looseObject({
   nodes: z.array(z.looseObject({ nid: z.string(), wg0Address: z.string(), wg1Address: z.string(), endpoint: z.string().nullable() })),
   users: z.array(vpnUserView),
 });
+const sessionView = z.looseObject({
+  csrfToken: z.string().describe('send as X-CSRF-Token on every write made with the session cookie'),
+  expiresAt: iso,
+  account: z.looseObject({ aid: z.string(), name: z.string(), keyId: z.string(), tokenName: z.string() }),
+});
 const principal = z.looseObject({ agentId: z.string(), aid: z.string(), cid: z.string(), role: z.enum(AGENT_ROLES) });
 
 /** The JSON of every error. */
@@ -131,6 +140,9 @@ export const ROUTES: RouteDoc[] = [
   { method: 'get', path: '/healthz', auth: 'none', summary: 'liveness', ok: { 200: z.object({ ok: z.literal(true) }) }, errors: [] },
   { method: 'get', path: '/metrics', auth: 'metrics', summary: 'Prometheus metrics (name=<metric>: that one alone)', query: z.object({ name: z.string().max(200).optional() }), ok: { 200: undefined }, produces: 'text/plain', errors: [404] },
   { method: 'get', path: '/v1/openapi.json', auth: 'none', summary: 'this document', ok: { 200: z.looseObject({ openapi: z.string() }) }, errors: [] },
+  { method: 'post', path: '/v1/sessions', auth: 'none', summary: 'sign in to the console: trade an API token for a session cookie (tether_session: HttpOnly, Secure, SameSite=Strict) and its CSRF token', body: createSessionSchema, ok: { 201: sessionView }, errors: [401, 429] },
+  { method: 'get', path: '/v1/sessions/current', auth: 'session', summary: 'the session of this cookie, with its CSRF token (the console calls it on load)', ok: { 200: sessionView }, errors: [] },
+  { method: 'delete', path: '/v1/sessions/current', auth: 'session', summary: 'sign out: revoke the session and clear its cookie', ok: { 204: undefined }, errors: [] },
   { method: 'get', path: '/v1/whoami', auth: 'bearer', summary: 'the account of this API token', ok: { 200: z.object({ aid: z.string() }) }, errors: [] },
   { method: 'post', path: '/v1/clusters', auth: 'bearer', summary: 'create a cluster', body: createClusterSchema, ok: { 201: clusterView }, errors: [409] },
   { method: 'get', path: '/v1/clusters', auth: 'bearer', summary: 'list clusters', ok: { 200: z.object({ clusters: z.array(clusterView) }) }, errors: [] },
@@ -177,6 +189,8 @@ export function statusesOf(r: RouteDoc): number[] {
   const s = new Set<number>([...Object.keys(r.ok).map(Number), ...r.errors, 404, 503]);
   if (r.auth !== 'none') s.add(401);
   if (r.auth === 'mtls') s.add(403); // revoked, expired, or the wrong role
+  // With the session cookie, a write without the session's X-CSRF-Token or from another origin.
+  if ((r.auth === 'bearer' || r.auth === 'session') && r.method !== 'get') s.add(403);
   if (r.params || r.query || r.body) s.add(400);
   if (r.body) for (const x of [400, 413, 415]) s.add(x);
   return [...s].sort((a, b) => a - b);
@@ -196,13 +210,13 @@ function schemaOf(t: z.ZodType, io: 'input' | 'output'): Json {
 const REASONS: Record<number, string> = {
   400: 'invalid request: the body, a parameter or the query fails validation (`invalid_request`, `invalid_json`, `invalid_body`)',
   401: 'no or an invalid credential',
-  403: 'the credential is valid but not allowed here (revoked, expired, wrong role)',
+  403: 'the credential is valid but not allowed here (revoked, expired, wrong role), or a write made with the session cookie lacks the X-CSRF-Token of the session (`csrf_failed`) or comes from another origin (`cross_origin`)',
   404: 'no such object (or route)',
   409: 'conflicts with the current state',
   413: 'the body is too large',
   415: 'the body is not JSON, or is compressed',
   422: 'the referenced bundle cannot be used',
-  429: 'too many requests: failed bootstraps from this address, log bytes from this agent, or a renewal too early or already in progress',
+  429: 'too many requests: failed bootstraps or sign-ins from this address, log bytes from this agent, or a renewal too early or already in progress',
   503: 'storage unavailable, or the control plane is stopping; retry',
 };
 
@@ -232,7 +246,7 @@ export function openapiDocument(version = packageVersion()): Json {
     const op: Json = {
       operationId: `${r.method}${r.path.replace(/\{([^}]+)\}/g, 'By_$1').replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ? c.toUpperCase() : ''))}`,
       summary: r.summary,
-      security: r.auth === 'none' ? [] : [{ [r.auth]: [] }],
+      security: r.auth === 'none' ? [] : r.auth === 'bearer' ? [{ bearer: [] }, { session: [] }] : [{ [r.auth]: [] }],
       ...(r.role ? { description: `Only agents of role ${r.role}.` } : {}),
       ...(parameters.length ? { parameters } : {}),
       ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: schemaOf(r.body, 'input') } } } } : {}),
@@ -247,13 +261,14 @@ export function openapiDocument(version = packageVersion()): Json {
       version,
       description:
         'Generated from the route table in control-plane/http/openapi.ts and the zod schemas the server validates with; do not edit by hand (`node scripts/openapi.ts --write`). ' +
-        'One HTTPS port serves the admin API (bearer API token `tether_pat_<keyId>.<secret>`, scoped to one account) and the agent API (`/v1/agent/*`, mutual TLS with a certificate issued by the control plane, checked against revocation on every request). ' +
+        'One HTTPS port serves the admin API (bearer API token `tether_pat_<keyId>.<secret>`, scoped to one account, or the web console\'s session cookie from POST /v1/sessions, whose writes need X-CSRF-Token) and the agent API (`/v1/agent/*`, mutual TLS with a certificate issued by the control plane, checked against revocation on every request). ' +
         '`/v1/bootstrap` needs neither: it trades a one-time bootstrap token and a CSR for a certificate over one-way TLS. Every error is `{error: {code, message}}`.',
     },
     servers: [{ url: 'https://127.0.0.1:8443' }],
     components: {
       securitySchemes: {
         bearer: { type: 'http', scheme: 'bearer', description: 'tether_pat_<keyId>.<secret>' },
+        session: { type: 'apiKey', in: 'cookie', name: 'tether_session', description: 'the web console\'s session (POST /v1/sessions); a request that is not GET/HEAD also needs the header X-CSRF-Token of the session and, when it has an Origin, the server\'s own origin' },
         metrics: { type: 'http', scheme: 'bearer', description: 'the metrics token, in <data-dir>/metrics-token (not an API token: it reads /metrics only)' },
         mtls: { type: 'mutualTLS', description: 'a client certificate issued by this control plane (POST /v1/bootstrap)' },
       },

@@ -27,8 +27,9 @@ interface Answer {
   status: number;
   type: string;
   text: string;
+  setCookie?: string;
 }
-type Cred = 'bearer' | 'metrics' | 'none' | 'bad-bearer' | 'cluster-agent' | 'node';
+type Cred = 'bearer' | 'session' | 'metrics' | 'none' | 'bad-bearer' | 'bad-session' | 'cluster-agent' | 'node';
 
 /** A valid request of an operation: path parameters, query, body. */
 interface Example {
@@ -44,6 +45,8 @@ describe('API contract: every operation against the OpenAPI document (real contr
   let clusterAgent: TestAgent;
   let nodeAgent: TestAgent;
   let spareAgent: TestAgent;
+  /** A console session (cookie and CSRF token) for the session routes. */
+  let session: { cookie: string; csrf: string };
   const agents = new Map<string, https.Agent>();
 
   before(async () => {
@@ -57,6 +60,9 @@ describe('API contract: every operation against the OpenAPI document (real contr
     for (const [name, a] of [['cluster-agent', clusterAgent], ['node', nodeAgent]] as const) {
       agents.set(name, new https.Agent({ ca: t.caPem, cert: a.identity.certificate, key: a.keys.privateKeyPem }));
     }
+    const signIn = await send('POST', '/v1/sessions', 'none', { text: JSON.stringify({ token: t.adminToken }) });
+    assert.equal(signIn.status, 201, signIn.text);
+    session = { cookie: signIn.setCookie!.split(';')[0]!, csrf: JSON.parse(signIn.text).csrfToken };
     const served = await send('GET', '/v1/openapi.json', 'none');
     assert.equal(served.status, 200);
     doc = JSON.parse(served.text);
@@ -75,17 +81,19 @@ describe('API contract: every operation against the OpenAPI document (real contr
     if (cred === 'bearer') headers.authorization = `Bearer ${t.adminToken}`;
     if (cred === 'metrics') headers.authorization = `Bearer ${readFileSync(t.cp.metricsTokenFile, 'utf8').trim()}`;
     if (cred === 'bad-bearer') headers.authorization = 'Bearer tether_pat_nope.nope';
+    if (cred === 'session') Object.assign(headers, { cookie: session.cookie, 'x-csrf-token': session.csrf });
+    if (cred === 'bad-session') headers.cookie = `tether_session=${'x'.repeat(43)}`;
     if (body) {
       headers['content-type'] = body.type ?? 'application/json';
       headers['content-length'] = String(Buffer.byteLength(body.text));
     }
-    const agent = agents.get(cred === 'bearer' || cred === 'bad-bearer' || cred === 'metrics' ? 'none' : cred)!;
+    const agent = agents.get(cred === 'bearer' || cred === 'bad-bearer' || cred === 'metrics' || cred === 'session' || cred === 'bad-session' ? 'none' : cred)!;
     return new Promise((resolve, reject) => {
       const req = https.request(new URL(path, t.url), { method, headers, agent }, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (c: string) => (text += c));
-        res.on('end', () => resolve({ status: res.statusCode!, type: String(res.headers['content-type'] ?? ''), text }));
+        res.on('end', () => resolve({ status: res.statusCode!, type: String(res.headers['content-type'] ?? ''), text, setCookie: res.headers['set-cookie']?.[0] }));
       });
       req.setTimeout(20_000, () => req.destroy(new Error(`${method} ${path}: no answer`)));
       req.on('error', reject);
@@ -116,7 +124,7 @@ describe('API contract: every operation against the OpenAPI document (real contr
     return out;
   }
 
-  const credOf = (o: Operation): Cred => (JSON.stringify(o.op.security).includes('metrics') ? 'metrics' : JSON.stringify(o.op.security).includes('bearer') ? 'bearer' : JSON.stringify(o.op.security).includes('mtls') ? (o.op.operationId.includes('Vpn') ? 'node' : 'cluster-agent') : 'none');
+  const credOf = (o: Operation): Cred => (JSON.stringify(o.op.security).includes('metrics') ? 'metrics' : JSON.stringify(o.op.security).includes('bearer') ? 'bearer' : JSON.stringify(o.op.security).includes('session') ? 'session' : JSON.stringify(o.op.security).includes('mtls') ? (o.op.operationId.includes('Vpn') ? 'node' : 'cluster-agent') : 'none');
   const url = (o: Operation, e: Example) => {
     const p = o.path.replace(/\{([^}]+)\}/g, (_m, n: string) => encodeURIComponent(e.params?.[n] ?? 'missing'));
     const q = new URLSearchParams(e.query ?? {}).toString();
@@ -129,6 +137,8 @@ describe('API contract: every operation against the OpenAPI document (real contr
     const command = () => admin<{ id: number }>('POST', '/v1/commands', { target: { cluster: 'ct1' }, type: 'manifest', spec: { manifests: 'kind: X' } });
     const key = `${o.method} ${o.path}`;
     switch (key) {
+      case 'post /v1/sessions':
+        return { body: { token: t.adminToken } };
       case 'post /v1/clusters':
         return { body: { cid: `c${Math.random().toString(36).slice(2, 9)}` } };
       case 'post /v1/tokens':
@@ -274,9 +284,9 @@ describe('API contract: every operation against the OpenAPI document (real contr
       await expect(o, 'valid', cred, e, e.body === undefined ? undefined : json(e.body), (s) => (refused ? s >= 400 && s < 500 : s < 300));
 
       // Credentials.
-      if (cred === 'bearer' || cred === 'metrics') {
+      if (cred === 'bearer' || cred === 'metrics' || cred === 'session') {
         await expect(o, 'no token', 'none', e, e.body === undefined ? undefined : json(e.body), (s) => s === 401);
-        await expect(o, 'bad token', 'bad-bearer', e, e.body === undefined ? undefined : json(e.body), (s) => s === 401);
+        await expect(o, 'bad token', cred === 'session' ? 'bad-session' : 'bad-bearer', e, e.body === undefined ? undefined : json(e.body), (s) => s === 401);
       } else if (cred !== 'none') {
         await expect(o, 'no client certificate', 'none', e, e.body === undefined ? undefined : json(e.body), (s) => s === 401);
       }

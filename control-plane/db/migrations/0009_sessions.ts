@@ -1,0 +1,23 @@
+import { sql, type Kysely } from 'kysely';
+
+/**
+ * Browser sessions of the web console (issue 14): made from an API token (POST /v1/sessions),
+ * carried by the `tether_session` cookie. Only the SHA-256 of the cookie's 256-bit secret is
+ * stored (id_hash). A session ends at expires_at (absolute), after idle expiry without use
+ * (last_seen_at), on sign-out, or when the API token it was made from (key_id) is revoked.
+ */
+export async function up(db: Kysely<unknown>): Promise<void> {
+  await db.schema
+    .createTable('sessions')
+    .addColumn('id_hash', 'text', (c) => c.primaryKey())
+    .addColumn('aid', 'text', (c) => c.notNull().references('accounts.aid'))
+    .addColumn('key_id', 'text', (c) => c.notNull().references('api_tokens.key_id'))
+    .addColumn('created_at', 'integer', (c) => c.notNull())
+    .addColumn('last_seen_at', 'integer', (c) => c.notNull())
+    .addColumn('expires_at', 'integer', (c) => c.notNull())
+    .execute();
+  // The per-account cap (oldest first), revocation with the API token, and the sweep.
+  await sql`CREATE INDEX sessions_account ON sessions (aid, created_at)`.execute(db);
+  await sql`CREATE INDEX sessions_token ON sessions (key_id)`.execute(db);
+  await sql`CREATE INDEX sessions_expiry ON sessions (expires_at)`.execute(db);
+}
