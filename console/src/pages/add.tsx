@@ -74,7 +74,7 @@ export default function AddPage() {
         {role === 'node' ? (
           <>
             <label for="add-name">Node name</label>
-            <input id="add-name" name="name" required pattern="[a-z0-9]([-a-z0-9]*[a-z0-9])?" maxLength={63} />
+            <input id="add-name" name="name" required pattern="[a-z0-9]([\-a-z0-9]*[a-z0-9])?" maxLength={63} />
             <label class="inline">
               <input type="checkbox" name="cp" /> Kubernetes control-plane node
             </label>
@@ -122,7 +122,7 @@ export default function AddPage() {
           }}
         >
           <label for="new-cid">Cluster id</label>
-          <input id="new-cid" name="cid" required pattern="[a-z0-9]([-a-z0-9]*[a-z0-9])?" maxLength={40} />
+          <input id="new-cid" name="cid" required pattern="[a-z0-9]([\-a-z0-9]*[a-z0-9])?" maxLength={40} />
           <button type="submit" class="secondary">
             Create cluster
           </button>

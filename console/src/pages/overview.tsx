@@ -1,5 +1,5 @@
 /** Overview: clusters with their domain and agents by status, nodes by status, commands by state, recent failures (GET /v1/overview). */
-import { api, type Command } from '../api.ts';
+import { api, ApiError, type Agent, type Cluster, type Command } from '../api.ts';
 import { ErrorBox, Layout, Status, usePoll } from '../components.tsx';
 import { ago } from '../time.ts';
 
@@ -26,8 +26,44 @@ function Counts(props: { counts: Counts | undefined; label: string }) {
   );
 }
 
+const count = <T,>(xs: T[], key: (x: T) => string): Counts => {
+  const out: Counts = {};
+  for (const x of xs) out[key(x)] = (out[key(x)] ?? 0) + 1;
+  return out;
+};
+
+/** A control plane without GET /v1/overview (before it existed): the same figures from the lists, for the newest 200 commands. */
+async function fromLists(signal: AbortSignal): Promise<Overview> {
+  const [c, a, j] = await Promise.all([
+    api<{ clusters: Cluster[] }>('GET', '/v1/clusters', undefined, { signal }),
+    api<{ agents: Agent[] }>('GET', '/v1/agents', undefined, { signal }),
+    api<{ commands: Command[] }>('GET', '/v1/commands?limit=200', undefined, { signal }),
+  ]);
+  const live = a.agents.filter((x) => !x.revoked);
+  return {
+    clusters: c.clusters.map((x) => ({ cid: x.cid, domain: x.domain, agents: count(live.filter((y) => y.cid === x.cid), (y) => y.status) })),
+    agents: count(live, (x) => x.status),
+    nodes: count(live.filter((x) => x.role === 'node'), (x) => x.status),
+    commands: count(j.commands, (x) => x.state),
+    recentFailures: j.commands.filter((x) => x.state === 'failed' || x.state === 'timed_out').slice(0, 10),
+  };
+}
+
+let hasOverview = true;
+async function load(signal: AbortSignal): Promise<Overview> {
+  if (hasOverview) {
+    try {
+      return await api<Overview>('GET', '/v1/overview', undefined, { signal });
+    } catch (e) {
+      if (!(e instanceof ApiError && e.code === 'route_not_found')) throw e;
+      hasOverview = false;
+    }
+  }
+  return fromLists(signal);
+}
+
 export default function OverviewPage() {
-  const { data, error } = usePoll((signal) => api<Overview>('GET', '/v1/overview', undefined, { signal }), 3000);
+  const { data, error } = usePoll(load, 3000);
   return (
     <Layout title="Overview">
       <ErrorBox error={error} />
