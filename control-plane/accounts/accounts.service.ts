@@ -1,5 +1,8 @@
 /** Accounts, clusters and admin API tokens (personal access tokens). */
+import { z } from 'zod';
 import { randomAlnum } from '../../common/ids.ts';
+import { decodeCursor, page } from '../pagination.ts';
+import { accountOverview, type Overview } from './overview.ts';
 import { conflict, unauthorized } from '../../common/errors.ts';
 import { iso, type Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
@@ -88,6 +91,27 @@ export class AccountsService {
     await accounts.insertCluster(this.d.db, { aid, cid: c.cid, domain, now });
     this.d.log.info({ aid, cid: c.cid }, 'cluster created');
     return { aid, cid: c.cid, domain, createdAt: iso(now)! };
+  }
+
+  /** A page of the account's API tokens, newest first (never a secret or its hash). */
+  async listApiTokens(aid: string, f: { limit: number; cursor?: string }) {
+    const after = decodeCursor(f.cursor, z.tuple([z.number().int(), z.string().max(100)]));
+    const now = this.d.clock.now();
+    const rows = await tokens.listApiTokens(this.d.db, aid, { limit: f.limit + 1, after });
+    const p = page(rows, f.limit, (t) => [t.created_at, t.key_id], (t) => ({
+      keyId: t.key_id,
+      name: t.name,
+      state: t.revoked_at !== null ? ('revoked' as const) : t.expires_at <= now ? ('expired' as const) : ('active' as const),
+      createdAt: iso(t.created_at)!,
+      expiresAt: iso(t.expires_at)!,
+      revokedAt: iso(t.revoked_at),
+    }));
+    return { tokens: p.items, nextCursor: p.nextCursor };
+  }
+
+  /** The console's overview of the account (overview.ts). */
+  overview(aid: string): Promise<Overview> {
+    return accountOverview(this.d, aid);
   }
 
   async listClusters(aid: string): Promise<ClusterView[]> {

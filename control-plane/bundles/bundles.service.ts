@@ -6,6 +6,7 @@
  * compile.ts and validate.ts.
  */
 import { existsSync, realpathSync, statSync } from 'node:fs';
+import { z } from 'zod';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { TetherError, badRequest, conflict, notFound } from '../../common/errors.ts';
 import { iso, type Clock } from '../../common/clock.ts';
@@ -16,6 +17,7 @@ import { getCluster } from '../db/accounts.repository.ts';
 import * as repo from '../db/bundles.repository.ts';
 import type { InstanceRow, InstanceVersionWithJob } from '../db/bundles.repository.ts';
 import type { QueueService } from '../queue/queue.service.ts';
+import { decodeCursor, page } from '../pagination.ts';
 import { bundleType, type Bundle } from './bundle.schema.ts';
 import { validateBundleDir } from './bundle-fs.ts';
 import { compileBundle, compileDiff, hostOf, instanceOutputs, namespaceOf, newOsid, portHostOf, resolveInputs, syncStatusOf, type InstanceContext, type InstanceOutputs } from './compile.ts';
@@ -287,11 +289,14 @@ export class BundlesService {
     return this.view(row);
   }
 
-  async list(aid: string, f: { cid?: string } = {}): Promise<InstanceView[]> {
-    const rows = await repo.listInstances(this.d.db, aid, f);
+  /** A page of an account's instances, oldest first. */
+  async list(aid: string, f: { cid?: string; limit: number; cursor?: string }): Promise<{ instances: InstanceView[]; nextCursor: string | null }> {
+    const after = decodeCursor(f.cursor, z.tuple([z.number().int(), z.string().max(100)]));
+    const rows = await repo.listInstances(this.d.db, aid, { cid: f.cid, limit: f.limit + 1, after });
+    const p = page(rows, f.limit, (r) => [r.created_at, r.osid], (r) => r);
     const out: InstanceView[] = [];
-    for (const r of rows) out.push(await this.view(r));
-    return out;
+    for (const r of p.items) out.push(await this.view(r));
+    return { instances: out, nextCursor: p.nextCursor };
   }
 
   /** The instance, refused with 409 while its last job has not ended (one operation at a time). */

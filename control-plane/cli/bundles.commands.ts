@@ -17,6 +17,7 @@ import { formatProblems, type ValidationResult } from '../bundles/validate.ts';
 import { checkWithTools, type ToolCheck } from '../bundles/validate.tools.ts';
 import { printTable } from './table.ts';
 
+import { allPages } from './client.ts';
 export interface CliHelpers {
   call<T>(method: string, path: string, body?: unknown): Promise<T>;
   out(s: string): void;
@@ -273,7 +274,7 @@ export function registerBundleCommands(program: Command, h: CliHelpers): void {
     .option('--cluster <cid>', 'only this cluster')
     .option('--json', 'print JSON')
     .action(async (o: { cluster?: string; json?: boolean }) => {
-      const { instances: list } = await h.call<{ instances: InstanceView[] }>('GET', `/v1/instances${o.cluster ? `?cluster=${encodeURIComponent(o.cluster)}` : ''}`);
+      const list = await allPages<InstanceView>((m, p) => h.call(m, p), `/v1/instances${o.cluster ? `?cluster=${encodeURIComponent(o.cluster)}` : ''}`, 'instances');
       if (o.json) return h.json(list);
       printTable(['OSID', 'BUNDLE', 'VERSION', 'CLUSTER', 'STATE', 'SYNC', 'HOST', 'JOB'], list.map((i) => [i.osid, i.bundle.source, i.bundle.version, i.cluster, i.state, i.syncStatus, i.host, String(i.job.id)]));
     });

@@ -96,3 +96,20 @@ export function explainTransport(err: unknown, t: Pick<Target, 'url' | 'caFile'>
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `the control plane's certificate does not name the host in ${t.url} (${code}): use a name it was issued for, or restart it with --san <name>`;
   return undefined;
 }
+
+/**
+ * Every item of a paginated list (the server answers at most 200 per page with `nextCursor`):
+ * the CLI's lists show them all, as they did before the lists were paginated.
+ */
+export async function allPages<T>(call: <R>(method: string, path: string) => Promise<R>, path: string, key: string): Promise<T[]> {
+  const items: T[] = [];
+  let cursor: string | null = null;
+  for (let pages = 0; pages < 10_000; pages++) {
+    const sep = path.includes('?') ? '&' : '?';
+    const body: Record<string, unknown> = await call('GET', cursor ? `${path}${sep}cursor=${encodeURIComponent(cursor)}` : path);
+    items.push(...((body[key] as T[] | undefined) ?? []));
+    cursor = typeof body.nextCursor === 'string' ? body.nextCursor : null;
+    if (!cursor) break;
+  }
+  return items;
+}

@@ -15,7 +15,7 @@ import { errorMessage } from '../../common/errors.ts';
 import type { AgentView, CommandView } from '../../common/wire.ts';
 import { saveCredentials } from './credentials.ts';
 import { printTable } from './table.ts';
-import { UsageError, explainTransport, makeClient, readCa, resolveTarget, transportCode, type GlobalOpts, type Target } from './client.ts';
+import { UsageError, allPages, explainTransport, makeClient, readCa, resolveTarget, transportCode, type GlobalOpts, type Target } from './client.ts';
 import { followJob } from './follow.ts';
 
 /** The project's root (two folders above this file and dist/cli/tether.mjs alike) and its version. */
@@ -314,7 +314,7 @@ agents
   .option('--json', 'print JSON')
   .option('--cluster <cid>', 'only this cluster')
   .action(async (o: { json?: boolean; cluster?: string }) => {
-    const { agents: list } = await call<{ agents: AgentView[] }>('GET', `/v1/agents${o.cluster ? `?cluster=${encodeURIComponent(o.cluster)}` : ''}`);
+    const list = await allPages<AgentView>(call, `/v1/agents${o.cluster ? `?cluster=${encodeURIComponent(o.cluster)}` : ''}`, 'agents');
     if (o.json) return json(list);
     printTable(
       ['ID', 'ROLE', 'CLUSTER', 'NODE', 'STATUS', 'LAST HEARTBEAT', 'VERSION'],

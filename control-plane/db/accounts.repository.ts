@@ -29,3 +29,10 @@ export async function getCluster(db: Db, aid: string, cid: string): Promise<Clus
 export async function listClusters(db: Db, aid: string) {
   return db.selectFrom('clusters').selectAll().where('aid', '=', aid).orderBy('cid').execute();
 }
+
+/** The first `limit` clusters of an account by cid, and how many it has. */
+export async function clustersHead(db: Db, aid: string, limit: number) {
+  const rows = await db.selectFrom('clusters').selectAll().where('aid', '=', aid).orderBy('cid').limit(limit).execute();
+  const { n } = await db.selectFrom('clusters').select((eb) => eb.fn.countAll<number>().as('n')).where('aid', '=', aid).executeTakeFirstOrThrow();
+  return { rows, total: Number(n) };
+}

@@ -23,11 +23,57 @@ export async function findActiveNode(db: Db, aid: string, cid: string, nid: stri
     .executeTakeFirst();
 }
 
-export async function listAgents(db: Db, aid: string, filter: { cid?: string } = {}) {
+/** Heartbeat cut-offs of agentStatus(): healthy after healthySince, degraded down to degradedSince, offline before (or never). */
+export interface StatusCutoffs {
+  healthySince: number;
+  degradedSince: number;
+}
+
+/** A keyset page position: agents sort by (cid, created_at, id). */
+export type AgentsAfter = [cid: string, createdAt: number, id: string];
+
+/**
+ * An account's agents by cluster, oldest first; a page of `limit` after `after` when given (the
+ * admin list), all of them otherwise (the VPN's peers of a cluster). Served by agents_account.
+ */
+export async function listAgents(
+  db: Db,
+  aid: string,
+  filter: { cid?: string; role?: AgentsTable['role']; status?: { is: 'healthy' | 'degraded' | 'offline' } & StatusCutoffs; limit?: number; after?: AgentsAfter } = {},
+) {
   flushHeartbeats(db);
   let q = db.selectFrom('agents').selectAll().where('aid', '=', aid);
   if (filter.cid) q = q.where('cid', '=', filter.cid);
-  return q.orderBy('cid').orderBy('created_at').execute();
+  if (filter.role) q = q.where('role', '=', filter.role);
+  const st = filter.status;
+  if (st?.is === 'healthy') q = q.where('last_heartbeat_at', '>', st.healthySince);
+  if (st?.is === 'degraded') q = q.where('last_heartbeat_at', '<=', st.healthySince).where('last_heartbeat_at', '>', st.degradedSince);
+  if (st?.is === 'offline') q = q.where((eb) => eb.or([eb('last_heartbeat_at', 'is', null), eb('last_heartbeat_at', '<=', st.degradedSince)]));
+  if (filter.after) {
+    const [cid, createdAt, id] = filter.after;
+    q = q.where(sql<boolean>`(cid, created_at, id) > (${cid}, ${createdAt}, ${id})`);
+  }
+  q = q.orderBy('cid').orderBy('created_at').orderBy('id');
+  if (filter.limit !== undefined) q = q.limit(filter.limit);
+  return q.execute();
+}
+
+/**
+ * An account's unrevoked agents counted per cluster and role by status (the console's overview):
+ * one aggregate over the account's agents, nothing per agent reaches JavaScript.
+ */
+export async function countAgentsByCluster(db: Db, aid: string, c: StatusCutoffs): Promise<{ cid: string; role: AgentsTable['role']; healthy: number; degraded: number; offline: number }[]> {
+  flushHeartbeats(db);
+  const r = await sql<{ cid: string; role: AgentsTable['role']; healthy: number | null; degraded: number | null; total: number }>`SELECT cid, role,
+      SUM(last_heartbeat_at > ${c.healthySince}) AS healthy,
+      SUM(last_heartbeat_at <= ${c.healthySince} AND last_heartbeat_at > ${c.degradedSince}) AS degraded,
+      COUNT(*) AS total
+    FROM agents WHERE aid = ${aid} AND revoked_at IS NULL GROUP BY cid, role ORDER BY cid, role`.execute(db);
+  return r.rows.map((row) => {
+    const healthy = Number(row.healthy ?? 0);
+    const degraded = Number(row.degraded ?? 0);
+    return { cid: row.cid, role: row.role, healthy, degraded, offline: Number(row.total) - healthy - degraded };
+  });
 }
 
 /** Revokes an agent and every certificate it holds (its next request is refused), and ends the leases it holds. */

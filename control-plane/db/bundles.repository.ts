@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import type { Selectable } from 'kysely';
 import type { Db } from './database.ts';
 import type { CommandState } from '../../common/wire.ts';
@@ -77,10 +78,14 @@ export async function osidExists(db: Db, osid: string): Promise<boolean> {
   return (await db.selectFrom('instances').select('osid').where('osid', '=', osid).executeTakeFirst()) !== undefined;
 }
 
-export async function listInstances(db: Db, aid: string, f: { cid?: string } = {}) {
+/** An account's instances, oldest first; a page of `limit` after the key (created_at, osid) when given. */
+export async function listInstances(db: Db, aid: string, f: { cid?: string; limit?: number; after?: [createdAt: number, osid: string] } = {}) {
   let q = db.selectFrom('instances').selectAll().where('aid', '=', aid);
   if (f.cid) q = q.where('cid', '=', f.cid);
-  return q.orderBy('created_at').orderBy('osid').execute();
+  if (f.after) q = q.where(sql<boolean>`(created_at, osid) > (${f.after[0]}, ${f.after[1]})`);
+  q = q.orderBy('created_at').orderBy('osid');
+  if (f.limit !== undefined) q = q.limit(f.limit);
+  return q.execute();
 }
 
 /**

@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import type SQLite from 'better-sqlite3';
 import type { CommandState } from '../../common/wire.ts';
+import type { CommandType } from '../../common/specs.ts';
 import { exclusive, prepared, sqliteOf, type Db } from './database.ts';
 import type { CommandsTable } from './commands.table.ts';
 import type { Selectable } from 'kysely';
@@ -127,7 +128,7 @@ export async function getCommandById(db: Db, id: number): Promise<CommandRow | u
 /** A command's columns without its outputs (list views: outputs can be large, and are read one job at a time). */
 export type CommandSummaryRow = Omit<CommandRow, 'outputs'>;
 
-export async function listCommands(db: Db, aid: string, f: { cid?: string; state?: CommandState; limit: number; beforeId?: number }): Promise<CommandSummaryRow[]> {
+export async function listCommands(db: Db, aid: string, f: { cid?: string; state?: CommandState; type?: CommandType; limit: number; beforeId?: number }): Promise<CommandSummaryRow[]> {
   let q = db
     .selectFrom('commands')
     .select([
@@ -137,8 +138,28 @@ export async function listCommands(db: Db, aid: string, f: { cid?: string; state
     .where('aid', '=', aid);
   if (f.cid) q = q.where('cid', '=', f.cid);
   if (f.state) q = q.where('state', '=', f.state);
+  if (f.type) q = q.where('type', '=', f.type);
   if (f.beforeId) q = q.where('id', '<', f.beforeId);
   return q.orderBy('id', 'desc').limit(f.limit).execute();
+}
+
+/** An account's commands counted by state (the console's overview; commands_account_state is a covering index for it). */
+export async function countByStateOf(db: Db, aid: string): Promise<{ state: CommandState; n: number }[]> {
+  const rows = await db.selectFrom('commands').select(['state', (eb) => eb.fn.countAll<number>().as('n')]).where('aid', '=', aid).groupBy('state').execute();
+  return rows.map((r) => ({ state: r.state, n: Number(r.n) }));
+}
+
+/** An account's most recent failed or timed-out commands, newest first (the partial index commands_failures). */
+export async function recentFailures(db: Db, aid: string, limit: number) {
+  return db
+    .selectFrom('commands')
+    .select(['id', 'cid', 'nid', 'type', 'state', 'error', 'attempts', 'created_at', 'finished_at'])
+    .where('aid', '=', aid)
+    // Literal, not bound: SQLite uses a partial index only for the very term it was made with.
+    .where(sql<boolean>`state IN ('failed', 'timed_out')`)
+    .orderBy('id', 'desc')
+    .limit(limit)
+    .execute();
 }
 
 export async function countByState(db: Db) {

@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { exclusive, prepared, sqliteOf, type Db } from './database.ts';
 import type { BootstrapTokensTable, ApiTokensTable } from './tokens.table.ts';
 
@@ -45,4 +46,19 @@ export async function revokeApiToken(db: Db, aid: string, keyId: string, now: nu
     .where('revoked_at', 'is', null)
     .executeTakeFirst();
   return Number(r.numUpdatedRows) === 1;
+}
+
+/** An account's API tokens, newest first: a page of `limit` after the key (created_at, key_id). Never the secret's hash. */
+export async function listApiTokens(db: Db, aid: string, p: { limit: number; after?: [createdAt: number, keyId: string] }) {
+  let q = db.selectFrom('api_tokens').select(['key_id', 'name', 'created_at', 'expires_at', 'revoked_at']).where('aid', '=', aid);
+  if (p.after) q = q.where(sql<boolean>`(created_at, key_id) < (${p.after[0]}, ${p.after[1]})`);
+  return q.orderBy('created_at', 'desc').orderBy('key_id', 'desc').limit(p.limit).execute();
+}
+
+/** An account's bootstrap tokens, newest first (a page, as above). Never the secret's hash. */
+export async function listBootstrapTokens(db: Db, aid: string, p: { cid?: string; limit: number; after?: [createdAt: number, id: string] }) {
+  let q = db.selectFrom('bootstrap_tokens').select(['id', 'cid', 'role', 'control_plane', 'created_at', 'expires_at', 'used_at', 'used_by_agent']).where('aid', '=', aid);
+  if (p.cid) q = q.where('cid', '=', p.cid);
+  if (p.after) q = q.where(sql<boolean>`(created_at, id) < (${p.after[0]}, ${p.after[1]})`);
+  return q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(p.limit).execute();
 }

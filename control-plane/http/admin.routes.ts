@@ -1,11 +1,14 @@
 /** The admin REST API (bearer API token, account-scoped). */
 import { Router, type Response } from 'express';
 import { z } from 'zod';
-import { isTerminal, COMMAND_STATES, cidSchema, createApiTokenSchema, createBootstrapTokenSchema, createClusterSchema, submitCommandSchema } from '../../common/wire.ts';
+import { isTerminal, AGENT_ROLES, COMMAND_STATES, cidSchema, createApiTokenSchema, createBootstrapTokenSchema, createClusterSchema, submitCommandSchema } from '../../common/wire.ts';
 import type { AccountsService } from '../accounts/accounts.service.ts';
 import type { IdentityService } from '../identity/identity.service.ts';
 import { LIST_LIMIT_MAX, type CommandEvent, type QueueService } from '../queue/queue.service.ts';
 import { requireAdmin } from './auth.ts';
+import { COMMAND_TYPES } from '../../common/specs.ts';
+import { enrolCommand } from '../../common/install-commands.ts';
+import { PAGE_LIMIT_DEFAULT, cursorParam, decodeCursor, pageLimit } from '../pagination.ts';
 import { idParam } from './errors.ts';
 
 const aidOf = (res: Response) => res.locals.aid!;
@@ -13,9 +16,20 @@ const aidOf = (res: Response) => res.locals.aid!;
 export const listCommandsQuery = z.object({
   cluster: cidSchema.optional(),
   state: z.enum(COMMAND_STATES).optional(),
+  type: z.enum(COMMAND_TYPES).optional(),
   limit: z.coerce.number().int().min(1).max(LIST_LIMIT_MAX).optional(),
-  before: z.coerce.number().int().min(1).optional(),
+  before: z.coerce.number().int().min(1).optional().describe('only commands with a smaller id (the cursor as a number)'),
+  cursor: cursorParam,
 });
+export const listAgentsQuery = z.object({
+  cluster: cidSchema.optional(),
+  role: z.enum(AGENT_ROLES).optional(),
+  status: z.enum(['healthy', 'degraded', 'offline']).optional(),
+  limit: pageLimit,
+  cursor: cursorParam,
+});
+export const listApiTokensQuery = z.object({ limit: pageLimit, cursor: cursorParam });
+export const listBootstrapTokensQuery = z.object({ cluster: cidSchema.optional(), limit: pageLimit, cursor: cursorParam });
 export const logsQuery = z.object({
   follow: z.enum(['1', 'true', '0', 'false']).optional(),
   after: z.coerce.number().int().min(0).optional(),
@@ -29,6 +43,9 @@ export function adminRoutes(deps: { accounts: AccountsService; identity: Identit
   r.get('/whoami', (_req, res) => {
     res.json({ aid: aidOf(res) });
   });
+  r.get('/overview', async (_req, res) => {
+    res.json(await accounts.overview(aidOf(res)));
+  });
 
   r.post('/clusters', async (req, res) => {
     res.status(201).json(await accounts.createCluster(aidOf(res), createClusterSchema.parse(req.body)));
@@ -38,7 +55,21 @@ export function adminRoutes(deps: { accounts: AccountsService; identity: Identit
   });
 
   r.post('/tokens', async (req, res) => {
-    res.status(201).json(await identity.createBootstrapToken(aidOf(res), createBootstrapTokenSchema.parse(req.body)));
+    const body = createBootstrapTokenSchema.parse(req.body);
+    const t = await identity.createBootstrapToken(aidOf(res), body);
+    // What the console shows: the command that enrols the agent with this token, against this
+    // server as the client reached it, and the CA certificate it names (ca.crt).
+    const serverUrl = `https://${req.headers.host ?? '127.0.0.1'}`;
+    const command = enrolCommand({ token: t.token, aid: aidOf(res), role: body.role, controlPlane: body.controlPlane ?? false, serverUrl });
+    res.status(201).json({ ...t, cluster: body.cluster, role: body.role, command, caCert: identity.caCertPem });
+  });
+  r.get('/tokens', async (req, res) => {
+    const q = listBootstrapTokensQuery.parse(req.query);
+    res.json(await identity.listBootstrapTokens(aidOf(res), { cid: q.cluster, limit: q.limit ?? PAGE_LIMIT_DEFAULT, cursor: q.cursor }));
+  });
+  r.get('/api-tokens', async (req, res) => {
+    const q = listApiTokensQuery.parse(req.query);
+    res.json(await accounts.listApiTokens(aidOf(res), { limit: q.limit ?? PAGE_LIMIT_DEFAULT, cursor: q.cursor }));
   });
   r.post('/api-tokens', async (req, res) => {
     res.status(201).json(await accounts.createApiToken(aidOf(res), createApiTokenSchema.parse(req.body)));
@@ -55,7 +86,8 @@ export function adminRoutes(deps: { accounts: AccountsService; identity: Identit
   });
   r.get('/commands', async (req, res) => {
     const q = listCommandsQuery.parse(req.query);
-    res.json({ commands: await queue.list(aidOf(res), { cid: q.cluster, state: q.state, limit: q.limit, beforeId: q.before }) });
+    const before = q.before ?? decodeCursor(q.cursor, z.tuple([z.number().int().min(1)]))?.[0];
+    res.json(await queue.list(aidOf(res), { cid: q.cluster, state: q.state, type: q.type, limit: q.limit, beforeId: before }));
   });
   r.get('/commands/:id', async (req, res) => {
     res.json(await queue.get(aidOf(res), idParam(req.params.id)));
@@ -76,8 +108,8 @@ export function adminRoutes(deps: { accounts: AccountsService; identity: Identit
   });
 
   r.get('/agents', async (req, res) => {
-    const cluster = req.query.cluster === undefined ? undefined : cidSchema.parse(req.query.cluster);
-    res.json({ agents: await identity.list(aidOf(res), { cid: cluster }) });
+    const q = listAgentsQuery.parse(req.query);
+    res.json(await identity.list(aidOf(res), { cid: q.cluster, role: q.role, status: q.status, limit: q.limit ?? LIST_LIMIT_MAX, cursor: q.cursor }));
   });
   r.get('/agents/:id', async (req, res) => {
     res.json(await identity.get(aidOf(res), agentIdParam(req.params.id)));

@@ -10,6 +10,7 @@ import type { AccountsService } from '../accounts/accounts.service.ts';
 import type { BundlesService } from '../bundles/bundles.service.ts';
 import { deploySchema, osidParam, redeploySchema, registerBundleSchema } from '../bundles/bundles.wire.ts';
 import { requireAdmin } from './auth.ts';
+import { PAGE_LIMIT_DEFAULT, cursorParam, pageLimit } from '../pagination.ts';
 
 const aidOf = (res: Response) => res.locals.aid!;
 /** A version number in a path: digits only, at most 10 (parsed before any lookup). */
@@ -19,6 +20,7 @@ export const versionsQuery = z.object({
   limit: z.coerce.number().int().min(1).max(1000).default(100),
   before: z.coerce.number().int().min(1).max(2_147_483_647).optional(),
 });
+export const listInstancesQuery = z.object({ cluster: cidSchema.optional(), limit: pageLimit, cursor: cursorParam });
 export const deleteQuery = z.object({ timeoutSeconds: z.coerce.number().int().min(1).max(86_400).optional() });
 
 export function bundleRoutes(deps: { accounts: AccountsService; bundles: BundlesService }): Router {
@@ -50,8 +52,8 @@ export function instanceRoutes(deps: { accounts: AccountsService; bundles: Bundl
     res.status(202).json(await bundles.deploy(aidOf(res), deploySchema.parse(req.body)));
   });
   r.get('/', async (req, res) => {
-    const cluster = req.query.cluster === undefined ? undefined : cidSchema.parse(req.query.cluster);
-    res.json({ instances: await bundles.list(aidOf(res), { cid: cluster }) });
+    const q = listInstancesQuery.parse(req.query);
+    res.json(await bundles.list(aidOf(res), { cid: q.cluster, limit: q.limit ?? PAGE_LIMIT_DEFAULT, cursor: q.cursor }));
   });
   r.get('/:osid', async (req, res) => {
     res.json(await bundles.get(aidOf(res), osidParam.parse(req.params.osid)));

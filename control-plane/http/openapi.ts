@@ -14,9 +14,9 @@ import { dnsLabel } from '../../common/specs.ts';
 import { vpnConfigSchema, vpnRegisterSchema } from '../../common/vpn.ts';
 import { deploySchema, osidParam, redeploySchema, registerBundleSchema } from '../bundles/bundles.wire.ts';
 import { createVpnUserSchema } from '../vpn/vpn.schemas.ts';
-import { agentIdSchema, listCommandsQuery, logsQuery } from './admin.routes.ts';
+import { agentIdSchema, listAgentsQuery, listApiTokensQuery, listBootstrapTokensQuery, listCommandsQuery, logsQuery } from './admin.routes.ts';
 import { pollQuery } from './agent.routes.ts';
-import { deleteQuery, versionParam, versionsQuery } from './bundles.routes.ts';
+import { deleteQuery, listInstancesQuery, versionParam, versionsQuery } from './bundles.routes.ts';
 import { userId } from './vpn.routes.ts';
 import { createSessionSchema } from './sessions.routes.ts';
 
@@ -127,6 +127,31 @@ const sessionView = z.looseObject({
   expiresAt: iso,
   account: z.looseObject({ aid: z.string(), name: z.string(), keyId: z.string(), tokenName: z.string() }),
 });
+const nextCursor = z.string().nullable().describe('pass as cursor for the next page; null on the last page');
+const statusCounts = z.looseObject({ healthy: z.number().int(), degraded: z.number().int(), offline: z.number().int() });
+const overviewView = z.looseObject({
+  generatedAt: iso,
+  clusters: z.array(z.looseObject({ cid: z.string(), domain: z.string(), agents: statusCounts, clusterAgents: statusCounts, nodes: statusCounts })).describe('the first 200 clusters by cid'),
+  clustersTotal: z.number().int(),
+  agents: statusCounts,
+  clusterAgents: statusCounts,
+  nodes: statusCounts,
+  commands: z.record(z.enum(COMMAND_STATES), z.number().int()),
+  recentFailures: z.array(
+    z.looseObject({ id: z.number().int(), cluster: z.string(), node: z.string().nullable(), type: z.string(), state: z.enum(COMMAND_STATES), attempts: z.number().int(), error: commandError.nullable(), createdAt: iso, finishedAt: iso.nullable() }),
+  ).describe('the 10 latest failed or timed-out commands'),
+});
+const bootstrapTokenCreated = z.looseObject({
+  token: z.string(),
+  id: z.string(),
+  expiresAt: iso,
+  cluster: z.string(),
+  role: z.enum(AGENT_ROLES),
+  command: z.string().describe('the command that enrols the agent with this token: tether-node register … (node) or helm install … --set bootstrapToken=… (cluster-agent); it reads the CA certificate from ca.crt'),
+  caCert: z.string().describe('PEM of the CA certificate the command expects in ca.crt'),
+});
+const bootstrapTokenView = z.looseObject({ id: z.string(), cluster: z.string(), role: z.enum(AGENT_ROLES), controlPlane: z.boolean(), state: z.enum(['unused', 'used', 'expired']), createdAt: iso, expiresAt: iso, usedAt: iso.nullable(), usedByAgent: z.string().nullable() });
+const apiTokenView = z.looseObject({ keyId: z.string(), name: z.string(), state: z.enum(['active', 'revoked', 'expired']), createdAt: iso, expiresAt: iso, revokedAt: iso.nullable() });
 const principal = z.looseObject({ agentId: z.string(), aid: z.string(), cid: z.string(), role: z.enum(AGENT_ROLES) });
 
 /** The JSON of every error. */
@@ -146,15 +171,18 @@ export const ROUTES: RouteDoc[] = [
   { method: 'get', path: '/v1/whoami', auth: 'bearer', summary: 'the account of this API token', ok: { 200: z.object({ aid: z.string() }) }, errors: [] },
   { method: 'post', path: '/v1/clusters', auth: 'bearer', summary: 'create a cluster', body: createClusterSchema, ok: { 201: clusterView }, errors: [409] },
   { method: 'get', path: '/v1/clusters', auth: 'bearer', summary: 'list clusters', ok: { 200: z.object({ clusters: z.array(clusterView) }) }, errors: [] },
-  { method: 'post', path: '/v1/tokens', auth: 'bearer', summary: 'a one-time bootstrap token for an agent', body: createBootstrapTokenSchema, ok: { 201: z.looseObject({ token: z.string() }) }, errors: [404] },
+  { method: 'get', path: '/v1/overview', auth: 'bearer', summary: "the account at a glance (the console's overview): clusters with their agents and nodes by status, commands by state, the latest failures; counted in SQL", ok: { 200: overviewView }, errors: [] },
+  { method: 'post', path: '/v1/tokens', auth: 'bearer', summary: 'a one-time bootstrap token for an agent, with the command that enrols the agent', body: createBootstrapTokenSchema, ok: { 201: bootstrapTokenCreated }, errors: [404] },
+  { method: 'get', path: '/v1/tokens', auth: 'bearer', summary: 'bootstrap tokens, newest first, a page at a time (never a secret)', query: listBootstrapTokensQuery, ok: { 200: z.object({ tokens: z.array(bootstrapTokenView), nextCursor }) }, errors: [] },
+  { method: 'get', path: '/v1/api-tokens', auth: 'bearer', summary: 'API tokens of this account, newest first, a page at a time (never a secret)', query: listApiTokensQuery, ok: { 200: z.object({ tokens: z.array(apiTokenView), nextCursor }) }, errors: [] },
   { method: 'post', path: '/v1/api-tokens', auth: 'bearer', summary: 'a new API token of this account', body: createApiTokenSchema, ok: { 201: z.looseObject({ token: z.string() }) }, errors: [] },
   { method: 'delete', path: '/v1/api-tokens/{keyId}', auth: 'bearer', summary: 'revoke an API token', params: { keyId: z.string().min(1).max(200) }, ok: { 204: undefined }, errors: [404] },
   { method: 'post', path: '/v1/commands', auth: 'bearer', summary: 'submit a command (202 created, 200 an existing one with the same idempotency key)', body: submitCommandSchema, ok: { 202: z.looseObject({ id: z.number().int(), state: z.enum(COMMAND_STATES), created: z.boolean(), command: commandView }), 200: z.looseObject({ id: z.number().int(), state: z.enum(COMMAND_STATES), created: z.boolean(), command: commandView }) }, errors: [404, 409] },
-  { method: 'get', path: '/v1/commands', auth: 'bearer', summary: 'list commands, newest first (without outputs: GET /v1/commands/{id} has them)', query: listCommandsQuery, ok: { 200: z.object({ commands: z.array(commandListView) }) }, errors: [] },
+  { method: 'get', path: '/v1/commands', auth: 'bearer', summary: 'list commands, newest first, a page at a time (without outputs: GET /v1/commands/{id} has them)', query: listCommandsQuery, ok: { 200: z.object({ commands: z.array(commandListView), nextCursor }) }, errors: [] },
   { method: 'get', path: '/v1/commands/{id}', auth: 'bearer', summary: 'one command', params: id, ok: { 200: commandView }, errors: [404] },
   { method: 'post', path: '/v1/commands/{id}/cancel', auth: 'bearer', summary: 'cancel a command (a running one through its agent)', params: id, ok: { 202: commandView }, errors: [404, 409] },
   { method: 'get', path: '/v1/commands/{id}/logs', auth: 'bearer', summary: "a command's log lines; with follow=1 (or Accept: text/event-stream) Server-Sent Events until it ends", params: id, query: logsQuery, ok: { 200: z.object({ lines: z.array(logLineView) }) }, errors: [404], produces: 'text/event-stream' },
-  { method: 'get', path: '/v1/agents', auth: 'bearer', summary: 'agents with their status from heartbeats', query: z.object({ cluster: cidSchema.optional() }), ok: { 200: z.object({ agents: z.array(agentView) }) }, errors: [] },
+  { method: 'get', path: '/v1/agents', auth: 'bearer', summary: 'agents with their status from heartbeats, by cluster, a page at a time (default and at most 200)', query: listAgentsQuery, ok: { 200: z.object({ agents: z.array(agentView), nextCursor }) }, errors: [] },
   { method: 'get', path: '/v1/agents/{id}', auth: 'bearer', summary: 'one agent', params: { id: agentIdSchema }, ok: { 200: agentView }, errors: [404] },
   { method: 'post', path: '/v1/agents/{id}/revoke', auth: 'bearer', summary: "revoke an agent's certificate", params: { id: agentIdSchema }, ok: { 200: agentView }, errors: [404] },
   { method: 'post', path: '/v1/bundles', auth: 'bearer', summary: 'register (or update) a bundle source', body: registerBundleSchema, ok: { 201: bundleSourceView, 200: bundleSourceView }, errors: [409, 422] },
@@ -162,7 +190,7 @@ export const ROUTES: RouteDoc[] = [
   { method: 'get', path: '/v1/bundles/{name}', auth: 'bearer', summary: 'one bundle source', params: { name: dnsLabel() }, ok: { 200: bundleSourceView }, errors: [404] },
   { method: 'delete', path: '/v1/bundles/{name}', auth: 'bearer', summary: 'remove a bundle source, its credentials and its cached mirror', params: { name: dnsLabel() }, ok: { 204: undefined }, errors: [404] },
   { method: 'post', path: '/v1/instances', auth: 'bearer', summary: 'deploy a bundle to a cluster', body: deploySchema, ok: { 202: deployResponse }, errors: [404, 409, 422] },
-  { method: 'get', path: '/v1/instances', auth: 'bearer', summary: 'list instances', query: z.object({ cluster: cidSchema.optional() }), ok: { 200: z.object({ instances: z.array(instanceView) }) }, errors: [] },
+  { method: 'get', path: '/v1/instances', auth: 'bearer', summary: 'list instances, oldest first, a page at a time', query: listInstancesQuery, ok: { 200: z.object({ instances: z.array(instanceView), nextCursor }) }, errors: [] },
   { method: 'get', path: '/v1/instances/{osid}', auth: 'bearer', summary: 'one instance', params: { osid: osidParam }, ok: { 200: instanceView }, errors: [404] },
   { method: 'get', path: '/v1/instances/{osid}/versions', auth: 'bearer', summary: "versions of an instance's desired state, oldest first: the newest limit (default 100, at most 1000) below before", params: { osid: osidParam }, query: versionsQuery, ok: { 200: z.object({ versions: z.array(instanceVersionView) }) }, errors: [404] },
   { method: 'get', path: '/v1/instances/{osid}/versions/{version}', auth: 'bearer', summary: "one version of an instance's desired state", params: { osid: osidParam, version: versionParam }, ok: { 200: instanceVersionView }, errors: [404] },

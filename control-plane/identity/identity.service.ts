@@ -5,7 +5,8 @@
 import { randomAlnum } from '../../common/ids.ts';
 import { TetherError, badRequest, forbidden, notFound, unauthorized } from '../../common/errors.ts';
 import type { AgentIdentity } from '../../common/identity.ts';
-import { agentStatus, type AgentView, type BootstrapRequest, type BootstrapResponse } from '../../common/wire.ts';
+import { z } from 'zod';
+import { HEALTHY_BELOW_S, OFFLINE_FROM_S, agentStatus, type AgentView, type BootstrapRequest, type BootstrapResponse } from '../../common/wire.ts';
 import { iso, type Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { Db } from '../db/database.ts';
@@ -16,6 +17,7 @@ import { issueAgentCertificate, type CaMaterial } from '../pki/ca.ts';
 import { BOOTSTRAP_PREFIX, hashSecret, newToken, parseToken, secretMatches } from '../auth/secrets.ts';
 import type { Config } from '../config.ts';
 import type { AgentPrincipal } from '../queue/queue.service.ts';
+import { decodeCursor, page } from '../pagination.ts';
 
 export interface IdentityDeps {
   db: Db;
@@ -207,9 +209,38 @@ export class IdentityService {
     return toAgentView(a, this.d.clock.now());
   }
 
-  async list(aid: string, f: { cid?: string } = {}): Promise<AgentView[]> {
+  /** A page of an account's agents (by cluster, oldest first), filtered by cluster, role and status. */
+  async list(aid: string, f: { cid?: string; role?: 'node' | 'cluster-agent'; status?: AgentView['status']; limit: number; cursor?: string }): Promise<{ agents: AgentView[]; nextCursor: string | null }> {
     const now = this.d.clock.now();
-    return (await agents.listAgents(this.d.db, aid, f)).map((a) => toAgentView(a, now));
+    const after = decodeCursor(f.cursor, z.tuple([z.string().max(100), z.number().int(), z.string().max(100)]));
+    const status = f.status ? { is: f.status, healthySince: now - HEALTHY_BELOW_S * 1000, degradedSince: now - OFFLINE_FROM_S * 1000 } : undefined;
+    const rows = await agents.listAgents(this.d.db, aid, { cid: f.cid, role: f.role, status, limit: f.limit + 1, after });
+    const p = page(rows, f.limit, (a) => [a.cid, a.created_at, a.id], (a) => toAgentView(a, now));
+    return { agents: p.items, nextCursor: p.nextCursor };
+  }
+
+  /** A page of an account's bootstrap tokens, newest first (never a secret). */
+  async listBootstrapTokens(aid: string, f: { cid?: string; limit: number; cursor?: string }) {
+    const after = decodeCursor(f.cursor, z.tuple([z.number().int(), z.string().max(100)]));
+    const now = this.d.clock.now();
+    const rows = await tokens.listBootstrapTokens(this.d.db, aid, { cid: f.cid, limit: f.limit + 1, after });
+    const p = page(rows, f.limit, (t) => [t.created_at, t.id], (t) => ({
+      id: t.id,
+      cluster: t.cid,
+      role: t.role,
+      controlPlane: t.control_plane === 1,
+      state: t.used_at !== null ? ('used' as const) : t.expires_at <= now ? ('expired' as const) : ('unused' as const),
+      createdAt: iso(t.created_at)!,
+      expiresAt: iso(t.expires_at)!,
+      usedAt: iso(t.used_at),
+      usedByAgent: t.used_by_agent,
+    }));
+    return { tokens: p.items, nextCursor: p.nextCursor };
+  }
+
+  /** The CA certificate agents verify the control plane with (public). */
+  get caCertPem(): string {
+    return this.d.ca.caCertPem;
   }
 }
 

@@ -5,7 +5,8 @@
 import { EventEmitter } from 'node:events';
 import { randomFillSync } from 'node:crypto';
 import { TetherError, badRequest, conflict, forbidden, notFound } from '../../common/errors.ts';
-import { isNodeCommandType, parseSpec } from '../../common/specs.ts';
+import { isNodeCommandType, parseSpec, type CommandType } from '../../common/specs.ts';
+import { page } from '../pagination.ts';
 import {
   isTerminal,
   type CommandState,
@@ -115,9 +116,12 @@ export class QueueService {
   }
 
   /** The newest jobs first, without their outputs (those are in the single-job view, get()). */
-  async list(aid: string, f: { cid?: string; state?: CommandState; limit?: number; beforeId?: number }): Promise<CommandSummary[]> {
-    const rows = await commands.listCommands(this.d.db, aid, { ...f, limit: Math.min(f.limit ?? 100, LIST_LIMIT_MAX) });
-    return rows.map(toSummary);
+  /** A page of an account's commands, newest first; nextCursor (the last id) when there are more. */
+  async list(aid: string, f: { cid?: string; state?: CommandState; type?: CommandType; limit?: number; beforeId?: number }): Promise<{ commands: CommandSummary[]; nextCursor: string | null }> {
+    const limit = Math.min(f.limit ?? 100, LIST_LIMIT_MAX);
+    const rows = await commands.listCommands(this.d.db, aid, { ...f, limit: limit + 1 });
+    const p = page(rows, limit, (r) => [r.id], toSummary);
+    return { commands: p.items, nextCursor: p.nextCursor };
   }
 
   async cancel(aid: string, id: number): Promise<CommandView> {
