@@ -65,7 +65,8 @@ describe('console: in a real browser against a real control plane and node agent
   };
   /** Polls a page expression (page.waitForFunction would eval a string, which the page's CSP forbids). */
   const waitTrue = (expr: string, timeoutMs: number) => eventually(async () => (await page.evaluate(expr)) === true, timeoutMs, expr);
-  const agentRow = () => page.locator('tr[data-agent]', { hasText: 'n1' });
+  let nid = ''; // chosen by the control plane: the shown command names none
+  const agentRow = () => page.locator('tr[data-agent]', { hasText: nid });
 
   before(async () => {
     t = await startTestControlPlane({}, { clock, reaper: false });
@@ -118,7 +119,6 @@ describe('console: in a real browser against a real control plane and node agent
     await page.getByLabel('Cluster id').fill('web1');
     await page.getByRole('button', { name: 'Create cluster' }).click();
     await page.locator('#add-cluster option[value="web1"]').waitFor({ state: 'attached' });
-    await page.getByLabel('Node name').fill('n1');
     await page.getByRole('button', { name: 'Create token' }).click();
     const code = page.locator('#command');
     await code.waitFor();
@@ -139,7 +139,8 @@ describe('console: in a real browser against a real control plane and node agent
     // Here: no VPN (no WireGuard in this test) and a config file under the test's folder.
     const r = await run(join(REPO_ROOT, 'bin', 'tether-node'), [...words.slice(1), '--config', config, '--no-vpn', '--heartbeat-interval-ms', '200'], dir);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /registered node n1/);
+    nid = /registered node ([a-z0-9-]+) /.exec(r.stdout)?.[1] ?? '';
+    assert.ok(nid, r.stdout);
     await nav('Nodes & agents');
     await agentRow().waitFor();
     const badge = agentRow().locator('.badge');
@@ -156,14 +157,14 @@ describe('console: in a real browser against a real control plane and node agent
   it('submits from the YAML editor: the server’s validation error at its line, then a job whose log streams to the end', async () => {
     await nav('Submit');
     const editor = page.getByLabel('Command (YAML)');
-    await editor.fill('target: {cluster: web1, node: n1}\ntype: install\nspec:\n  dryRun: "yes"\n');
+    await editor.fill(`target: {cluster: web1, node: ${nid}}\ntype: install\nspec:\n  dryRun: "yes"\n`);
     await page.getByRole('button', { name: 'Submit' }).click();
     const lineError = page.locator('.line-error[data-line="4"]');
     await lineError.waitFor();
     assert.match(await lineError.innerText(), /spec\.dryRun/);
     assert.equal(await page.locator('.gutter li.bad').innerText(), '4');
     await check('submit-error');
-    await editor.fill('target: {cluster: web1, node: n1}\ntype: install\nspec:\n  dryRun: true\n');
+    await editor.fill(`target: {cluster: web1, node: ${nid}}\ntype: install\nspec:\n  dryRun: true\n`);
     await page.getByRole('button', { name: 'Submit' }).click();
     await page.waitForURL(/\/jobs\/\d+$/);
     jobId = Number(/\/jobs\/(\d+)$/.exec(page.url())![1]);
@@ -188,7 +189,7 @@ describe('console: in a real browser against a real control plane and node agent
   });
 
   it('cancels a queued job', async () => {
-    const { id } = (await t.admin.request<{ id: number }>('POST', '/v1/commands', { target: { cluster: 'web1', node: 'n1' }, type: 'preflight', spec: {} })).body;
+    const { id } = (await t.admin.request<{ id: number }>('POST', '/v1/commands', { target: { cluster: 'web1', node: nid }, type: 'preflight', spec: {} })).body;
     await nav('Jobs');
     await page.getByRole('link', { name: `#${id}` }).click();
     await page.locator('.kv .badge', { hasText: 'queued' }).waitFor();
@@ -206,7 +207,7 @@ describe('console: in a real browser against a real control plane and node agent
 
   it('revokes the node through a confirmation dialog that holds the focus', async () => {
     await nav('Nodes & agents');
-    await page.getByRole('button', { name: 'Revoke n1' }).click();
+    await page.getByRole('button', { name: `Revoke ${nid}` }).click();
     const dialog = page.getByRole('dialog', { name: 'Revoke this agent?' });
     await dialog.waitFor();
     for (let i = 0; i < 4; i++) {
@@ -218,7 +219,7 @@ describe('console: in a real browser against a real control plane and node agent
     await dialog.waitFor({ state: 'hidden' });
     const agents = async () => (await t.admin.request<{ agents: AgentView[] }>('GET', '/v1/agents?cluster=web1')).body.agents;
     assert.equal((await agents())[0]!.revoked, false, 'Escape revokes nothing');
-    await page.getByRole('button', { name: 'Revoke n1' }).click();
+    await page.getByRole('button', { name: `Revoke ${nid}` }).click();
     await dialog.getByRole('button', { name: 'Revoke' }).click();
     await agentRow().locator('.badge', { hasText: 'revoked' }).waitFor({ timeout: 10_000 });
     assert.equal((await agents())[0]!.revoked, true);
@@ -227,6 +228,10 @@ describe('console: in a real browser against a real control plane and node agent
   it('shows the overview with its figures, the instances page, and signs out', async () => {
     await nav('Overview');
     await page.locator('td', { hasText: 'web1' }).first().waitFor();
+    const commands = (await page.getByRole('list', { name: 'commands by state' }).innerText()).replace(/\s+/g, ' ');
+    assert.match(commands, /succeeded 1/);
+    assert.match(commands, /cancelled 1/);
+    assert.match(await page.locator('tr', { hasText: 'web1' }).innerText(), /web1\.[a-z0-9]+\./, 'the cluster with its domain');
     await check('overview');
     await nav('Instances');
     await page.getByRole('heading', { name: 'Deploy a bundle' }).waitFor();

@@ -1,7 +1,6 @@
 /**
  * Adding a server or a cluster: a one-time bootstrap token (POST /v1/tokens) and the exact
- * command to run with it (as the control plane answers it; built here from the same parts when it
- * does not), a copy button, and the token's expiry counting down. A new cluster can be created first.
+ * command to run with it, exactly as the control plane answers it, a copy button, and the token's expiry counting down. A new cluster can be created first.
  */
 import { useState } from 'preact/hooks';
 import { api, errorText, type Cluster } from '../api.ts';
@@ -11,19 +10,8 @@ import { until } from '../time.ts';
 interface TokenAnswer {
   token: string;
   expiresAt: string;
-  command?: string;
-  commands?: Record<string, string>;
-}
-
-const q = (s: string) => (/^[A-Za-z0-9_./:=@-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
-
-export function commandFor(role: 'node' | 'cluster-agent', t: TokenAnswer, c: Cluster, opts: { name: string; controlPlane: boolean }, origin: string): string {
-  const given = t.command ?? t.commands?.[role === 'node' ? 'node' : 'helm'];
-  if (given) return given;
-  if (role === 'node') {
-    return `tether-node register --token ${q(t.token)} --aid ${q(c.aid)} --control-plane ${opts.controlPlane ? 1 : 0} --name ${q(opts.name)} --server ${q(origin)} --ca-file ca.crt`;
-  }
-  return `helm install tether-agent charts/cluster-agent --namespace tether-system --create-namespace --set controlPlane.url=${q(origin)} --set-file controlPlane.caCert=ca.crt --set bootstrapToken=${q(t.token)}`;
+  /** The exact command that enrols the agent (the control plane builds it: common/install-commands.ts). */
+  command: string;
 }
 
 export default function AddPage() {
@@ -41,14 +29,12 @@ export default function AddPage() {
           e.preventDefault();
           const f = e.currentTarget.elements;
           const cid = (f.namedItem('cluster') as HTMLSelectElement).value;
-          const name = (f.namedItem('name') as HTMLInputElement | null)?.value.trim() || 'node1';
           const controlPlane = (f.namedItem('cp') as HTMLInputElement | null)?.checked ?? false;
           const ttl = Number((f.namedItem('ttl') as HTMLSelectElement).value);
           setError(null);
           try {
             const t = await api<TokenAnswer>('POST', '/v1/tokens', { cluster: cid, role, ttlSeconds: ttl, ...(role === 'node' ? { controlPlane } : {}) });
-            const c = list.find((x) => x.cid === cid)!;
-            setResult({ command: commandFor(role, t, c, { name, controlPlane }, location.origin), expiresAt: t.expiresAt });
+            setResult({ command: t.command, expiresAt: t.expiresAt });
           } catch (err) {
             setError(errorText(err));
           }
@@ -73,8 +59,6 @@ export default function AddPage() {
         </select>
         {role === 'node' ? (
           <>
-            <label for="add-name">Node name</label>
-            <input id="add-name" name="name" required pattern="[a-z0-9]([\-a-z0-9]*[a-z0-9])?" maxLength={63} />
             <label class="inline">
               <input type="checkbox" name="cp" /> Kubernetes control-plane node
             </label>

@@ -55,17 +55,22 @@ function VpnPeers(props: { vpn: Record<string, unknown> | null }) {
 
 export default function AgentsPage() {
   const { query, route } = useLocation();
-  const cluster = query.cluster ?? '';
+  const { cluster = '', status = '', cursor = '' } = query;
   const [revoking, setRevoking] = useState<Agent | null>(null);
   const [error, setError] = useState<string | null>(null);
   const poll = usePoll(
     async (signal) => {
-      const r = await api<{ agents: Agent[] }>('GET', `/v1/agents${cluster ? `?cluster=${encodeURIComponent(cluster)}` : ''}`, undefined, { signal });
-      return { agents: r.agents, at: Date.now() };
+      const q = new URLSearchParams(Object.entries({ cluster, status, cursor }).filter(([, v]) => v));
+      const r = await api<{ agents: Agent[]; nextCursor: string | null }>('GET', `/v1/agents${q.size ? `?${q}` : ''}`, undefined, { signal });
+      return { ...r, at: Date.now() };
     },
     2000,
-    [cluster],
+    [cluster, status, cursor],
   );
+  const go = (next: Record<string, string>) => {
+    const q = new URLSearchParams(Object.entries({ cluster, status, cursor: '', ...next }).filter(([, v]) => v));
+    route(`/agents${q.size ? `?${q}` : ''}`);
+  };
   const age = (a: Agent) => (a.secondsSinceHeartbeat === null || !poll.data ? null : a.secondsSinceHeartbeat + (now.value - poll.data.at) / 1000);
   return (
     <Layout title="Nodes & agents">
@@ -73,12 +78,19 @@ export default function AgentsPage() {
         class="filters"
         onSubmit={(e) => {
           e.preventDefault();
-          const v = ((e.currentTarget.elements.namedItem('cluster') as HTMLInputElement).value || '').trim();
-          route(v ? `/agents?cluster=${encodeURIComponent(v)}` : '/agents');
+          const f = e.currentTarget.elements;
+          go({ cluster: (f.namedItem('cluster') as HTMLInputElement).value.trim(), status: (f.namedItem('status') as HTMLSelectElement).value });
         }}
       >
         <label for="f-cluster">Cluster</label>
         <input id="f-cluster" name="cluster" value={cluster} />
+        <label for="f-status">Status</label>
+        <select id="f-status" name="status" value={status}>
+          <option value="">any</option>
+          <option>healthy</option>
+          <option>degraded</option>
+          <option>offline</option>
+        </select>
         <button type="submit" class="secondary">
           Filter
         </button>
@@ -145,6 +157,18 @@ export default function AgentsPage() {
           </table>
         </div>
       )}
+      <nav class="pager" aria-label="Pages">
+        {cursor ? (
+          <button type="button" class="secondary" onClick={() => go({})}>
+            First page
+          </button>
+        ) : null}
+        {poll.data?.nextCursor ? (
+          <button type="button" class="secondary" onClick={() => go({ cursor: poll.data!.nextCursor! })}>
+            Next page
+          </button>
+        ) : null}
+      </nav>
       <Confirm
         open={revoking !== null}
         title="Revoke this agent?"

@@ -21,8 +21,9 @@ export function parseInputLines(text: string): Record<string, string | number | 
 }
 
 export default function InstancesPage() {
-  const { route } = useLocation();
-  const list = usePoll((signal) => api<{ instances: Instance[] }>('GET', '/v1/instances', undefined, { signal }), 3000);
+  const { route, query } = useLocation();
+  const cursor = query.cursor ?? '';
+  const list = usePoll((signal) => api<{ instances: Instance[]; nextCursor: string | null }>('GET', `/v1/instances${cursor ? `?cursor=${encodeURIComponent(cursor)}` : ''}`, undefined, { signal }), 3000, [cursor]);
   const bundles = usePoll((signal) => api<{ bundles: BundleSource[] }>('GET', '/v1/bundles', undefined, { signal }), 60_000);
   const clusters = usePoll((signal) => api<{ clusters: Cluster[] }>('GET', '/v1/clusters', undefined, { signal }), 60_000);
   const [error, setError] = useState<string | null>(null);
@@ -69,6 +70,18 @@ export default function InstancesPage() {
           </table>
         </div>
       )}
+      <nav class="pager" aria-label="Pages">
+        {cursor ? (
+          <button type="button" class="secondary" onClick={() => route('/instances')}>
+            First page
+          </button>
+        ) : null}
+        {list.data?.nextCursor ? (
+          <button type="button" class="secondary" onClick={() => route(`/instances?cursor=${encodeURIComponent(list.data!.nextCursor!)}`)}>
+            Next page
+          </button>
+        ) : null}
+      </nav>
       <section>
         <h2>Deploy a bundle</h2>
         <form

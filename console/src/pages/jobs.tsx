@@ -1,4 +1,4 @@
-/** Jobs: newest first, filtered by cluster and state on the server (type on the page), 50 a page, polled. */
+/** Jobs: newest first, filtered by cluster, type and state on the server, 50 a page (cursor), polled. */
 import { useLocation } from 'preact-iso';
 import { api, COMMAND_STATES, type Command } from '../api.ts';
 import { ErrorBox, Layout, Status, usePoll } from '../components.tsx';
@@ -9,17 +9,12 @@ const TYPES = ['helm', 'manifest', 'tofu', 'flow', 'diff', 'preflight', 'install
 
 export default function JobsPage() {
   const { query, route } = useLocation();
-  const { cluster = '', state = '', type = '', before = '' } = query;
-  const params = new URLSearchParams({ limit: String(PAGE) });
-  if (cluster) params.set('cluster', cluster);
-  if (state) params.set('state', state);
-  if (before) params.set('before', before);
-  const poll = usePoll((signal) => api<{ commands: Command[] }>('GET', `/v1/commands?${params}`, undefined, { signal }), 3000, [params.toString()]);
-  const all = poll.data?.commands ?? [];
-  const shown = type ? all.filter((c) => c.type === type) : all;
-  const last = all[all.length - 1];
+  const { cluster = '', state = '', type = '', cursor = '' } = query;
+  const params = new URLSearchParams({ limit: String(PAGE), ...Object.fromEntries(Object.entries({ cluster, state, type, cursor }).filter(([, v]) => v)) });
+  const poll = usePoll((signal) => api<{ commands: Command[]; nextCursor: string | null }>('GET', `/v1/commands?${params}`, undefined, { signal }), 3000, [params.toString()]);
+  const shown = poll.data?.commands ?? [];
   const go = (next: Record<string, string>) => {
-    const p = new URLSearchParams(Object.entries({ cluster, state, type, ...next }).filter(([, v]) => v) as [string, string][]);
+    const p = new URLSearchParams(Object.entries({ cluster, state, type, cursor: '', ...next }).filter(([, v]) => v) as [string, string][]);
     route(`/jobs${p.size ? `?${p}` : ''}`);
   };
   return (
@@ -29,7 +24,7 @@ export default function JobsPage() {
         onSubmit={(e) => {
           e.preventDefault();
           const f = e.currentTarget.elements;
-          go({ cluster: (f.namedItem('cluster') as HTMLInputElement).value.trim(), state: (f.namedItem('state') as HTMLSelectElement).value, type: (f.namedItem('type') as HTMLSelectElement).value, before: '' });
+          go({ cluster: (f.namedItem('cluster') as HTMLInputElement).value.trim(), state: (f.namedItem('state') as HTMLSelectElement).value, type: (f.namedItem('type') as HTMLSelectElement).value });
         }}
       >
         <label for="j-cluster">Cluster</label>
@@ -94,13 +89,13 @@ export default function JobsPage() {
         </div>
       )}
       <nav class="pager" aria-label="Pages">
-        {before ? (
-          <button type="button" class="secondary" onClick={() => go({ before: '' })}>
+        {cursor ? (
+          <button type="button" class="secondary" onClick={() => go({})}>
             Newest
           </button>
         ) : null}
-        {all.length === PAGE && last ? (
-          <button type="button" class="secondary" onClick={() => go({ before: String(last.id) })}>
+        {poll.data?.nextCursor ? (
+          <button type="button" class="secondary" onClick={() => go({ cursor: poll.data!.nextCursor! })}>
             Older
           </button>
         ) : null}

@@ -1,23 +1,25 @@
 /** Overview: clusters with their domain and agents by status, nodes by status, commands by state, recent failures (GET /v1/overview). */
-import { api, ApiError, type Agent, type Cluster, type Command } from '../api.ts';
+import { api, type CommandState } from '../api.ts';
 import { ErrorBox, Layout, Status, usePoll } from '../components.tsx';
 import { ago } from '../time.ts';
 
 type Counts = Partial<Record<string, number>>;
 export interface Overview {
-  clusters: { cid: string; domain: string; agents?: Counts }[];
-  agents?: Counts;
-  nodes?: Counts;
-  commands?: Counts;
-  recentFailures?: Command[];
+  clusters: { cid: string; domain: string; agents: Counts; nodes: Counts; clusterAgents: Counts }[];
+  clustersTotal: number;
+  agents: Counts;
+  clusterAgents: Counts;
+  nodes: Counts;
+  commands: Counts;
+  recentFailures: { id: number; cluster: string; node: string | null; type: string; state: CommandState; error: { code: string; message: string } | null; finishedAt: string | null }[];
 }
 
 function Counts(props: { counts: Counts | undefined; label: string }) {
   const entries = Object.entries(props.counts ?? {});
   return (
     <ul class="counts" aria-label={props.label}>
-      {entries.length === 0 ? <li class="muted">none</li> : null}
-      {entries.map(([k, n]) => (
+      {entries.every(([, n]) => !n) ? <li class="muted">none</li> : null}
+      {entries.filter(([, n]) => n).map(([k, n]) => (
         <li key={k}>
           <Status value={k} /> <strong>{n}</strong>
         </li>
@@ -26,44 +28,8 @@ function Counts(props: { counts: Counts | undefined; label: string }) {
   );
 }
 
-const count = <T,>(xs: T[], key: (x: T) => string): Counts => {
-  const out: Counts = {};
-  for (const x of xs) out[key(x)] = (out[key(x)] ?? 0) + 1;
-  return out;
-};
-
-/** A control plane without GET /v1/overview (before it existed): the same figures from the lists, for the newest 200 commands. */
-async function fromLists(signal: AbortSignal): Promise<Overview> {
-  const [c, a, j] = await Promise.all([
-    api<{ clusters: Cluster[] }>('GET', '/v1/clusters', undefined, { signal }),
-    api<{ agents: Agent[] }>('GET', '/v1/agents', undefined, { signal }),
-    api<{ commands: Command[] }>('GET', '/v1/commands?limit=200', undefined, { signal }),
-  ]);
-  const live = a.agents.filter((x) => !x.revoked);
-  return {
-    clusters: c.clusters.map((x) => ({ cid: x.cid, domain: x.domain, agents: count(live.filter((y) => y.cid === x.cid), (y) => y.status) })),
-    agents: count(live, (x) => x.status),
-    nodes: count(live.filter((x) => x.role === 'node'), (x) => x.status),
-    commands: count(j.commands, (x) => x.state),
-    recentFailures: j.commands.filter((x) => x.state === 'failed' || x.state === 'timed_out').slice(0, 10),
-  };
-}
-
-let hasOverview = true;
-async function load(signal: AbortSignal): Promise<Overview> {
-  if (hasOverview) {
-    try {
-      return await api<Overview>('GET', '/v1/overview', undefined, { signal });
-    } catch (e) {
-      if (!(e instanceof ApiError && e.code === 'route_not_found')) throw e;
-      hasOverview = false;
-    }
-  }
-  return fromLists(signal);
-}
-
 export default function OverviewPage() {
-  const { data, error } = usePoll(load, 3000);
+  const { data, error } = usePoll((signal) => api<Overview>('GET', '/v1/overview', undefined, { signal }), 3000);
   return (
     <Layout title="Overview">
       <ErrorBox error={error} />
@@ -86,7 +52,7 @@ export default function OverviewPage() {
             </section>
           </div>
           <section>
-            <h2>Clusters</h2>
+            <h2>Clusters{data.clustersTotal > data.clusters.length ? ` (the first ${data.clusters.length} of ${data.clustersTotal})` : ''}</h2>
             {data.clusters.length === 0 ? (
               <p>
                 No cluster yet. <a href="/add">Add a server or a cluster</a>.
@@ -98,7 +64,8 @@ export default function OverviewPage() {
                     <tr>
                       <th scope="col">Cluster</th>
                       <th scope="col">Domain</th>
-                      <th scope="col">Agents</th>
+                      <th scope="col">Nodes</th>
+                      <th scope="col">Cluster agents</th>
                     </tr>
                   </thead>
                   <tbody>
@@ -111,7 +78,10 @@ export default function OverviewPage() {
                           <code>{c.domain}</code>
                         </td>
                         <td>
-                          <Counts counts={c.agents} label={`agents of ${c.cid}`} />
+                          <Counts counts={c.nodes} label={`nodes of ${c.cid}`} />
+                        </td>
+                        <td>
+                          <Counts counts={c.clusterAgents} label={`cluster agents of ${c.cid}`} />
                         </td>
                       </tr>
                     ))}
@@ -131,8 +101,8 @@ export default function OverviewPage() {
                     <a href={`/jobs/${c.id}`}>
                       #{c.id} {c.type}
                     </a>{' '}
-                    on {c.target.cluster}
-                    {c.target.node ? `/${c.target.node}` : ''} <Status value={c.state} /> {ago(c.finishedAt)}: {c.error?.message ?? ''}
+                    on {c.cluster}
+                    {c.node ? `/${c.node}` : ''} <Status value={c.state} /> {ago(c.finishedAt)}: {c.error?.message ?? ''}
                   </li>
                 ))}
               </ul>
