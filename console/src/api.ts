@@ -151,3 +151,19 @@ export interface BundleSource {
   ref: string;
   path: string;
 }
+
+// ------------------------------------------------------------------ the first page's data, early
+
+const early = new Map<string, Promise<unknown>>();
+/** Starts a GET while the session check is under way (the first page then waits for one round trip, not two). */
+export function prefetch(path: string): void {
+  const p = api('GET', path);
+  p.catch(() => undefined); // read (and its error shown) by the page that takes it
+  early.set(path, p);
+}
+/** The prefetched answer for `path`, once; undefined when none was started. */
+export function takePrefetched<T>(path: string): Promise<T> | undefined {
+  const p = early.get(path) as Promise<T> | undefined;
+  early.delete(path);
+  return p;
+}

@@ -2,7 +2,7 @@
 import { render } from 'preact';
 import { useEffect } from 'preact/hooks';
 import { LocationProvider, Route, Router, lazy, useLocation } from 'preact-iso';
-import { loadSession, session } from './api.ts';
+import { loadSession, prefetch, session } from './api.ts';
 import Overview from './pages/overview.tsx';
 import SignIn from './pages/signin.tsx';
 import './styles.css';
@@ -50,6 +50,7 @@ function Routes() {
   );
 }
 
+if (location.pathname === '/') prefetch('/v1/overview');
 void loadSession();
 render(
   <LocationProvider>
