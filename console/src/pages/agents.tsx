@@ -75,6 +75,7 @@ export default function AgentsPage() {
   return (
     <Layout title="Nodes & agents">
       <form
+        key={`${cluster}/${status}`}
         class="filters"
         onSubmit={(e) => {
           e.preventDefault();
@@ -83,13 +84,15 @@ export default function AgentsPage() {
         }}
       >
         <label for="f-cluster">Cluster</label>
-        <input id="f-cluster" name="cluster" value={cluster} />
+        <input id="f-cluster" name="cluster" defaultValue={cluster} />
         <label for="f-status">Status</label>
-        <select id="f-status" name="status" value={status}>
+        <select id="f-status" name="status">
           <option value="">any</option>
-          <option>healthy</option>
-          <option>degraded</option>
-          <option>offline</option>
+          {['healthy', 'degraded', 'offline'].map((s) => (
+            <option key={s} selected={s === status}>
+              {s}
+            </option>
+          ))}
         </select>
         <button type="submit" class="secondary">
           Filter

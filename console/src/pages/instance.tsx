@@ -14,7 +14,7 @@ function InputField(props: { name: string; value: unknown }) {
   if (typeof props.value === 'boolean') {
     return (
       <label class="inline">
-        <input type="checkbox" name={props.name} data-type="boolean" checked={props.value} /> {props.name}
+        <input type="checkbox" name={props.name} data-type="boolean" defaultChecked={props.value} /> {props.name}
       </label>
     );
   }
@@ -22,9 +22,9 @@ function InputField(props: { name: string; value: unknown }) {
     <>
       <label for={id}>{props.name}</label>
       {typeof props.value === 'number' ? (
-        <input id={id} name={props.name} data-type="number" type="number" step="any" value={String(props.value)} />
+        <input id={id} name={props.name} data-type="number" type="number" step="any" defaultValue={String(props.value)} />
       ) : (
-        <input id={id} name={props.name} data-type="string" type="text" value={String(props.value ?? '')} />
+        <input id={id} name={props.name} data-type="string" type="text" defaultValue={String(props.value ?? '')} />
       )}
     </>
   );
@@ -82,11 +82,12 @@ export default function InstancePage() {
           {i.job.error ? <p class="error">{i.job.error.message}</p> : null}
           <section>
             <h2>Endpoints</h2>
+            <p class="small muted">The instance's host names, served by the cluster's ingress.</p>
             <ul class="plain endpoints">
               {endpoints.map((h) => (
                 <li key={h}>
-                  <a href={`https://${h}/`} target="_blank" rel="noopener noreferrer">
-                    https://{h}/
+                  <a href={`http://${h}/`} target="_blank" rel="noopener noreferrer">
+                    http://{h}/
                   </a>
                 </li>
               ))}
@@ -119,13 +120,18 @@ export default function InstancePage() {
                 <p>
                   <a href={`/jobs/${diff.data.id}`}>Diff job #{diff.data.id}</a> <Status value={diff.data.state} />
                 </p>
-                {diff.data.outputs ? <pre class="log">{JSON.stringify(diff.data.outputs, null, 2)}</pre> : null}
+                {diff.data.outputs ? (
+                  <pre class="log" tabIndex={0} aria-label="Drift report">
+                    {JSON.stringify(diff.data.outputs, null, 2)}
+                  </pre>
+                ) : null}
               </div>
             ) : null}
           </section>
           <section>
             <h2>Upgrade</h2>
             <form
+              key={i.version}
               class="stack"
               onSubmit={async (e) => {
                 e.preventDefault();

@@ -20,6 +20,7 @@ export default function JobsPage() {
   return (
     <Layout title="Jobs">
       <form
+        key={`${cluster}/${type}/${state}`}
         class="filters"
         onSubmit={(e) => {
           e.preventDefault();
@@ -28,19 +29,23 @@ export default function JobsPage() {
         }}
       >
         <label for="j-cluster">Cluster</label>
-        <input id="j-cluster" name="cluster" value={cluster} />
+        <input id="j-cluster" name="cluster" defaultValue={cluster} />
         <label for="j-type">Type</label>
-        <select id="j-type" name="type" value={type}>
+        <select id="j-type" name="type">
           <option value="">any</option>
           {TYPES.map((t) => (
-            <option key={t}>{t}</option>
+            <option key={t} selected={t === type}>
+              {t}
+            </option>
           ))}
         </select>
         <label for="j-state">State</label>
-        <select id="j-state" name="state" value={state}>
+        <select id="j-state" name="state">
           <option value="">any</option>
           {COMMAND_STATES.map((s) => (
-            <option key={s}>{s}</option>
+            <option key={s} selected={s === state}>
+              {s}
+            </option>
           ))}
         </select>
         <button type="submit" class="secondary">
