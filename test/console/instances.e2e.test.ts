@@ -142,6 +142,9 @@ describe('console: instances in a real browser (cluster agent on a real kube-api
     await page.getByRole('button', { name: 'Check for drift' }).click();
     await page.locator('.diff .badge', { hasText: 'succeeded' }).waitFor({ timeout: 180_000 });
     await page.locator('.kv dd .badge', { hasText: /^synced$/ }).waitFor({ timeout: 20_000 });
+    const report = page.getByRole('table', { name: 'Drift report' });
+    assert.match(await report.innerText(), /Deployment\/[a-z0-9-]+\/app\s+in-sync/);
+    assert.equal(await report.locator('.badge', { hasNotText: 'in-sync' }).count(), 0, 'every object in sync');
     assert.equal((await instance()).syncStatus, 'synced');
     await checkPage(page, 'instance-upgraded');
   });

@@ -30,6 +30,63 @@ function InputField(props: { name: string; value: unknown }) {
   );
 }
 
+interface DiffResource {
+  apiVersion?: string;
+  kind?: string;
+  namespace?: string;
+  name?: string;
+  address?: string;
+  status: string;
+  diff?: string;
+  error?: string;
+}
+interface DiffStep {
+  name: string;
+  state?: string;
+  outputs?: { resources?: DiffResource[]; release?: { status?: string; revision?: number } };
+  error?: { message: string } | null;
+}
+
+/** The diff job's outputs, per step and object: status, and the unified diff of what drifted (like kubectl diff). */
+function DriftReport(props: { outputs: Record<string, unknown> }) {
+  const steps = (props.outputs.steps ?? []) as DiffStep[];
+  if (!steps.length) return <pre class="log" tabIndex={0} aria-label="Drift report">{JSON.stringify(props.outputs, null, 2)}</pre>;
+  return (
+    <div class="table-wrap">
+      <table aria-label="Drift report">
+        <thead>
+          <tr>
+            <th scope="col">Step</th>
+            <th scope="col">Object</th>
+            <th scope="col">Status</th>
+          </tr>
+        </thead>
+        <tbody>
+          {steps.flatMap((st) =>
+            (st.outputs?.resources ?? []).map((r, n) => (
+              <tr key={`${st.name}/${n}`}>
+                <td>{st.name}</td>
+                <td>
+                  <code>{r.address ?? `${r.kind}/${r.namespace ? `${r.namespace}/` : ''}${r.name}`}</code>
+                  {r.diff ? (
+                    <pre class="log" tabIndex={0} aria-label={`Diff of ${r.address ?? r.name}`}>
+                      {r.diff}
+                    </pre>
+                  ) : null}
+                  {r.error ? <p class="error">{r.error}</p> : null}
+                </td>
+                <td>
+                  <Status value={r.status} />
+                </td>
+              </tr>
+            )),
+          )}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
 export default function InstancePage() {
   const { params } = useRoute();
   const { route } = useLocation();
@@ -120,11 +177,7 @@ export default function InstancePage() {
                 <p>
                   <a href={`/jobs/${diff.data.id}`}>Diff job #{diff.data.id}</a> <Status value={diff.data.state} />
                 </p>
-                {diff.data.outputs ? (
-                  <pre class="log" tabIndex={0} aria-label="Drift report">
-                    {JSON.stringify(diff.data.outputs, null, 2)}
-                  </pre>
-                ) : null}
+                {diff.data.outputs ? <DriftReport outputs={diff.data.outputs} /> : null}
               </div>
             ) : null}
           </section>
