@@ -12,6 +12,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ManualClock } from '../../common/clock.ts';
 import { readSse } from '../../control-plane/cli/sse.ts';
+import { hashSecret } from '../../control-plane/auth/secrets.ts';
 import { removeDir, startTestControlPlane, type TestControlPlane } from '../support/control-plane.ts';
 
 interface Answer {
@@ -111,6 +112,11 @@ describe('console sessions (cookie, CSRF, expiry) on a real control plane', func
     assert.equal((await call('GET', '/v1/sessions/current')).status, 401);
     assert.equal((await call('GET', '/v1/sessions/current', { cookie: `tether_session=${'A'.repeat(43)}` })).json.error.code, 'invalid_session');
     assert.equal((await call('GET', '/v1/sessions/current', { cookie: 'tether_session=../../x' })).json.error.code, 'invalid_session');
+    // Only the cookie of that name is the session.
+    const other = await call('GET', '/v1/clusters', { cookie: `tether_sessionx=${secret}; other=${secret}` });
+    assert.equal(other.status, 401);
+    assert.equal(other.json.error.code, 'missing_token');
+    assert.equal((await call('GET', '/v1/clusters', { cookie: `theme=dark; ${cookie}` })).status, 200);
     // A bearer token is not a session.
     assert.equal((await call('GET', '/v1/sessions/current', { bearer: t.adminToken })).json.error.code, 'no_session');
   });
@@ -258,8 +264,16 @@ describe('console sessions (cookie, CSRF, expiry) on a real control plane', func
     assert.equal(current.json.account.tokenName, 'console user');
     assert.equal(current.json.account.keyId, made.keyId);
     assert.equal((await call('DELETE', `/v1/api-tokens/${made.keyId}`, { bearer: t.adminToken })).status, 204);
+    const rows = await t.cp.db.selectFrom('sessions').select('id_hash').where('key_id', '=', made.keyId).execute();
+    assert.deepEqual(rows, [], 'its sessions are deleted with the revocation');
     const after = await call('GET', '/v1/clusters', { cookie: s.cookie });
     assert.equal(after.status, 401);
+    // A session row of a revoked token (one a sign-in racing the revocation would leave) opens nothing either.
+    const secret = 'R'.repeat(43);
+    await t.cp.db.insertInto('sessions').values({ id_hash: hashSecret(secret), aid: t.aid, key_id: made.keyId, created_at: clock.now(), last_seen_at: clock.now(), expires_at: clock.now() + 3600_000 }).execute();
+    const raced = await call('GET', '/v1/clusters', { cookie: `tether_session=${secret}` });
+    assert.equal(raced.status, 401);
+    assert.equal(raced.json.error.code, 'token_revoked');
     // A session never outlives its token's own expiry either.
     const short = (await call('POST', '/v1/api-tokens', { bearer: t.adminToken, body: { name: 'short', ttlSeconds: 600 } })).json as { token: string; expiresAt: string };
     const s2 = await signIn(short.token);
