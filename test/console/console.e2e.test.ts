@@ -113,6 +113,7 @@ describe('console: in a real browser against a real control plane and node agent
   });
 
   let command = '';
+  let caPem = '';
   it('creates a cluster and a bootstrap token, and shows the command with its expiry counting down', async () => {
     await nav('Add a server or cluster');
     await page.getByText('Create a cluster').click();
@@ -125,6 +126,9 @@ describe('console: in a real browser against a real control plane and node agent
     command = (await code.innerText()).trim();
     assert.match(command, /^tether-node register /);
     assert.match(command, /--token '?tether_bt_/);
+    await page.locator('summary', { hasText: 'ca.crt' }).click();
+    caPem = (await page.locator('#ca-cert').innerText()).trim();
+    assert.equal(caPem, t.caPem.trim(), 'the page shows the control plane CA');
     const first = await page.locator('.countdown').innerText();
     assert.match(first, /^(59|60) min|^1 h/);
     await waitTrue(`document.querySelector('.countdown')?.textContent !== ${JSON.stringify(first)}`, 5000);
@@ -134,7 +138,7 @@ describe('console: in a real browser against a real control plane and node agent
   it('registers the node with exactly that command; the node list shows it healthy without a reload', async () => {
     const words = shellWords(command);
     assert.deepEqual(words.slice(0, 2), ['tether-node', 'register']);
-    writeFileSync(join(dir, 'ca.crt'), t.caPem); // the command names ca.crt: the control plane's data/ca.crt, copied to the server
+    writeFileSync(join(dir, 'ca.crt'), `${caPem}\n`); // the command reads ca.crt: saved from the page, as the operator would
     const config = join(dir, 'etc', 'config.yaml');
     // Here: no VPN (no WireGuard in this test) and a config file under the test's folder.
     const r = await run(join(REPO_ROOT, 'bin', 'tether-node'), [...words.slice(1), '--config', config, '--no-vpn', '--heartbeat-interval-ms', '200'], dir);

@@ -12,12 +12,14 @@ interface TokenAnswer {
   expiresAt: string;
   /** The exact command that enrols the agent (the control plane builds it: common/install-commands.ts). */
   command: string;
+  /** PEM of the CA certificate the command reads from ca.crt. */
+  caCert: string;
 }
 
 export default function AddPage() {
   const clusters = usePoll((signal) => api<{ clusters: Cluster[] }>('GET', '/v1/clusters', undefined, { signal }), 30_000);
   const [error, setError] = useState<string | null>(null);
-  const [result, setResult] = useState<{ command: string; expiresAt: string } | null>(null);
+  const [result, setResult] = useState<{ command: string; expiresAt: string; caCert: string } | null>(null);
   const [role, setRole] = useState<'node' | 'cluster-agent'>('node');
   const list = clusters.data?.clusters ?? [];
   return (
@@ -34,7 +36,7 @@ export default function AddPage() {
           setError(null);
           try {
             const t = await api<TokenAnswer>('POST', '/v1/tokens', { cluster: cid, role, ttlSeconds: ttl, ...(role === 'node' ? { controlPlane } : {}) });
-            setResult({ command: t.command, expiresAt: t.expiresAt });
+            setResult({ command: t.command, expiresAt: t.expiresAt, caCert: t.caCert });
           } catch (err) {
             setError(errorText(err));
           }
@@ -84,8 +86,15 @@ export default function AddPage() {
           </pre>
           <CopyButton text={result.command} label="Copy command" />
           <p>
-            The token works once and expires in <strong class="countdown">{until(result.expiresAt)}</strong>. <code>ca.crt</code> is the control plane's <code>data/ca.crt</code>.
+            The token works once and expires in <strong class="countdown">{until(result.expiresAt)}</strong>. The command reads the control plane's CA certificate from <code>ca.crt</code>: save it there first.
           </p>
+          <details>
+            <summary>ca.crt</summary>
+            <pre class="command" id="ca-cert" tabIndex={0} aria-label="CA certificate">
+              <code>{result.caCert}</code>
+            </pre>
+            <CopyButton text={result.caCert} label="Copy CA certificate" />
+          </details>
         </section>
       ) : null}
       <details>
