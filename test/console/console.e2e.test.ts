@@ -240,6 +240,24 @@ describe('console: in a real browser against a real control plane and node agent
     await nav('Instances');
     await page.getByRole('heading', { name: 'Deploy a bundle' }).waitFor();
     await check('instances-empty');
+    // Keyboard: the first Tab reaches the skip link, which moves the focus to the content.
+    await page.reload();
+    await page.getByRole('heading', { name: 'Deploy a bundle' }).waitFor();
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate('document.activeElement?.textContent'), 'Skip to content');
+    await page.keyboard.press('Enter');
+    assert.equal(await page.evaluate('document.activeElement?.id'), 'main');
+    // Phone width: the navigation folds behind a menu button.
+    await page.setViewportSize({ width: 390, height: 844 });
+    const jobsLink = page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Jobs', exact: true });
+    assert.equal(await jobsLink.isVisible(), false);
+    const menu = page.getByRole('button', { name: 'Menu' });
+    assert.equal(await menu.getAttribute('aria-expanded'), 'false');
+    await menu.click();
+    assert.equal(await menu.getAttribute('aria-expanded'), 'true');
+    await jobsLink.click();
+    await page.waitForURL(/\/jobs$/);
+    await page.setViewportSize({ width: 1280, height: 800 });
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.waitForURL(/\/signin/);
     assert.equal((await context.cookies()).find((c) => c.name === 'tether_session'), undefined, 'the cookie is cleared');
