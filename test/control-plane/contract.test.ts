@@ -29,7 +29,7 @@ interface Answer {
   text: string;
   setCookie?: string;
 }
-type Cred = 'bearer' | 'session' | 'metrics' | 'none' | 'bad-bearer' | 'bad-session' | 'cluster-agent' | 'node';
+type Cred = 'bearer' | 'session' | 'session-no-csrf' | 'metrics' | 'none' | 'bad-bearer' | 'bad-session' | 'cluster-agent' | 'node';
 
 /** A valid request of an operation: path parameters, query, body. */
 interface Example {
@@ -82,12 +82,13 @@ describe('API contract: every operation against the OpenAPI document (real contr
     if (cred === 'metrics') headers.authorization = `Bearer ${readFileSync(t.cp.metricsTokenFile, 'utf8').trim()}`;
     if (cred === 'bad-bearer') headers.authorization = 'Bearer tether_pat_nope.nope';
     if (cred === 'session') Object.assign(headers, { cookie: session.cookie, 'x-csrf-token': session.csrf });
+    if (cred === 'session-no-csrf') headers.cookie = session.cookie;
     if (cred === 'bad-session') headers.cookie = `tether_session=${'x'.repeat(43)}`;
     if (body) {
       headers['content-type'] = body.type ?? 'application/json';
       headers['content-length'] = String(Buffer.byteLength(body.text));
     }
-    const agent = agents.get(cred === 'bearer' || cred === 'bad-bearer' || cred === 'metrics' || cred === 'session' || cred === 'bad-session' ? 'none' : cred)!;
+    const agent = agents.get(cred === 'bearer' || cred === 'bad-bearer' || cred === 'metrics' || cred === 'session' || cred === 'session-no-csrf' || cred === 'bad-session' ? 'none' : cred)!;
     return new Promise((resolve, reject) => {
       const req = https.request(new URL(path, t.url), { method, headers, agent }, (res) => {
         let text = '';
@@ -271,8 +272,8 @@ describe('API contract: every operation against the OpenAPI document (real contr
     };
     const json = (v: unknown) => ({ text: JSON.stringify(v) });
     const is4xx = (s: number) => s >= 400 && s < 500;
-    // Revocations last: they would make later requests of the same credential fail.
-    const order = (o: Operation) => (/revoke|delete/.test(`${o.method} ${o.path}`) ? 1 : 0);
+    // Revocations last: they would make later requests of the same credential fail (signing out last of all).
+    const order = (o: Operation) => (o.path === '/v1/sessions/current' && o.method === 'delete' ? 2 : /revoke|delete/.test(`${o.method} ${o.path}`) ? 1 : 0);
     for (const o of operations().sort((a, b) => order(a) - order(b))) {
       const cred = credOf(o);
       const bodySchema = o.op.requestBody?.content['application/json']?.schema as { properties?: Record<string, Json>; required?: string[] } | undefined;
@@ -282,6 +283,13 @@ describe('API contract: every operation against the OpenAPI document (real contr
       const e = await example(o);
       const refused = /bundles|instances/.test(o.path) && o.method !== 'get' ? true : /\/v1\/(bundles|instances)\/\{/.test(o.path);
       await expect(o, 'valid', cred, e, e.body === undefined ? undefined : json(e.body), (s) => (refused ? s >= 400 && s < 500 : s < 300));
+
+      // Every bearer route takes the console's session cookie instead; a write made with it needs the CSRF token.
+      if (cred === 'bearer') {
+        const fresh = await example(o);
+        await expect(o, 'valid with the session cookie', 'session', fresh, fresh.body === undefined ? undefined : json(fresh.body), (s) => (refused ? s >= 400 && s < 500 : s < 300));
+        if (o.method !== 'get') await expect(o, 'session cookie without CSRF token', 'session-no-csrf', e, e.body === undefined ? undefined : json(e.body), (s) => s === 403);
+      }
 
       // Credentials.
       if (cred === 'bearer' || cred === 'metrics' || cred === 'session') {
