@@ -106,7 +106,7 @@ export default function AgentsPage() {
           No agent yet. <a href="/add">Add a server or a cluster</a>.
         </p>
       ) : (
-        <div class="table-wrap">
+        <div class="table-wrap stack-on-phone">
           <table>
             <thead>
               <tr>
@@ -127,26 +127,28 @@ export default function AgentsPage() {
                 const s = age(a);
                 return (
                   <tr key={a.id} data-agent={a.id}>
-                    <td>
-                      <strong>{a.nid ?? a.role}</strong>
-                      <div class="small muted">
-                        {a.id} · {a.role}
-                        {a.controlPlane ? ' · control plane' : ''}
+                    <td data-label="Agent">
+                      <div>
+                        <strong>{a.nid ?? a.role}</strong>
+                        <div class="small muted">
+                          {a.id} · {a.role}
+                          {a.controlPlane ? ' · control plane' : ''}
+                        </div>
                       </div>
                     </td>
-                    <td>{a.cid}</td>
-                    <td>
+                    <td data-label="Cluster">{a.cid}</td>
+                    <td data-label="Status">
                       <Status value={a.revoked ? 'revoked' : a.status} />
                     </td>
-                    <td class="age">{s === null ? 'never' : `${duration(s)} ago`}</td>
-                    <td>{a.version ?? '–'}</td>
-                    <td>
+                    <td data-label="Last heartbeat" class="age">{s === null ? 'never' : `${duration(s)} ago`}</td>
+                    <td data-label="Version">{a.version ?? '–'}</td>
+                    <td data-label="Host">
                       <Metrics m={a.metrics} />
                     </td>
-                    <td>
+                    <td data-label="VPN">
                       <VpnPeers vpn={a.vpn} />
                     </td>
-                    <td>
+                    <td data-label="">
                       {a.revoked ? null : (
                         <button type="button" class="danger" onClick={() => setRevoking(a)} aria-label={`Revoke ${a.nid ?? a.id}`}>
                           Revoke

@@ -35,7 +35,7 @@ export default function InstancesPage() {
       ) : list.data.instances.length === 0 ? (
         <p>No instance yet.</p>
       ) : (
-        <div class="table-wrap">
+        <div class="table-wrap stack-on-phone">
           <table>
             <thead>
               <tr>
@@ -50,20 +50,20 @@ export default function InstancesPage() {
             <tbody>
               {list.data.instances.map((i) => (
                 <tr key={i.osid}>
-                  <td>
+                  <td data-label="Instance">
                     <a href={`/instances/${i.osid}`}>{i.osid}</a>
                   </td>
-                  <td>
+                  <td data-label="Bundle">
                     {i.bundle.name} {i.bundle.version}
                   </td>
-                  <td>{i.cluster}</td>
-                  <td>
+                  <td data-label="Cluster">{i.cluster}</td>
+                  <td data-label="State">
                     <Status value={i.state} />
                   </td>
-                  <td>
+                  <td data-label="Sync">
                     <Status value={i.syncStatus} />
                   </td>
-                  <td>{ago(i.updatedAt)}</td>
+                  <td data-label="Updated">{ago(i.updatedAt)}</td>
                 </tr>
               ))}
             </tbody>

@@ -61,7 +61,7 @@ export default function JobsPage() {
       ) : shown.length === 0 ? (
         <p>No job{cluster || state || type ? ' matches' : ' yet'}.</p>
       ) : (
-        <div class="table-wrap">
+        <div class="table-wrap stack-on-phone">
           <table>
             <thead>
               <tr>
@@ -75,18 +75,18 @@ export default function JobsPage() {
             <tbody>
               {shown.map((c) => (
                 <tr key={c.id}>
-                  <td>
+                  <td data-label="Job">
                     <a href={`/jobs/${c.id}`}>#{c.id}</a>
                   </td>
-                  <td>{c.type}</td>
-                  <td>
+                  <td data-label="Type">{c.type}</td>
+                  <td data-label="Target">
                     {c.target.cluster}
                     {c.target.node ? `/${c.target.node}` : ''}
                   </td>
-                  <td>
+                  <td data-label="State">
                     <Status value={c.state} />
                   </td>
-                  <td>{ago(c.createdAt)}</td>
+                  <td data-label="Created">{ago(c.createdAt)}</td>
                 </tr>
               ))}
             </tbody>
