@@ -13,13 +13,21 @@ const NAV: [string, string][] = [
   ['/instances', 'Instances'],
 ];
 
+let navigated = false;
+
 export function Layout(props: { title: string; children: ComponentChildren }) {
   const { path, route } = useLocation();
   const [open, setOpen] = useState(false);
-  const h1 = useRef<HTMLHeadingElement>(null);
+  const mainRef = useRef<HTMLElement>(null);
   useEffect(() => {
     document.title = `${props.title} · Tether`;
   }, [props.title]);
+  // After a client-side navigation (not the first page), the focus goes to the new page's content,
+  // as a full page load would put it at the top, so keyboard and screen-reader users start there.
+  useEffect(() => {
+    if (navigated) mainRef.current?.focus({ preventScroll: false });
+    navigated = true;
+  }, [path]);
   return (
     <>
       <a class="skip" href="#main">
@@ -54,8 +62,8 @@ export function Layout(props: { title: string; children: ComponentChildren }) {
           Sign out
         </button>
       </header>
-      <main id="main" tabIndex={-1}>
-        <h1 ref={h1}>{props.title}</h1>
+      <main id="main" tabIndex={-1} ref={mainRef}>
+        <h1>{props.title}</h1>
         {props.children}
       </main>
     </>

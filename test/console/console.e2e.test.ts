@@ -257,6 +257,8 @@ describe('console: in a real browser against a real control plane and node agent
     assert.equal(await menu.getAttribute('aria-expanded'), 'true');
     await jobsLink.click();
     await page.waitForURL(/\/jobs$/);
+    await page.getByRole('heading', { name: 'Jobs' }).waitFor();
+    assert.equal(await page.evaluate('document.activeElement?.id'), 'main', 'after a navigation the focus is on the new content');
     await page.setViewportSize({ width: 1280, height: 800 });
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.waitForURL(/\/signin/);
