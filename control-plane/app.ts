@@ -44,6 +44,7 @@ import { methodNotAllowed } from './http/methods.ts';
 import { loadOrCreateMetricsToken, metricsRoute } from './http/metrics.routes.ts';
 import { SessionsService, loadOrCreateSessionKey } from './sessions/sessions.service.ts';
 import { LOGIN_BODY_LIMIT_BYTES, isLogin, loginLimit, sessionRoutes } from './http/sessions.routes.ts';
+import { consoleRoutes } from './http/console.routes.ts';
 
 export interface ControlPlane {
   url: string;
@@ -221,6 +222,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   app.use('/v1/bundles', bundleRoutes({ accounts, bundles }));
   app.use('/v1/instances', instanceRoutes({ accounts, bundles }));
   app.use('/v1', adminRoutes({ accounts, identity, queue }));
+  app.use(consoleRoutes()); // the web console: GET/HEAD outside /v1, /healthz, /metrics (console.routes.ts)
   app.use(methodNotAllowed(app));
   app.use(notFoundRoute);
   app.use(errorHandler(log, { hide: [dataDir] }));

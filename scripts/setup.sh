@@ -45,3 +45,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 bash "$root/scripts/build.sh"
+
+# The web console (console/build.ts): dist/console/, hashed and precompressed, served by `tether
+# server` at /. Rebuilt only when a console source, the lock file or the build script changed.
+console_out="$root/dist/console/index.html"
+if [ ! -f "$console_out" ] || [ -n "$(find "$root/console" "$root/package-lock.json" -newer "$console_out" -print -quit)" ]; then
+  (cd "$root" && node console/build.ts)
+fi
