@@ -1,6 +1,7 @@
 /** The control plane's configuration, parsed once with zod at the composition root. */
 import { z } from 'zod';
 import { defaultServerSans } from './pki/ca.ts';
+import { DURABILITY_MODES } from './db/durability.ts';
 
 export const configSchema = z.object({
   dataDir: z.string().min(1).default('./data'),
@@ -69,6 +70,11 @@ export const configSchema = z.object({
   bodyParsesMax: z.number().int().min(1).default(16),
   /** POST /v1/bootstrap bodies above this size are refused with 413 (a token and a CSR). */
   bootstrapBodyLimitBytes: z.number().int().min(1024).default(8 * 1024),
+  /**
+   * full: every answer waits until what it acknowledges is on disk (survives a power cut; group
+   * commit, db/durability.ts). normal: committed to the WAL only (survives kill -9, not a power cut).
+   */
+  durability: z.enum(DURABILITY_MODES).default('full'),
 });
 
 export type Config = z.infer<typeof configSchema>;

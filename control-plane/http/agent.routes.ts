@@ -20,6 +20,7 @@ import type { AgentPrincipal, QueueService } from '../queue/queue.service.ts';
 import type { VpnService } from '../vpn/vpn.service.ts';
 import { vpnRegisterSchema } from '../vpn/vpn.schemas.ts';
 import type { Config } from '../config.ts';
+import type { Durability } from '../db/durability.ts';
 import { authenticateAgent } from './auth.ts';
 import { describeError, idParam, logRefusal } from './errors.ts';
 import type { FailureLimiter } from './rate-limit.ts';
@@ -82,12 +83,12 @@ export class AgentApi {
   private readonly routes: Route[];
   /** Each agent's open connections (added on its first authenticated request on one), for revocation. */
   private readonly connections = new Map<string, Map<TLSSocket, AgentConnection>>();
-  private readonly d: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger };
+  private readonly d: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger; durability: Durability };
 
   /** Paths error messages must not show (the data folder). */
   private readonly hide: string[];
 
-  constructor(deps: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger }) {
+  constructor(deps: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger; durability: Durability }) {
     this.d = deps;
     this.hide = [resolve(deps.config.dataDir)];
     const { queue, vpn, identity, config } = deps;
@@ -195,6 +196,9 @@ export class AgentApi {
         signal = ac.signal;
       }
       const out = await route.run({ agent, params: params!, search: q < 0 ? '' : url.slice(q + 1), body, signal });
+      // Answered only once what it acknowledges (a claim, a result, logs, a heartbeat) is on disk.
+      const durable = this.d.durability.barrier();
+      if (durable) await durable;
       if (signal.aborted) return;
       answered = true;
       send(res, route.status ?? 200, out);
