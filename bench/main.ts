@@ -42,6 +42,7 @@ const { values: flags } = parseArgs({
     'ramp-rate': { type: 'string' },
     'server-log-level': { type: 'string' },
     note: { type: 'string' },
+    durability: { type: 'string' },
   },
   allowPositionals: false,
 });
@@ -67,6 +68,10 @@ const cfg = {
 };
 const scenarios = new Set((flags.only ?? 'held,dispatch,throughput,storm,footprint,storage,cli').split(','));
 if (flags['server-log-level']) process.env.BENCH_SERVER_LOG_LEVEL = flags['server-log-level'];
+// --durability full|normal: the control plane's (env TETHER_DURABILITY, which an older server ignores).
+if (flags.durability) process.env.TETHER_DURABILITY = flags.durability;
+/** What the measured control plane said at start (the first one started in this run). */
+let durability: BenchServer['durability'] | undefined;
 
 const runId = new Date().toISOString().replace(/[:.]/g, '-');
 const runDir = join(BENCH_CACHE, 'runs', runId);
@@ -83,7 +88,9 @@ const row = (figure: string, measure: string, value: string, target?: string, me
 const serverNodeArgs = (name: string) => [...(flags['server-node-args']?.split(/\s+/).filter(Boolean) ?? []), ...(flags['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(runDir, `prof-${name}`)}`] : [])];
 
 async function server(name: string, extra: string[] = [], port?: number): Promise<BenchServer> {
-  return startServer({ dataDir, port: port ?? (await freePort()), logFile: join(runDir, `server-${name}.log`), extraArgs: extra, nodeArgs: serverNodeArgs(name) });
+  const s = await startServer({ dataDir, port: port ?? (await freePort()), logFile: join(runDir, `server-${name}.log`), extraArgs: extra, nodeArgs: serverNodeArgs(name) });
+  durability ??= s.durability;
+  return s;
 }
 
 async function identities(s: BenchServer, n: number) {
@@ -624,6 +631,7 @@ try {
   if (scenarios.has('cli')) await cli();
   if (scenarios.has('backup')) await backup();
 } finally {
+  if (durability) rows.unshift({ figure: 'durability', measure: 'what an answer of the control plane promises', value: durability.mode === 'FULL' ? `FULL: on disk before it is answered (${durability.method})` : 'NORMAL: committed to the WAL (survives kill -9, not a power cut)' });
   const command = `npm run bench --${process.argv.slice(2).map((a) => ` ${a}`).join('') || ''}`;
   const doc = {
     date: new Date().toISOString(),
@@ -633,6 +641,9 @@ try {
     machine: { cores: cpus().length, cpuModel: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, loadAverageAtStart: load0, loadAverageAtEnd: loadAverage() },
     openFilesLimit: { wanted: NOFILE_WANTED, applied: NOFILE, how: 'prlimit --nofile=N:N on every spawned control plane, load generator and node agent', maxAgents },
     note: flags.note,
+    durability: durability?.mode ?? null,
+    durabilityMethod: durability?.method ?? null,
+    sqliteSynchronous: process.env.TETHER_SQLITE_SYNCHRONOUS === 'FULL' ? 'FULL' : 'NORMAL',
     seconds: Math.round((Date.now() - started) / 1000),
     config: cfg,
     table: rows,
@@ -645,11 +656,12 @@ try {
   process.stdout.write(`\nresults: ${file}\n`);
 }
 
-function printTable(doc: { command: string; machine: { cores: number; loadAverageAtStart: number[]; loadAverageAtEnd: number[] }; openFilesLimit: { applied: number } }) {
+function printTable(doc: { command: string; durability: string | null; durabilityMethod: string | null; machine: { cores: number; loadAverageAtStart: number[]; loadAverageAtEnd: number[] }; openFilesLimit: { applied: number } }) {
   const w = [20, 42, 70, 22];
   const line = (c: string[]) => c.map((x, i) => x.padEnd(w[i]!)).join(' | ');
   const out = [
     `command: ${doc.command}   cores: ${doc.machine.cores}   load: ${doc.machine.loadAverageAtStart.join(' ')} → ${doc.machine.loadAverageAtEnd.join(' ')}   open files: ${doc.openFilesLimit.applied}`,
+    `durability: ${doc.durability ?? 'no control plane started'}${doc.durabilityMethod && doc.durabilityMethod !== 'none' ? ` (${doc.durabilityMethod})` : ''}`,
     line(['figure', 'measure', 'value', 'target']) + ' | met',
     w.map((n) => '-'.repeat(n)).join('-|-') + '-|----',
     ...rows.map((r) => line([r.figure, r.measure, r.value, r.target ?? '']) + ` | ${r.met === undefined || r.met === null ? '' : r.met ? 'yes' : 'NO'}`),

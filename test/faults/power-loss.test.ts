@@ -24,7 +24,7 @@ import Database from 'better-sqlite3';
 import { HttpClient, HttpError } from '../../common/http-client.ts';
 import { AgentClient, bootstrapAgent } from '../../common/agent/agent-client.ts';
 import { generateKeyPair } from '../../common/csr.ts';
-import { REPO_ROOT, freePort, removeDir, spawnControlPlane, stopProcess, tempDir } from '../support/control-plane.ts';
+import { REPO_ROOT, freePort, nodeArgs, removeDir, stopProcess, tempDir } from '../support/control-plane.ts';
 import { faultIterations } from './support.ts';
 
 const ITERATIONS = faultIterations(10);
@@ -97,6 +97,28 @@ function umountLazy(dir: string): void {
   }
 }
 
+/**
+ * `tether server` as its own process, like spawnControlPlane but with a start-up deadline that
+ * holds on a machine shared with other test runs (a start on FUSE at load 15 took over 20 s).
+ */
+async function spawnServer(dataDir: string, port: number, extra: string[]): Promise<{ proc: ChildProcess; url: string; output: () => string }> {
+  const [cmd, args] = nodeArgs('control-plane/cli/main.ts', ['server', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, ...extra]);
+  const proc = spawn(cmd, args, { env: { ...process.env, TETHER_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout!.on('data', (d) => (out += d));
+  proc.stderr!.on('data', (d) => (out += d));
+  const deadline = Date.now() + 120_000;
+  while (!out.includes('control plane listening')) {
+    if (proc.exitCode !== null) throw new Error(`control plane exited (${proc.exitCode}):\n${out}`);
+    if (Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error(`control plane not ready within 120 s:\n${out}`);
+    }
+    await sleep(50);
+  }
+  return { proc, url: `https://127.0.0.1:${port}`, output: () => out };
+}
+
 interface Survey {
   integrity: string;
   rows: Map<number, { key: string | null; state: string; lease: string | null }>;
@@ -138,9 +160,9 @@ async function powerCuts(bin: string, mode: 'full' | 'normal', cycles: number, u
   const fs = new LazyFs(bin, backing, mnt);
   const dataDir = join(mnt, 'data');
   const port = await freePort();
-  let server: Awaited<ReturnType<typeof spawnControlPlane>> | undefined;
+  let server: Awaited<ReturnType<typeof spawnServer>> | undefined;
   const start = async () => {
-    server = await spawnControlPlane(dataDir, port, ['--durability', mode, '--lease-seconds', '2', '--long-poll-seconds', '1']);
+    server = await spawnServer(dataDir, port, ['--durability', mode, '--lease-seconds', '2', '--long-poll-seconds', '1']);
   };
   const out: Cycle[] = [];
   try {
