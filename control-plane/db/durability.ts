@@ -34,9 +34,10 @@
  * - Writes that are held back to be batched (the heartbeats, agents.repository.ts) register here:
  *   each sync commits them first (a sync is their batch window), and a barrier waits whenever they
  *   hold anything.
- * - A sync that fails (EIO) fails its waiters (503) and every barrier after it: after a failed
- *   fsync the kernel may have dropped the dirty pages, and a later "successful" fsync would prove
- *   nothing. The control plane must be restarted (recovery reads what is really on disk).
+ * - A sync that fails (EIO) fails its waiters (503), and every later answer that would need a sync
+ *   (anything committed since the last good one): after a failed fsync the kernel may have dropped
+ *   the dirty pages, and a later "successful" fsync would prove nothing. The control plane must be
+ *   restarted (recovery reads what is really on disk). Answers with nothing new to sync still go.
  * - The directory: the database and WAL files must be reachable after a power cut, so the folder
  *   is synced once at start, after the migrations created them.
  *
@@ -170,15 +171,16 @@ class GroupCommit implements Durability {
   }
 
   barrier(): Promise<void> | undefined {
-    if (this.failed) return Promise.reject(this.failed);
     if (!this.heldPending()) {
       const now = this.count();
       if (now === this.durable) return undefined;
+      if (this.failed) return Promise.reject(this.failed);
       if (this.running && now === this.running.changes) {
         this.running.d.waiters++;
         return this.running.d.promise;
       }
     }
+    if (this.failed) return Promise.reject(this.failed);
     const d = (this.next ??= deferred());
     d.waiters++;
     if (!this.running && !this.looping) void this.run();
