@@ -151,7 +151,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     },
     connections: () => server.connections,
   });
-  const queue = new QueueService({ db, clock, config, dispatcher, metrics, log });
+  const queue = new QueueService({ db, clock, config, dispatcher, metrics, log, durability: barrier });
   const vpn = new VpnService({ db, clock, queue, log });
   const bundleCache = join(dataDir, 'bundle-cache');
   const fetchPolicy = { allowHttp: config.allowHttp, allowPrivateAddresses: config.allowPrivateAddresses, fileRoots: realRoots(config.allowFileRoots), deniedPaths: realRoots([dataDir]) };
