@@ -220,10 +220,13 @@ async function powerCuts(bin: string, mode: 'full' | 'normal', cycles: number, u
         }
       };
       const traffic = [...Array.from({ length: CLIENTS }, submitter), worker(), worker()];
-      // Cut at a random moment once the burst is flowing.
+      // Cut at a random moment once the burst is flowing (submissions and results acknowledged).
       const t0 = Date.now();
-      while (acked.size < a0 + 20 && Date.now() - t0 < 30_000) await sleep(10);
-      assert.ok(acked.size >= a0 + 20, `cycle ${cycle}: the burst acknowledged only ${acked.size - a0} submissions in 30 s (last error: ${String(lastError)}); server:\n${server!.output().slice(-3000)}`);
+      while ((acked.size < a0 + 20 || results.size < r0 + 2) && Date.now() - t0 < 60_000) await sleep(10);
+      assert.ok(
+        acked.size >= a0 + 20 && results.size >= r0 + 2,
+        `cycle ${cycle}: in 60 s the burst acknowledged only ${acked.size - a0} submissions and ${results.size - r0} results (last error: ${String(lastError)}); server:\n${server!.output().slice(-3000)}`,
+      );
       const cutAfterMs = Math.floor(Math.random() * 1500);
       await sleep(cutAfterMs);
       // The power cut: the server and the filesystem's memory at the same moment.
