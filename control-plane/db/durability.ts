@@ -59,7 +59,7 @@ export const DURABILITY_MODES = ['full', 'normal'] as const;
 export interface Durability {
   readonly mode: DurabilityMode;
   /** How `full` is achieved: one shared fsync per group of commits, or SQLite's fsync per commit. */
-  readonly method: 'group-commit' | 'fsync-per-commit' | 'none';
+  readonly method: 'group-commit' | 'fsync-per-commit' | 'database-commit' | 'none';
   /**
    * Resolves once everything committed before the call is on disk; `undefined` when that is
    * already so (no promise to await on the hot path).
@@ -84,7 +84,11 @@ export function registerHeldWrites(sqlite: SQLite.Database, w: HeldWrites): void
   held.set(sqlite, list);
 }
 
+/** `normal`: nothing to wait for (a commit is a WAL append). */
 export const noBarrier: Durability = { mode: 'normal', method: 'none', barrier: () => undefined, stats: () => ({ syncs: 0, waiters: 0 }), close: () => {} };
+
+/** A database whose commit returns only once it is durable (PostgreSQL, synchronous_commit on): full, and nothing to wait for. */
+export const commitIsDurable: Durability = { mode: 'full', method: 'database-commit', barrier: () => undefined, stats: () => ({ syncs: 0, waiters: 0 }), close: () => {} };
 
 interface Deferred {
   promise: Promise<void>;

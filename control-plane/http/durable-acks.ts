@@ -11,7 +11,7 @@ import { describeError } from './errors.ts';
 import type { Durability } from '../db/durability.ts';
 
 export function durableAcks(durability: Durability): RequestHandler {
-  if (durability.method === 'none') return (_req, _res, next) => next();
+  if (durability.method === 'none' || durability.method === 'database-commit') return (_req, _res, next) => next();
   return (_req, res, next) => {
     const end = res.end;
     // res.end's overloads (chunk, encoding, callback) are passed through as they came.
