@@ -63,6 +63,8 @@ interface Route {
   status?: number;
   /** The handler may hold the request (long-poll): give it a signal for the client leaving. */
   holds?: boolean;
+  /** The handler waits for the durability barrier itself (a claim: queue.poll), so the answer does not wait again. */
+  durable?: boolean;
   run(c: Call): Promise<unknown> | unknown;
 }
 
@@ -98,6 +100,7 @@ export class AgentApi {
         method: 'GET',
         path: /^\/v1\/agent\/poll$/,
         holds: true,
+        durable: true,
         run: (c) => {
           const q = pollQuery.parse(Object.fromEntries(new URLSearchParams(c.search)));
           const waitMs = Math.min(q.wait ?? config.longPollSeconds, config.longPollSeconds) * 1000;
@@ -196,8 +199,9 @@ export class AgentApi {
         signal = ac.signal;
       }
       const out = await route.run({ agent, params: params!, search: q < 0 ? '' : url.slice(q + 1), body, signal });
-      // Answered only once what it acknowledges (a claim, a result, logs, a heartbeat) is on disk.
-      const durable = this.d.durability.barrier();
+      // Answered only once what it acknowledges (a result, logs, a heartbeat) is on disk; a claim
+      // waited in queue.poll (where a claim whose agent left meanwhile is given back).
+      const durable = route.durable ? undefined : this.d.durability.barrier();
       if (durable) await durable;
       if (signal.aborted) return;
       answered = true;
