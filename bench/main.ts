@@ -45,6 +45,7 @@ const { values: flags } = parseArgs({
     note: { type: 'string' },
     'drift-instances': { type: 'string' },
     'drift-interval-seconds': { type: 'string' },
+    durability: { type: 'string' },
   },
   allowPositionals: false,
 });
@@ -70,6 +71,10 @@ const cfg = {
 };
 const scenarios = new Set((flags.only ?? 'held,dispatch,throughput,storm,footprint,storage,cli').split(','));
 if (flags['server-log-level']) process.env.BENCH_SERVER_LOG_LEVEL = flags['server-log-level'];
+// --durability full|normal: the control plane's (env TETHER_DURABILITY, which an older server ignores).
+if (flags.durability) process.env.TETHER_DURABILITY = flags.durability;
+/** What the measured control plane said at start (the first one started in this run). */
+let durability: BenchServer['durability'] | undefined;
 
 const runId = new Date().toISOString().replace(/[:.]/g, '-');
 const runDir = join(BENCH_CACHE, 'runs', runId);
@@ -86,7 +91,9 @@ const row = (figure: string, measure: string, value: string, target?: string, me
 const serverNodeArgs = (name: string) => [...(flags['server-node-args']?.split(/\s+/).filter(Boolean) ?? []), ...(flags['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(runDir, `prof-${name}`)}`] : [])];
 
 async function server(name: string, extra: string[] = [], port?: number): Promise<BenchServer> {
-  return startServer({ dataDir, port: port ?? (await freePort()), logFile: join(runDir, `server-${name}.log`), extraArgs: extra, nodeArgs: serverNodeArgs(name) });
+  const s = await startServer({ dataDir, port: port ?? (await freePort()), logFile: join(runDir, `server-${name}.log`), extraArgs: extra, nodeArgs: serverNodeArgs(name) });
+  durability ??= s.durability;
+  return s;
 }
 
 async function identities(s: BenchServer, n: number) {
@@ -524,6 +531,7 @@ async function storage() {
     heartbeatBatched: { batch: number; perSecond: number; commitLatencyMs: LatencySummary };
     commandLifecycle: { commandsPerSecond: number; writesPerSecond: number; submitMs: LatencySummary; claimMs: LatencySummary; resultMs: LatencySummary };
     heartbeatOnePerCommitFull: { perSecond: number; latencyMs: LatencySummary };
+    durableLives: Record<'normal' | 'groupCommit' | 'fsyncPerCommit', { clients: number; commandsPerSecond: number; submitAckMs: LatencySummary; cpuMsPerCommand: number; acksPerSync: number | null }>;
   };
   results.storage = r;
   const h = r.heartbeatOnePerCommit;
@@ -532,6 +540,11 @@ async function storage() {
   const c = r.commandLifecycle;
   row('6 storage', 'state writes (submit+claim+result)', `${c.commandsPerSecond} commands/s = ${c.writesPerSecond} commits/s; p99 ${c.submitMs.p99}/${c.claimMs.p99}/${c.resultMs.p99} ms`, '≥ 2,000 commands/s', c.commandsPerSecond >= 2000);
   row('6 storage', 'heartbeat writes, synchronous=FULL', `${r.heartbeatOnePerCommitFull.perSecond}/s, commit p99 ${r.heartbeatOnePerCommitFull.latencyMs.p99} ms`);
+  const names = { normal: 'NORMAL, no barrier', groupCommit: 'FULL, group commit', fsyncPerCommit: 'FULL, fsync per commit' } as const;
+  for (const k of ['normal', 'groupCommit', 'fsyncPerCommit'] as const) {
+    const d = r.durableLives[k];
+    row('6 storage', `acknowledged lives, ${d.clients} clients, ${names[k]}`, `${d.commandsPerSecond} commands/s, submit ack p50 ${d.submitAckMs.p50} ms, p99 ${d.submitAckMs.p99} ms, ${d.cpuMsPerCommand} ms CPU/command${d.acksPerSync ? `, ${d.acksPerSync} acks per fsync` : ''}`, k === 'normal' ? undefined : '≥ 2,000 commands/s', k === 'normal' ? undefined : d.commandsPerSecond >= 2000);
+  }
 }
 
 // ------------------------------------------------------------------ 8. CLI
@@ -638,6 +651,7 @@ try {
   if (scenarios.has('backup')) await backup();
   if (scenarios.has('drift')) await drift();
 } finally {
+  if (durability) rows.unshift({ figure: 'durability', measure: 'what an answer of the control plane promises', value: durability.mode === 'FULL' ? `FULL: on disk before it is answered (${durability.method})` : 'NORMAL: committed to the WAL (survives kill -9, not a power cut)' });
   const command = `npm run bench --${process.argv.slice(2).map((a) => ` ${a}`).join('') || ''}`;
   const doc = {
     date: new Date().toISOString(),
@@ -647,6 +661,9 @@ try {
     machine: { cores: cpus().length, cpuModel: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, loadAverageAtStart: load0, loadAverageAtEnd: loadAverage() },
     openFilesLimit: { wanted: NOFILE_WANTED, applied: NOFILE, how: 'prlimit --nofile=N:N on every spawned control plane, load generator and node agent', maxAgents },
     note: flags.note,
+    durability: durability?.mode ?? null,
+    durabilityMethod: durability?.method ?? null,
+    sqliteSynchronous: process.env.TETHER_SQLITE_SYNCHRONOUS === 'FULL' ? 'FULL' : 'NORMAL',
     seconds: Math.round((Date.now() - started) / 1000),
     config: cfg,
     table: rows,
@@ -659,11 +676,12 @@ try {
   process.stdout.write(`\nresults: ${file}\n`);
 }
 
-function printTable(doc: { command: string; machine: { cores: number; loadAverageAtStart: number[]; loadAverageAtEnd: number[] }; openFilesLimit: { applied: number } }) {
+function printTable(doc: { command: string; durability: string | null; durabilityMethod: string | null; machine: { cores: number; loadAverageAtStart: number[]; loadAverageAtEnd: number[] }; openFilesLimit: { applied: number } }) {
   const w = [20, 42, 70, 22];
   const line = (c: string[]) => c.map((x, i) => x.padEnd(w[i]!)).join(' | ');
   const out = [
     `command: ${doc.command}   cores: ${doc.machine.cores}   load: ${doc.machine.loadAverageAtStart.join(' ')} → ${doc.machine.loadAverageAtEnd.join(' ')}   open files: ${doc.openFilesLimit.applied}`,
+    `durability: ${doc.durability ?? 'no control plane started'}${doc.durabilityMethod && doc.durabilityMethod !== 'none' ? ` (${doc.durabilityMethod})` : ''}`,
     line(['figure', 'measure', 'value', 'target']) + ' | met',
     w.map((n) => '-'.repeat(n)).join('-|-') + '-|----',
     ...rows.map((r) => line([r.figure, r.measure, r.value, r.target ?? '']) + ` | ${r.met === undefined || r.met === null ? '' : r.met ? 'yes' : 'NO'}`),

@@ -10,6 +10,7 @@ import { insertAccount, insertCluster } from '../control-plane/db/accounts.repos
 import { flushHeartbeats, insertAgent, recordHeartbeat } from '../control-plane/db/agents.repository.ts';
 import { insertCommand, completeAttempt } from '../control-plane/db/commands.repository.ts';
 import { claimNext } from '../control-plane/db/claim.ts';
+import { openDurability, type Durability } from '../control-plane/db/durability.ts';
 import { summarize } from './lib/util.ts';
 
 const dir = process.argv[2] ?? '/tmp/tether-bench-storage';
@@ -112,4 +113,65 @@ const out: Record<string, unknown> = { agents: AGENTS, seconds };
   await db.destroy();
   if (sqlite.open) sqlite.close();
 }
+
+/**
+ * A command's life with its acknowledgments, as the server answers them: CLIENTS concurrent
+ * clients each submit, claim and report, awaiting the durability barrier after every write (the
+ * answer). `normal`: no barrier (today's NORMAL); `group-commit`: the barrier (fdatasync of the WAL
+ * on the thread pool, shared); `fsync-per-commit`: synchronous=FULL (SQLite syncs every commit).
+ */
+const CLIENTS = 64;
+async function durableLives(method: 'normal' | 'group-commit' | 'fsync-per-commit') {
+  const o = await fresh(`durable-${method}`, method === 'fsync-per-commit' ? 'FULL' : 'NORMAL');
+  const durability: Durability = openDurability({ ...o, file: join(dir, `durable-${method}.db`), mode: method === 'normal' ? 'normal' : 'full' });
+  const ack = async () => {
+    const w = durability.barrier();
+    if (w) await w;
+  };
+  const lat: number[] = [];
+  let n = 0;
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const end = t0 + Math.min(seconds, 5) * 1000;
+  await Promise.all(
+    Array.from({ length: CLIENTS }, async (_, k) => {
+      while (performance.now() < end) {
+        const cid = `c${(n * CLIENTS + k) % AGENTS}`;
+        const a = performance.now();
+        const { row } = await insertCommand(o.db, { aid: 'bench', cid, nid: null, type: 'manifest', spec: '{"manifests":"kind: Namespace"}', idempotencyKey: null, timeoutSeconds: 600, maxAttempts: 3, now: Date.now() });
+        await ack();
+        const b = performance.now();
+        const leaseId = `l${k}-${n}`;
+        const agent = `ca-${cid.slice(1).padStart(10, '0')}`;
+        const claimed = await claimNext(o.db, { aid: 'bench', cid, nid: null }, { agentId: agent, leaseId, leaseExpiresAt: Date.now() + 30_000, now: Date.now() });
+        await ack();
+        if (!claimed) throw new Error('nothing claimed');
+        await completeAttempt(o.db, { id: claimed.id, agentId: agent, leaseId, now: Date.now() }, { kind: 'final', state: 'succeeded', outputs: null, error: null });
+        await ack();
+        lat.push(b - a);
+        n++;
+        void row;
+      }
+    }),
+  );
+  const secs = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  const st = durability.stats();
+  durability.close();
+  await o.db.destroy();
+  if (o.sqlite.open) o.sqlite.close();
+  return {
+    clients: CLIENTS,
+    commandsPerSecond: Math.round(n / secs),
+    submitAckMs: summarize(lat),
+    cpuMsPerCommand: Math.round(((cpu.user + cpu.system) / 1000 / Math.max(1, n)) * 1000) / 1000,
+    syncs: st.syncs,
+    acksPerSync: st.syncs ? Math.round((st.waiters / st.syncs) * 10) / 10 : null,
+  };
+}
+out.durableLives = {
+  normal: await durableLives('normal'),
+  groupCommit: await durableLives('group-commit'),
+  fsyncPerCommit: await durableLives('fsync-per-commit'),
+};
 process.stdout.write(`${JSON.stringify(out)}\n`);

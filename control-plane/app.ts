@@ -12,6 +12,7 @@ import { writeFileAtomic } from '../common/files.ts';
 import { TetherError, badRequest, errorMessage, notFound } from '../common/errors.ts';
 import { COMMAND_STATES, HEALTHY_BELOW_S, OFFLINE_FROM_S } from '../common/wire.ts';
 import { openDatabase, migrate, type Db } from './db/database.ts';
+import { openDurability } from './db/durability.ts';
 import { lockDataDir } from './db/backup.ts';
 import { countByState } from './db/commands.repository.ts';
 import { countAgentsByHeartbeatAge } from './db/agents.repository.ts';
@@ -41,6 +42,7 @@ import { FailureLimiter } from './http/rate-limit.ts';
 import { requireAdmin } from './http/auth.ts';
 import { BodyGate } from './http/body-gate.ts';
 import { methodNotAllowed } from './http/methods.ts';
+import { durableAcks } from './http/durable-acks.ts';
 import { loadOrCreateMetricsToken, metricsRoute } from './http/metrics.routes.ts';
 import { SessionsService, loadOrCreateSessionKey } from './sessions/sessions.service.ts';
 import { LOGIN_BODY_LIMIT_BYTES, isLogin, loginLimit, sessionRoutes } from './http/sessions.routes.ts';
@@ -100,14 +102,24 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   const lock = lockDataDir(dataDir);
   if (!lock) throw new TetherError('server_running', `another tether server (or a restore) is running on ${dataDir}`, { status: 409 });
 
-  const { db, sqlite } = openDatabase(join(dataDir, 'tether.db'));
+  const dbFile = join(dataDir, 'tether.db');
+  const { db, sqlite } = openDatabase(dbFile);
+  let durability: ReturnType<typeof openDurability> | undefined;
   const failedStart = (err: unknown) => {
+    durability?.close();
     if (sqlite.open) sqlite.close();
     lock.release();
     throw err;
   };
   const applied = await migrate(db).catch(failedStart);
   if (applied.length) log.info({ migrations: applied }, 'database migrated');
+  // Every answer waits until what it acknowledges is on disk (full), or not (normal: kill -9 safe only).
+  try {
+    durability = openDurability({ db, sqlite, file: dbFile, mode: config.durability });
+  } catch (err) {
+    failedStart(err);
+  }
+  const barrier = durability!;
   const ca = loadOrCreatePki(dataDir, serverSans(config), clock.now());
   if (ca.created) log.info({ caFile: join(dataDir, 'ca.crt') }, 'certificate authority created');
   const loadPublic = (): PublicCertificate | undefined =>
@@ -152,7 +164,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     connections: () => server.connections,
     instancesBySyncStatus: async () => Object.fromEntries((await countInstancesBySyncStatus(db)).map((r) => [r.status, Number(r.n)])),
   });
-  const queue = new QueueService({ db, clock, config, dispatcher, metrics, log });
+  const queue = new QueueService({ db, clock, config, dispatcher, metrics, log, durability: barrier });
   const vpn = new VpnService({ db, clock, queue, log });
   const bundleCache = join(dataDir, 'bundle-cache');
   const fetchPolicy = { allowHttp: config.allowHttp, allowPrivateAddresses: config.allowPrivateAddresses, fileRoots: realRoots(config.allowFileRoots), deniedPaths: realRoots([dataDir]) };
@@ -212,6 +224,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   // token or a console session, checked before anything reads the body; an authenticated
   // connection leaves the unauthenticated count.
   app.use('/v1', (req, res, next) => (isBootstrap(req) ? next() : isLogin(req) ? checkLogin(req, res, next) : admin(req, res, next)));
+  app.use('/v1', durableAcks(barrier));
   app.use('/v1', (req, res, next) => {
     if (res.locals.aid) server.guard.authenticated(req.socket);
     (isBootstrap(req) ? bootstrapJson : isLogin(req) ? loginJson : json)(req, res, next);
@@ -228,7 +241,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   app.use(errorHandler(log, { hide: [dataDir] }));
 
   // The agent API (/v1/agent/…) is served outside Express, over HTTP/1.1 and HTTP/2 (server.ts).
-  const agentApi = new AgentApi({ identity, queue, vpn, config, log });
+  const agentApi = new AgentApi({ identity, queue, vpn, config, log, durability: barrier });
   const server = new ApiServer({
     key: ca.serverKeyPem,
     cert: ca.serverCertPem,
@@ -268,7 +281,10 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   if (opts.driftScheduler !== false) drift.start();
 
   const url = `https://${host}:${port}`;
-  log.info({ url, listen: `${config.host}:${port}`, dataDir, caFile: join(dataDir, 'ca.crt') }, 'control plane ready');
+  log.info(
+    { url, listen: `${config.host}:${port}`, dataDir, caFile: join(dataDir, 'ca.crt'), durability: config.durability, durabilityMethod: barrier.method },
+    'control plane ready',
+  );
 
   return {
     url,
@@ -316,6 +332,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       await server.close();
       const tClosed = Date.now();
       await db.destroy();
+      barrier.close();
       if (sqlite.open) sqlite.close();
       lock.release();
       log.info({ heldPolls: held, connections: open.tls, connectionsClosedMs: tClosed - t0, totalMs: Date.now() - t0 }, 'control plane stopped');

@@ -1,6 +1,7 @@
 /** The control plane's configuration, parsed once with zod at the composition root. */
 import { z } from 'zod';
 import { defaultServerSans } from './pki/ca.ts';
+import { DURABILITY_MODES } from './db/durability.ts';
 
 export const configSchema = z.object({
   dataDir: z.string().min(1).default('./data'),
@@ -85,6 +86,11 @@ export const configSchema = z.object({
   sessionsPerAccount: z.number().int().min(1).max(10_000).default(100),
   /** Failed sign-ins (POST /v1/sessions) allowed per client address per minute. */
   loginFailuresPerMinute: z.number().int().min(1).default(20),
+  /**
+   * full: every answer waits until what it acknowledges is on disk (survives a power cut; group
+   * commit, db/durability.ts). normal: committed to the WAL only (survives kill -9, not a power cut).
+   */
+  durability: z.enum(DURABILITY_MODES).default('full'),
 });
 
 export type Config = z.infer<typeof configSchema>;

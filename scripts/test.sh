@@ -11,6 +11,7 @@ bash scripts/setup.sh
 source scripts/env.sh
 eval "$(bash test/toolchain/install.sh)"
 eval "$(bash test/toolchain/providers.sh)"
+eval "$(bash test/toolchain/lazyfs.sh)"
 if [ -f test/node-agent/setup.sh ]; then
   if [ "$(id -u)" = 0 ]; then bash test/node-agent/setup.sh; else echo "test: not root; the WireGuard/netns tests will say why they skip" >&2; fi
 fi

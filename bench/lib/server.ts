@@ -37,6 +37,12 @@ export interface BenchServer {
   dataDir: string;
   caPem: string;
   adminToken: string;
+  /**
+   * FULL: every answer waits until its write is on disk (power-loss durable); NORMAL: a commit is a
+   * WAL append (kill -9 durable only; also every control plane older than the durability option).
+   * `method`: how FULL is done (group-commit, fsync-per-commit with TETHER_SQLITE_SYNCHRONOUS=FULL).
+   */
+  durability: { mode: 'FULL' | 'NORMAL'; method: string };
   admin: HttpClient;
   /** Reads /metrics: the metrics token of the data folder (a server without one serves /metrics to the admin token). */
   metrics: HttpClient;
@@ -79,6 +85,7 @@ export async function startServer(o: { dataDir: string; port: number; logFile: s
   }
   const adminToken = readFileSync(join(o.dataDir, 'admin-token'), 'utf8').trim();
   const admin = new HttpClient({ baseUrl: url, ca: caPem, bearerToken: adminToken, timeoutMs: 60_000 });
+  const durability = await readDurability(o.logFile);
   let metricsToken = adminToken;
   try {
     metricsToken = readFileSync(join(o.dataDir, 'metrics-token'), 'utf8').trim();
@@ -94,6 +101,7 @@ export async function startServer(o: { dataDir: string; port: number; logFile: s
     dataDir: o.dataDir,
     caPem,
     adminToken,
+    durability,
     admin,
     metrics,
     async stop(signal = 'SIGTERM') {
@@ -107,6 +115,19 @@ export async function startServer(o: { dataDir: string; port: number; logFile: s
       clearTimeout(t);
     },
   };
+}
+
+/** The durability the server logged in its last "control plane ready" line (none logged: NORMAL, an older server). */
+async function readDurability(logFile: string): Promise<BenchServer['durability']> {
+  for (let i = 0; i < 40; i++) {
+    const ready = readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes('"control plane ready"')).at(-1);
+    if (ready) {
+      const line = JSON.parse(ready) as { durability?: string; durabilityMethod?: string };
+      return line.durability === 'full' ? { mode: 'FULL', method: line.durabilityMethod ?? 'group-commit' } : { mode: 'NORMAL', method: 'none' };
+    }
+    await sleep(50);
+  }
+  return { mode: 'NORMAL', method: 'unknown (no ready line logged)' };
 }
 
 /** Reads one Prometheus sample (first match) from /metrics. */

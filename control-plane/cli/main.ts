@@ -80,7 +80,8 @@ program
   .option('--allow-private-addresses', 'allow bundle sources on private, loopback and link-local addresses')
   .option('--tls-cert <file>', 'certificate chain for the public endpoint, served to clients asking for its names; reloaded on SIGHUP (env TETHER_TLS_CERT)', process.env.TETHER_TLS_CERT || undefined)
   .option('--tls-key <file>', 'private key of --tls-cert (env TETHER_TLS_KEY)', process.env.TETHER_TLS_KEY || undefined)
-  .action(async (o: { dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean; tlsCert?: string; tlsKey?: string; retention: string; driftInterval: string }) => {
+  .option('--durability <mode>', 'full: every answer waits until its write is on disk (survives a power cut); normal: survives kill -9 only (env TETHER_DURABILITY)', process.env.TETHER_DURABILITY || 'full')
+  .action(async (o: { dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean; tlsCert?: string; tlsKey?: string; retention: string; durability: string; driftInterval: string }) => {
     process.umask(0o077); // the database, keys and tokens are for this user only
     if (!o.tlsCert !== !o.tlsKey) throw new UsageError('--tls-cert and --tls-key go together (or TETHER_TLS_CERT and TETHER_TLS_KEY)');
     // SIGHUP (systemctl reload) reloads the certificate; until the server is up it is ignored (the start reads the files).
@@ -99,6 +100,7 @@ program
     const { parseDriftInterval } = await import('../bundles/drift.plan.ts');
     const drift = parseDriftInterval(o.driftInterval);
     if (typeof drift === 'object' && 'error' in drift) throw new UsageError(drift.error);
+    if (o.durability !== 'full' && o.durability !== 'normal') throw new UsageError(`--durability must be full or normal (got ${o.durability})`);
     const cp = await startControlPlane({
       dataDir: o.dataDir,
       host,
@@ -113,9 +115,10 @@ program
       ...(o.tlsCert && o.tlsKey ? { tlsCertFile: o.tlsCert, tlsKeyFile: o.tlsKey } : {}),
       retentionSeconds: parseDurationSeconds(o.retention),
       driftIntervalSeconds: drift === 'off' ? 0 : drift.intervalSeconds,
+      durability: o.durability,
     });
     reload = () => void cp.reloadTls();
-    process.stderr.write(`tether: control plane listening on ${cp.url} (data in ${o.dataDir}; CA ${o.dataDir}/ca.crt; admin token ${cp.adminTokenFile})\n`);
+    process.stderr.write(`tether: control plane listening on ${cp.url} (data in ${o.dataDir}; CA ${o.dataDir}/ca.crt; admin token ${cp.adminTokenFile}; durability ${o.durability})\n`);
     await new Promise<void>((resolve) => {
       const stop = () => resolve();
       process.once('SIGINT', stop);

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import type SQLite from 'better-sqlite3';
 import { exclusive, handleOf, onBeforeClose, prepared, sqliteOf, type Db } from './database.ts';
 import type { AgentsTable, CertificatesTable } from './agents.table.ts';
+import { registerHeldWrites } from './durability.ts';
 
 export async function insertAgent(db: Db, a: Omit<AgentsTable, 'revoked_at' | 'last_heartbeat_at' | 'heartbeats' | 'version' | 'metrics' | 'vpn'>) {
   await db.insertInto('agents').values({ ...a, revoked_at: null, last_heartbeat_at: null, heartbeats: 0, version: null, metrics: null, vpn: null }).execute();
@@ -196,6 +197,15 @@ class HeartbeatBatch {
       for (const [id, hb] of rows) this.update.run(params(id, hb));
     });
     onBeforeClose(sqlite, () => this.flush());
+    // With durable acknowledgments, each WAL sync is a batch window: a heartbeat is answered once
+    // its batch is committed and synced (durability.ts).
+    registerHeldWrites(sqlite, {
+      pending: () => this.pending.size > 0,
+      commit: () => {
+        this.flush();
+        if (this.failure !== undefined) throw this.failure;
+      },
+    });
   }
 
   /** After a failed batch: this heartbeat is written at once, and its error (if any) is the caller's. */

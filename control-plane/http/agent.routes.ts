@@ -20,6 +20,7 @@ import type { AgentPrincipal, QueueService } from '../queue/queue.service.ts';
 import type { VpnService } from '../vpn/vpn.service.ts';
 import { vpnRegisterSchema } from '../vpn/vpn.schemas.ts';
 import type { Config } from '../config.ts';
+import type { Durability } from '../db/durability.ts';
 import { authenticateAgent } from './auth.ts';
 import { describeError, idParam, logRefusal } from './errors.ts';
 import type { FailureLimiter } from './rate-limit.ts';
@@ -62,6 +63,8 @@ interface Route {
   status?: number;
   /** The handler may hold the request (long-poll): give it a signal for the client leaving. */
   holds?: boolean;
+  /** The handler waits for the durability barrier itself (a claim: queue.poll), so the answer does not wait again. */
+  durable?: boolean;
   run(c: Call): Promise<unknown> | unknown;
 }
 
@@ -82,12 +85,12 @@ export class AgentApi {
   private readonly routes: Route[];
   /** Each agent's open connections (added on its first authenticated request on one), for revocation. */
   private readonly connections = new Map<string, Map<TLSSocket, AgentConnection>>();
-  private readonly d: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger };
+  private readonly d: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger; durability: Durability };
 
   /** Paths error messages must not show (the data folder). */
   private readonly hide: string[];
 
-  constructor(deps: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger }) {
+  constructor(deps: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger; durability: Durability }) {
     this.d = deps;
     this.hide = [resolve(deps.config.dataDir)];
     const { queue, vpn, identity, config } = deps;
@@ -97,6 +100,7 @@ export class AgentApi {
         method: 'GET',
         path: /^\/v1\/agent\/poll$/,
         holds: true,
+        durable: true,
         run: (c) => {
           const q = pollQuery.parse(Object.fromEntries(new URLSearchParams(c.search)));
           const waitMs = Math.min(q.wait ?? config.longPollSeconds, config.longPollSeconds) * 1000;
@@ -195,6 +199,10 @@ export class AgentApi {
         signal = ac.signal;
       }
       const out = await route.run({ agent, params: params!, search: q < 0 ? '' : url.slice(q + 1), body, signal });
+      // Answered only once what it acknowledges (a result, logs, a heartbeat) is on disk; a claim
+      // waited in queue.poll (where a claim whose agent left meanwhile is given back).
+      const durable = route.durable ? undefined : this.d.durability.barrier();
+      if (durable) await durable;
       if (signal.aborted) return;
       answered = true;
       send(res, route.status ?? 200, out);

@@ -30,6 +30,7 @@ import { appendLogs, readLogs } from '../db/logs.repository.ts';
 import type { CommandRow } from '../db/commands.repository.ts';
 import type { Config } from '../config.ts';
 import type { Metrics } from '../metrics.ts';
+import type { Durability } from '../db/durability.ts';
 import { Dispatcher } from './dispatcher.ts';
 import { redactText } from './redact.ts';
 import { LogQuota } from './log-quota.ts';
@@ -62,6 +63,8 @@ export interface QueueDeps {
   dispatcher: Dispatcher;
   metrics: Metrics;
   log: Logger;
+  /** The claim is answered once it is on disk; a poll whose agent left meanwhile gives it back. */
+  durability?: Durability;
 }
 
 export class QueueService {
@@ -157,6 +160,8 @@ export class QueueService {
     for (;;) {
       const claimed = await this.tryClaim(agent);
       if (claimed) {
+        const durable = this.d.durability?.barrier();
+        if (durable) await durable;
         if (signal.aborted) {
           // The client left between the wake-up and the claim: give the command straight back.
           await this.release(claimed);

@@ -1,0 +1,284 @@
+/**
+ * The durability barrier: every answer of the API waits until what it acknowledges is on disk, and
+ * the waits of many requests share one fsync (group commit).
+ *
+ * Writes commit as before: a WAL append with `synchronous=NORMAL` (no fsync at commit). Before an
+ * answer is sent, its handler awaits `barrier()`, which resolves once a sync of the WAL that
+ * *started after* the caller's commit has finished: `fdatasync` on a descriptor of `<db>-wal`, on
+ * libuv's thread pool, so the event loop keeps serving while the disk works. All callers that
+ * arrive while a sync is running wait for the next one, so one fsync acknowledges every commit
+ * made meanwhile; at most two syncs separate a commit from its answer.
+ *
+ * Why it is safe (power loss, kernel crash):
+ * - A commit in WAL mode is a run of frames appended to the WAL, the last one marked as a commit;
+ *   recovery replays every valid frame up to the last commit frame whose checksum chain holds. Once
+ *   `fdatasync` of the WAL returns, every frame written before the call began is on disk (a
+ *   descriptor of our own: fsync applies to the file, not the descriptor), so every transaction
+ *   committed before the sync started survives. The barrier never resolves for a sync that started
+ *   before the caller called it, and callers call it after their commit (same JavaScript turn, or
+ *   later), so an answer is never sent for a commit the disk does not hold.
+ * - Checkpoints: with `synchronous=NORMAL` SQLite syncs the WAL before it copies frames into the
+ *   database, and the database after; only then, once every frame is copied, does the next writer
+ *   start the WAL over from its beginning (a new salt). So a frame is overwritten only after its
+ *   content is durable in the database file, and a commit that was synced in the WAL stays durable
+ *   through the restart. (With `synchronous=OFF` SQLite would skip those syncs and a restarted WAL
+ *   could overwrite synced frames whose database pages were never synced: the barrier therefore
+ *   requires NORMAL, and the database layer sets it.) A checkpoint that runs between a commit and
+ *   its sync only syncs more.
+ * - Coverage is tracked by `total_changes()` (rows changed by this connection, never decreasing).
+ *   A sync records the count when it starts, taken with no transaction open (it waits for Kysely's
+ *   connection lock when one is open), so every change counted there is committed. A barrier whose
+ *   current count equals the count of a finished sync has nothing new to wait for; equal to the
+ *   count of the running sync, it waits for that sync; anything else waits for the next. Changes
+ *   that do not count (DDL: the migrations) are covered by the sync at start.
+ * - Writes that are held back to be batched (the heartbeats, agents.repository.ts) register here:
+ *   each sync commits them first (a sync is their batch window), and a barrier waits whenever they
+ *   hold anything.
+ * - A sync that fails (EIO) fails its waiters (503), and every later answer that would need a sync
+ *   (anything committed since the last good one): after a failed fsync the kernel may have dropped
+ *   the dirty pages, and a later "successful" fsync would prove nothing. The control plane must be
+ *   restarted (recovery reads what is really on disk). Answers with nothing new to sync still go.
+ * - The directory: the database and WAL files must be reachable after a power cut, so the folder
+ *   is synced once at start, after the migrations created them.
+ *
+ * `normal` durability (today's behaviour) has no barrier: a commit survives `kill -9` but a power
+ * cut can roll back the last transactions. With `TETHER_SQLITE_SYNCHRONOUS=FULL`, SQLite itself
+ * syncs the WAL at every commit, on the main thread; `full` then only commits the held-back writes
+ * before each answer (kept to compare against, see docs/performance.md "Durability"). On
+ * PostgreSQL a commit is durable when it returns: the barrier is `noBarrier`.
+ */
+import { closeSync, fdatasync, fsyncSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type SQLite from 'better-sqlite3';
+import { TetherError } from '../../common/errors.ts';
+import type { Db } from './database.ts';
+
+export type DurabilityMode = 'full' | 'normal';
+export const DURABILITY_MODES = ['full', 'normal'] as const;
+
+export interface Durability {
+  readonly mode: DurabilityMode;
+  /** How `full` is achieved: one shared fsync per group of commits, or SQLite's fsync per commit. */
+  readonly method: 'group-commit' | 'fsync-per-commit' | 'database-commit' | 'none';
+  /**
+   * Resolves once everything committed before the call is on disk; `undefined` when that is
+   * already so (no promise to await on the hot path).
+   */
+  barrier(): Promise<void> | undefined;
+  /** fsyncs done, and commits-or-held-writes acknowledged per fsync (for the bench and /metrics). */
+  stats(): { syncs: number; waiters: number };
+  close(): void;
+}
+
+/** Writes a repository holds back to batch them (the heartbeats): committed before each sync. */
+export interface HeldWrites {
+  pending(): boolean;
+  /** Commits what is held; throws the storage error when that commit failed. */
+  commit(): void;
+}
+
+const held = new WeakMap<SQLite.Database, HeldWrites[]>();
+export function registerHeldWrites(sqlite: SQLite.Database, w: HeldWrites): void {
+  const list = held.get(sqlite) ?? [];
+  list.push(w);
+  held.set(sqlite, list);
+}
+
+/** `normal`: nothing to wait for (a commit is a WAL append). */
+export const noBarrier: Durability = { mode: 'normal', method: 'none', barrier: () => undefined, stats: () => ({ syncs: 0, waiters: 0 }), close: () => {} };
+
+/** A database whose commit returns only once it is durable (PostgreSQL, synchronous_commit on): full, and nothing to wait for. */
+export const commitIsDurable: Durability = { mode: 'full', method: 'database-commit', barrier: () => undefined, stats: () => ({ syncs: 0, waiters: 0 }), close: () => {} };
+
+interface Deferred {
+  promise: Promise<void>;
+  resolve(): void;
+  reject(err: unknown): void;
+  waiters: number;
+}
+function deferred(): Deferred {
+  let resolve!: () => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // A rejection nobody awaited (every waiter's request already gone) must not crash the process.
+  promise.catch(() => {});
+  return { promise, resolve, reject, waiters: 0 };
+}
+
+export function storageUnavailable(cause: unknown): TetherError {
+  const code = (cause as { code?: unknown } | null)?.code;
+  return new TetherError('storage_unavailable', `storage is unavailable (${typeof code === 'string' ? code : 'sync failed'}); the change may not be on disk`, {
+    status: 503,
+    retryable: true,
+    cause,
+  });
+}
+
+/**
+ * The barrier for a SQLite database opened by openDatabase (WAL, `synchronous` NORMAL or FULL),
+ * after its migrations ran. `file` is the database file's path.
+ */
+export function openDurability(o: { db: Db; sqlite: SQLite.Database; file: string; mode: DurabilityMode }): Durability {
+  if (o.mode === 'normal') return noBarrier;
+  const synchronous = Number(o.sqlite.pragma('synchronous', { simple: true }));
+  if (synchronous >= 2) return new PerCommitSync(o.db, o.sqlite);
+  if (synchronous !== 1) throw new Error('the durability barrier needs synchronous=NORMAL (with OFF a checkpoint does not sync)');
+  return new GroupCommit(o.db, o.sqlite, o.file);
+}
+
+class GroupCommit implements Durability {
+  readonly mode = 'full';
+  readonly method = 'group-commit';
+  private readonly db: Db;
+  private readonly sqlite: SQLite.Database;
+  private readonly changes: SQLite.Statement;
+  private readonly fd: number;
+  /** total_changes() when the last finished sync started. */
+  private durable: number;
+  /** The running sync: the count it covers and its waiters. */
+  private running: { changes: number; d: Deferred } | undefined;
+  /** Waiters for the sync after the running one. */
+  private next: Deferred | undefined;
+  private failed: TetherError | undefined;
+  /** The sync loop is running (between syncs it may be waiting for a transaction to end). */
+  private looping = false;
+  private syncs = 0;
+  private waiters = 0;
+
+  constructor(db: Db, sqlite: SQLite.Database, file: string) {
+    this.db = db;
+    this.sqlite = sqlite;
+    this.changes = sqlite.prepare('SELECT total_changes()').pluck();
+    // The WAL exists once the migrations have read the database. Read-only is enough for fdatasync.
+    this.fd = openSync(`${file}-wal`, 'r');
+    // What the migrations wrote, and the folder entries of the database and its WAL.
+    fsyncSync(this.fd);
+    const dir = openSync(dirname(file), 'r');
+    try {
+      fsyncSync(dir);
+    } finally {
+      closeSync(dir);
+    }
+    this.durable = this.count();
+  }
+
+  private count(): number {
+    return Number(this.changes.get());
+  }
+
+  private heldPending(): boolean {
+    for (const w of held.get(this.sqlite) ?? []) if (w.pending()) return true;
+    return false;
+  }
+
+  barrier(): Promise<void> | undefined {
+    if (!this.heldPending()) {
+      const now = this.count();
+      if (now === this.durable) return undefined;
+      if (this.failed) return Promise.reject(this.failed);
+      if (this.running && now === this.running.changes) {
+        this.running.d.waiters++;
+        return this.running.d.promise;
+      }
+    }
+    if (this.failed) return Promise.reject(this.failed);
+    const d = (this.next ??= deferred());
+    d.waiters++;
+    if (!this.running && !this.looping) void this.run();
+    return d.promise;
+  }
+
+  private async run(): Promise<void> {
+    this.looping = true;
+    try {
+      await this.loop();
+    } finally {
+      this.looping = false;
+    }
+  }
+
+  private async loop(): Promise<void> {
+    while (this.next && !this.failed) {
+      const d = this.next;
+      this.next = undefined;
+      let covered: number;
+      try {
+        // A consistent point: no Kysely transaction open (its changes would be counted uncommitted).
+        covered = this.sqlite.inTransaction ? await this.db.connection().execute(async () => this.commitHeld()) : this.commitHeld();
+      } catch (err) {
+        // The held writes could not be committed (disk full): this group's answers fail, the
+        // barrier itself is not broken (nothing was synced wrongly).
+        d.reject(storageUnavailable(err));
+        continue;
+      }
+      this.running = { changes: covered, d };
+      try {
+        await new Promise<void>((resolve, reject) => fdatasync(this.fd, (err) => (err ? reject(err) : resolve())));
+        this.durable = covered;
+        this.syncs++;
+        this.waiters += d.waiters;
+        this.running = undefined;
+        d.resolve();
+      } catch (err) {
+        this.failed = storageUnavailable(err);
+        this.running = undefined;
+        d.reject(this.failed);
+        // (TypeScript narrowed `next` to undefined above; barrier() may have set it while we awaited.)
+        (this.next as Deferred | undefined)?.reject(this.failed);
+        this.next = undefined;
+      }
+    }
+  }
+
+  /** Commits the held-back writes, then reads the count the next sync covers. */
+  private commitHeld(): number {
+    for (const w of held.get(this.sqlite) ?? []) if (w.pending()) w.commit();
+    return this.count();
+  }
+
+  stats() {
+    return { syncs: this.syncs, waiters: this.waiters };
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+/** `synchronous=FULL`: SQLite syncs at each commit; the held-back writes are committed before each answer. */
+class PerCommitSync implements Durability {
+  readonly mode = 'full';
+  readonly method = 'fsync-per-commit';
+  private readonly db: Db;
+  private readonly sqlite: SQLite.Database;
+  private commits = 0;
+  constructor(db: Db, sqlite: SQLite.Database) {
+    this.db = db;
+    this.sqlite = sqlite;
+  }
+  barrier(): Promise<void> | undefined {
+    const list = held.get(this.sqlite) ?? [];
+    if (!list.some((w) => w.pending())) return undefined;
+    const commit = () => {
+      for (const w of list) {
+        if (!w.pending()) continue;
+        w.commit();
+        this.commits++;
+      }
+    };
+    try {
+      if (!this.sqlite.inTransaction) return void commit();
+    } catch (err) {
+      return Promise.reject(storageUnavailable(err));
+    }
+    // Not inside another request's open Kysely transaction: after it, on the connection's lock.
+    return this.db.connection().execute(async () => commit()).catch((err: unknown) => Promise.reject(storageUnavailable(err)));
+  }
+  stats() {
+    return { syncs: this.commits, waiters: this.commits };
+  }
+  close(): void {}
+}
