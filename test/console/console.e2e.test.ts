@@ -6,7 +6,7 @@
  * clock moved past 10 s, the page not reloaded); submit a command from the YAML editor (first an
  * invalid one: the server's error shows at its line) and watch its log stream to the end; cancel a
  * queued one; revoke through the confirmation dialog; sign out. On every page axe-core finds no
- * serious or critical violation, and screenshots (desktop and phone, light and dark) go to docs/console/.
+ * serious or critical violation, and screenshots (desktop and phone, light and dark) are taken (into docs/console/ with TETHER_CONSOLE_SCREENSHOTS=1).
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
