@@ -126,6 +126,11 @@ describe('console: in a real browser against a real control plane and node agent
     command = (await code.innerText()).trim();
     assert.match(command, /^tether-node register /);
     assert.match(command, /--token '?tether_bt_/);
+    // The copy button puts exactly the shown command on the clipboard.
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: t.url });
+    await page.getByRole('button', { name: 'Copy command' }).click();
+    await page.getByRole('button', { name: 'Copied' }).waitFor();
+    assert.equal(await page.evaluate('navigator.clipboard.readText()'), command);
     await page.locator('summary', { hasText: 'ca.crt' }).click();
     caPem = (await page.locator('#ca-cert').innerText()).trim();
     assert.equal(caPem, t.caPem.trim(), 'the page shows the control plane CA');

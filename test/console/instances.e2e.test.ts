@@ -6,7 +6,8 @@
  * end, its endpoint link opened (the browser resolves the instance's host to a loopback server
  * standing in for the cluster's ingress: it serves the page the chart put in the cluster, read from
  * the kube-apiserver), an upgrade from the form generated from its typed inputs, the drift check,
- * history, delete through the confirmation dialog. axe-core clean and screenshots on each page.
+ * history, delete through the confirmation dialog; a node's VPN peers and handshake age (seeded
+ * heartbeat). axe-core clean and screenshots on each page.
  */
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
@@ -207,6 +208,42 @@ describe('console: instances in a real browser (cluster agent on a real kube-api
     await page.waitForURL(/\/instances$/);
     await eventually(async () => ['deleted'].includes((await instance()).state), 180_000, 'the instance deleted');
     assert.equal(await kubeGet(env, `/apis/apps/v1/namespaces/${osid}/deployments/app`), undefined, 'the deployment is gone');
+    assert.deepEqual(pageErrors, []);
+  });
+
+  it("shows a node's VPN peers with their last handshake's age ticking (a seeded heartbeat: no WireGuard here)", async () => {
+    // Seeded VPN state, named as such: a real node identity over mutual TLS sends one heartbeat whose
+    // vpn section has the form node-agent/vpn/vpn.state.ts gives it; no WireGuard runs in this test.
+    const node = await t.agent(CID, 'node', { nodeName: 'edge-1' });
+    const key = (c: string) => `${c.repeat(43)}=`;
+    const handshake = Math.floor(Date.now() / 1000) - 42;
+    await node.client.heartbeat({
+      running: [],
+      vpn: {
+        wg0: {
+          interface: 'wg0',
+          up: true,
+          publicKey: key('A'),
+          listenPort: 51820,
+          peers: [
+            { publicKey: key('B'), endpoint: '203.0.113.7:51820', allowedIps: ['10.77.0.2/32'], latestHandshake: handshake, rxMiB: 1, txMiB: 2 },
+            { publicKey: key('C'), endpoint: null, allowedIps: ['10.77.0.3/32'], latestHandshake: null, rxMiB: 0, txMiB: 0 },
+          ],
+        },
+        wg1: { interface: 'wg1', up: false },
+      },
+    });
+    await nav('Nodes & agents');
+    const vpn = page.locator(`tr[data-agent="${node.identity.agentId}"] td[data-label="VPN"]`);
+    await vpn.getByText('wg0: 2 peer(s)').waitFor();
+    const text = await vpn.innerText();
+    const age = Number(/203\.0\.113\.7:51820, handshake (\d+) s ago/.exec(text)?.[1] ?? NaN);
+    assert.ok(age >= 40 && age < 90, text); // 42 s when sent; the page's clock ticks once a second
+    assert.match(text, /no endpoint, handshake never/);
+    assert.match(text, /wg1: down/);
+    // The age ticks without a new heartbeat.
+    await eventually(async () => Number(/handshake (\d+) s ago/.exec(await vpn.innerText())?.[1] ?? 0) > age, 10_000, 'the handshake age ticks');
+    await checkPage(page, 'agents-vpn');
     assert.deepEqual(pageErrors, []);
   });
 });
