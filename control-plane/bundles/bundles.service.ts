@@ -75,8 +75,9 @@ export class BundlesService {
     const at = await this.loadAt(aid, { url: s.url, path: s.path }, commit, s.ref).then(
       ({ bundle }) => ({ commit, info: JSON.stringify(bundleInfo(bundle)), error: null }),
       (err: unknown) => {
-        if (!(err instanceof TetherError) || err.code !== 'invalid_bundle') throw err;
-        return { commit, info: null, error: err.message.slice(0, MAX_BUNDLE_ERROR) };
+        // Registration stands on the ref resolving (as before); what cannot be read there is kept as the reason.
+        if (!(err instanceof TetherError)) this.d.log.warn({ aid, name: s.name, commit, err }, 'bundle at the registered commit could not be read');
+        return { commit, info: null, error: err instanceof TetherError ? err.message.slice(0, MAX_BUNDLE_ERROR) : 'the bundle at this commit could not be read' };
       },
     );
     const created = await repo.upsertBundleSource(this.d.db, { aid, ...s, ...(credentials ? { credentials } : {}), at, now: this.d.clock.now() });
