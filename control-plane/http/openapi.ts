@@ -96,7 +96,7 @@ const bundleInputView = z.looseObject({
 });
 /** The bundle at the source's registered commit: what a deploy form is generated from. */
 const bundleInfoView = z.looseObject({ name: z.string(), version: z.string(), description: z.string().optional(), inputs: z.record(z.string(), bundleInputView) });
-const bundleSourceView = z.looseObject({
+export const bundleSourceView = z.looseObject({
   name: z.string(),
   url: z.string(),
   ref: z.string(),

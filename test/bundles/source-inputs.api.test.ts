@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import type { BundleSourceView } from '../../control-plane/bundles/bundles.wire.ts';
+import { bundleSourceView } from '../../control-plane/http/openapi.ts';
 import { removeDir, startTestControlPlane, tempDir, type TestControlPlane } from '../support/control-plane.ts';
 import { bareRepo, type BareRepo } from '../cluster-agent/support.ts';
 
@@ -60,6 +61,8 @@ describe('bundles: the bundle at the registered commit (GET /v1/bundles)', funct
       },
     });
     assert.equal(one.bundleError, undefined);
+    // As documented (the OpenAPI document's schema is generated from this one).
+    bundleSourceView.parse(one);
     const list = (await t.admin.request<{ bundles: BundleSourceView[] }>('GET', '/v1/bundles')).body.bundles;
     assert.deepEqual(list.find((b) => b.name === 'shop')?.bundle, one.bundle);
     // The credentials are never answered.
@@ -82,5 +85,6 @@ describe('bundles: the bundle at the registered commit (GET /v1/bundles)', funct
     assert.equal(bad.commit, broken);
     assert.equal(bad.bundle, null);
     assert.match(bad.bundleError ?? '', /replicas/);
+    bundleSourceView.parse(bad);
   });
 });
