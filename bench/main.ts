@@ -650,6 +650,7 @@ try {
   if (scenarios.has('cli')) await cli();
   if (scenarios.has('backup')) await backup();
   if (scenarios.has('drift')) await drift();
+  if (scenarios.has('console')) results.console = await (await import('./console.ts')).consoleBench({ agents: 10_000, commands: 100_000, clusters: 50, runs: quick ? 3 : 7, row }); // not in the default set: --only console (bench/console.ts)
 } finally {
   if (durability) rows.unshift({ figure: 'durability', measure: 'what an answer of the control plane promises', value: durability.mode === 'FULL' ? `FULL: on disk before it is answered (${durability.method})` : 'NORMAL: committed to the WAL (survives kill -9, not a power cut)' });
   const command = `npm run bench --${process.argv.slice(2).map((a) => ` ${a}`).join('') || ''}`;

@@ -145,11 +145,21 @@ export interface InstanceVersion {
   inputs: Record<string, unknown>;
   job: { id: number; state: string | null } | null;
 }
+export interface BundleInput {
+  type: 'string' | 'number' | 'boolean';
+  description?: string;
+  required: boolean;
+  default?: string | number | boolean;
+}
 export interface BundleSource {
   name: string;
   url: string;
   ref: string;
   path: string;
+  /** The commit registration resolved, and the bundle there (null: it did not validate, or not known). */
+  commit: string | null;
+  bundle: { name: string; version: string; description?: string; inputs: Record<string, BundleInput> } | null;
+  bundleError?: string;
 }
 
 // ------------------------------------------------------------------ the first page's data, early

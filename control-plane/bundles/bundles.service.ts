@@ -31,7 +31,7 @@ import { driftView, storedInterval } from './drift.plan.ts';
 import { recordEndedCheck } from './drift.scheduler.ts';
 import { formatProblems } from './validate.ts';
 import type { BundleSourceView, DeployRequest, DeployResponse, DesiredStateRequest, DiffResponse, InstanceState, InstanceVersionView, InstanceView, RedeployRequest, RegisterBundleRequest } from './bundles.wire.ts';
-import type { DriftSettingsRequest } from './bundles.wire.ts';
+import type { BundleInfo, DriftSettingsRequest } from './bundles.wire.ts';
 
 export interface BundlesDeps {
   db: Db;
@@ -70,7 +70,17 @@ export class BundlesService {
     const { username, password, ...s } = req;
     const credentials = username !== undefined && password !== undefined ? { username, password } : undefined;
     const commit = await this.d.cache.resolve(aid, { url: s.url, ref: s.ref, ...(credentials ? { credentials } : {}) });
-    const created = await repo.upsertBundleSource(this.d.db, { aid, ...s, ...(credentials ? { credentials } : {}), now: this.d.clock.now() });
+    // What the source holds there (the console's deploy form reads it): a bundle that does not
+    // validate is still registered, with the reason, as before.
+    const at = await this.loadAt(aid, { url: s.url, path: s.path }, commit, s.ref).then(
+      ({ bundle }) => ({ commit, info: JSON.stringify(bundleInfo(bundle)), error: null }),
+      (err: unknown) => {
+        // Registration stands on the ref resolving (as before); what cannot be read there is kept as the reason.
+        if (!(err instanceof TetherError)) this.d.log.warn({ aid, name: s.name, commit, err }, 'bundle at the registered commit could not be read');
+        return { commit, info: null, error: err instanceof TetherError ? err.message.slice(0, MAX_BUNDLE_ERROR) : 'the bundle at this commit could not be read' };
+      },
+    );
+    const created = await repo.upsertBundleSource(this.d.db, { aid, ...s, ...(credentials ? { credentials } : {}), at, now: this.d.clock.now() });
     this.d.log.info({ aid, name: s.name, commit }, created ? 'bundle source registered' : 'bundle source updated');
     return { source: await this.getSource(aid, s.name), created, commit };
   }
@@ -108,6 +118,11 @@ export class BundlesService {
   private async load(aid: string, src: repo.BundleSourceRow, ref = src.ref): Promise<LoadedBundle> {
     const credentials = src.git_username !== null && src.git_password !== null ? { username: src.git_username, password: src.git_password } : undefined;
     const commit = await this.d.cache.resolve(aid, { url: src.url, ref, ...(credentials ? { credentials } : {}) });
+    return this.loadAt(aid, src, commit, ref);
+  }
+
+  /** Checks the tree at a resolved commit out (cached) and validates the bundle there. */
+  private async loadAt(aid: string, src: { url: string; path: string }, commit: string, ref: string): Promise<LoadedBundle> {
     const tree = await this.d.cache.tree(aid, src.url, commit);
     const dir = containedDir(tree, src.path);
     if (!dir) throw new TetherError('invalid_bundle', `${src.path}: no such folder inside the repository at ${commit}`, { status: 422 });
@@ -423,7 +438,30 @@ function versionView(v: InstanceVersionWithJob): InstanceVersionView {
 }
 
 function sourceView(r: repo.BundleSourceRow): BundleSourceView {
-  return { name: r.name, url: r.url, ref: r.ref, path: r.path, credentials: r.git_username !== null, createdAt: iso(r.created_at)!, updatedAt: iso(r.updated_at)! };
+  return {
+    name: r.name,
+    url: r.url,
+    ref: r.ref,
+    path: r.path,
+    credentials: r.git_username !== null,
+    commit: r.commit_sha,
+    bundle: r.bundle_info === null ? null : (JSON.parse(r.bundle_info) as BundleInfo),
+    ...(r.bundle_error !== null ? { bundleError: r.bundle_error } : {}),
+    createdAt: iso(r.created_at)!,
+    updatedAt: iso(r.updated_at)!,
+  };
+}
+
+/** Why a bundle did not validate, as stored with its source: at most this many characters. */
+const MAX_BUNDLE_ERROR = 4096;
+
+/** What the deploy form needs of a validated bundle: its name, version, description and typed inputs (never its resources). */
+function bundleInfo(b: Bundle): BundleInfo {
+  const inputs: BundleInfo['inputs'] = {};
+  for (const [k, i] of Object.entries(b.inputs)) {
+    inputs[k] = { type: i.type, ...(i.description !== undefined ? { description: i.description } : {}), required: i.required === true, ...(i.default !== undefined ? { default: i.default } : {}) };
+  }
+  return { name: b.name, version: b.version, ...(b.description !== undefined ? { description: b.description } : {}), inputs };
 }
 
 /** The real folder `sub` names inside `root` (symbolic links must stay inside), or undefined. */

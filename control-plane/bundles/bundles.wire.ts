@@ -79,8 +79,22 @@ export interface BundleSourceView {
   path: string;
   /** Whether the source has credentials of its own (they are never shown). */
   credentials: boolean;
+  /** The commit the ref resolved to when the source was registered (null: registered before this was kept). */
+  commit: string | null;
+  /** The bundle at that commit (null: it did not validate, see bundleError, or not known). */
+  bundle: BundleInfo | null;
+  /** Why the bundle at that commit did not validate. */
+  bundleError?: string;
   createdAt: string;
   updatedAt: string;
+}
+
+/** A bundle's name, version, description and typed inputs (bundle.yaml), for a deploy form. */
+export interface BundleInfo {
+  name: string;
+  version: string;
+  description?: string;
+  inputs: Record<string, { type: 'string' | 'number' | 'boolean'; description?: string; required: boolean; default?: string | number | boolean }>;
 }
 
 export type InstanceState = 'deploying' | 'deployed' | 'failed' | 'deleting' | 'deleted' | 'delete_failed';

@@ -11,27 +11,37 @@ export type InstanceVersionRow = Selectable<InstanceVersionsTable>;
 export type DesiredState = Pick<InstanceRow, 'bundle_name' | 'bundle_version' | 'git_url' | 'git_path' | 'commit_sha' | 'bundle' | 'inputs'>;
 
 /**
- * Creates or replaces a bundle source (its credentials too: none given, none kept); true when it
- * was created.
+ * Creates or replaces a bundle source (its credentials too: none given, none kept) with what it
+ * holds at the commit registration resolved (migration 0013); true when it was created.
  */
 export async function upsertBundleSource(
   db: Db,
-  s: { aid: string; name: string; url: string; ref: string; path: string; credentials?: { username: string; password: string }; now: number },
+  s: {
+    aid: string;
+    name: string;
+    url: string;
+    ref: string;
+    path: string;
+    credentials?: { username: string; password: string };
+    at: { commit: string; info: string | null; error: string | null };
+    now: number;
+  },
 ): Promise<boolean> {
   const git_username = s.credentials?.username ?? null;
   const git_password = s.credentials?.password ?? null;
+  const at = { commit_sha: s.at.commit, bundle_info: s.at.info, bundle_error: s.at.error };
   return db.transaction().execute(async (trx) => {
     const existing = await trx.selectFrom('bundle_sources').select('name').where('aid', '=', s.aid).where('name', '=', s.name).executeTakeFirst();
     if (existing) {
       await trx
         .updateTable('bundle_sources')
-        .set({ url: s.url, ref: s.ref, path: s.path, git_username, git_password, updated_at: s.now })
+        .set({ url: s.url, ref: s.ref, path: s.path, git_username, git_password, ...at, updated_at: s.now })
         .where('aid', '=', s.aid)
         .where('name', '=', s.name)
         .execute();
       return false;
     }
-    await trx.insertInto('bundle_sources').values({ aid: s.aid, name: s.name, url: s.url, ref: s.ref, path: s.path, git_username, git_password, created_at: s.now, updated_at: s.now }).execute();
+    await trx.insertInto('bundle_sources').values({ aid: s.aid, name: s.name, url: s.url, ref: s.ref, path: s.path, git_username, git_password, ...at, created_at: s.now, updated_at: s.now }).execute();
     return true;
   });
 }

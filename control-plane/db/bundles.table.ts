@@ -8,6 +8,12 @@ export interface BundleSourcesTable {
   /** The source's own git credentials (https), never logged or returned; NULL: none. */
   git_username: string | null;
   git_password: string | null;
+  /** Migration 0013: the commit registration resolved; NULL before it. */
+  commit_sha: string | null;
+  /** JSON of the bundle's name, version, description and inputs at commit_sha; NULL: not validated there. */
+  bundle_info: string | null;
+  /** Why the bundle at commit_sha did not validate (bounded); NULL otherwise. */
+  bundle_error: string | null;
   created_at: number;
   updated_at: number;
 }

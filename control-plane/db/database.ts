@@ -15,6 +15,7 @@ import * as m0006 from './migrations/0006_instance_versions.ts';
 import * as m0007 from './migrations/0007_instance_sync.ts';
 import * as m0008 from './migrations/0008_drift_schedule.ts';
 import * as m0009 from './migrations/0009_sessions.ts';
+import * as m0013 from './migrations/0013_source_bundle.ts';
 import type { Database } from './schema.ts';
 
 export type Db = Kysely<Database>;
@@ -30,6 +31,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0007_instance_sync': m0007,
   '0008_drift_schedule': m0008,
   '0009_sessions': m0009,
+  '0013_source_bundle': m0013,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

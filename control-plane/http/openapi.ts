@@ -88,7 +88,25 @@ const agentView = z.looseObject({
 });
 const clusterView = z.looseObject({ cid: z.string(), aid: z.string(), domain: z.string(), createdAt: iso.optional() });
 const logLineView = z.looseObject({ id: z.number().int(), ts: iso, stream: z.string(), text: z.string() });
-const bundleSourceView = z.looseObject({ name: z.string(), url: z.string(), ref: z.string(), path: z.string(), createdAt: iso, updatedAt: iso });
+const bundleInputView = z.looseObject({
+  type: z.enum(['string', 'number', 'boolean']),
+  description: z.string().optional(),
+  required: z.boolean(),
+  default: z.union([z.string(), z.number(), z.boolean()]).optional(),
+});
+/** The bundle at the source's registered commit: what a deploy form is generated from. */
+const bundleInfoView = z.looseObject({ name: z.string(), version: z.string(), description: z.string().optional(), inputs: z.record(z.string(), bundleInputView) });
+export const bundleSourceView = z.looseObject({
+  name: z.string(),
+  url: z.string(),
+  ref: z.string(),
+  path: z.string(),
+  commit: z.string().nullable(),
+  bundle: bundleInfoView.nullable(),
+  bundleError: z.string().optional(),
+  createdAt: iso,
+  updatedAt: iso,
+});
 const instanceView = z.looseObject({
   osid: z.string(),
   cluster: z.string(),
@@ -190,7 +208,7 @@ export const ROUTES: RouteDoc[] = [
   { method: 'post', path: '/v1/agents/{id}/revoke', auth: 'bearer', summary: "revoke an agent's certificate", params: { id: agentIdSchema }, ok: { 200: agentView }, errors: [404] },
   { method: 'post', path: '/v1/bundles', auth: 'bearer', summary: 'register (or update) a bundle source', body: registerBundleSchema, ok: { 201: bundleSourceView, 200: bundleSourceView }, errors: [409, 422] },
   { method: 'get', path: '/v1/bundles', auth: 'bearer', summary: 'list bundle sources', ok: { 200: z.object({ bundles: z.array(bundleSourceView) }) }, errors: [] },
-  { method: 'get', path: '/v1/bundles/{name}', auth: 'bearer', summary: 'one bundle source', params: { name: dnsLabel() }, ok: { 200: bundleSourceView }, errors: [404] },
+  { method: 'get', path: '/v1/bundles/{name}', auth: 'bearer', summary: 'one bundle source, with the bundle (name, version, typed inputs) at its registered commit', params: { name: dnsLabel() }, ok: { 200: bundleSourceView }, errors: [404] },
   { method: 'delete', path: '/v1/bundles/{name}', auth: 'bearer', summary: 'remove a bundle source, its credentials and its cached mirror', params: { name: dnsLabel() }, ok: { 204: undefined }, errors: [404] },
   { method: 'post', path: '/v1/instances', auth: 'bearer', summary: 'deploy a bundle to a cluster', body: deploySchema, ok: { 202: deployResponse }, errors: [404, 409, 422] },
   { method: 'get', path: '/v1/instances', auth: 'bearer', summary: 'list instances, oldest first, a page at a time', query: listInstancesQuery, ok: { 200: z.object({ instances: z.array(instanceView), nextCursor }) }, errors: [] },

@@ -3,17 +3,22 @@
  * playwright-core, trusting only the control plane's server key (its SPKI pinned with
  * --ignore-certificate-errors-spki-list, so no other certificate error is ignored); axe-core run in
  * the page (no serious or critical violation allowed); screenshots at desktop and phone width, light
- * and dark, into docs/console/.
+ * and dark, into docs/console/ when TETHER_CONSOLE_SCREENSHOTS=1 (the way to refresh them), otherwise
+ * into a temporary folder (still taken, so `npm test` exercises the code and leaves the work tree clean).
  */
 import assert from 'node:assert/strict';
 import { createHash, X509Certificate } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { REPO_ROOT } from '../support/control-plane.ts';
 
 export const CHROMIUM = '/usr/bin/chromium';
-export const SHOTS_DIR = join(REPO_ROOT, 'docs', 'console');
+/** The committed screenshots, linked from docs/console.md. */
+export const DOCS_SHOTS_DIR = join(REPO_ROOT, 'docs', 'console');
+/** Where this run writes its screenshots: docs/console/ only when asked to refresh them. */
+export const SHOTS_DIR = process.env.TETHER_CONSOLE_SCREENSHOTS === '1' ? DOCS_SHOTS_DIR : mkdtempSync(join(tmpdir(), 'tether-console-shots-'));
 export const VIEWPORTS = { desktop: { width: 1280, height: 800 }, phone: { width: 390, height: 844 } } as const;
 
 /** base64 SHA-256 of a certificate's SubjectPublicKeyInfo, as Chromium's SPKI list takes it. */
@@ -49,7 +54,7 @@ export async function axeViolations(page: Page): Promise<AxeViolation[]> {
 
 /**
  * For each colour scheme: axe (asserted clean) at desktop and phone width, and a screenshot of
- * each into docs/console/<name>-<desktop|phone>-<light|dark>.png. Leaves the page at desktop, light.
+ * each into SHOTS_DIR/<name>-<desktop|phone>-<light|dark>.png. Leaves the page at desktop, light.
  */
 export async function checkPage(page: Page, name: string): Promise<{ axeRuns: number }> {
   mkdirSync(SHOTS_DIR, { recursive: true });
@@ -66,7 +71,9 @@ export async function checkPage(page: Page, name: string): Promise<{ axeRuns: nu
         [],
         `axe on ${name}, ${vp}, ${scheme}`,
       );
-      await page.screenshot({ path: join(SHOTS_DIR, `${name}-${vp}-${scheme}.png`) });
+      const path = join(SHOTS_DIR, `${name}-${vp}-${scheme}.png`);
+      await page.screenshot({ path });
+      assert.ok(existsSync(path), `screenshot ${path} written`);
     }
   }
   await page.emulateMedia({ colorScheme: 'light' });

@@ -6,7 +6,7 @@
  * clock moved past 10 s, the page not reloaded); submit a command from the YAML editor (first an
  * invalid one: the server's error shows at its line) and watch its log stream to the end; cancel a
  * queued one; revoke through the confirmation dialog; sign out. On every page axe-core finds no
- * serious or critical violation, and screenshots (desktop and phone, light and dark) go to docs/console/.
+ * serious or critical violation, and screenshots (desktop and phone, light and dark) are taken (into docs/console/ with TETHER_CONSOLE_SCREENSHOTS=1).
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -126,6 +126,11 @@ describe('console: in a real browser against a real control plane and node agent
     command = (await code.innerText()).trim();
     assert.match(command, /^tether-node register /);
     assert.match(command, /--token '?tether_bt_/);
+    // The copy button puts exactly the shown command on the clipboard.
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: t.url });
+    await page.getByRole('button', { name: 'Copy command' }).click();
+    await page.getByRole('button', { name: 'Copied' }).waitFor();
+    assert.equal(await page.evaluate('navigator.clipboard.readText()'), command);
     await page.locator('summary', { hasText: 'ca.crt' }).click();
     caPem = (await page.locator('#ca-cert').innerText()).trim();
     assert.equal(caPem, t.caPem.trim(), 'the page shows the control plane CA');

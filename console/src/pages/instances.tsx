@@ -1,24 +1,9 @@
-/** Instances: state and sync status (polled), and a form deploying a registered bundle to a cluster. */
-import { useState } from 'preact/hooks';
+/** Instances: state and sync status (polled), and a form deploying a registered bundle to a cluster (generated from its typed inputs). */
 import { useLocation } from 'preact-iso';
-import { api, errorText, type BundleSource, type Cluster, type Instance } from '../api.ts';
+import { api, type BundleSource, type Cluster, type Instance } from '../api.ts';
+import { DeployForm } from './deploy-form.tsx';
 import { ErrorBox, Layout, Status, usePoll } from '../components.tsx';
 import { ago } from '../time.ts';
-
-/** `name=value` lines to typed inputs: true/false booleans, numbers as numbers, the rest strings. */
-export function parseInputLines(text: string): Record<string, string | number | boolean> {
-  const out: Record<string, string | number | boolean> = {};
-  for (const raw of text.split('\n')) {
-    const line = raw.trim();
-    if (!line) continue;
-    const eq = line.indexOf('=');
-    if (eq < 1) throw new Error(`"${line}": write name=value`);
-    const k = line.slice(0, eq).trim();
-    const v = line.slice(eq + 1).trim();
-    out[k] = v === 'true' ? true : v === 'false' ? false : v !== '' && /^-?\d+(\.\d+)?$/.test(v) ? Number(v) : v;
-  }
-  return out;
-}
 
 export default function InstancesPage() {
   const { route, query } = useLocation();
@@ -26,10 +11,9 @@ export default function InstancesPage() {
   const list = usePoll((signal) => api<{ instances: Instance[]; nextCursor: string | null }>('GET', `/v1/instances${cursor ? `?cursor=${encodeURIComponent(cursor)}` : ''}`, undefined, { signal }), 3000, [cursor]);
   const bundles = usePoll((signal) => api<{ bundles: BundleSource[] }>('GET', '/v1/bundles', undefined, { signal }), 60_000);
   const clusters = usePoll((signal) => api<{ clusters: Cluster[] }>('GET', '/v1/clusters', undefined, { signal }), 60_000);
-  const [error, setError] = useState<string | null>(null);
   return (
     <Layout title="Instances">
-      <ErrorBox error={list.error ?? error} />
+      <ErrorBox error={list.error} />
       {!list.data ? (
         <p aria-busy="true">Loading…</p>
       ) : list.data.instances.length === 0 ? (
@@ -84,38 +68,7 @@ export default function InstancesPage() {
       </nav>
       <section>
         <h2>Deploy a bundle</h2>
-        <form
-          class="stack"
-          onSubmit={async (e) => {
-            e.preventDefault();
-            const f = e.currentTarget.elements;
-            try {
-              const inputs = parseInputLines((f.namedItem('inputs') as HTMLTextAreaElement).value);
-              const r = await api<{ osid: string }>('POST', '/v1/instances', { bundle: (f.namedItem('bundle') as HTMLSelectElement).value, cluster: (f.namedItem('cluster') as HTMLSelectElement).value, inputs });
-              route(`/instances/${r.osid}`);
-            } catch (err) {
-              setError(errorText(err));
-            }
-          }}
-        >
-          <label for="d-bundle">Bundle</label>
-          <select id="d-bundle" name="bundle" required>
-            {(bundles.data?.bundles ?? []).map((b) => (
-              <option key={b.name} value={b.name}>
-                {b.name} ({b.ref})
-              </option>
-            ))}
-          </select>
-          <label for="d-cluster">Cluster</label>
-          <select id="d-cluster" name="cluster" required>
-            {(clusters.data?.clusters ?? []).map((c) => (
-              <option key={c.cid}>{c.cid}</option>
-            ))}
-          </select>
-          <label for="d-inputs">Inputs (one name=value a line; the bundle's defaults for the rest)</label>
-          <textarea id="d-inputs" name="inputs" rows={4} spellcheck={false} />
-          <button type="submit">Deploy</button>
-        </form>
+        <DeployForm bundles={bundles.data?.bundles ?? []} clusters={clusters.data?.clusters ?? []} onDeployed={(osid) => route(`/instances/${osid}`)} />
       </section>
     </Layout>
   );
