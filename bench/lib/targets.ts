@@ -46,7 +46,7 @@ export class Targets {
   /** The printed table: one line per target, its value, its bound, met yes/NO. */
   render(): string {
     if (this.list.length === 0) return '';
-    const w = [52, 22, 16];
+    const w = [52, 22, 22];
     const line = (c: string[]) => c.map((x, i) => x.padEnd(w[i]!)).join(' | ');
     const fmt = (v: number) => (Number.isFinite(v) ? v.toLocaleString('en-US', { maximumFractionDigits: 2 }) : 'not measured');
     return [
