@@ -25,6 +25,7 @@ import type { RequestListener } from 'node:http';
 import { writeFileAtomic } from '../../common/files.ts';
 import type { Logger } from '../../common/logger.ts';
 import { AgentApi } from './agent.routes.ts';
+import { serveAgentStream } from './agent-stream.ts';
 import { ConnectionGuard, defaultUnauthenticatedTotal } from './connection-guard.ts';
 
 /** The transport limits (config.ts), all in milliseconds except the caps. */
@@ -114,11 +115,14 @@ export class ApiServer {
       socket.end(answer);
     });
     this.h1 = h1;
-    // Everything on HTTP/2 goes to the agent API, which answers any other path 404.
-    const h2 = http2.createServer({ settings: { maxConcurrentStreams: 32 } }, (req, res) => {
-      this.track(res);
-      if (req.method !== 'GET' && req.method !== 'HEAD' && !req.complete) stallGuard(req, lim.requestTimeoutMs);
-      void o.agentApi.handle(req, res, req.stream.session?.socket as tls.TLSSocket);
+    // Everything on HTTP/2 goes to the agent API, which answers any other path 404. Streams are
+    // served without the compatibility request/response objects (agent-stream.ts).
+    const h2 = http2.createServer({ settings: { maxConcurrentStreams: 32 } });
+    h2.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number) => {
+      serveAgentStream(stream, headers, flags, lim.requestTimeoutMs, (req, res) => {
+        this.track(res);
+        return o.agentApi.handle(req, res, stream.session?.socket as tls.TLSSocket);
+      });
     });
     h2.on('session', (s) => {
       this.sessions.add(s);
@@ -189,7 +193,7 @@ export class ApiServer {
     return { tls: this.sockets.size, http2: this.sessions.size, unauthenticated: this.guard.unauthenticated };
   }
 
-  private track(res: http.ServerResponse | http2.Http2ServerResponse) {
+  private track(res: { once(event: 'close', fn: () => void): unknown }) {
     this.inFlight++;
     res.once('close', () => {
       if (--this.inFlight === 0) for (const f of this.idle.splice(0)) f();
@@ -251,16 +255,6 @@ function clientErrorAnswer(code: string | undefined, lim: TransportLimits): stri
     default:
       return jsonAnswer(400, 'Bad Request', 'invalid_http', 'the request is not valid HTTP/1.1');
   }
-}
-
-/** HTTP/2: an upload that has not ended within `ms` of its start is cancelled (the stream, not the session). */
-function stallGuard(req: http2.Http2ServerRequest, ms: number): void {
-  const t = setTimeout(() => {
-    if (!req.complete) req.stream.close(http2.constants.NGHTTP2_CANCEL);
-  }, ms);
-  t.unref();
-  req.stream.once('close', () => clearTimeout(t));
-  req.once('end', () => clearTimeout(t));
 }
 
 /**

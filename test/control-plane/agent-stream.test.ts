@@ -1,0 +1,115 @@
+/**
+ * The agent API on raw HTTP/2 streams (control-plane/http/agent-stream.ts) answers as it did
+ * through Node's compatibility layer, on a real control plane over mTLS: JSON answers without a
+ * Date header, HEAD without a body, a refused upload cut short while its session lives on, a 404
+ * for a path outside the agent API, and a client resetting its held poll without harm.
+ */
+import assert from 'node:assert/strict';
+import http2 from 'node:http2';
+import { removeDir, startTestControlPlane, type TestAgent, type TestControlPlane } from '../support/control-plane.ts';
+
+interface H2Answer {
+  status: number;
+  headers: http2.IncomingHttpHeaders;
+  body: string;
+  rstCode: number | undefined;
+}
+
+function call(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body?: Buffer | string, o: { endAfterBody?: boolean } = {}): Promise<H2Answer> {
+  return new Promise((resolve, reject) => {
+    const s = session.request(headers, { endStream: body === undefined });
+    let status = 0;
+    let got: http2.IncomingHttpHeaders = {};
+    let out = '';
+    s.on('response', (h) => {
+      got = h;
+      status = Number(h[':status']);
+    });
+    s.on('data', (c: Buffer) => (out += c.toString()));
+    s.on('error', () => undefined);
+    s.on('close', () => (status ? resolve({ status, headers: got, body: out, rstCode: s.rstCode }) : reject(new Error(`stream closed without an answer (rst ${s.rstCode})`))));
+    if (body !== undefined) {
+      s.write(body);
+      if (o.endAfterBody !== false) s.end();
+    }
+  });
+}
+
+describe('agent API on raw HTTP/2 streams', function () {
+  this.timeout(30_000);
+  let t: TestControlPlane;
+  let agent: TestAgent;
+  let session: http2.ClientHttp2Session;
+
+  before(async () => {
+    t = await startTestControlPlane({ bodyLimitBytes: 4096, longPollSeconds: 3 });
+    await t.createCluster('hs1');
+    agent = await t.agent('hs1', 'cluster-agent');
+    session = http2.connect(t.url, { ca: t.caPem, servername: 'localhost', cert: agent.identity.certificate, key: agent.keys.privateKeyPem });
+    await new Promise((r) => session.once('connect', r));
+  });
+  after(async () => {
+    session?.destroy();
+    agent?.client.close();
+    await t?.close();
+    if (t) removeDir(t.dataDir);
+  });
+
+  it('answers a heartbeat 200 with a JSON body and no Date header', async () => {
+    const a = await call(session, { ':method': 'POST', ':path': '/v1/agent/heartbeat', 'content-type': 'application/json' }, JSON.stringify({ version: 't', metrics: {}, running: [] }));
+    assert.equal(a.status, 200);
+    assert.match(String(a.headers['content-type']), /^application\/json/);
+    assert.equal(Number(a.headers['content-length']), Buffer.byteLength(a.body));
+    assert.equal(a.headers.date, undefined);
+    assert.equal(typeof JSON.parse(a.body), 'object');
+  });
+
+  it('answers whoami with the agent the certificate names', async () => {
+    const a = await call(session, { ':method': 'GET', ':path': '/v1/agent/whoami' });
+    assert.equal(a.status, 200);
+    assert.equal(JSON.parse(a.body).agentId, agent.identity.agentId);
+  });
+
+  it('answers HEAD on an agent route 405 with Allow and no body', async () => {
+    const a = await call(session, { ':method': 'HEAD', ':path': '/v1/agent/whoami' });
+    assert.equal(a.status, 405);
+    assert.equal(a.headers.allow, 'GET');
+    assert.equal(a.body, '');
+  });
+
+  it('answers a path outside the agent API 404 route_not_found in JSON', async () => {
+    const a = await call(session, { ':method': 'GET', ':path': '/v1/clusters' });
+    assert.equal(a.status, 404);
+    assert.equal(JSON.parse(a.body).error.code, 'route_not_found');
+  });
+
+  it('refuses a body over the limit with 413 JSON and stops the upload, keeping the session', async () => {
+    // Declared over the limit: refused before reading, while the client still has the rest to send.
+    const a = await call(session, { ':method': 'POST', ':path': '/v1/agent/heartbeat', 'content-type': 'application/json', 'content-length': '100000' }, '{"version":', { endAfterBody: false });
+    assert.equal(a.status, 413);
+    assert.equal(JSON.parse(a.body).error.code, 'payload_too_large');
+    assert.equal(a.rstCode, http2.constants.NGHTTP2_NO_ERROR, 'the rest of the upload is declined (RST_STREAM NO_ERROR after the answer)');
+    // Not declared, streamed past the limit.
+    const b = await call(session, { ':method': 'POST', ':path': '/v1/agent/heartbeat', 'content-type': 'application/json' }, Buffer.alloc(8192, 0x20), { endAfterBody: false });
+    assert.equal(b.status, 413);
+    assert.equal(JSON.parse(b.body).error.code, 'payload_too_large');
+    const who = await call(session, { ':method': 'GET', ':path': '/v1/agent/whoami' });
+    assert.equal(who.status, 200, 'the session is still served');
+  });
+
+  it('refuses invalid JSON with 400 invalid_json', async () => {
+    const a = await call(session, { ':method': 'POST', ':path': '/v1/agent/heartbeat', 'content-type': 'application/json' }, '{"version":');
+    assert.equal(a.status, 400);
+    assert.equal(JSON.parse(a.body).error.code, 'invalid_json');
+  });
+
+  it('takes a held poll reset by the client without harm: the next poll is held and answered', async () => {
+    const s = session.request({ ':method': 'GET', ':path': '/v1/agent/poll?wait=3' });
+    s.on('error', () => undefined);
+    await new Promise((r) => setTimeout(r, 300));
+    s.close(http2.constants.NGHTTP2_CANCEL);
+    const a = await call(session, { ':method': 'GET', ':path': '/v1/agent/poll?wait=1' });
+    assert.equal(a.status, 200);
+    assert.equal(JSON.parse(a.body).command, null);
+  });
+});
