@@ -13,6 +13,7 @@ import { TetherError, badRequest, errorMessage, notFound } from '../common/error
 import { COMMAND_STATES, HEALTHY_BELOW_S, OFFLINE_FROM_S } from '../common/wire.ts';
 import { migrate, type Db } from './db/database.ts';
 import { openStorage } from './db/storage.ts';
+import { databaseClock } from './db/clock.ts';
 import { lockDataDir } from './db/backup.ts';
 import { countByState } from './db/commands.repository.ts';
 import { countAgentsByHeartbeatAge } from './db/agents.repository.ts';
@@ -80,7 +81,7 @@ export interface StartOptions {
 
 export async function startControlPlane(input: Parameters<typeof parseConfig>[0], opts: StartOptions = {}): Promise<ControlPlane> {
   const config = parseConfig(input);
-  const clock = opts.clock ?? systemClock;
+  let clock = opts.clock ?? systemClock;
   const log = opts.log ?? createLogger('tether-control-plane');
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
@@ -100,6 +101,9 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   };
   const applied = await migrate(db).catch(failedStart);
   if (applied.length) log.info({ migrations: applied }, 'database migrated');
+  // On PostgreSQL, replicas share rows: time is the database's (db/clock.ts); a test's clock is kept.
+  const dbClock = storage.dialect === 'postgres' && !opts.clock ? await databaseClock(db, log).catch(failedStart) : undefined;
+  if (dbClock) clock = dbClock;
   const ca = loadOrCreatePki(dataDir, serverSans(config), clock.now());
   if (ca.created) log.info({ caFile: join(dataDir, 'ca.crt') }, 'certificate authority created');
   const loadPublic = (): PublicCertificate | undefined =>
@@ -274,6 +278,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       const open = server.connections;
       await server.close();
       const tClosed = Date.now();
+      dbClock?.stop();
       await storage.close();
       lock.release();
       log.info({ heldPolls: held, connections: open.tls, connectionsClosedMs: tClosed - t0, totalMs: Date.now() - t0 }, 'control plane stopped');
