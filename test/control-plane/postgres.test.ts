@@ -11,6 +11,8 @@ import { openPostgres, redactDatabaseUrl } from '../../control-plane/db/postgres
 import { migrate } from '../../control-plane/db/database.ts';
 import { freePort, nodeArgs, removeDir, spawnControlPlane, startTestControlPlane, stopProcess, tempDir } from '../support/control-plane.ts';
 import { sql } from 'kysely';
+import pg from 'pg';
+import { HttpError } from '../../common/http-client.ts';
 
 describe('PostgreSQL storage', function () {
   this.timeout(120_000);
@@ -130,6 +132,29 @@ describe('PostgreSQL storage', function () {
       }
       a.client.close();
     } finally {
+      await t.close();
+    }
+  });
+
+  it('a statement stuck behind a lock is cancelled by the statement timeout: 503 storage_unavailable, and the server serves again once the lock is gone', async () => {
+    const url = await freshDatabase();
+    const t = await startTestControlPlane({ databaseUrl: url, databaseStatementTimeoutMs: 500 });
+    const locker = new pg.Client({ connectionString: url });
+    await locker.connect();
+    try {
+      await t.createCluster('stuck');
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE commands IN ACCESS EXCLUSIVE MODE');
+      const body = { target: { cluster: 'stuck' }, type: 'manifest', spec: { manifests: 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n' } };
+      const err = await t.admin.request('POST', '/v1/commands', body).then(() => assert.fail('answered while the table was locked'), (e: unknown) => e);
+      assert.ok(err instanceof HttpError, String(err));
+      assert.equal(err.status, 503);
+      assert.equal(err.code, 'storage_unavailable');
+      assert.match(err.message, /PostgreSQL 57014/);
+      await locker.query('ROLLBACK');
+      assert.equal((await t.admin.request('POST', '/v1/commands', body)).status, 202);
+    } finally {
+      await locker.end();
       await t.close();
     }
   });
