@@ -4,7 +4,7 @@
  * mocha run, on the real PostgreSQL of test/support/postgres.ts.
  */
 import assert from 'node:assert/strict';
-import { freshDatabase } from '../support/postgres.ts';
+import { freshDatabase, requirePostgres } from '../support/postgres.ts';
 import { openPostgres } from '../../control-plane/db/postgres.ts';
 import type { Db } from '../../control-plane/db/database.ts';
 import { insertAccount, insertCluster } from '../../control-plane/db/accounts.repository.ts';
@@ -15,6 +15,9 @@ import { claimNext } from '../../control-plane/db/claim.ts';
 
 describe('PostgreSQL: the queue under replicas (several pools on one database)', function () {
   this.timeout(120_000);
+  before(function () {
+    requirePostgres(this);
+  });
   let replicas: Db[];
   const AGENTS = ['ca-aaaaaaaaaa', 'ca-bbbbbbbbbb', 'ca-cccccccccc', 'ca-dddddddddd'];
   const submit = (db: Db, key: string | null = null) =>

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
-import { freshDatabase } from '../support/postgres.ts';
+import { freshDatabase, requirePostgres } from '../support/postgres.ts';
 import { openPostgres, redactDatabaseUrl } from '../../control-plane/db/postgres.ts';
 import { migrate } from '../../control-plane/db/database.ts';
 import { freePort, nodeArgs, removeDir, spawnControlPlane, startTestControlPlane, stopProcess, tempDir } from '../support/control-plane.ts';
@@ -16,6 +16,9 @@ import { HttpError } from '../../common/http-client.ts';
 
 describe('PostgreSQL storage', function () {
   this.timeout(120_000);
+  before(function () {
+    requirePostgres(this);
+  });
 
   it('three replicas migrating one empty database at once migrate it once; every table is there, epoch milliseconds fit', async () => {
     const url = await freshDatabase({ empty: true });

@@ -27,6 +27,17 @@ export function sqliteOnly(ctx: Mocha.Context, reason: string): void {
   ctx.skip();
 }
 
+/**
+ * For the tests of the PostgreSQL storage itself: without PostgreSQL installed they say so and
+ * skip, unless in CI (CI set), where set-up installs it and its absence is a failure.
+ */
+export function requirePostgres(ctx: Mocha.Context): void {
+  if (postgresBinDir()) return;
+  if (process.env.CI) throw new Error('PostgreSQL is not installed (Debian package postgresql; .ci/run and scripts/test.sh install it as root)');
+  process.stdout.write('      (skipped: PostgreSQL is not installed; install Debian\'s postgresql package, or run npm test as root, which installs it)\n');
+  ctx.skip();
+}
+
 export function postgresBinDir(): string | undefined {
   if (process.env.TETHER_PG_BIN) return process.env.TETHER_PG_BIN;
   const root = '/usr/lib/postgresql';
