@@ -178,14 +178,17 @@ export async function stopPostgres(): Promise<void> {
   if (!s) return;
   await s.admin.end().catch(() => {});
   const exited = new Promise((r) => s.proc.once('close', r));
-  s.proc.kill('SIGINT'); // fast shutdown
+  s.proc.kill('SIGQUIT'); // immediate shutdown: no checkpoint, the folder is removed anyway
   await exited;
   rmSync(s.dir, { recursive: true, force: true });
 }
 
 // A root-level hook (registered while mocha loads the spec files that import this module): the
 // server lives as long as the mocha run.
-(globalThis as { after?: (fn: () => Promise<void>) => void }).after?.(stopPostgres);
+(globalThis as { after?: (fn: (this: Mocha.Context) => Promise<void>) => void }).after?.(function () {
+  this.timeout(60_000);
+  return stopPostgres();
+});
 
 /** Every row of every table of the data folder's database, as text (what a dump would hold). */
 export async function databaseText(dataDir: string): Promise<string> {
