@@ -59,6 +59,12 @@ export async function claimNext(
  * re-checks revoked_at on the new version, finds it set, and takes nothing. (An agent that has no
  * row claims nothing; every authenticated agent has one.)
  *
+ * No deadlock with a revocation: `pick` tests `EXISTS (SELECT 1 FROM agent)` before it scans, so
+ * the agent's row is locked before any command row, the order revokeAgent takes them in (agents,
+ * then the agent's running commands). With the agent's row joined after the pick instead, a claim
+ * could hold a command's row while waiting for the agent's behind a revocation (found by the
+ * revocation race test in postgres-queue.test.ts: "deadlock detected").
+ *
  * The fencing lease id is written by the same UPDATE (a requeue clears it). The lease id is made
  * before the statement (one random id wasted when the queue is empty, against a round trip).
  * The timestamps are the caller's clock, which on PostgreSQL follows the database's (clock.ts).
@@ -73,12 +79,12 @@ async function claimPostgres(
   const r = await sql<CommandRow>`
     WITH agent AS (SELECT id FROM agents WHERE id = ${claim.agentId} AND revoked_at IS NULL FOR SHARE),
     pick AS (
-      SELECT id FROM commands WHERE state = 'queued' AND aid = ${target.aid} AND cid = ${target.cid} AND ${nid}
+      SELECT id FROM commands WHERE EXISTS (SELECT 1 FROM agent) AND state = 'queued' AND aid = ${target.aid} AND cid = ${target.cid} AND ${nid}
       ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
     )
     UPDATE commands SET state = 'running', attempts = attempts + 1, lease_id = ${leaseId}, lease_expires_at = ${claim.leaseExpiresAt}::bigint,
       claimed_by = ${claim.agentId}, claimed_at = ${claim.now}::bigint
-    FROM pick, agent
+    FROM pick
     WHERE commands.id = pick.id AND commands.state = 'queued'
     RETURNING commands.*`.execute(db);
   return r.rows[0];
