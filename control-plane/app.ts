@@ -11,8 +11,10 @@ import { createLogger, type Logger } from '../common/logger.ts';
 import { writeFileAtomic } from '../common/files.ts';
 import { TetherError, badRequest, errorMessage, notFound } from '../common/errors.ts';
 import { COMMAND_STATES, HEALTHY_BELOW_S, OFFLINE_FROM_S } from '../common/wire.ts';
-import { openDatabase, migrate, type Db } from './db/database.ts';
-import { openDurability } from './db/durability.ts';
+import { migrate, type Db } from './db/database.ts';
+import { commitIsDurable, openDurability, type Durability } from './db/durability.ts';
+import { openStorage } from './db/storage.ts';
+import { databaseClock } from './db/clock.ts';
 import { lockDataDir } from './db/backup.ts';
 import { countByState } from './db/commands.repository.ts';
 import { countAgentsByHeartbeatAge } from './db/agents.repository.ts';
@@ -92,7 +94,7 @@ export interface StartOptions {
 
 export async function startControlPlane(input: Parameters<typeof parseConfig>[0], opts: StartOptions = {}): Promise<ControlPlane> {
   const config = parseConfig(input);
-  const clock = opts.clock ?? systemClock;
+  let clock = opts.clock ?? systemClock;
   const log = opts.log ?? createLogger('tether-control-plane');
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
@@ -102,24 +104,29 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   const lock = lockDataDir(dataDir);
   if (!lock) throw new TetherError('server_running', `another tether server (or a restore) is running on ${dataDir}`, { status: 409 });
 
-  const dbFile = join(dataDir, 'tether.db');
-  const { db, sqlite } = openDatabase(dbFile);
-  let durability: ReturnType<typeof openDurability> | undefined;
-  const failedStart = (err: unknown) => {
+  const storage = openStorage({ ...config, dataDir }, (err) => log.warn({ err }, 'an idle database connection failed; the pool replaces it'));
+  const { db } = storage;
+  if (storage.dialect === 'postgres') log.info({ database: storage.url, poolSize: config.databasePoolSize }, 'storage: PostgreSQL');
+  let durability: Durability | undefined;
+  const failedStart = async (err: unknown): Promise<never> => {
     durability?.close();
-    if (sqlite.open) sqlite.close();
+    await storage.close().catch(() => {});
     lock.release();
     throw err;
   };
   const applied = await migrate(db).catch(failedStart);
   if (applied.length) log.info({ migrations: applied }, 'database migrated');
-  // Every answer waits until what it acknowledges is on disk (full), or not (normal: kill -9 safe only).
+  // Every answer waits until what it acknowledges is on disk (full), or not (normal: kill -9 safe
+  // only). A PostgreSQL commit is durable when it returns.
   try {
-    durability = openDurability({ db, sqlite, file: dbFile, mode: config.durability });
+    durability = storage.dialect === 'sqlite' ? openDurability({ db, sqlite: storage.sqlite, file: storage.file, mode: config.durability }) : commitIsDurable;
   } catch (err) {
-    failedStart(err);
+    await failedStart(err);
   }
   const barrier = durability!;
+  // On PostgreSQL, replicas share rows: time is the database's (db/clock.ts); a test's clock is kept.
+  const dbClock = storage.dialect === 'postgres' && !opts.clock ? await databaseClock(db, log).catch(failedStart) : undefined;
+  if (dbClock) clock = dbClock;
   const ca = loadOrCreatePki(dataDir, serverSans(config), clock.now());
   if (ca.created) log.info({ caFile: join(dataDir, 'ca.crt') }, 'certificate authority created');
   const loadPublic = (): PublicCertificate | undefined =>
@@ -128,7 +135,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   try {
     publicCert = loadPublic(); // a bad pair stops the start
   } catch (err) {
-    failedStart(err);
+    await failedStart(err);
   }
 
   const accounts = new AccountsService({ db, clock, config, log });
@@ -331,9 +338,9 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       const open = server.connections;
       await server.close();
       const tClosed = Date.now();
-      await db.destroy();
+      dbClock?.stop();
       barrier.close();
-      if (sqlite.open) sqlite.close();
+      await storage.close();
       lock.release();
       log.info({ heldPolls: held, connections: open.tls, connectionsClosedMs: tClosed - t0, totalMs: Date.now() - t0 }, 'control plane stopped');
     },

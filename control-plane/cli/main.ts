@@ -81,7 +81,10 @@ program
   .option('--tls-cert <file>', 'certificate chain for the public endpoint, served to clients asking for its names; reloaded on SIGHUP (env TETHER_TLS_CERT)', process.env.TETHER_TLS_CERT || undefined)
   .option('--tls-key <file>', 'private key of --tls-cert (env TETHER_TLS_KEY)', process.env.TETHER_TLS_KEY || undefined)
   .option('--durability <mode>', 'full: every answer waits until its write is on disk (survives a power cut); normal: survives kill -9 only (env TETHER_DURABILITY)', process.env.TETHER_DURABILITY || 'full')
-  .action(async (o: { dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean; tlsCert?: string; tlsKey?: string; retention: string; durability: string; driftInterval: string }) => {
+  // No commander default from the environment: help would print the URL, password included.
+  .option('--database <url>', 'PostgreSQL instead of SQLite in --data-dir: postgres://user:password@host:5432/db (env TETHER_DATABASE_URL, which keeps the password out of the process list)')
+  .option('--database-pool-size <n>', 'PostgreSQL connections of this process (env TETHER_DATABASE_POOL_SIZE; default 10)', (v) => intArg(v, '--database-pool-size'))
+  .action(async (o: { database?: string; databasePoolSize?: number; dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean; tlsCert?: string; tlsKey?: string; retention: string; durability: string; driftInterval: string }) => {
     process.umask(0o077); // the database, keys and tokens are for this user only
     if (!o.tlsCert !== !o.tlsKey) throw new UsageError('--tls-cert and --tls-key go together (or TETHER_TLS_CERT and TETHER_TLS_KEY)');
     // SIGHUP (systemctl reload) reloads the certificate; until the server is up it is ignored (the start reads the files).
@@ -101,8 +104,14 @@ program
     const drift = parseDriftInterval(o.driftInterval);
     if (typeof drift === 'object' && 'error' in drift) throw new UsageError(drift.error);
     if (o.durability !== 'full' && o.durability !== 'normal') throw new UsageError(`--durability must be full or normal (got ${o.durability})`);
+    const databaseUrl = o.database ?? (process.env.TETHER_DATABASE_URL || undefined);
+    if (databaseUrl !== undefined && !/^postgres(ql)?:\/\/./i.test(databaseUrl)) throw new UsageError('--database (TETHER_DATABASE_URL) must be a postgres:// or postgresql:// URL');
+    const envPool = process.env.TETHER_DATABASE_POOL_SIZE ? intArg(process.env.TETHER_DATABASE_POOL_SIZE, 'TETHER_DATABASE_POOL_SIZE') : undefined;
+    const poolSize = o.databasePoolSize ?? envPool;
     const cp = await startControlPlane({
       dataDir: o.dataDir,
+      ...(databaseUrl ? { databaseUrl } : {}),
+      ...(poolSize ? { databasePoolSize: poolSize } : {}),
       host,
       port: Number(m[2]),
       sans: o.san ?? [],

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { exclusive, prepared, sqliteOf, type Db } from './database.ts';
+import { directOf, exclusive, isPostgres, prepared, type Db } from './database.ts';
 import type { SessionsTable } from './sessions.table.ts';
 
 const stmts = prepared((s) => ({
@@ -12,22 +12,30 @@ const stmts = prepared((s) => ({
  * same transaction (the newest kept: by creation time, then insertion order). Returns how many were evicted.
  */
 export async function insertSession(db: Db, s: SessionsTable, max: number): Promise<number> {
+  // Among sessions made in the same millisecond, SQLite keeps the later inserted (rowid);
+  // PostgreSQL has no insertion order, so there the new one is kept and the others by their hash.
+  const tiebreak = isPostgres(db) ? sql`id_hash` : sql`rowid`;
   return db.transaction().execute(async (tx) => {
     await tx.insertInto('sessions').values(s).execute();
-    const keep = tx.selectFrom('sessions').select('id_hash').where('aid', '=', s.aid).orderBy('created_at', 'desc').orderBy(sql`rowid`, 'desc').limit(max);
-    const r = await tx.deleteFrom('sessions').where('aid', '=', s.aid).where('id_hash', 'not in', keep).executeTakeFirst();
+    const keep = tx.selectFrom('sessions').select('id_hash').where('aid', '=', s.aid).where('id_hash', '!=', s.id_hash).orderBy('created_at', 'desc').orderBy(tiebreak, 'desc').limit(max - 1);
+    const r = await tx.deleteFrom('sessions').where('aid', '=', s.aid).where('id_hash', '!=', s.id_hash).where('id_hash', 'not in', keep).executeTakeFirst();
     return Number(r.numDeletedRows);
   });
 }
 
 /** Read on every request made with the cookie: a prepared statement (see database.ts). */
 export async function getSession(db: Db, idHash: string): Promise<SessionsTable | undefined> {
-  const sqlite = sqliteOf(db);
+  const sqlite = directOf(db);
+  if (!sqlite) return db.selectFrom('sessions').selectAll().where('id_hash', '=', idHash).executeTakeFirst();
   return exclusive(db, sqlite, () => stmts(sqlite).get.get(idHash) as SessionsTable | undefined);
 }
 
 export async function touchSession(db: Db, idHash: string, now: number): Promise<void> {
-  const sqlite = sqliteOf(db);
+  const sqlite = directOf(db);
+  if (!sqlite) {
+    await db.updateTable('sessions').set({ last_seen_at: now }).where('id_hash', '=', idHash).execute();
+    return;
+  }
   await exclusive(db, sqlite, () => stmts(sqlite).touch.run(now, idHash));
 }
 

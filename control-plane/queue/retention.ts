@@ -12,7 +12,7 @@ import { setImmediate as yieldLoop } from 'node:timers/promises';
 import type { Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { Db } from '../db/database.ts';
-import { checkpoint, deleteCommands, deleteLogsOf, expiredCommands } from '../db/commands.repository.ts';
+import { checkpoint, deleteCommands, deleteLogsOf, expiredCommands } from '../db/retention.repository.ts';
 
 export interface RetentionOptions {
   db: Db;

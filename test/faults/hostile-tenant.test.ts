@@ -113,7 +113,13 @@ describe('faults: one hostile tenant', function () {
       await heartbeats;
       loop.disable();
 
+      // The two renewals race: when the first is still waiting on the database (PostgreSQL: a
+      // round trip) the second is refused 429 renewal_in_progress, before any CSR work too; at
+      // least one of them reaches the key check.
+      const renewals = refusals.slice(tokens.length);
+      assert.ok(renewals.some((err) => err.status === 400), 'a renewal reached the key check');
       for (const err of refusals) {
+        if (renewals.includes(err) && err.status === 429 && err.code === 'renewal_in_progress') continue;
         assert.equal(err.status, 400, `${err.code}: ${err.message}`);
         assert.equal(err.code, 'invalid_csr', err.message);
         // Refused for its exponent, i.e. by the key check, not by a signature check that ran.
