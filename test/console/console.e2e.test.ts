@@ -69,6 +69,10 @@ describe('console: in a real browser against a real control plane and node agent
   const agentRow = () => page.locator('tr[data-agent]', { hasText: nid });
 
   before(async () => {
+    // The server's clock starts at the browser's now: mocha builds every describe block first, so
+    // a clock made there is behind by however long the tests before this file took (the page
+    // counts the token's expiry down against the browser's own clock).
+    clock.set(Date.now());
     t = await startTestControlPlane({}, { clock, reaper: false });
     dir = tempDir('tether-console-');
     browser = await launchChromium({ trustCertPem: t.cp.ca.serverCertPem });
