@@ -13,7 +13,8 @@ import { ManualClock } from '../../common/clock.ts';
 import type { AgentView, CommandView } from '../../common/wire.ts';
 import { sqliteOf } from '../../control-plane/db/database.ts';
 import { REPO_ROOT, removeDir, startTestControlPlane, tempDir, type TestControlPlane } from '../support/control-plane.ts';
-import { seedConsoleData, type Seeded } from '../support/seed.ts';
+import { seedConsoleData, seedConsoleDataDb, type SeedOptions, type Seeded } from '../support/seed.ts';
+import { onPostgres } from '../support/postgres.ts';
 import { toolPath } from '../support/toolchain.ts';
 
 function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; out: string }> {
@@ -40,11 +41,12 @@ describe('console reads: overview, paginated lists, enrol commands (real control
 
   before(async () => {
     t = await startTestControlPlane({}, { clock, reaper: false });
-    const sqlite = sqliteOf(t.cp.db);
-    seeded = seedConsoleData(sqlite, { aid: t.aid, clusters: 7, agents: 600, commands: 3000, now: clock.now() });
+    // On the PostgreSQL pass the same rows go in through Kysely (the aggregates are what differs).
+    const seed = async (o: SeedOptions) => (onPostgres ? seedConsoleDataDb(t.cp.db, o) : seedConsoleData(sqliteOf(t.cp.db), o));
+    seeded = await seed({ aid: t.aid, clusters: 7, agents: 600, commands: 3000, now: clock.now() });
     // Another account's rows must not show.
     const other = await t.cp.accounts.createAccount('other');
-    seedConsoleData(sqlite, { aid: other.aid, clusters: 2, agents: 50, commands: 100, now: clock.now(), offset: 1_000_000 });
+    await seed({ aid: other.aid, clusters: 2, agents: 50, commands: 100, now: clock.now(), offset: 1_000_000 });
   });
   after(async () => {
     if (t) {

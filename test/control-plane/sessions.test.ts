@@ -9,11 +9,12 @@ import assert from 'node:assert/strict';
 import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import { readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { ManualClock } from '../../common/clock.ts';
 import { readSse } from '../../control-plane/cli/sse.ts';
 import { hashSecret } from '../../control-plane/auth/secrets.ts';
 import { removeDir, startTestControlPlane, type TestControlPlane } from '../support/control-plane.ts';
+import { databaseText, onPostgres } from '../support/postgres.ts';
 
 interface Answer {
   status: number;
@@ -101,7 +102,7 @@ describe('console sessions (cookie, CSRF, expiry) on a real control plane', func
     assert.match(csrf, /^[A-Za-z0-9_-]{43}$/);
     const secret = cookie.split('=')[1]!;
     assert.ok(!JSON.stringify(answer.json).includes(t.adminToken.split('.')[1]!), 'the API token is not echoed');
-    const db = readFileSync(join(t.dataDir, 'tether.db'));
+    const db = onPostgres ? await databaseText(resolve(t.dataDir)) : readFileSync(join(t.dataDir, 'tether.db'));
     assert.ok(!db.includes(secret) && !db.includes(csrf), 'neither the session secret nor the CSRF token is stored in clear');
     assert.equal(statSync(join(t.dataDir, 'session-key')).mode & 0o777, 0o600);
 

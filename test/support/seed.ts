@@ -6,6 +6,7 @@
  * test can hold the SQL aggregates against it.
  */
 import type SQLite from 'better-sqlite3';
+import type { Db } from '../../control-plane/db/database.ts';
 import { COMMAND_STATES, HEALTHY_BELOW_S, OFFLINE_FROM_S, type CommandState } from '../../common/wire.ts';
 
 export interface SeedOptions {
@@ -69,5 +70,43 @@ export function seedConsoleData(sqlite: SQLite.Database, o: SeedOptions): Seeded
       if (error) failures.unshift(id);
     }
   })();
+  return { clusters, byCluster, commands, failures };
+}
+
+/**
+ * The same rows through Kysely, for either dialect (the PostgreSQL pass of the console reads test):
+ * slower than the SQLite statements above, fine for a test's few thousand rows.
+ */
+export async function seedConsoleDataDb(db: Db, o: SeedOptions): Promise<Seeded> {
+  const clusters = Array.from({ length: o.clusters }, (_, i) => `c${String(i).padStart(3, '0')}`);
+  const byCluster = new Map(clusters.map((c) => [c, { nodes: zero(), clusterAgents: zero() }]));
+  const commands = Object.fromEntries(COMMAND_STATES.map((s) => [s, 0])) as Record<CommandState, number>;
+  const failures: number[] = [];
+  await db.transaction().execute(async (tx) => {
+    await tx.insertInto('clusters').values(clusters.map((c) => ({ aid: o.aid, cid: c, domain: `${c}.${o.aid}.tether.local`, created_at: o.now - 86_400_000 }))).execute();
+    const agents = [];
+    for (let i = 0; i < o.agents; i++) {
+      const cid = clusters[i % clusters.length]!;
+      const role = i % 4 === 0 ? ('cluster-agent' as const) : ('node' as const);
+      const age = AGES[i % AGES.length]!;
+      const revoked = i % 97 === 5;
+      agents.push({ id: `${role === 'node' ? 'nd' : 'ca'}-${String(i + (o.offset ?? 0)).padStart(10, '0')}`, aid: o.aid, cid, role, nid: role === 'node' ? `n${i}` : null, control_plane: 0, created_at: o.now - 3_600_000 + i, revoked_at: revoked ? o.now - 1000 : null, last_heartbeat_at: age === null ? null : o.now - age, heartbeats: 0, version: '1.0.0', metrics: null, vpn: null });
+      if (revoked) continue;
+      const status = age === null || age >= OFFLINE_FROM_S * 1000 ? 'offline' : age >= HEALTHY_BELOW_S * 1000 ? 'degraded' : 'healthy';
+      const entry = byCluster.get(cid)!;
+      (role === 'node' ? entry.nodes : entry.clusterAgents)[status]++;
+    }
+    for (let k = 0; k < agents.length; k += 500) await tx.insertInto('agents').values(agents.slice(k, k + 500) as never).execute();
+    // One command per statement: their ids, in order, are what the failures list is checked against.
+    for (let j = 0; j < o.commands; j++) {
+      const state = STATES[j % STATES.length]!;
+      const terminal = state !== 'queued' && state !== 'running';
+      const error = state === 'failed' || state === 'timed_out' ? JSON.stringify({ code: state === 'failed' ? 'executor_error' : 'timed_out', message: `seeded ${j}`, retryable: false }) : null;
+      const row = { aid: o.aid, cid: clusters[j % clusters.length]!, nid: null, type: j % 2 ? 'manifest' : 'helm', spec: '{}', state, timeout_seconds: 600, max_attempts: 1, attempts: 1, created_at: o.now - (o.commands - j) * 10, finished_at: terminal ? o.now - (o.commands - j) * 5 : null, error };
+      const { id } = await tx.insertInto('commands').values(row as never).returning('id').executeTakeFirstOrThrow();
+      commands[state]++;
+      if (error) failures.unshift(Number(id));
+    }
+  });
   return { clusters, byCluster, commands, failures };
 }
