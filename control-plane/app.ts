@@ -11,10 +11,11 @@ import { createLogger, type Logger } from '../common/logger.ts';
 import { writeFileAtomic } from '../common/files.ts';
 import { TetherError, badRequest, errorMessage, notFound } from '../common/errors.ts';
 import { COMMAND_STATES, HEALTHY_BELOW_S, OFFLINE_FROM_S } from '../common/wire.ts';
-import { openDatabase, migrate, type Db } from './db/database.ts';
+import { openDatabase, migrate, migrationStatus, type Db } from './db/database.ts';
 import { lockDataDir } from './db/backup.ts';
 import { countByState } from './db/commands.repository.ts';
 import { countAgentsByHeartbeatAge } from './db/agents.repository.ts';
+import { pingDatabase } from './db/replicas.repository.ts';
 import { loadOrCreatePki, type CaMaterial } from './pki/ca.ts';
 import { loadPublicCertificate, type PublicCertificate } from './pki/public-cert.ts';
 import { parseConfig, serverSans, type Config } from './config.ts';
@@ -23,6 +24,9 @@ import { AccountsService } from './accounts/accounts.service.ts';
 import { IdentityService } from './identity/identity.service.ts';
 import { QueueService } from './queue/queue.service.ts';
 import { Dispatcher } from './queue/dispatcher.ts';
+import type { Notifier } from './queue/notifier.ts';
+import { CommandRelay } from './queue/notifier.relay.ts';
+import { healthRoutes, ReadinessCheck } from './http/health.routes.ts';
 import { Retention } from './queue/retention.ts';
 import { adminRoutes } from './http/admin.routes.ts';
 import { VpnService } from './vpn/vpn.service.ts';
@@ -75,6 +79,8 @@ export interface StartOptions {
   log?: Logger;
   /** Run the lease reaper on a timer (tests with a manual clock call queue.reapExpired() instead). */
   reaper?: boolean;
+  /** Wake-ups to and from other replicas (queue/notifier.ts); default: this server alone. */
+  notifier?: Notifier;
 }
 
 export async function startControlPlane(input: Parameters<typeof parseConfig>[0], opts: StartOptions = {}): Promise<ControlPlane> {
@@ -120,13 +126,17 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     onNodeLeft: (n) => vpn.onNodeLeft(n),
     // A revoked agent's held polls are answered (403) and its connections closed now; the
     // commands it held are requeued now rather than when their leases would have run out.
+    // On every replica (dispatcher.onRevoked below).
     onAgentRevoked: (agentId) => {
       dispatcher.revokeAgent(agentId);
-      agentApi.disconnect(agentId);
       queue.reapExpired().catch((err: unknown) => log.error({ err }, 'lease reaper failed'));
     },
   });
-  const dispatcher = new Dispatcher();
+  const dispatcher = new Dispatcher(opts.notifier ? { notifier: opts.notifier } : {});
+  dispatcher.onRevoked((agentId) => {
+    identity.forgetCertificates();
+    agentApi.disconnect(agentId);
+  });
   const metrics = createMetrics({
     commandsByState: async () => ({
       ...Object.fromEntries(COMMAND_STATES.map((s) => [s, 0])),
@@ -140,6 +150,9 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     connections: () => server.connections,
   });
   const queue = new QueueService({ db, clock, config, dispatcher, metrics, log });
+  // Lines and states written through another replica, for this replica's followers.
+  const relay = new CommandRelay({ db, events: queue.events, log });
+  dispatcher.onCommandChanged((id, fromLogId) => relay.poke(id, fromLogId));
   const vpn = new VpnService({ db, clock, queue, log });
   const bundleCache = join(dataDir, 'bundle-cache');
   const fetchPolicy = { allowHttp: config.allowHttp, allowPrivateAddresses: config.allowPrivateAddresses, fileRoots: realRoots(config.allowFileRoots), deniedPaths: realRoots([dataDir]) };
@@ -163,9 +176,9 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.get('/healthz', (_req, res) => {
-    res.json({ ok: true });
-  });
+  // /healthz and /readyz for load balancers: no authentication, no body.
+  let draining = false;
+  app.use(healthRoutes(new ReadinessCheck({ draining: () => draining, ping: () => pingDatabase(db), migrationStatus: () => migrationStatus(db) })));
   // The API's OpenAPI document (public: it describes the API, holds no data), built once.
   let openapi: string | undefined;
   app.get('/v1/openapi.json', (_req, res) => {
@@ -261,15 +274,22 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       logPublic(next, 'public certificate reloaded (new connections get it; open ones keep theirs)');
       return { outcome: 'reloaded', names: next.names, notAfter: next.notAfter };
     },
+    /**
+     * The drain (SIGTERM): /readyz answers 503 draining at once; no new connections; held polls
+     * answered now with 503 draining + Retry-After (agents move to another replica, or come back
+     * after a restart) and every poll after them too; requests in flight finish (bounded by the
+     * server's grace); then the database is closed.
+     */
     async close() {
       const t0 = Date.now();
+      draining = true;
       clearInterval(reaper);
       clearInterval(cacheCollector);
-      await retention.stop();
       const held = dispatcher.held;
-      dispatcher.closeAll(); // held polls are answered at once: agents reconnect without waiting them out
+      dispatcher.drain();
       const open = server.connections;
-      await server.close();
+      await Promise.all([retention.stop(), server.close()]);
+      await dispatcher.notifier.close().catch((err: unknown) => log.warn({ err }, 'notifier close failed'));
       const tClosed = Date.now();
       await db.destroy();
       if (sqlite.open) sqlite.close();

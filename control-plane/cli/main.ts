@@ -116,6 +116,13 @@ program
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
     });
+    // The drain (app.ts close()): held polls answered 503 draining, requests in flight finished,
+    // the database closed. Bounded: a drain stuck past 15 s exits 1 rather than hang a restart.
+    const bound = setTimeout(() => {
+      process.stderr.write('tether: the drain did not finish within 15 s; exiting\n');
+      process.exit(1);
+    }, 15_000);
+    bound.unref();
     await cp.close();
     // Stopped and flushed (the logger writes synchronously): leave now rather than wait for
     // whatever the runtime still holds, so a restart is not kept waiting.

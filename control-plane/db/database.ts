@@ -184,3 +184,18 @@ export async function migrate(db: Kysely<any>): Promise<string[]> {
   if (error) throw error;
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }
+
+/**
+ * Whether the database's schema is this binary's: `pending` migrations this binary knows and the
+ * database has not run, `unknown` ones the database ran that this binary does not know (a newer
+ * replica migrated it). Both empty: current. For /readyz.
+ */
+export async function migrationStatus(db: Kysely<any>): Promise<{ pending: string[]; unknown: string[] }> {
+  const migrator = new Migrator({ db, provider: new StaticMigrationProvider() });
+  const known = await migrator.getMigrations();
+  const executed = new Set(
+    (await db.selectFrom('kysely_migration').select('name').execute().catch(() => [] as { name: string }[])).map((r: { name: string }) => r.name),
+  );
+  const names = new Set(known.map((m) => m.name));
+  return { pending: known.filter((m) => !executed.has(m.name)).map((m) => m.name), unknown: [...executed].filter((n) => !names.has(n)) };
+}

@@ -7,15 +7,21 @@
  * replica fences by the lease id as one would.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentRuntime, type Outcome } from '../../common/agent/runtime.ts';
-import { AgentClient } from '../../common/agent/agent-client.ts';
+import { AgentClient, bootstrapAgent } from '../../common/agent/agent-client.ts';
+import { generateKeyPair } from '../../common/csr.ts';
+import { Http2Client } from '../../common/http2-client.ts';
+import { ReadinessCheck } from '../../control-plane/http/health.routes.ts';
+import { Dispatcher } from '../../control-plane/queue/dispatcher.ts';
+import { InProcessNotifier, NotifierHub } from '../../control-plane/queue/notifier.ts';
 import { FileOutbox } from '../../common/agent/outbox.ts';
 import { silentLogger } from '../../common/logger.ts';
-import type { HttpError } from '../../common/http-client.ts';
+import { HttpClient, type HttpError } from '../../common/http-client.ts';
 import type { CommandView } from '../../common/wire.ts';
 import { backupDataDir, restoreDataDir } from '../../control-plane/backup/backup.ts';
-import { eventually, freePort, removeDir, startTestControlPlane, tempDir, type TestAgent, type TestControlPlane } from '../support/control-plane.ts';
+import { eventually, freePort, removeDir, spawnControlPlane, startTestControlPlane, stopProcess, tempDir, type TestAgent, type TestControlPlane } from '../support/control-plane.ts';
 
 describe('replicas: an agent with several control-plane URLs', function () {
   this.timeout(60_000);
@@ -142,5 +148,168 @@ describe('replicas: an agent with several control-plane URLs', function () {
     assert.equal(client.current, `https://localhost:${port} (127.0.0.2)`);
     assert.deepEqual(lookups, ['localhost']);
     void b;
+  });
+});
+
+describe('replicas: /healthz, /readyz and the drain on SIGTERM', function () {
+  this.timeout(60_000);
+
+  it('/readyz is 200 when the database answers with this version\'s schema, 503 schema_newer after a newer replica migrated it', async () => {
+    const t = await startTestControlPlane();
+    try {
+      // No token, no body: a load balancer's probe.
+      const probe = new HttpClient({ baseUrl: t.url, ca: t.caPem });
+      try {
+        assert.deepEqual((await probe.request('GET', '/healthz')).body, { ok: true });
+        // A migration this binary does not know, as a newer replica would leave it (the readiness result is cached for 1 s).
+        await t.cp.db.insertInto('kysely_migration' as never).values({ name: '9999_from_the_future', timestamp: new Date().toISOString() } as never).execute();
+        const newer = await eventually(async () => {
+          const r = await probe.request<{ error: { code: string; message: string } }>('GET', '/readyz', undefined, { accept: [503] });
+          return r.status === 503 ? r : undefined;
+        }, 5000, '/readyz to see the newer schema');
+        assert.equal(newer.body.error.code, 'schema_newer');
+        assert.match(newer.body.error.message, /9999_from_the_future/);
+        assert.equal(newer.headers['retry-after'], '1');
+        await t.cp.db.deleteFrom('kysely_migration' as never).where('name' as never, '=', '9999_from_the_future' as never).execute();
+        const ready = await eventually(async () => {
+          const r = await probe.request<{ ready: boolean }>('GET', '/readyz', undefined, { accept: [503] });
+          return r.status === 200 ? r : undefined;
+        }, 5000, '/readyz to be ready again');
+        assert.deepEqual(ready.body, { ready: true });
+      } finally {
+        probe.close();
+      }
+    } finally {
+      await t.close();
+      removeDir(t.dataDir);
+    }
+  });
+
+  it('readiness names each failed check: draining first, a database that does not answer in time, pending migrations', async () => {
+    let draining = false;
+    let ping: () => Promise<unknown> = async () => 1;
+    let status = { pending: [] as string[], unknown: [] as string[] };
+    const fresh = () => new ReadinessCheck({ draining: () => draining, ping: () => ping(), migrationStatus: async () => status, timeoutMs: 50 });
+    assert.deepEqual(await fresh().check(), { ok: true });
+    ping = () => new Promise(() => {}); // a database that never answers
+    assert.equal(((await fresh().check()) as { code: string }).code, 'database_unavailable');
+    ping = async () => {
+      throw new Error('connection refused');
+    };
+    assert.match(((await fresh().check()) as { message: string }).message, /unavailable: connection refused/);
+    ping = async () => 1;
+    status = { pending: ['0011_shared_identity'], unknown: [] };
+    assert.deepEqual(await fresh().check(), { ok: false, code: 'migrations_pending', message: 'migrations not applied yet: 0011_shared_identity' });
+    const cached = fresh();
+    status = { pending: [], unknown: [] };
+    assert.deepEqual(await cached.check(), { ok: true });
+    draining = true; // never cached: the first probe after SIGTERM sees it
+    assert.equal(((await cached.check()) as { code: string }).code, 'draining');
+  });
+
+  it('SIGTERM: a held poll is answered 503 draining with Retry-After at once, new connections are refused, the server exits 0', async () => {
+    const dataDir = tempDir('tether-drain-');
+    const port = await freePort();
+    const server = await spawnControlPlane(dataDir, port);
+    try {
+      const caPem = readFileSync(join(dataDir, 'ca.crt'), 'utf8');
+      const admin = new HttpClient({ baseUrl: server.url, ca: caPem, bearerToken: readFileSync(join(dataDir, 'admin-token'), 'utf8').trim() });
+      await admin.request('POST', '/v1/clusters', { cid: 'dr1' });
+      const token = (await admin.request<{ token: string }>('POST', '/v1/tokens', { cluster: 'dr1', role: 'cluster-agent' })).body.token;
+      admin.close();
+      const keys = generateKeyPair();
+      const id = await bootstrapAgent({ url: server.url, caPem, token, keys });
+      const h2 = new Http2Client({ baseUrl: server.url, ca: caPem, cert: id.certificate, key: keys.privateKeyPem });
+      try {
+        assert.equal((await h2.request<{ command: null }>('GET', '/v1/agent/poll?wait=0')).body.command, null);
+        const held = h2.request<{ error: { code: string } }>('GET', '/v1/agent/poll?wait=60', undefined, { accept: [503], timeoutMs: 70_000 });
+        // Held now (the long-polls gauge says so), then SIGTERM.
+        const metrics = new HttpClient({ baseUrl: server.url, ca: caPem, bearerToken: readFileSync(join(dataDir, 'metrics-token'), 'utf8').trim() });
+        await eventually(async () => /tether_long_polls_held 1\b/.test(String((await metrics.request('GET', '/metrics?name=tether_long_polls_held')).body)), 5000, 'the poll to be held');
+        metrics.close();
+        const exited = stopProcess(server.proc, 'SIGTERM');
+        const answer = await held;
+        assert.equal(answer.status, 503);
+        assert.equal(answer.body.error.code, 'draining');
+        assert.equal(answer.headers['retry-after'], '1');
+        assert.equal(await exited, 0, server.output());
+        assert.match(server.output(), /control plane stopped/);
+        // Gone: a new connection is refused.
+        const probe = new HttpClient({ baseUrl: server.url, ca: caPem });
+        await assert.rejects(probe.request('GET', '/healthz'), /ECONNREFUSED/);
+        probe.close();
+      } finally {
+        h2.close();
+      }
+    } finally {
+      if (server.proc.exitCode === null) await stopProcess(server.proc, 'SIGKILL');
+      removeDir(dataDir);
+    }
+  });
+});
+
+describe('replicas: wake-ups between dispatchers (in-process hub)', () => {
+  const key = Dispatcher.key('ab12c', 'c1', null);
+
+  it('work, cancellations and revocations published on A wake the polls held on B; A is not told its own', async () => {
+    const hub = new NotifierHub();
+    const a = new Dispatcher({ notifier: new InProcessNotifier(hub), sweepMs: 60_000 });
+    const b = new Dispatcher({ notifier: new InProcessNotifier(hub), sweepMs: 60_000 });
+    const revokedOnB: string[] = [];
+    b.onRevoked((id) => revokedOnB.push(id));
+    const changedOnB: [number, number | undefined][] = [];
+    b.onCommandChanged((id, from) => changedOnB.push([id, from]));
+    const changedOnA: number[] = [];
+    a.onCommandChanged((id) => changedOnA.push(id));
+
+    const onB = b.wait(key, 'ag-1', 30_000);
+    assert.equal(a.notify(key), false); // nobody held on A
+    assert.equal(await onB, 'work');
+
+    const cancelled = b.wait(key, 'ag-1', 30_000);
+    a.notifyAgent('ag-1');
+    assert.equal(await cancelled, 'agent');
+
+    const revoked = b.wait(key, 'ag-2', 30_000);
+    a.revokeAgent('ag-2');
+    assert.equal(await revoked, 'revoked');
+    assert.deepEqual(revokedOnB, ['ag-2']);
+    assert.equal(await b.wait(key, 'ag-2', 30_000), 'revoked'); // never held again on B either
+
+    a.commandChanged(7, 42);
+    a.commandChanged(8);
+    b.commandChanged(9);
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(changedOnB, [[7, 42], [8, undefined]]);
+    assert.deepEqual(changedOnA, [9]);
+    await Promise.all([a.notifier.close(), b.notifier.close()]);
+  });
+
+  it('a shared notifier makes held polls sweep (a lost wake-up costs a sweep, not the poll); alone they just wait', async () => {
+    const shared = new Dispatcher({ notifier: new InProcessNotifier(new NotifierHub()), sweepMs: 40 });
+    assert.equal(await shared.wait(key, 'ag-1', 30_000), 'sweep');
+    const alone = new Dispatcher({ sweepMs: 40 });
+    assert.equal(alone.notifier.shared, false);
+    assert.equal(await alone.wait(key, 'ag-1', 100), 'timeout');
+  });
+
+  it('drain answers held polls and every later one as draining', async () => {
+    const d = new Dispatcher();
+    const held = d.wait(key, 'ag-1', 30_000);
+    d.drain();
+    assert.equal(await held, 'draining');
+    assert.equal(await d.wait(key, 'ag-1', 30_000), 'draining');
+    assert.equal(d.held, 0);
+  });
+
+  it('drops a malformed command wake-up', async () => {
+    const hub = new NotifierHub();
+    const from = new InProcessNotifier(hub);
+    const d = new Dispatcher({ notifier: new InProcessNotifier(hub) });
+    const seen: number[] = [];
+    d.onCommandChanged((id) => seen.push(id));
+    for (const p of ['x', '0', '-1', '1:', '1:0', '99999999999999999', '3']) from.publish('command', p);
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(seen, [3]);
   });
 });
