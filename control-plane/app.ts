@@ -11,7 +11,8 @@ import { createLogger, type Logger } from '../common/logger.ts';
 import { writeFileAtomic } from '../common/files.ts';
 import { TetherError, badRequest, errorMessage, notFound } from '../common/errors.ts';
 import { COMMAND_STATES, HEALTHY_BELOW_S, OFFLINE_FROM_S } from '../common/wire.ts';
-import { openDatabase, migrate, migrationStatus, type Db } from './db/database.ts';
+import { migrate, migrationStatus, type Db } from './db/database.ts';
+import { openStorage } from './db/storage.ts';
 import { lockDataDir } from './db/backup.ts';
 import { countByState } from './db/commands.repository.ts';
 import { countAgentsByHeartbeatAge } from './db/agents.repository.ts';
@@ -95,9 +96,11 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   const lock = lockDataDir(dataDir);
   if (!lock) throw new TetherError('server_running', `another tether server (or a restore) is running on ${dataDir}`, { status: 409 });
 
-  const { db, sqlite } = openDatabase(join(dataDir, 'tether.db'));
-  const failedStart = (err: unknown) => {
-    if (sqlite.open) sqlite.close();
+  const storage = openStorage({ ...config, dataDir }, (err) => log.warn({ err }, 'an idle database connection failed; the pool replaces it'));
+  const { db } = storage;
+  if (storage.dialect === 'postgres') log.info({ database: storage.url, poolSize: config.databasePoolSize }, 'storage: PostgreSQL');
+  const failedStart = async (err: unknown): Promise<never> => {
+    await storage.close().catch(() => {});
     lock.release();
     throw err;
   };
@@ -111,7 +114,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   try {
     publicCert = loadPublic(); // a bad pair stops the start
   } catch (err) {
-    failedStart(err);
+    await failedStart(err);
   }
 
   const accounts = new AccountsService({ db, clock, config, log });
@@ -291,8 +294,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       await Promise.all([retention.stop(), server.close()]);
       await dispatcher.notifier.close().catch((err: unknown) => log.warn({ err }, 'notifier close failed'));
       const tClosed = Date.now();
-      await db.destroy();
-      if (sqlite.open) sqlite.close();
+      await storage.close();
       lock.release();
       log.info({ heldPolls: held, connections: open.tls, connectionsClosedMs: tClosed - t0, totalMs: Date.now() - t0 }, 'control plane stopped');
     },

@@ -4,6 +4,17 @@ import { defaultServerSans } from './pki/ca.ts';
 
 export const configSchema = z.object({
   dataDir: z.string().min(1).default('./data'),
+  // -- storage (issue 15; docs/control-plane.md "PostgreSQL")
+  /** PostgreSQL URL (`--database`, TETHER_DATABASE_URL); none: SQLite in dataDir. Its password is never logged. */
+  databaseUrl: z
+    .string()
+    .max(4096)
+    .refine((u) => /^postgres(ql)?:\/\/./i.test(u), { message: 'the database URL must start with postgres:// or postgresql://' })
+    .optional(),
+  /** PostgreSQL connections per control-plane process. */
+  databasePoolSize: z.number().int().min(1).max(500).default(10),
+  /** A PostgreSQL statement running longer is cancelled (503 storage_unavailable). */
+  databaseStatementTimeoutMs: z.number().int().min(100).max(600_000).default(30_000),
   host: z.string().min(1).default('0.0.0.0'),
   port: z.number().int().min(0).max(65535).default(8443),
   /** Extra names/IPs for the server certificate (the defaults are always included). */

@@ -79,7 +79,10 @@ program
   .option('--allow-private-addresses', 'allow bundle sources on private, loopback and link-local addresses')
   .option('--tls-cert <file>', 'certificate chain for the public endpoint, served to clients asking for its names; reloaded on SIGHUP (env TETHER_TLS_CERT)', process.env.TETHER_TLS_CERT || undefined)
   .option('--tls-key <file>', 'private key of --tls-cert (env TETHER_TLS_KEY)', process.env.TETHER_TLS_KEY || undefined)
-  .action(async (o: { dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean; tlsCert?: string; tlsKey?: string; retention: string }) => {
+  // No commander default from the environment: help would print the URL, password included.
+  .option('--database <url>', 'PostgreSQL instead of SQLite in --data-dir: postgres://user:password@host:5432/db (env TETHER_DATABASE_URL, which keeps the password out of the process list)')
+  .option('--database-pool-size <n>', 'PostgreSQL connections of this process (env TETHER_DATABASE_POOL_SIZE; default 10)', (v) => intArg(v, '--database-pool-size'))
+  .action(async (o: { database?: string; databasePoolSize?: number; dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean; tlsCert?: string; tlsKey?: string; retention: string }) => {
     process.umask(0o077); // the database, keys and tokens are for this user only
     if (!o.tlsCert !== !o.tlsKey) throw new UsageError('--tls-cert and --tls-key go together (or TETHER_TLS_CERT and TETHER_TLS_KEY)');
     // SIGHUP (systemctl reload) reloads the certificate; until the server is up it is ignored (the start reads the files).
@@ -95,8 +98,14 @@ program
     for (const d of fileRoots) if (!isAbsolute(d)) throw new UsageError(`--allow-file-root takes an absolute folder (got ${d})`);
     const { durationSchema, parseDurationSeconds } = await import('../../common/wire.ts');
     if (!durationSchema.safeParse(o.retention).success) throw new UsageError(`--retention must be a duration like 30d, 12h or 0d (got ${o.retention})`);
+    const databaseUrl = o.database ?? (process.env.TETHER_DATABASE_URL || undefined);
+    if (databaseUrl !== undefined && !/^postgres(ql)?:\/\/./i.test(databaseUrl)) throw new UsageError('--database (TETHER_DATABASE_URL) must be a postgres:// or postgresql:// URL');
+    const envPool = process.env.TETHER_DATABASE_POOL_SIZE ? intArg(process.env.TETHER_DATABASE_POOL_SIZE, 'TETHER_DATABASE_POOL_SIZE') : undefined;
+    const poolSize = o.databasePoolSize ?? envPool;
     const cp = await startControlPlane({
       dataDir: o.dataDir,
+      ...(databaseUrl ? { databaseUrl } : {}),
+      ...(poolSize ? { databasePoolSize: poolSize } : {}),
       host,
       port: Number(m[2]),
       sans: o.san ?? [],

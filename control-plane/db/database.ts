@@ -14,6 +14,7 @@ import * as m0005 from './migrations/0005_source_credentials.ts';
 import * as m0006 from './migrations/0006_instance_versions.ts';
 import * as m0007 from './migrations/0007_instance_sync.ts';
 import type { Database } from './schema.ts';
+import { postgresSchema } from './postgres-schema.ts';
 
 export type Db = Kysely<Database>;
 
@@ -68,6 +69,27 @@ export function openDatabase(file: string): OpenedDatabase {
 
 /** The better-sqlite3 handle behind each Db opened here (a Kysely Transaction has none). */
 const handles = new WeakMap<object, SQLite.Database>();
+
+/** Databases opened on PostgreSQL (postgres.ts); everything else is SQLite. */
+const postgresDatabases = new WeakSet<object>();
+export function registerPostgres(db: Kysely<any>): void {
+  postgresDatabases.add(db);
+}
+export function isPostgres(db: Kysely<any>): boolean {
+  return postgresDatabases.has(db);
+}
+
+/**
+ * The hot paths' dialect switch: the SQLite handle for the direct path, or undefined on
+ * PostgreSQL, where the caller runs its PostgreSQL twin (written next to it) through Kysely. The
+ * SQLite path costs the same WeakMap lookup as sqliteOf; a Kysely transaction on SQLite is refused
+ * as sqliteOf refuses it.
+ */
+export function directOf(db: Db): SQLite.Database | undefined {
+  const sqlite = handles.get(db);
+  if (sqlite || postgresDatabases.has(db)) return sqlite;
+  return sqliteOf(db);
+}
 
 /** The handle behind `db`, or undefined when `db` is a Kysely transaction (callers fall back to Kysely). */
 /** The better-sqlite3 handle under a database opened by openDatabase; undefined for a Kysely transaction. */
@@ -178,8 +200,15 @@ function withStatementCache(sqlite: SQLite.Database, max = 500) {
   };
 }
 
+/**
+ * Runs the migrations not yet applied. On PostgreSQL the same migrations run through
+ * postgresSchema (integer columns become bigint, the autoincrement ids bigserial), each in a
+ * transaction, and Kysely's migrator holds a session advisory lock (pg_advisory_lock) while it
+ * reads what was applied and applies the rest: replicas starting together on one database migrate
+ * it once, the others wait and then find nothing left to do.
+ */
 export async function migrate(db: Kysely<any>): Promise<string[]> {
-  const migrator = new Migrator({ db, provider: new StaticMigrationProvider() });
+  const migrator = new Migrator({ db: isPostgres(db) ? db.withPlugin(postgresSchema) : db, provider: new StaticMigrationProvider() });
   const { error, results } = await migrator.migrateToLatest();
   if (error) throw error;
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);

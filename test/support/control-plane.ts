@@ -14,6 +14,7 @@ import { REDACT_PATHS, silentLogger, type Logger } from '../../common/logger.ts'
 import { generateKeyPair, type KeyPair } from '../../common/csr.ts';
 import { bootstrapAgent, AgentClient } from '../../common/agent/agent-client.ts';
 import type { BootstrapResponse } from '../../common/wire.ts';
+import { databaseFor, onPostgres } from './postgres.ts';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
 
@@ -47,7 +48,9 @@ export async function startTestControlPlane(
   opts: StartOptions = {},
 ): Promise<TestControlPlane> {
   const dataDir = config.dataDir ?? tempDir();
-  const cp = await startControlPlane({ host: '127.0.0.1', port: 0, ...config, dataDir }, { log: silentLogger(), ...opts });
+  // TETHER_TEST_DATABASE=postgres: the same server on PostgreSQL, one database per data folder.
+  const database = onPostgres && !config.databaseUrl ? { databaseUrl: await databaseFor(resolve(dataDir)) } : {};
+  const cp = await startControlPlane({ host: '127.0.0.1', port: 0, ...database, ...config, dataDir }, { log: silentLogger(), ...opts });
   const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
   const caPem = cp.ca.caCertPem;
   const admin = new HttpClient({ baseUrl: cp.url, ca: caPem, bearerToken: adminToken });
@@ -93,7 +96,9 @@ export function nodeArgs(entry: string, args: string[]): [string, string[]] {
 /** Starts `tether server` as a child process and waits until it is ready. */
 export async function spawnControlPlane(dataDir: string, port: number, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<{ proc: ChildProcess; url: string; output: () => string }> {
   const [cmd, args] = nodeArgs('control-plane/cli/main.ts', ['server', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, ...extra]);
-  const proc = spawn(cmd, args, { env: { ...process.env, TETHER_LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // TETHER_TEST_DATABASE=postgres: on PostgreSQL (through the environment, as an operator would pass it).
+  const database = onPostgres && !extra.includes('--database') && !env.TETHER_DATABASE_URL ? { TETHER_DATABASE_URL: await databaseFor(resolve(dataDir)) } : {};
+  const proc = spawn(cmd, args, { env: { ...process.env, TETHER_LOG_LEVEL: 'info', ...database, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout!.on('data', (d) => (out += d));
   proc.stderr!.on('data', (d) => (out += d));

@@ -1,0 +1,48 @@
+/**
+ * The storage the control plane runs on, chosen once at the composition root: PostgreSQL when a
+ * database URL is configured (`--database`, TETHER_DATABASE_URL), otherwise SQLite in the data
+ * folder as always. The queue and the routes get the Kysely handle and never see which one; the
+ * repositories pick their dialect's SQL where it must differ (database.ts, directOf).
+ */
+import { join } from 'node:path';
+import { openDatabase, type Db } from './database.ts';
+import { openPostgres, redactDatabaseUrl } from './postgres.ts';
+
+export type Storage =
+  | { dialect: 'sqlite'; db: Db; file: string; close(): Promise<void> }
+  | { dialect: 'postgres'; db: Db; url: string; close(): Promise<void> };
+
+export interface StorageConfig {
+  dataDir: string;
+  databaseUrl?: string | undefined;
+  databasePoolSize: number;
+  databaseStatementTimeoutMs: number;
+}
+
+export function openStorage(c: StorageConfig, onIdleError?: (err: Error) => void): Storage {
+  if (c.databaseUrl) {
+    const { db } = openPostgres({ url: c.databaseUrl, poolSize: c.databasePoolSize, statementTimeoutMs: c.databaseStatementTimeoutMs, ...(onIdleError ? { onIdleError } : {}) });
+    let closed = false;
+    return {
+      dialect: 'postgres',
+      db,
+      url: redactDatabaseUrl(c.databaseUrl),
+      async close() {
+        if (closed) return;
+        closed = true;
+        await db.destroy(); // ends the pool
+      },
+    };
+  }
+  const file = join(c.dataDir, 'tether.db');
+  const { db, sqlite } = openDatabase(file);
+  return {
+    dialect: 'sqlite',
+    db,
+    file,
+    async close() {
+      await db.destroy();
+      if (sqlite.open) sqlite.close();
+    },
+  };
+}
