@@ -27,6 +27,7 @@ import { QueueService } from './queue/queue.service.ts';
 import { Dispatcher } from './queue/dispatcher.ts';
 import type { Notifier } from './queue/notifier.ts';
 import { CommandRelay } from './queue/notifier.relay.ts';
+import { PostgresNotifier } from './queue/notifier.postgres.ts';
 import { healthRoutes, ReadinessCheck } from './http/health.routes.ts';
 import { Retention } from './queue/retention.ts';
 import { adminRoutes } from './http/admin.routes.ts';
@@ -135,7 +136,14 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       queue.reapExpired().catch((err: unknown) => log.error({ err }, 'lease reaper failed'));
     },
   });
-  const dispatcher = new Dispatcher(opts.notifier ? { notifier: opts.notifier } : {});
+  // Replicas on one PostgreSQL tell each other of new work, cancellations, revocations and log lines.
+  let notifier = opts.notifier;
+  if (!notifier && storage.dialect === 'postgres' && config.databaseUrl) {
+    const pgNotifier = new PostgresNotifier({ url: config.databaseUrl, log });
+    await pgNotifier.start().catch(failedStart);
+    notifier = pgNotifier;
+  }
+  const dispatcher = new Dispatcher(notifier ? { notifier } : {});
   dispatcher.onRevoked((agentId) => {
     identity.forgetCertificates();
     agentApi.disconnect(agentId);

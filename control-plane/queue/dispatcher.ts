@@ -44,6 +44,10 @@ export class Dispatcher {
     this.notifier = o.notifier ?? new InProcessNotifier();
     this.sweepMs = this.notifier.shared ? (o.sweepMs ?? 5000) : undefined;
     this.notifier.subscribe((topic, payload) => this.fromElsewhere(topic, payload));
+    // Wake-ups may have been lost: every held poll looks at the queue now.
+    this.notifier.onResync?.(() => {
+      for (const set of [...this.byKey.values()]) for (const w of [...set]) w.resolve('sweep');
+    });
   }
 
   /** A wake-up published by another replica: acted on here as if it had happened here. */

@@ -33,6 +33,8 @@ export interface Notifier {
   publish(topic: NotifyTopic, payload: string): void;
   /** Called for each wake-up published by another replica. */
   subscribe(fn: (topic: NotifyTopic, payload: string) => void): void;
+  /** Called when wake-ups may have been missed (a lost connection came back): look at everything now. */
+  onResync?(fn: () => void): void;
   close(): Promise<void>;
 }
 
