@@ -1,4 +1,4 @@
-import { exclusive, prepared, sqliteOf, type Db } from './database.ts';
+import { directOf, exclusive, prepared, type Db } from './database.ts';
 import type { ClustersTable } from './accounts.table.ts';
 
 const stmts = prepared((s) => ({ cluster: s.prepare(`SELECT * FROM clusters WHERE aid = ? AND cid = ?`) }));
@@ -22,7 +22,9 @@ export async function insertCluster(db: Db, c: { aid: string; cid: string; domai
 
 /** Read on every submission: a prepared statement, not a Kysely query (see database.ts). */
 export async function getCluster(db: Db, aid: string, cid: string): Promise<ClustersTable | undefined> {
-  const sqlite = sqliteOf(db);
+  const sqlite = directOf(db);
+  // PostgreSQL: the same read through Kysely (its pool prepares nothing; one round trip either way).
+  if (!sqlite) return db.selectFrom('clusters').selectAll().where('aid', '=', aid).where('cid', '=', cid).executeTakeFirst();
   return exclusive(db, sqlite, () => stmts(sqlite).cluster.get(aid, cid) as ClustersTable | undefined);
 }
 

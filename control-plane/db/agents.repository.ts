@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type SQLite from 'better-sqlite3';
-import { exclusive, handleOf, onBeforeClose, prepared, sqliteOf, type Db } from './database.ts';
+import { directOf, exclusive, handleOf, onBeforeClose, prepared, type Db } from './database.ts';
 import type { AgentsTable, CertificatesTable } from './agents.table.ts';
 
 export async function insertAgent(db: Db, a: Omit<AgentsTable, 'revoked_at' | 'last_heartbeat_at' | 'heartbeats' | 'version' | 'metrics' | 'vpn'>) {
@@ -87,7 +87,19 @@ type CertificateAgent = {
  * restart comes here (the identity cache starts empty), so it is a prepared statement.
  */
 export async function findCertificateAgent(db: Db, serial: string): Promise<CertificateAgent | undefined> {
-  const sqlite = sqliteOf(db);
+  const sqlite = directOf(db);
+  if (!sqlite) {
+    // PostgreSQL: the same join through Kysely.
+    return db
+      .selectFrom('certificates')
+      .innerJoin('agents', 'agents.id', 'certificates.agent_id')
+      .select([
+        'certificates.serial', 'certificates.not_after', 'certificates.revoked_at as cert_revoked_at', 'agents.id as agent_id', 'agents.aid', 'agents.cid',
+        'agents.role', 'agents.nid', 'agents.control_plane', 'agents.revoked_at as agent_revoked_at',
+      ])
+      .where('certificates.serial', '=', serial)
+      .executeTakeFirst();
+  }
   return exclusive(db, sqlite, () => certStmts(sqlite).bySerial.get(serial) as CertificateAgent | undefined);
 }
 
@@ -193,8 +205,26 @@ export function flushHeartbeats(db: Db) {
   if (sqlite?.open) batches(sqlite).flush();
 }
 
+/**
+ * PostgreSQL twin of UPDATE_HEARTBEAT, one autocommit UPDATE per heartbeat (no batch: several
+ * replicas write the same table, and a per-process batch would make "one heartbeat makes it
+ * healthy again" depend on which replica is asked). last_heartbeat_at is the caller's clock, which
+ * on PostgreSQL is the database's (db/clock.ts). The metrics merge patch: json_patch (RFC 7396) on
+ * SQLite; here `||` of the two objects with null members removed, which is the same for the flat
+ * objects agents send (a null member deletes the key; stored metrics never hold a null).
+ */
+async function recordHeartbeatPostgres(db: Db, id: string, hb: Heartbeat) {
+  const metrics = hb.metrics ? JSON.stringify(hb.metrics) : null;
+  await sql`UPDATE agents SET last_heartbeat_at = ${hb.now}, version = COALESCE(${hb.version}::text, version),
+      metrics = CASE WHEN ${metrics}::text IS NULL THEN metrics
+                ELSE jsonb_strip_nulls(COALESCE(metrics, '{}')::jsonb || ${metrics}::jsonb)::text END,
+      vpn = COALESCE(${hb.vpn}::text, vpn), heartbeats = heartbeats + 1
+    WHERE id = ${id}`.execute(db);
+}
+
 export async function recordHeartbeat(db: Db, id: string, hb: Heartbeat) {
-  const sqlite = sqliteOf(db);
+  const sqlite = directOf(db);
+  if (!sqlite) return recordHeartbeatPostgres(db, id, hb);
   const batch = batches(sqlite);
   if (batch.failure !== undefined && !sqlite.inTransaction) batch.writeNow(id, hb);
   else batch.add(id, hb);
@@ -206,9 +236,10 @@ export async function recordHeartbeat(db: Db, id: string, hb: Heartbeat) {
  */
 export async function countAgentsByHeartbeatAge(db: Db, healthySince: number, degradedSince: number): Promise<{ healthy: number; degraded: number; offline: number }> {
   flushHeartbeats(db);
+  // COUNT(CASE …) rather than SUM(<comparison>): the same on both dialects (PostgreSQL has no SUM of booleans).
   const r = await sql<{ healthy: number | null; degraded: number | null; total: number }>`SELECT
-      SUM(last_heartbeat_at > ${healthySince}) AS healthy,
-      SUM(last_heartbeat_at <= ${healthySince} AND last_heartbeat_at > ${degradedSince}) AS degraded,
+      COUNT(CASE WHEN last_heartbeat_at > ${healthySince} THEN 1 END) AS healthy,
+      COUNT(CASE WHEN last_heartbeat_at <= ${healthySince} AND last_heartbeat_at > ${degradedSince} THEN 1 END) AS degraded,
       COUNT(*) AS total
     FROM agents WHERE revoked_at IS NULL`.execute(db);
   const row = r.rows[0] ?? { healthy: 0, degraded: 0, total: 0 };

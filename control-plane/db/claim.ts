@@ -19,7 +19,8 @@
  * token every later report about this attempt must carry; a requeue clears it, so a report from
  * an older attempt can never match again.
  */
-import { exclusive, sqliteOf, type Db } from './database.ts';
+import { sql } from 'kysely';
+import { directOf, exclusive, type Db } from './database.ts';
 import { claimDirect, type CommandRow } from './commands.repository.ts';
 
 export interface ClaimTarget {
@@ -35,6 +36,50 @@ export async function claimNext(
   target: ClaimTarget,
   claim: { agentId: string; leaseId: string | (() => string); leaseExpiresAt: number; now: number },
 ): Promise<CommandRow | undefined> {
-  const sqlite = sqliteOf(db);
+  const sqlite = directOf(db);
+  if (!sqlite) return claimPostgres(db, target, claim);
   return exclusive(db, sqlite, () => claimDirect(sqlite, target, claim));
+}
+
+/**
+ * The claim on PostgreSQL, where several replicas (each with a pool of connections) claim at
+ * once: one statement, so one transaction.
+ *
+ * Why it is safe: `pick` locks the oldest queued command of the target FOR UPDATE SKIP LOCKED, so
+ * a concurrent claim skips a row another claim holds and takes the next one instead of waiting or
+ * taking the same; the UPDATE re-checks state = 'queued' on the locked row (a row claimed and
+ * committed in between is no longer queued, and PostgreSQL re-evaluates the condition on the
+ * newest version). So two claims can never both take the same row.
+ *
+ * A revoked agent never claims: `agent` reads the claiming agent's row only while revoked_at IS
+ * NULL, FOR SHARE. Revocation (revokeAgent) updates that row in a transaction that then ends the
+ * agent's leases. Either the claim locks the row first: the revocation's UPDATE waits for the
+ * claim's commit, and its later statement ending the agent's running commands sees the claimed
+ * one; or the revocation updates it first: the claim's lock waits for that commit and then
+ * re-checks revoked_at on the new version, finds it set, and takes nothing. (An agent that has no
+ * row claims nothing; every authenticated agent has one.)
+ *
+ * The fencing lease id is written by the same UPDATE (a requeue clears it). The lease id is made
+ * before the statement (one random id wasted when the queue is empty, against a round trip).
+ * The timestamps are the caller's clock, which on PostgreSQL follows the database's (clock.ts).
+ */
+async function claimPostgres(
+  db: Db,
+  target: ClaimTarget,
+  claim: { agentId: string; leaseId: string | (() => string); leaseExpiresAt: number; now: number },
+): Promise<CommandRow | undefined> {
+  const leaseId = typeof claim.leaseId === 'function' ? claim.leaseId() : claim.leaseId;
+  const nid = target.nid === null ? sql`nid IS NULL` : sql`nid = ${target.nid}`;
+  const r = await sql<CommandRow>`
+    WITH agent AS (SELECT id FROM agents WHERE id = ${claim.agentId} AND revoked_at IS NULL FOR SHARE),
+    pick AS (
+      SELECT id FROM commands WHERE state = 'queued' AND aid = ${target.aid} AND cid = ${target.cid} AND ${nid}
+      ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
+    )
+    UPDATE commands SET state = 'running', attempts = attempts + 1, lease_id = ${leaseId}, lease_expires_at = ${claim.leaseExpiresAt}::bigint,
+      claimed_by = ${claim.agentId}, claimed_at = ${claim.now}::bigint
+    FROM pick, agent
+    WHERE commands.id = pick.id AND commands.state = 'queued'
+    RETURNING commands.*`.execute(db);
+  return r.rows[0];
 }

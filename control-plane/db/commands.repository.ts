@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import type SQLite from 'better-sqlite3';
 import type { CommandState } from '../../common/wire.ts';
-import { exclusive, prepared, sqliteOf, type Db } from './database.ts';
+import { directOf, exclusive, isPostgres, prepared, sqliteOf, type Db } from './database.ts';
 import type { CommandsTable } from './commands.table.ts';
 import type { Selectable } from 'kysely';
 
@@ -102,7 +102,8 @@ export interface NewCommand {
  * Runs in one transaction so two submissions with one key make one command.
  */
 export async function insertCommand(db: Db, c: NewCommand): Promise<{ row: CommandRow; created: boolean }> {
-  const sqlite = sqliteOf(db);
+  const sqlite = directOf(db);
+  if (!sqlite) return insertCommandPostgres(db, c);
   // The lookup and the insert run back to back with nothing in between (synchronous); the unique
   // index commands_idempotency backs it anyway. One INSERT needs no explicit transaction.
   return exclusive(db, sqlite, () => {
@@ -115,12 +116,35 @@ export async function insertCommand(db: Db, c: NewCommand): Promise<{ row: Comma
   });
 }
 
+/**
+ * PostgreSQL twin of insertCommand. Replicas submit at once, so the lookup-then-insert above would
+ * race; instead one INSERT … ON CONFLICT DO NOTHING against the unique index commands_idempotency
+ * (the index's predicate repeated, so PostgreSQL infers it): of two submissions with one key
+ * exactly one inserts, the other gets no row and reads the winner's (committed: the conflict
+ * waited for it).
+ */
+async function insertCommandPostgres(db: Db, c: NewCommand): Promise<{ row: CommandRow; created: boolean }> {
+  const inserted = await db
+    .insertInto('commands')
+    .values({
+      aid: c.aid, cid: c.cid, nid: c.nid, type: c.type, spec: c.spec, state: 'queued', idempotency_key: c.idempotencyKey,
+      timeout_seconds: c.timeoutSeconds, max_attempts: c.maxAttempts, attempts: 0, created_at: c.now,
+    })
+    .onConflict((oc) => oc.columns(['aid', 'idempotency_key']).where('idempotency_key', 'is not', null).doNothing())
+    .returningAll()
+    .executeTakeFirst();
+  if (inserted) return { row: inserted, created: true };
+  const existing = await db.selectFrom('commands').selectAll().where('aid', '=', c.aid).where('idempotency_key', '=', c.idempotencyKey).executeTakeFirstOrThrow();
+  return { row: existing, created: false };
+}
+
 export async function getCommand(db: Db, aid: string, id: number) {
   return db.selectFrom('commands').selectAll().where('aid', '=', aid).where('id', '=', id).executeTakeFirst();
 }
 
 export async function getCommandById(db: Db, id: number): Promise<CommandRow | undefined> {
-  const sqlite = sqliteOf(db);
+  const sqlite = directOf(db);
+  if (!sqlite) return db.selectFrom('commands').selectAll().where('id', '=', id).executeTakeFirst(); // PostgreSQL
   return exclusive(db, sqlite, () => stmts(sqlite).byId.get(id) as CommandRow | undefined);
 }
 
@@ -167,7 +191,8 @@ export async function requestCancel(db: Db, aid: string, id: number, now: number
       .execute();
     const row = await trx.selectFrom('commands').selectAll().where('aid', '=', aid).where('id', '=', id).executeTakeFirst();
     // Marked before the commit: the agent's next heartbeat or poll looks the cancellation up.
-    if (row?.state === 'running' && row.claimed_by) candidates(sqliteOf(db)).add(row.claimed_by);
+    // (PostgreSQL keeps no candidate set: cancelRequestedFor always looks.)
+    if (row?.state === 'running' && row.claimed_by && !isPostgres(db)) candidates(sqliteOf(db)).add(row.claimed_by);
     return row;
   });
 }
@@ -187,7 +212,8 @@ export async function completeAttempt(
   f: { id: number; agentId: string; leaseId: string; now: number },
   c: Completion,
 ): Promise<Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state'> | undefined> {
-  const sqlite = sqliteOf(db);
+  const sqlite = directOf(db);
+  if (!sqlite) return completeAttemptPostgres(db, f, c);
   return exclusive(db, sqlite, () => {
     const q = stmts(sqlite);
     const p = { id: f.id, agentId: f.agentId, leaseId: f.leaseId, now: f.now, error: c.error };
@@ -198,18 +224,55 @@ export async function completeAttempt(
 }
 
 /**
+ * PostgreSQL twin of completeFinal/completeRetry: the same single UPDATE, fenced the same way (the
+ * WHERE names this agent, this lease and state running; the row lock the UPDATE takes makes a
+ * concurrent second report or the reaper see the first one's result and match nothing).
+ */
+async function completeAttemptPostgres(db: Db, f: { id: number; agentId: string; leaseId: string; now: number }, c: Completion) {
+  type Ended = Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state'>;
+  const fence = sql`WHERE id = ${f.id} AND claimed_by = ${f.agentId} AND lease_id = ${f.leaseId} AND state = 'running' RETURNING id, aid, cid, nid, state`;
+  if (c.kind === 'final') {
+    const r = await sql<Ended>`UPDATE commands SET state = ${c.state}, outputs = ${c.outputs}::text, error = ${c.error}::text, finished_at = ${f.now}::bigint, lease_expires_at = NULL ${fence}`.execute(db);
+    return r.rows[0];
+  }
+  const outputs = c.outputs ?? null;
+  const r = await sql<Ended>`UPDATE commands SET
+      state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END,
+      error = ${c.error}::text,
+      outputs = CASE WHEN attempts < max_attempts THEN outputs ELSE ${outputs}::text END,
+      lease_id = CASE WHEN attempts < max_attempts THEN NULL ELSE lease_id END,
+      lease_expires_at = NULL,
+      claimed_by = CASE WHEN attempts < max_attempts THEN NULL ELSE claimed_by END,
+      finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE ${f.now}::bigint END
+    ${fence}`.execute(db);
+  return r.rows[0];
+}
+
+/**
  * Heartbeat: extends the leases of the commands this agent holds, capped at the command's
  * deadline (claim + timeout + grace) so a hung but heartbeating agent cannot keep one forever.
  */
 export async function extendLeases(db: Db, agentId: string, ids: number[], until: number, graceMs: number) {
   if (ids.length === 0) return;
-  const sqlite = sqliteOf(db);
+  const sqlite = directOf(db);
+  if (!sqlite) {
+    // PostgreSQL twin of `extend`: LEAST for SQLite's two-argument min(), an array for json_each.
+    await sql`UPDATE commands SET lease_expires_at = LEAST(${until}::bigint, claimed_at + timeout_seconds * 1000 + ${graceMs}::bigint)
+      WHERE claimed_by = ${agentId} AND state = 'running' AND id = ANY(${ids}::bigint[])`.execute(db);
+    return;
+  }
   await exclusive(db, sqlite, () => stmts(sqlite).extend.run({ agentId, until, graceMs, ids: JSON.stringify(ids) }));
 }
 
 /** Running commands of this agent whose cancellation was requested. */
 export async function cancelRequestedFor(db: Db, agentId: string): Promise<number[]> {
-  const sqlite = sqliteOf(db);
+  const sqlite = directOf(db);
+  if (!sqlite) {
+    // PostgreSQL: always looked up (through the commands_running index). A cancellation may be
+    // requested through another replica, so no process can keep the candidate set above.
+    const rows = await db.selectFrom('commands').select('id').where('claimed_by', '=', agentId).where('state', '=', 'running').where('cancel_requested_at', 'is not', null).execute();
+    return rows.map((r) => r.id);
+  }
   const set = candidates(sqlite);
   if (!set.has(agentId)) return [];
   return exclusive(db, sqlite, () => {
@@ -226,10 +289,12 @@ export async function cancelRequestedFor(db: Db, agentId: string): Promise<numbe
  */
 export async function expireLeases(db: Db, now: number) {
   const error = (code: string, message: string) => JSON.stringify({ code, message, retryable: false });
+  // PostgreSQL infers a parameter's type from its place; in a CASE branch it would be text.
+  const at = isPostgres(db) ? sql<number>`${now}::bigint` : sql<number>`${now}`;
   return db
     .updateTable('commands')
     .set((eb) => {
-      const deadlinePassed = sql<boolean>`claimed_at + timeout_seconds * 1000 <= ${now}`;
+      const deadlinePassed = sql<boolean>`claimed_at + timeout_seconds * 1000 <= ${at}`;
       const newState = eb
         .case()
         .when(deadlinePassed).then(sql<CommandState>`'timed_out'`)
@@ -249,7 +314,7 @@ export async function expireLeases(db: Db, now: number) {
         lease_id: sql<string | null>`CASE WHEN ${requeue} THEN NULL ELSE lease_id END`,
         claimed_by: sql<string | null>`CASE WHEN ${requeue} THEN NULL ELSE claimed_by END`,
         lease_expires_at: null,
-        finished_at: sql<number | null>`CASE WHEN ${requeue} THEN NULL ELSE ${now} END`,
+        finished_at: sql<number | null>`CASE WHEN ${requeue} THEN NULL ELSE ${at} END`,
       };
     })
     .where('state', '=', 'running')
@@ -270,7 +335,12 @@ export async function nextLeaseExpiry(db: Db): Promise<number | null> {
 
 /** Gives back a claim that was never delivered: queued again, the attempt not counted. */
 export async function releaseClaim(db: Db, id: number, leaseId: string) {
-  const sqlite = sqliteOf(db);
+  const sqlite = directOf(db);
+  if (!sqlite) {
+    await sql`UPDATE commands SET state = 'queued', attempts = attempts - 1, lease_id = NULL, lease_expires_at = NULL, claimed_by = NULL, claimed_at = NULL
+      WHERE id = ${id} AND lease_id = ${leaseId} AND state = 'running'`.execute(db); // PostgreSQL: the same statement
+    return;
+  }
   await exclusive(db, sqlite, () => stmts(sqlite).release.run(id, leaseId));
 }
 
@@ -312,19 +382,37 @@ const retentionStmts = prepared((s) => ({
 
 /** Up to `limit` commands that finished before `cutoff` and may be deleted. */
 export async function expiredCommands(db: Db, cutoff: number, limit: number): Promise<number[]> {
-  const sqlite = sqliteOf(db);
+  const sqlite = directOf(db);
+  if (!sqlite) {
+    const r = await sql<{ id: number }>`SELECT id FROM commands WHERE finished_at IS NOT NULL AND finished_at < ${cutoff}::bigint
+        AND NOT EXISTS (SELECT 1 FROM instances WHERE instances.last_job_id = commands.id)
+      ORDER BY finished_at LIMIT ${limit}::bigint`.execute(db); // PostgreSQL: the same query
+    return r.rows.map((x) => x.id);
+  }
   return exclusive(db, sqlite, () => retentionStmts(sqlite).expired.all(cutoff, limit) as number[]);
 }
 
 /** Deletes up to `limit` log lines of these commands; returns how many (0: none left). */
 export async function deleteLogsOf(db: Db, ids: number[], limit: number): Promise<number> {
-  const sqlite = sqliteOf(db);
+  const sqlite = directOf(db);
+  if (!sqlite) {
+    // PostgreSQL: an array for json_each.
+    const r = await sql`DELETE FROM command_logs WHERE id IN (SELECT id FROM command_logs WHERE command_id = ANY(${ids}::bigint[]) LIMIT ${limit}::bigint)`.execute(db);
+    return Number(r.numAffectedRows ?? 0);
+  }
   return exclusive(db, sqlite, () => retentionStmts(sqlite).deleteLogs.run(JSON.stringify(ids), limit).changes);
 }
 
 /** Deletes these finished commands (their logs first: deleteLogsOf until none are left). */
 export async function deleteCommands(db: Db, ids: number[]): Promise<number> {
-  const sqlite = sqliteOf(db);
+  const sqlite = directOf(db);
+  if (!sqlite) {
+    return db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('command_log_usage').where('command_id', 'in', ids).execute();
+      const r = await trx.deleteFrom('commands').where('id', 'in', ids).where('finished_at', 'is not', null).executeTakeFirst();
+      return Number(r.numDeletedRows);
+    });
+  }
   return exclusive(db, sqlite, () =>
     sqlite.transaction(() => {
       const q = retentionStmts(sqlite);
@@ -336,6 +424,7 @@ export async function deleteCommands(db: Db, ids: number[]): Promise<number> {
 
 /** Copies the WAL into the database file where no reader needs it (never waits for readers). */
 export async function checkpoint(db: Db): Promise<void> {
-  const sqlite = sqliteOf(db);
+  const sqlite = directOf(db);
+  if (!sqlite) return; // PostgreSQL checkpoints by itself
   await exclusive(db, sqlite, () => retentionStmts(sqlite).checkpoint.run());
 }

@@ -1,4 +1,5 @@
-import { exclusive, prepared, sqliteOf, type Db } from './database.ts';
+import { sql } from 'kysely';
+import { directOf, exclusive, prepared, type Db } from './database.ts';
 
 export interface NewLogLine {
   ts: number;
@@ -39,38 +40,85 @@ export function truncationMarker(capBytes: number, droppedBytes: number, dropped
  */
 export async function appendLogs(db: Db, commandId: number, lines: NewLogLine[], capBytes: number): Promise<StoredLogLine[]> {
   if (lines.length === 0) return [];
-  const sqlite = sqliteOf(db);
+  const sqlite = directOf(db);
+  if (!sqlite) return appendLogsPostgres(db, commandId, lines, capBytes);
   const q = stmts(sqlite);
   const run = sqlite.transaction((): StoredLogLine[] => {
     const u = (q.usage.get(commandId) as Usage | undefined) ?? { bytes: 0, lines: 0, dropped_bytes: 0, dropped_lines: 0, marker_id: null };
-    const stored: StoredLogLine[] = [];
-    let i = 0;
-    if (u.marker_id === null) {
-      for (; i < lines.length; i++) {
-        const l = lines[i]!;
-        const size = Buffer.byteLength(l.text);
-        if (u.bytes + size > capBytes) break;
-        stored.push(q.insert.get(commandId, l.ts, l.stream, l.text) as StoredLogLine);
-        u.bytes += size;
-        u.lines++;
-      }
-    }
-    if (i < lines.length) {
-      for (; i < lines.length; i++) {
-        u.dropped_bytes += Buffer.byteLength(lines[i]!.text);
-        u.dropped_lines++;
-      }
-      const text = truncationMarker(capBytes, u.dropped_bytes, u.dropped_lines);
+    const { keep, marker } = fit(u, lines, capBytes);
+    const stored = keep.map((l) => q.insert.get(commandId, l.ts, l.stream, l.text) as StoredLogLine);
+    if (marker !== undefined) {
       if (u.marker_id === null) {
-        const marker = q.insert.get(commandId, lines.at(-1)!.ts, 'system', text) as StoredLogLine;
-        u.marker_id = marker.id;
-        stored.push(marker);
-      } else q.setMarker.run(text, u.marker_id);
+        const m = q.insert.get(commandId, lines.at(-1)!.ts, 'system', marker) as StoredLogLine;
+        u.marker_id = m.id;
+        stored.push(m);
+      } else q.setMarker.run(marker, u.marker_id);
     }
     q.saveUsage.run({ id: commandId, bytes: u.bytes, lines: u.lines, droppedBytes: u.dropped_bytes, droppedLines: u.dropped_lines, markerId: u.marker_id });
     return stored;
   });
   return exclusive(db, sqlite, () => run());
+}
+
+/**
+ * The cap applied to one append (pure): the lines kept, in order, until one does not fit, and,
+ * when any was dropped, the marker's new text. Updates `u`'s counts (not its marker_id).
+ */
+function fit(u: Usage, lines: NewLogLine[], capBytes: number): { keep: NewLogLine[]; marker: string | undefined } {
+  const keep: NewLogLine[] = [];
+  let i = 0;
+  if (u.marker_id === null) {
+    for (; i < lines.length; i++) {
+      const size = Buffer.byteLength(lines[i]!.text);
+      if (u.bytes + size > capBytes) break;
+      keep.push(lines[i]!);
+      u.bytes += size;
+      u.lines++;
+    }
+  }
+  if (i === lines.length) return { keep, marker: undefined };
+  for (; i < lines.length; i++) {
+    u.dropped_bytes += Buffer.byteLength(lines[i]!.text);
+    u.dropped_lines++;
+  }
+  return { keep, marker: truncationMarker(capBytes, u.dropped_bytes, u.dropped_lines) };
+}
+
+/**
+ * PostgreSQL twin of appendLogs: the same steps in one transaction. Appends for one command may
+ * arrive through two replicas at once, so the usage row is created if missing (ON CONFLICT DO
+ * NOTHING) and then locked FOR UPDATE before it is read: the second append waits for the first's
+ * commit and counts its bytes. The kept lines go in one INSERT (ids increase in VALUES order).
+ */
+async function appendLogsPostgres(db: Db, commandId: number, lines: NewLogLine[], capBytes: number): Promise<StoredLogLine[]> {
+  return db.transaction().execute(async (trx) => {
+    await sql`INSERT INTO command_log_usage (command_id, bytes, lines, dropped_bytes, dropped_lines, marker_id)
+      VALUES (${commandId}, 0, 0, 0, 0, NULL) ON CONFLICT (command_id) DO NOTHING`.execute(trx);
+    const u = (await sql<Usage>`SELECT bytes, lines, dropped_bytes, dropped_lines, marker_id FROM command_log_usage WHERE command_id = ${commandId} FOR UPDATE`.execute(trx)).rows[0]!;
+    const { keep, marker } = fit(u, lines, capBytes);
+    const stored: StoredLogLine[] =
+      keep.length === 0
+        ? []
+        : await trx
+            .insertInto('command_logs')
+            .values(keep.map((l) => ({ command_id: commandId, ts: l.ts, stream: l.stream, text: l.text })))
+            .returning(['id', 'ts', 'stream', 'text'])
+            .execute();
+    stored.sort((a, b) => a.id - b.id);
+    if (marker !== undefined) {
+      if (u.marker_id === null) {
+        const m = await trx.insertInto('command_logs').values({ command_id: commandId, ts: lines.at(-1)!.ts, stream: 'system', text: marker }).returning(['id', 'ts', 'stream', 'text']).executeTakeFirstOrThrow();
+        u.marker_id = m.id;
+        stored.push(m);
+      } else await trx.updateTable('command_logs').set({ text: marker }).where('id', '=', u.marker_id).execute();
+    }
+    await trx
+      .updateTable('command_log_usage')
+      .set({ bytes: u.bytes, lines: u.lines, dropped_bytes: u.dropped_bytes, dropped_lines: u.dropped_lines, marker_id: u.marker_id })
+      .where('command_id', '=', commandId)
+      .execute();
+    return stored;
+  });
 }
 
 export async function readLogs(db: Db, commandId: number, afterId: number, limit: number) {

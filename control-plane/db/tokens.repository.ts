@@ -1,4 +1,4 @@
-import { exclusive, prepared, sqliteOf, type Db } from './database.ts';
+import { directOf, exclusive, prepared, type Db } from './database.ts';
 import type { BootstrapTokensTable, ApiTokensTable } from './tokens.table.ts';
 
 export async function insertBootstrapToken(db: Db, t: BootstrapTokensTable) {
@@ -32,7 +32,8 @@ const stmts = prepared((s) => ({ apiToken: s.prepare(`SELECT * FROM api_tokens W
 
 /** Read on every admin request: a prepared statement, not a Kysely query (see database.ts). */
 export async function getApiToken(db: Db, keyId: string): Promise<ApiTokensTable | undefined> {
-  const sqlite = sqliteOf(db);
+  const sqlite = directOf(db);
+  if (!sqlite) return db.selectFrom('api_tokens').selectAll().where('key_id', '=', keyId).executeTakeFirst(); // PostgreSQL
   return exclusive(db, sqlite, () => stmts(sqlite).apiToken.get(keyId) as ApiTokensTable | undefined);
 }
 

@@ -14,8 +14,13 @@ import { AgentClient, bootstrapAgent } from '../../common/agent/agent-client.ts'
 import type { CommandView } from '../../common/wire.ts';
 import { freePort, removeDir, spawnControlPlane, stopProcess, tempDir } from '../support/control-plane.ts';
 import { runCli } from '../support/cli.ts';
+import { sqliteOnly } from '../support/postgres.ts';
 
 describe('tether backup and restore', function () {
+  // A PostgreSQL control plane is backed up with pg_dump (postgres.test.ts checks that tether backup says so).
+  before(function () {
+    sqliteOnly(this, 'tether backup and restore copy the SQLite database of the data folder');
+  });
   this.timeout(120_000);
   let dir: string;
   let dataDir: string;

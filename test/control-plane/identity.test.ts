@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { statSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { ManualClock } from '../../common/clock.ts';
 import { generateKeyPair, createCsr } from '../../common/csr.ts';
@@ -13,6 +13,7 @@ import { HttpError } from '../../common/http-client.ts';
 import { createCa, issueAgentCertificate } from '../../control-plane/pki/ca.ts';
 import { parseIdentityUri } from '../../common/identity.ts';
 import { startTestControlPlane, removeDir, type TestControlPlane } from '../support/control-plane.ts';
+import { databaseText, onPostgres } from '../support/postgres.ts';
 
 async function refused(p: Promise<unknown>, status: number, code?: string): Promise<HttpError> {
   const err = await p.then(
@@ -68,9 +69,11 @@ describe('identity: bootstrap tokens and certificates', () => {
     client.close();
     // The private key is nowhere in the control plane's files.
     const needle = keys.privateKeyPem.split('\n')[5]!;
-    for (const f of ['tether.db', 'tether.db-wal']) {
-      assert.ok(!readFileSync(join(t.dataDir, f)).includes(needle), `${f} must not contain the agent key`);
-    }
+    if (onPostgres) assert.ok(!(await databaseText(resolve(t.dataDir))).includes(needle), 'the database must not contain the agent key');
+    else
+      for (const f of ['tether.db', 'tether.db-wal']) {
+        assert.ok(!readFileSync(join(t.dataDir, f)).includes(needle), `${f} must not contain the agent key`);
+      }
   });
 
   it('refuses a second use of a token', async () => {

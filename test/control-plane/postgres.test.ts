@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { freshDatabase } from '../support/postgres.ts';
 import { openPostgres, redactDatabaseUrl } from '../../control-plane/db/postgres.ts';
 import { migrate } from '../../control-plane/db/database.ts';
@@ -77,6 +78,26 @@ describe('PostgreSQL storage', function () {
       assert.equal(r.status, 2, r.stderr);
       assert.match(r.stderr, /must be a postgres:\/\/ or postgresql:\/\/ URL/);
       assert.ok(!r.stderr.includes('hunter22'));
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  it('tether backup and tether restore on PostgreSQL: a clear usage error (exit 2) naming pg_dump, nothing written', () => {
+    const dir = tempDir();
+    try {
+      const run = (args: string[], env: NodeJS.ProcessEnv = {}) => {
+        const [cmd, a] = nodeArgs('control-plane/cli/main.ts', args);
+        return spawnSync(cmd, a, { encoding: 'utf8', timeout: 60_000, env: { ...process.env, ...env } });
+      };
+      const b = run(['backup', '--data-dir', dir, '--to', `${dir}/b.tar.gz`], { TETHER_DATABASE_URL: 'postgres://u:pw1234@127.0.0.1:1/db' });
+      assert.equal(b.status, 2, b.stderr);
+      assert.match(b.stderr, /PostgreSQL.*pg_dump/);
+      assert.ok(!b.stderr.includes('pw1234'));
+      const r = run(['restore', '--from', `${dir}/b.tar.gz`, '--data-dir', dir, '--database', 'postgres://u:pw1234@127.0.0.1:1/db']);
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, /PostgreSQL.*pg_restore/);
+      assert.deepEqual(readdirSync(dir), []);
     } finally {
       removeDir(dir);
     }

@@ -103,7 +103,7 @@ describe('control plane transport across a restart', function () {
       await eventually(() => settled, 2_000, 'the held poll to be answered');
       assert.deepEqual(await poll.catch(() => ({ command: null, cancel: [] })), { command: null, cancel: [] });
 
-      t.cp = await startControlPlane({ host: '127.0.0.1', port: t.cp.port, dataDir }, { log: silentLogger() });
+      t.cp = await startControlPlane({ ...t.cp.config, port: t.cp.port, dataDir }, { log: silentLogger() });
       assert.equal((await client.request<{ agentId: string }>('GET', '/v1/agent/whoami')).agentId, a.identity.agentId);
       assert.equal(client.resumedTls, true, 'the reconnect resumed its TLS session');
 

@@ -16,6 +16,7 @@ import { HttpClient, HttpError } from '../../common/http-client.ts';
 import type { AgentView, CommandView } from '../../common/wire.ts';
 import type { InstanceVersionView, InstanceView } from '../../control-plane/bundles/bundles.wire.ts';
 import { REPO_ROOT, removeDir, startTestControlPlane, tempDir, type TestControlPlane } from '../support/control-plane.ts';
+import { sqliteOnly } from '../support/postgres.ts';
 
 const FIXTURE = join(REPO_ROOT, 'test/fixtures/upgrade-93cc861');
 
@@ -41,6 +42,9 @@ async function refused(p: Promise<unknown>, status: number): Promise<HttpError> 
 }
 
 describe('upgrade: a data folder from release 93cc861', function () {
+  before(function () {
+    sqliteOnly(this, 'the fixture is a SQLite data folder written by release 93cc861');
+  });
   this.timeout(60_000);
   const fx = JSON.parse(readFileSync(join(FIXTURE, 'fixture.json'), 'utf8')) as Fixture;
   let dir: string;

@@ -172,3 +172,19 @@ export async function stopPostgres(): Promise<void> {
 // A root-level hook (registered while mocha loads the spec files that import this module): the
 // server lives as long as the mocha run.
 (globalThis as { after?: (fn: () => Promise<void>) => void }).after?.(stopPostgres);
+
+/** Every row of every table of the data folder's database, as text (what a dump would hold). */
+export async function databaseText(dataDir: string): Promise<string> {
+  const url = byDataDir.get(dataDir);
+  if (!url) throw new Error(`no PostgreSQL database for ${dataDir}`);
+  const client = new pg.Client({ connectionString: await url });
+  await client.connect();
+  try {
+    const tables = await client.query<{ t: string }>(`SELECT quote_ident(tablename) AS t FROM pg_tables WHERE schemaname = 'public'`);
+    let text = '';
+    for (const { t } of tables.rows) for (const r of (await client.query<{ row: string }>(`SELECT x::text AS row FROM ${t} x`)).rows) text += `${r.row}\n`;
+    return text;
+  } finally {
+    await client.end();
+  }
+}
