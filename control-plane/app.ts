@@ -18,6 +18,7 @@ import { countByState } from './db/commands.repository.ts';
 import { countAgentsByHeartbeatAge } from './db/agents.repository.ts';
 import { pingDatabase } from './db/replicas.repository.ts';
 import { loadOrCreatePki, type CaMaterial } from './pki/ca.ts';
+import { loadOrCreateSharedCa, loadOrCreateTicketKeys as loadOrCreateSharedTicketKeys, parseKeyEncryptionKey } from './pki/shared-ca.ts';
 import { loadPublicCertificate, type PublicCertificate } from './pki/public-cert.ts';
 import { parseConfig, serverSans, type Config } from './config.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
@@ -107,7 +108,23 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   };
   const applied = await migrate(db).catch(failedStart);
   if (applied.length) log.info({ migrations: applied }, 'database migrated');
-  const ca = loadOrCreatePki(dataDir, serverSans(config), clock.now());
+  // Replicas on PostgreSQL with the operator's key share one CA and one set of ticket keys
+  // (pki/shared-ca.ts); otherwise both stay in the data folder, as on SQLite.
+  let ca: CaMaterial & { created: boolean };
+  let ticketKeys: { keys: Buffer; version: number } | undefined;
+  if (storage.dialect === 'postgres' && config.caKeyEncryptionKey) {
+    try {
+      const shared = await loadOrCreateSharedCa(db, parseKeyEncryptionKey(config.caKeyEncryptionKey), dataDir, serverSans(config), clock.now());
+      if (shared.adopted) log.info('this data folder\'s CA is now the shared one (stored encrypted in the database)');
+      ca = shared;
+      ticketKeys = await loadOrCreateSharedTicketKeys(db, clock.now());
+    } catch (err) {
+      return failedStart(err);
+    }
+  } else {
+    if (storage.dialect === 'postgres') log.warn('PostgreSQL without a CA key encryption key: the CA stays in this data folder, so another replica would have a CA of its own (docs/control-plane.md, High availability)');
+    ca = loadOrCreatePki(dataDir, serverSans(config), clock.now());
+  }
   if (ca.created) log.info({ caFile: join(dataDir, 'ca.crt') }, 'certificate authority created');
   const loadPublic = (): PublicCertificate | undefined =>
     config.tlsCertFile && config.tlsKeyFile ? loadPublicCertificate(config.tlsCertFile, config.tlsKeyFile, [ca.caCertPem], clock.now()) : undefined;
@@ -222,6 +239,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     app,
     agentApi,
     ticketKeyFile: join(dataDir, 'tls-ticket-keys'),
+    ...(ticketKeys ? { ticketKeys: ticketKeys.keys } : {}),
     limits: config,
     log,
     now: () => clock.now(),
@@ -239,6 +257,23 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   collectCache();
   const cacheCollector = setInterval(collectCache, 3_600_000);
   cacheCollector.unref();
+
+  // Shared ticket keys: looked at every minute, rotated by the first replica to find them 12 h old.
+  let ticketRefresh: NodeJS.Timeout | undefined;
+  if (ticketKeys) {
+    let current = ticketKeys;
+    ticketRefresh = setInterval(() => {
+      loadOrCreateSharedTicketKeys(db, clock.now())
+        .then((t) => {
+          if (t.version === current.version) return;
+          current = t;
+          server.setTicketKeys(t.keys);
+          log.info({ version: t.version }, 'TLS session-ticket keys replaced (shared by the replicas)');
+        })
+        .catch((err: unknown) => log.warn({ err }, 'cannot read the shared TLS ticket keys; keeping the current ones'));
+    }, 60_000);
+    ticketRefresh.unref();
+  }
 
   let reaper: NodeJS.Timeout | undefined;
   if (opts.reaper !== false) {
@@ -296,6 +331,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       draining = true;
       clearInterval(reaper);
       clearInterval(cacheCollector);
+      clearInterval(ticketRefresh);
       const held = dispatcher.held;
       dispatcher.drain();
       const open = server.connections;

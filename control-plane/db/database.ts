@@ -13,6 +13,7 @@ import * as m0004 from './migrations/0004_tenant_limits.ts';
 import * as m0005 from './migrations/0005_source_credentials.ts';
 import * as m0006 from './migrations/0006_instance_versions.ts';
 import * as m0007 from './migrations/0007_instance_sync.ts';
+import * as m0011 from './migrations/0011_shared_secrets.ts';
 import type { Database } from './schema.ts';
 import { postgresSchema } from './postgres-schema.ts';
 
@@ -27,6 +28,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0005_source_credentials': m0005,
   '0006_instance_versions': m0006,
   '0007_instance_sync': m0007,
+  '0011_shared_secrets': m0011,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

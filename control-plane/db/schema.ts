@@ -4,6 +4,7 @@ import type { CommandLogUsageTable, CommandLogsTable, CommandsTable } from './co
 import type { ApiTokensTable, BootstrapTokensTable } from './tokens.table.ts';
 import type { BundleSourcesTable, InstanceVersionsTable, InstancesTable } from './bundles.table.ts';
 import type { VpnNodesTable, VpnUsersTable } from './vpn.table.ts';
+import type { SharedSecretsTable } from './replicas.table.ts';
 
 export interface Database {
   accounts: AccountsTable;
@@ -20,4 +21,5 @@ export interface Database {
   bundle_sources: BundleSourcesTable;
   instances: InstancesTable;
   instance_versions: InstanceVersionsTable;
+  shared_secrets: SharedSecretsTable;
 }

@@ -7,7 +7,8 @@
  * replica fences by the lease id as one would.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { AgentRuntime, type Outcome } from '../../common/agent/runtime.ts';
 import { AgentClient, bootstrapAgent } from '../../common/agent/agent-client.ts';
@@ -15,6 +16,9 @@ import { generateKeyPair } from '../../common/csr.ts';
 import { Http2Client } from '../../common/http2-client.ts';
 import { ReadinessCheck } from '../../control-plane/http/health.routes.ts';
 import { Dispatcher } from '../../control-plane/queue/dispatcher.ts';
+import { startControlPlane, type ControlPlane } from '../../control-plane/app.ts';
+import { decryptCaKey, encryptCaKey, parseKeyEncryptionKey } from '../../control-plane/pki/shared-ca.ts';
+import type { TetherError } from '../../common/errors.ts';
 import { InProcessNotifier, NotifierHub } from '../../control-plane/queue/notifier.ts';
 import { PostgresNotifier } from '../../control-plane/queue/notifier.postgres.ts';
 import pg from 'pg';
@@ -398,5 +402,106 @@ describe('replicas: wake-ups over PostgreSQL LISTEN/NOTIFY (a real PostgreSQL)',
     await eventually(() => heard.length === 1, 5000, 'the valid notification');
     assert.deepEqual(heard, ['work:ab12c/c1']);
     assert.equal(n.stats.received, 1);
+  });
+});
+
+describe('replicas: one identity from PostgreSQL (shared CA, ticket keys, accounts)', function () {
+  this.timeout(90_000);
+  const kek = randomBytes(32).toString('base64');
+  const started: ControlPlane[] = [];
+  const dirs: string[] = [];
+  const replica = async (databaseUrl: string, key: string | undefined = kek) => {
+    const dataDir = tempDir('tether-replica-');
+    dirs.push(dataDir);
+    const cp = await startControlPlane({ host: '127.0.0.1', port: 0, dataDir, databaseUrl, ...(key ? { caKeyEncryptionKey: key } : {}) }, { log: silentLogger() });
+    started.push(cp);
+    return { cp, dataDir };
+  };
+  afterEach(async () => {
+    for (const cp of started.splice(0)) await cp.close().catch(() => undefined);
+    for (const d of dirs.splice(0)) removeDir(d);
+  });
+
+  it('a second replica serves the first one\'s CA and accounts: an agent bootstrapped on A is known on B; the CA key is stored encrypted, never in B\'s folder', async () => {
+    const url = await freshDatabase();
+    const a = await replica(url);
+    const b = await replica(url);
+    assert.equal(b.cp.ca.caCertPem, a.cp.ca.caCertPem);
+    assert.equal(readFileSync(join(b.dataDir, 'ca.crt'), 'utf8'), a.cp.ca.caCertPem);
+    assert.notEqual(b.cp.ca.serverCertPem, a.cp.ca.serverCertPem); // each its own server certificate, from the one CA
+    assert.equal(existsSync(join(b.dataDir, 'ca.key')), false);
+    assert.equal(existsSync(join(a.dataDir, 'ca.key')), false);
+    const row = await a.cp.db.selectFrom('shared_secrets').selectAll().where('name', '=', 'ca').executeTakeFirstOrThrow();
+    assert.doesNotMatch(row.value, /PRIVATE KEY/);
+    assert.match(JSON.parse(row.value).key.alg, /A256GCM/);
+
+    // The account and its admin token (created by A) work on B.
+    const token = readFileSync(join(a.dataDir, 'admin-token'), 'utf8').trim();
+    assert.equal(existsSync(join(b.dataDir, 'admin-token')), false);
+    const adminA = new HttpClient({ baseUrl: a.cp.url, ca: a.cp.ca.caCertPem, bearerToken: token });
+    const adminB = new HttpClient({ baseUrl: b.cp.url, ca: b.cp.ca.caCertPem, bearerToken: token });
+    try {
+      await adminA.request('POST', '/v1/clusters', { cid: 'id1' });
+      const bootstrap = (await adminB.request<{ token: string }>('POST', '/v1/tokens', { cluster: 'id1', role: 'cluster-agent' })).body.token;
+      const keys = generateKeyPair();
+      const id = await bootstrapAgent({ url: a.cp.url, caPem: a.cp.ca.caCertPem, token: bootstrap, keys });
+      const onB = new AgentClient(b.cp.url, { certPem: id.certificate, keyPem: keys.privateKeyPem, caPem: readFileSync(join(b.dataDir, 'ca.crt'), 'utf8') });
+      try {
+        assert.equal((await onB.request<{ agentId: string }>('GET', '/v1/agent/whoami')).agentId, id.agentId);
+      } finally {
+        onB.close();
+      }
+    } finally {
+      adminA.close();
+      adminB.close();
+    }
+  });
+
+  it('a TLS session made with A resumes on B (shared ticket keys)', async () => {
+    const url = await freshDatabase();
+    const a = await replica(url);
+    const b = await replica(url);
+    const token = readFileSync(join(a.dataDir, 'admin-token'), 'utf8').trim();
+    const admin = new HttpClient({ baseUrl: a.cp.url, ca: a.cp.ca.caCertPem, bearerToken: token });
+    await admin.request('POST', '/v1/clusters', { cid: 'tk1' });
+    const bootstrap = (await admin.request<{ token: string }>('POST', '/v1/tokens', { cluster: 'tk1', role: 'cluster-agent' })).body.token;
+    admin.close();
+    const keys = generateKeyPair();
+    const id = await bootstrapAgent({ url: a.cp.url, caPem: a.cp.ca.caCertPem, token: bootstrap, keys });
+    const creds = { ca: a.cp.ca.caCertPem, cert: id.certificate, key: keys.privateKeyPem };
+    const toA = new Http2Client({ baseUrl: a.cp.url, ...creds });
+    await toA.request('GET', '/v1/agent/whoami');
+    const session = await eventually(() => toA.lastTlsSession, 5000, 'a session ticket from A');
+    toA.close();
+    const toB = new Http2Client({ baseUrl: b.cp.url, ...creds, tlsSession: session });
+    try {
+      await toB.request('GET', '/v1/agent/whoami');
+      assert.equal(toB.resumed, true, 'resumed on B with A\'s ticket');
+    } finally {
+      toB.close();
+    }
+  });
+
+  it('a replica with another key refuses to start (the CA key does not decrypt); a malformed key is refused before anything', async () => {
+    const url = await freshDatabase();
+    await replica(url);
+    await assert.rejects(replica(url, randomBytes(32).toString('base64')), (e: TetherError) => e.code === 'ca_key_decryption_failed');
+    await assert.rejects(replica(url, 'too-short'), (e: TetherError) => e.code === 'invalid_ca_key_encryption_key' && !e.message.includes('too-short'));
+    // The right key still works (nothing was changed by the refused starts).
+    await replica(url);
+  });
+
+  it('encrypts with AES-256-GCM under the operator key: a changed byte or another key does not decrypt', () => {
+    const key = parseKeyEncryptionKey(kek);
+    const hex = parseKeyEncryptionKey(key.toString('hex'));
+    assert.ok(hex.equals(key));
+    const e = encryptCaKey('-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n', key);
+    assert.equal(decryptCaKey(e, key), '-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n');
+    assert.notEqual(encryptCaKey('same', key).iv, encryptCaKey('same', key).iv);
+    const flipped = Buffer.from(e.data, 'base64');
+    flipped[0]! ^= 1;
+    assert.throws(() => decryptCaKey({ ...e, data: flipped.toString('base64') }, key), /cannot be decrypted/);
+    assert.throws(() => decryptCaKey(e, randomBytes(32)), /cannot be decrypted/);
+    assert.throws(() => parseKeyEncryptionKey(randomBytes(16).toString('base64')), /32 bytes/);
   });
 });
