@@ -84,6 +84,8 @@ export interface StartOptions {
   reaper?: boolean;
   /** Wake-ups to and from other replicas (queue/notifier.ts); default: this server alone. */
   notifier?: Notifier;
+  /** How often held polls re-check the queue when replicas share it (default 5 s; tests set it long to see NOTIFY alone at work). */
+  sweepMs?: number;
 }
 
 export async function startControlPlane(input: Parameters<typeof parseConfig>[0], opts: StartOptions = {}): Promise<ControlPlane> {
@@ -160,7 +162,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     await pgNotifier.start().catch(failedStart);
     notifier = pgNotifier;
   }
-  const dispatcher = new Dispatcher(notifier ? { notifier } : {});
+  const dispatcher = new Dispatcher({ ...(notifier ? { notifier } : {}), ...(opts.sweepMs ? { sweepMs: opts.sweepMs } : {}) });
   dispatcher.onRevoked((agentId) => {
     identity.forgetCertificates();
     agentApi.disconnect(agentId);

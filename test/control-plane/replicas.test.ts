@@ -19,6 +19,7 @@ import { Dispatcher } from '../../control-plane/queue/dispatcher.ts';
 import { startControlPlane, type ControlPlane } from '../../control-plane/app.ts';
 import { decryptCaKey, encryptCaKey, parseKeyEncryptionKey } from '../../control-plane/pki/shared-ca.ts';
 import type { TetherError } from '../../common/errors.ts';
+import { readSse } from '../../control-plane/cli/sse.ts';
 import { InProcessNotifier, NotifierHub } from '../../control-plane/queue/notifier.ts';
 import { PostgresNotifier } from '../../control-plane/queue/notifier.postgres.ts';
 import pg from 'pg';
@@ -503,5 +504,115 @@ describe('replicas: one identity from PostgreSQL (shared CA, ticket keys, accoun
     assert.throws(() => decryptCaKey({ ...e, data: flipped.toString('base64') }, key), /cannot be decrypted/);
     assert.throws(() => decryptCaKey(e, randomBytes(32)), /cannot be decrypted/);
     assert.throws(() => parseKeyEncryptionKey(randomBytes(16).toString('base64')), /32 bytes/);
+  });
+});
+
+describe('replicas: two control planes on one PostgreSQL', function () {
+  this.timeout(90_000);
+  const kek = randomBytes(32).toString('base64');
+  let a: ControlPlane;
+  let b: ControlPlane;
+  let adminA: HttpClient;
+  let adminB: HttpClient;
+  const dirs: string[] = [];
+  const clients: AgentClient[] = [];
+
+  const start = async (databaseUrl: string) => {
+    const dataDir = tempDir('tether-replica-');
+    dirs.push(dataDir);
+    // The sweep is set to a minute: a poll answered sooner was woken by the other replica's NOTIFY.
+    return startControlPlane({ host: '127.0.0.1', port: 0, dataDir, databaseUrl, caKeyEncryptionKey: kek }, { log: silentLogger(), sweepMs: 60_000 });
+  };
+  const agentOn = async (cp: ControlPlane, cid: string) => {
+    const token = (await adminA.request<{ token: string }>('POST', '/v1/tokens', { cluster: cid, role: 'cluster-agent' })).body.token;
+    const keys = generateKeyPair();
+    const id = await bootstrapAgent({ url: cp.url, caPem: cp.ca.caCertPem, token, keys });
+    const client = new AgentClient(cp.url, { certPem: id.certificate, keyPem: keys.privateKeyPem, caPem: cp.ca.caCertPem });
+    clients.push(client);
+    return { id, client };
+  };
+  const submit = async (admin: HttpClient, cid: string) => (await admin.request<{ id: number }>('POST', '/v1/commands', { target: { cluster: cid }, type: 'manifest', spec: { manifests: 'kind: X' } })).body.id;
+  const heldOn = (cp: ControlPlane, n: number) => eventually(() => cp.dispatcher.held >= n, 5000, `${n} poll(s) held`);
+
+  before(async () => {
+    const url = await freshDatabase();
+    a = await start(url);
+    b = await start(url);
+    const token = readFileSync(a.adminTokenFile, 'utf8').trim();
+    adminA = new HttpClient({ baseUrl: a.url, ca: a.ca.caCertPem, bearerToken: token });
+    adminB = new HttpClient({ baseUrl: b.url, ca: b.ca.caCertPem, bearerToken: token });
+  });
+  after(async () => {
+    for (const c of clients.splice(0)) c.close();
+    adminA?.close();
+    adminB?.close();
+    await a?.close();
+    await b?.close();
+    for (const d of dirs.splice(0)) removeDir(d);
+  });
+
+  it('a command submitted on A is claimed by the poll held on B (woken by NOTIFY, not the sweep)', async () => {
+    await adminA.request('POST', '/v1/clusters', { cid: 'wake1' });
+    const { client } = await agentOn(b, 'wake1');
+    const latencies: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const poll = client.poll(30);
+      await heldOn(b, 1);
+      const t0 = process.hrtime.bigint();
+      const id = await submit(adminA, 'wake1');
+      const got = await poll;
+      latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      assert.equal(got.command?.id, id);
+      await client.report(id, { leaseId: got.command!.leaseId, outcome: 'succeeded' });
+      assert.equal((await adminA.request<CommandView>('GET', `/v1/commands/${id}`)).body.state, 'succeeded');
+    }
+    process.stdout.write(`      submit on A -> claim on B: ${latencies.map((l) => l.toFixed(0)).join(', ')} ms (sweep 60 s, poll held 30 s)\n`);
+  });
+
+  it('a cancellation made on A reaches the agent held on B; a revocation made on A ends its poll on B (403) and B refuses it from then on', async () => {
+    await adminA.request('POST', '/v1/clusters', { cid: 'cancel1' });
+    const { id: identity, client } = await agentOn(b, 'cancel1');
+    const id = await submit(adminB, 'cancel1');
+    const claimed = (await client.poll(0)).command!;
+    assert.equal(claimed.id, id);
+    const poll = client.poll(30);
+    await heldOn(b, 1);
+    await adminA.request('POST', `/v1/commands/${id}/cancel`);
+    assert.deepEqual((await poll).cancel, [id]);
+
+    const held = client.poll(30);
+    await heldOn(b, 1);
+    await adminA.request('POST', `/v1/agents/${identity.agentId}/revoke`);
+    await assert.rejects(held, (e: HttpError) => e.status === 403 && e.code === 'certificate_revoked');
+    await assert.rejects(client.poll(0), (e: TetherError) => e.status === 403 || e.code === 'transport_error');
+  });
+
+  it('follow on B streams the lines and the end of a job whose agent reports through A', async () => {
+    await adminA.request('POST', '/v1/clusters', { cid: 'follow1' });
+    const { client } = await agentOn(a, 'follow1');
+    const id = await submit(adminA, 'follow1');
+    const claim = (await client.poll(0)).command!;
+    await client.logs(id, claim.leaseId, [{ stream: 'stdout', text: 'before follow' }]);
+    const stream = await adminB.stream(`/v1/commands/${id}/logs?follow=1`);
+    const events: { event: string; data: string }[] = [];
+    let sawBefore!: () => void;
+    const before = new Promise<void>((r) => (sawBefore = r));
+    const reading = (async () => {
+      for await (const ev of readSse(stream)) {
+        events.push(ev);
+        if (ev.event === 'log' && JSON.parse(ev.data).text === 'before follow') sawBefore();
+        if (ev.event === 'end') break;
+      }
+      stream.destroy();
+    })();
+    await before; // B's follower is listening: what follows can only reach it as a relay of A's NOTIFY
+    await client.logs(id, claim.leaseId, [{ stream: 'stdout', text: 'live 1' }, { stream: 'stderr', text: 'live 2' }]);
+    await eventually(() => events.some((e) => e.event === 'log' && JSON.parse(e.data).text === 'live 2'), 10_000, 'the live lines on B');
+    await client.report(id, { leaseId: claim.leaseId, outcome: 'succeeded', outputs: { via: 'A' } });
+    await reading;
+    assert.deepEqual(events.filter((e) => e.event === 'log').map((e) => JSON.parse(e.data).text), ['before follow', 'live 1', 'live 2']);
+    const end = JSON.parse(events.at(-1)!.data);
+    assert.equal(end.state, 'succeeded');
+    assert.deepEqual(end.outputs, { via: 'A' });
   });
 });
