@@ -122,6 +122,9 @@ describe('replicas: an agent with several control-plane URLs', function () {
     }, 20_000, 'the result to reach B');
     assert.deepEqual(done.outputs, { replica: 'any' });
     assert.equal(client.current, b.url);
+    // The lines emitted after A went away reached B too (before the result: the runtime ships them first).
+    const lines = (await b.admin.request<{ lines: { text: string }[] }>('GET', `/v1/commands/${id}/logs`)).body.lines.map((l) => l.text);
+    assert.ok(lines.includes('finished on whichever replica answers') && lines.includes('succeeded'), JSON.stringify(lines));
     assert.ok(moves.length >= 1 && moves[0]!.from === a.url && moves[0]!.to === b.url, JSON.stringify(moves));
     assert.ok(moves.every((m) => m.reason === 'unreachable' || m.reason === 'draining'), JSON.stringify(moves));
     // Delivered once (the outbox is empty); a report under another lease is fenced on B as on A.
