@@ -5,6 +5,7 @@
  * and the storage layer directly; prints a table and writes bench/results/<date>.json.
  */
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -42,9 +43,17 @@ const { values: flags } = parseArgs({
     'ramp-rate': { type: 'string' },
     'server-log-level': { type: 'string' },
     note: { type: 'string' },
+    database: { type: 'string' },
   },
   allowPositionals: false,
 });
+
+// --database postgres://… (or TETHER_DATABASE_URL): the server runs on PostgreSQL, with a data
+// folder of its own per database (its cached agent identities live in that database).
+const databaseUrl = flags.database ?? (process.env.TETHER_DATABASE_URL || undefined);
+if (databaseUrl) process.env.TETHER_DATABASE_URL = databaseUrl;
+/** Passwords out of what the results file records. */
+const redactUrls = (s: string) => s.replace(/(postgres(?:ql)?:\/\/[^:@/\s]*:)[^@\s]*@/gi, '$1***@');
 
 const quick = flags.quick!;
 const list = (s: string | undefined, d: number[]) => (s ? s.split(',').map((x) => Number(x.trim())) : d);
@@ -71,7 +80,7 @@ if (flags['server-log-level']) process.env.BENCH_SERVER_LOG_LEVEL = flags['serve
 const runId = new Date().toISOString().replace(/[:.]/g, '-');
 const runDir = join(BENCH_CACHE, 'runs', runId);
 mkdirSync(runDir, { recursive: true });
-const dataDir = join(BENCH_CACHE, 'cp-data');
+const dataDir = join(BENCH_CACHE, databaseUrl ? `cp-data-pg-${createHash('sha256').update(databaseUrl).digest('hex').slice(0, 12)}` : 'cp-data');
 const log = (s: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
 /** One socket per agent (HTTP/2: the held long-poll, heartbeats and results share it), plus room for the server's own files. */
 const maxAgents = NOFILE - 64;
@@ -627,8 +636,9 @@ try {
   const command = `npm run bench --${process.argv.slice(2).map((a) => ` ${a}`).join('') || ''}`;
   const doc = {
     date: new Date().toISOString(),
-    command: command.trim(),
-    argv: process.argv.slice(2),
+    command: redactUrls(command.trim()),
+    argv: process.argv.slice(2).map(redactUrls),
+    database: databaseUrl ? { dialect: 'postgres', url: redactUrls(databaseUrl) } : { dialect: 'sqlite' },
     mode: quick ? 'quick' : 'full',
     machine: { cores: cpus().length, cpuModel: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, loadAverageAtStart: load0, loadAverageAtEnd: loadAverage() },
     openFilesLimit: { wanted: NOFILE_WANTED, applied: NOFILE, how: 'prlimit --nofile=N:N on every spawned control plane, load generator and node agent', maxAgents },

@@ -13,6 +13,7 @@ import { TetherError, badRequest, errorMessage, notFound } from '../common/error
 import { COMMAND_STATES, HEALTHY_BELOW_S, OFFLINE_FROM_S } from '../common/wire.ts';
 import { migrate, migrationStatus, type Db } from './db/database.ts';
 import { openStorage } from './db/storage.ts';
+import { databaseClock } from './db/clock.ts';
 import { lockDataDir } from './db/backup.ts';
 import { countByState } from './db/commands.repository.ts';
 import { countAgentsByHeartbeatAge } from './db/agents.repository.ts';
@@ -90,7 +91,7 @@ export interface StartOptions {
 
 export async function startControlPlane(input: Parameters<typeof parseConfig>[0], opts: StartOptions = {}): Promise<ControlPlane> {
   const config = parseConfig(input);
-  const clock = opts.clock ?? systemClock;
+  let clock = opts.clock ?? systemClock;
   const log = opts.log ?? createLogger('tether-control-plane');
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
@@ -110,6 +111,9 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   };
   const applied = await migrate(db).catch(failedStart);
   if (applied.length) log.info({ migrations: applied }, 'database migrated');
+  // On PostgreSQL, replicas share rows: time is the database's (db/clock.ts); a test's clock is kept.
+  const dbClock = storage.dialect === 'postgres' && !opts.clock ? await databaseClock(db, log).catch(failedStart) : undefined;
+  if (dbClock) clock = dbClock;
   // Replicas on PostgreSQL with the operator's key share one CA and one set of ticket keys
   // (pki/shared-ca.ts); otherwise both stay in the data folder, as on SQLite.
   let ca: CaMaterial & { created: boolean };
@@ -340,6 +344,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       await Promise.all([retention.stop(), server.close()]);
       await dispatcher.notifier.close().catch((err: unknown) => log.warn({ err }, 'notifier close failed'));
       const tClosed = Date.now();
+      dbClock?.stop();
       await storage.close();
       lock.release();
       log.info({ heldPolls: held, connections: open.tls, connectionsClosedMs: tClosed - t0, totalMs: Date.now() - t0 }, 'control plane stopped');

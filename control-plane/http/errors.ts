@@ -37,6 +37,12 @@ function describe(err: unknown): { status: number; code: string; message: string
     // better-sqlite3 reports extended codes (SQLITE_IOERR_WRITE, SQLITE_READONLY_DBMOVED, …)
     return { status: 503, code: 'storage_unavailable', message: `storage is unavailable (${e.code}); nothing was changed` };
   }
+  if (isPostgresUnavailable(e)) {
+    // PostgreSQL unreachable, overloaded, shutting down, a statement timeout, a deadlock or
+    // serialization failure: the transaction was rolled back, the client may retry.
+    const code = typeof e?.code === 'string' ? e.code : 'connection';
+    return { status: 503, code: 'storage_unavailable', message: `storage is unavailable (PostgreSQL ${code}); nothing was changed` };
+  }
   return { status: 500, code: 'internal', message: 'internal error' };
 }
 
@@ -77,4 +83,20 @@ export function idParam(raw: unknown, name = 'id'): number {
   const s = String(raw);
   if (!/^[1-9][0-9]{0,15}$/.test(s)) throw new TetherError('invalid_request', `${name} must be a positive integer`, { status: 400 });
   return Number(s);
+}
+
+/**
+ * PostgreSQL errors that mean "the database cannot serve now", not "this request is wrong": the
+ * SQLSTATE classes 08 (connection), 53 (insufficient resources: disk full, too many
+ * connections), 57 (operator intervention: statement timeout, shutdown), 40001/40P01
+ * (serialization failure, deadlock), 55P03 (lock not available), 25006 (a read-only standby); and
+ * the pg pool's own failures to reach the server (refused, reset, timed out, terminated).
+ */
+function isPostgresUnavailable(e: { code?: unknown; message?: unknown } | null | undefined): boolean {
+  if (!e) return false;
+  const code = typeof e.code === 'string' ? e.code : '';
+  if (/^(08|53|57)[0-9A-Z]{3}$/.test(code) || ['40001', '40P01', '55P03', '25006'].includes(code)) return true;
+  if (code === 'ECONNREFUSED' || code === 'ECONNRESET') return true; // what the pool's connect fails with
+  const message = typeof e.message === 'string' ? e.message : '';
+  return /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/.test(message);
 }

@@ -6,14 +6,19 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
-import { freshDatabase } from '../support/postgres.ts';
+import { freshDatabase, requirePostgres } from '../support/postgres.ts';
 import { openPostgres, redactDatabaseUrl } from '../../control-plane/db/postgres.ts';
 import { migrate } from '../../control-plane/db/database.ts';
-import { freePort, nodeArgs, removeDir, spawnControlPlane, stopProcess, tempDir } from '../support/control-plane.ts';
+import { freePort, nodeArgs, removeDir, spawnControlPlane, startTestControlPlane, stopProcess, tempDir } from '../support/control-plane.ts';
 import { sql } from 'kysely';
+import pg from 'pg';
+import { HttpError } from '../../common/http-client.ts';
 
 describe('PostgreSQL storage', function () {
   this.timeout(120_000);
+  before(function () {
+    requirePostgres(this);
+  });
 
   it('three replicas migrating one empty database at once migrate it once; every table is there, epoch milliseconds fit', async () => {
     const url = await freshDatabase({ empty: true });
@@ -100,6 +105,60 @@ describe('PostgreSQL storage', function () {
       assert.deepEqual(readdirSync(dir), []);
     } finally {
       removeDir(dir);
+    }
+  });
+
+  it("on PostgreSQL the control plane keeps the database's time, not its host's: a database clock two minutes ahead dates jobs and claims two minutes ahead", async () => {
+    const url = await freshDatabase();
+    // The database's clock, two minutes ahead (less than the certificates' allowance for skew): clock_timestamp() resolved through a schema searched before pg_catalog.
+    const { db } = openPostgres({ url, poolSize: 1, statementTimeoutMs: 10_000 });
+    try {
+      await sql`CREATE SCHEMA skew`.execute(db);
+      await sql`CREATE FUNCTION skew.clock_timestamp() RETURNS timestamptz LANGUAGE sql AS $$ SELECT pg_catalog.clock_timestamp() + interval '2 minutes' $$`.execute(db);
+      await sql.raw(`ALTER DATABASE ${new URL(url).pathname.slice(1)} SET search_path = skew, pg_catalog, public`).execute(db);
+    } finally {
+      await db.destroy();
+    }
+    const t = await startTestControlPlane({ databaseUrl: url, leaseSeconds: 30 });
+    try {
+      await t.createCluster('clk');
+      const a = await t.agent('clk', 'cluster-agent');
+      const before = Date.now();
+      const { id } = (await t.admin.request<{ id: number }>('POST', '/v1/commands', { target: { cluster: 'clk' }, type: 'manifest', spec: { manifests: 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n' } })).body;
+      const claimed = await a.client.poll(1);
+      assert.equal(claimed.command?.id, id);
+      const job = (await t.admin.request<{ createdAt: string; claimedAt: string | null }>('GET', `/v1/commands/${id}`)).body;
+      const ahead = 120_000;
+      for (const [name, at] of [['createdAt', job.createdAt], ['claimedAt', job.claimedAt]] as const) {
+        const ms = Date.parse(at!);
+        assert.ok(ms >= before + ahead - 20_000 && ms <= Date.now() + ahead + 20_000, `${name} ${at} is the database's time (two minutes ahead of ${new Date(before).toISOString()})`);
+      }
+      a.client.close();
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('a statement stuck behind a lock is cancelled by the statement timeout: 503 storage_unavailable, and the server serves again once the lock is gone', async () => {
+    const url = await freshDatabase();
+    const t = await startTestControlPlane({ databaseUrl: url, databaseStatementTimeoutMs: 500 });
+    const locker = new pg.Client({ connectionString: url });
+    await locker.connect();
+    try {
+      await t.createCluster('stuck');
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE commands IN ACCESS EXCLUSIVE MODE');
+      const body = { target: { cluster: 'stuck' }, type: 'manifest', spec: { manifests: 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n' } };
+      const err = await t.admin.request('POST', '/v1/commands', body).then(() => assert.fail('answered while the table was locked'), (e: unknown) => e);
+      assert.ok(err instanceof HttpError, String(err));
+      assert.equal(err.status, 503);
+      assert.equal(err.code, 'storage_unavailable');
+      assert.match(err.message, /PostgreSQL 57014/);
+      await locker.query('ROLLBACK');
+      assert.equal((await t.admin.request('POST', '/v1/commands', body)).status, 202);
+    } finally {
+      await locker.end();
+      await t.close();
     }
   });
 });

@@ -7,11 +7,12 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { startEnvtest, type Envtest } from '../support/envtest.ts';
 import { removeDir, startTestControlPlane, tempDir, type TestControlPlane } from '../support/control-plane.ts';
 import { bareRepo, createNamespace, createSecret, jobLogs, spawnAgent, submit, waitForJob, type AgentProcess, type BareRepo } from '../cluster-agent/support.ts';
 import type { CommandView } from '../../common/wire.ts';
+import { databaseText, onPostgres } from '../support/postgres.ts';
 
 const CID = 'canary';
 const NS = 'tether-system';
@@ -231,7 +232,8 @@ describe('secret canaries never leave the cluster, on any failure path (real hel
     }
     for (const osid of osids) api.push(JSON.stringify((await t.admin.request('GET', `/v1/instances/${osid}`)).body));
     const places: [string, Buffer | string][] = [
-      ['the SQLite files', databaseBytes(t.dataDir)],
+      // TETHER_TEST_DATABASE=postgres: every row of the PostgreSQL database, as text.
+      onPostgres ? ['the PostgreSQL database', await databaseText(resolve(t.dataDir))] : ['the SQLite files', databaseBytes(t.dataDir)],
       ['the API answers', api.join('\n')],
       ['the job logs', logs.join('\n')],
       ["the agent's own log", agent!.output()],

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { HttpClient, HttpError } from '../../common/http-client.ts';
 import { freePort, removeDir, spawnControlPlane, stopProcess, tempDir } from '../support/control-plane.ts';
 import { readCommands } from './support.ts';
+import { sqliteOnly } from '../support/postgres.ts';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -28,6 +29,9 @@ function umount(dir: string): void {
 }
 
 describe('faults: disk full and read-only data folder on the control plane', function () {
+  before(function () {
+    sqliteOnly(this, "the disk-full and read-only cases fill the data folder that holds the SQLite database; PostgreSQL's storage is the database server's");
+  });
   this.timeout(45_000);
   let base: string;
   let dataDir: string;

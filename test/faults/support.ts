@@ -5,10 +5,11 @@
  */
 import { Writable } from 'node:stream';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { pino, type Logger } from 'pino';
 import { REDACT_PATHS } from '../../common/logger.ts';
+import { onPostgres, queryRowsSync } from '../support/postgres.ts';
 
 /** `TETHER_FAULT_ITERATIONS` (the long form sets it), else the bounded count for `npm test`. */
 export function faultIterations(bounded: number): number {
@@ -77,6 +78,8 @@ export interface CommandRecord {
 
 /** The commands table as stored in `<dataDir>/tether.db` (read-only connection). */
 export function readCommands(dataDir: string): CommandRecord[] {
+  // TETHER_TEST_DATABASE=postgres: the same columns from the data folder's PostgreSQL database.
+  if (onPostgres) return queryRowsSync<CommandRecord>(resolve(dataDir), 'SELECT id, state, attempts, lease_id, lease_expires_at, claimed_by, claimed_at, finished_at, idempotency_key, max_attempts FROM commands ORDER BY id');
   const db = new Database(join(dataDir, 'tether.db'), { readonly: true, fileMustExist: true });
   try {
     return db

@@ -4,13 +4,14 @@
  * after the retention. Each refusal is a 4xx naming what was too much; other tenants write on.
  */
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { ManualClock } from '../../common/clock.ts';
 import { HttpError } from '../../common/http-client.ts';
 import type { CommandView } from '../../common/wire.ts';
 import { removeDir, startTestControlPlane, type TestControlPlane } from '../support/control-plane.ts';
 import { runCli } from '../support/cli.ts';
+import { onPostgres, queryRowsSync } from '../support/postgres.ts';
 
 const MANIFEST = { manifests: 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n' };
 
@@ -144,6 +145,8 @@ describe('faults: one tenant\'s storage quotas', function () {
       if (t) removeDir(t.dataDir);
     });
     const rows = (sql: string, ...params: unknown[]) => {
+      // TETHER_TEST_DATABASE=postgres: the same query on the data folder's PostgreSQL database.
+      if (onPostgres && params.length === 0) return queryRowsSync<Record<string, number>>(resolve(t.dataDir), sql);
       const db = new Database(join(t.dataDir, 'tether.db'), { readonly: true, fileMustExist: true });
       try {
         return db.prepare(sql).all(...params) as Record<string, number>[];

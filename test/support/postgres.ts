@@ -27,6 +27,17 @@ export function sqliteOnly(ctx: Mocha.Context, reason: string): void {
   ctx.skip();
 }
 
+/**
+ * For the tests of the PostgreSQL storage itself: without PostgreSQL installed they say so and
+ * skip, unless in CI (CI set), where set-up installs it and its absence is a failure.
+ */
+export function requirePostgres(ctx: Mocha.Context): void {
+  if (postgresBinDir()) return;
+  if (process.env.CI) throw new Error('PostgreSQL is not installed (Debian package postgresql; .ci/run and scripts/test.sh install it as root)');
+  process.stdout.write('      (skipped: PostgreSQL is not installed; install Debian\'s postgresql package, or run npm test as root, which installs it)\n');
+  ctx.skip();
+}
+
 export function postgresBinDir(): string | undefined {
   if (process.env.TETHER_PG_BIN) return process.env.TETHER_PG_BIN;
   const root = '/usr/lib/postgresql';
@@ -47,6 +58,8 @@ interface Server {
 let server: Promise<Server> | undefined;
 let counter = 0;
 const byDataDir = new Map<string, Promise<string>>();
+/** The same, once created (for the synchronous readers). */
+const urlOfDataDir = new Map<string, string>();
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -143,7 +156,7 @@ export async function freshDatabase(opts: { empty?: boolean } = {}): Promise<str
 export function databaseFor(dataDir: string): Promise<string> {
   let u = byDataDir.get(dataDir);
   if (!u) {
-    u = freshDatabase();
+    u = freshDatabase().then((url) => (urlOfDataDir.set(dataDir, url), url));
     byDataDir.set(dataDir, u);
   }
   return u;
@@ -161,6 +174,7 @@ export async function stopPostgres(): Promise<void> {
   const s = await server.catch(() => undefined);
   server = undefined;
   byDataDir.clear();
+  urlOfDataDir.clear();
   if (!s) return;
   await s.admin.end().catch(() => {});
   const exited = new Promise((r) => s.proc.once('close', r));
@@ -187,4 +201,16 @@ export async function databaseText(dataDir: string): Promise<string> {
   } finally {
     await client.end();
   }
+}
+
+/**
+ * Rows of a query on the data folder's database, synchronously (psql in a child process): for
+ * the fault tests' checks, which read the SQLite file synchronously on the other pass.
+ */
+export function queryRowsSync<T>(dataDir: string, query: string): T[] {
+  const url = urlOfDataDir.get(dataDir);
+  if (!url) throw new Error(`no PostgreSQL database for ${dataDir}`);
+  const r = spawnSync(join(postgresBinDir()!, 'psql'), ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-d', url, '-c', `SELECT COALESCE(json_agg(q), '[]') FROM (${query}) q`], { encoding: 'utf8', timeout: 30_000 });
+  if (r.status !== 0) throw new Error(`psql failed: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T[];
 }
