@@ -23,7 +23,17 @@ import { readSse } from '../../control-plane/cli/sse.ts';
 import { InProcessNotifier, NotifierHub } from '../../control-plane/queue/notifier.ts';
 import { PostgresNotifier } from '../../control-plane/queue/notifier.postgres.ts';
 import pg from 'pg';
-import { adminQuery, freshDatabase } from '../support/postgres.ts';
+import { adminQuery, freshDatabase, onPostgres, sqliteOnly } from '../support/postgres.ts';
+
+/**
+ * These start their own PostgreSQL in every pass: in the second pass of CI (TETHER_TEST_DATABASE=postgres)
+ * they would repeat the first one's run, so they say so and stand down.
+ */
+function oncePerRun(ctx: Mocha.Context): void {
+  if (!onPostgres) return;
+  process.stdout.write('      (on PostgreSQL in the first pass already: not repeated)\n');
+  ctx.skip();
+}
 import { FileOutbox } from '../../common/agent/outbox.ts';
 import { silentLogger } from '../../common/logger.ts';
 import { HttpClient, type HttpError } from '../../common/http-client.ts';
@@ -79,7 +89,8 @@ describe('replicas: an agent with several control-plane URLs', function () {
     for (const d of dirs.splice(0)) removeDir(d);
   });
 
-  it('moves to B when A goes away mid-command; the result in its outbox is delivered to B and fenced there by the lease', async () => {
+  it('moves to B when A goes away mid-command; the result in its outbox is delivered to B and fenced there by the lease', async function () {
+    sqliteOnly(this, 'two SQLite copies of one data folder; on PostgreSQL the replicas below share one database');
     const a = await startTestControlPlane();
     planes.push(a);
     dirs.push(a.dataDir);
@@ -133,7 +144,8 @@ describe('replicas: an agent with several control-plane URLs', function () {
     assert.equal((await job(b, id)).state, 'succeeded');
   });
 
-  it('walks one name with several addresses: A on 127.0.0.1 and B on 127.0.0.2, one port, https://localhost', async () => {
+  it('walks one name with several addresses: A on 127.0.0.1 and B on 127.0.0.2, one port, https://localhost', async function () {
+    sqliteOnly(this, 'two SQLite copies of one data folder; on PostgreSQL the replicas below share one database');
     const port = await freePort();
     const a = await startTestControlPlane({ port, host: '127.0.0.1', sans: ['127.0.0.2'] });
     planes.push(a);
@@ -326,6 +338,9 @@ describe('replicas: wake-ups between dispatchers (in-process hub)', () => {
 });
 
 describe('replicas: wake-ups over PostgreSQL LISTEN/NOTIFY (a real PostgreSQL)', function () {
+  before(function () {
+    oncePerRun(this);
+  });
   this.timeout(60_000);
   const open: PostgresNotifier[] = [];
   const notifier = async (url: string) => {
@@ -410,6 +425,9 @@ describe('replicas: wake-ups over PostgreSQL LISTEN/NOTIFY (a real PostgreSQL)',
 });
 
 describe('replicas: one identity from PostgreSQL (shared CA, ticket keys, accounts)', function () {
+  before(function () {
+    oncePerRun(this);
+  });
   this.timeout(90_000);
   const kek = randomBytes(32).toString('base64');
   const started: ControlPlane[] = [];
@@ -511,6 +529,9 @@ describe('replicas: one identity from PostgreSQL (shared CA, ticket keys, accoun
 });
 
 describe('replicas: two control planes on one PostgreSQL', function () {
+  before(function () {
+    oncePerRun(this);
+  });
   this.timeout(90_000);
   const kek = randomBytes(32).toString('base64');
   let a: ControlPlane;
