@@ -172,6 +172,9 @@ export class AgentClient {
     const endpoints = expandEndpoints(this.urls, addresses);
     const next = nextEndpoint(endpoints, this.endpoint, failed.remoteAddress);
     if (this.http !== failed) return; // replaced meanwhile (a certificate swap)
+    // Nowhere else to go (one replica): the connection is kept, or re-made by the transport when it
+    // broke; replacing it on every 5xx would have a whole fleet reconnecting through a storage outage.
+    if (next.url === this.endpoint.url && next.address === this.endpoint.address) return;
     const from = this.current;
     this.replace(next);
     this.moves++;

@@ -144,6 +144,29 @@ describe('replicas: an agent with several control-plane URLs', function () {
     assert.equal((await job(b, id)).state, 'succeeded');
   });
 
+  it('with one URL, a failure does not replace the client: the transport reconnects to the restarted control plane', async () => {
+    const port = await freePort();
+    const a = await startTestControlPlane({ port });
+    planes.push(a);
+    dirs.push(a.dataDir);
+    await a.createCluster('one1');
+    const agent = await a.agent('one1', 'cluster-agent');
+    agent.client.close();
+    const moves: unknown[] = [];
+    const client = clientFor([a.url], a, agent, { onMove: (m) => moves.push(m) });
+    assert.equal((await client.poll(0)).command, null);
+    const before = client.connections;
+    await a.close();
+    planes.splice(planes.indexOf(a), 1);
+    await assert.rejects(client.poll(0), /cannot reach|closed before an answer/);
+    const again = await startTestControlPlane({ dataDir: a.dataDir, port });
+    planes.push(again);
+    assert.equal((await client.poll(0)).command, null);
+    assert.deepEqual(moves, []);
+    assert.equal(client.moves, 0);
+    assert.equal(client.connections, before + 1);
+  });
+
   it('walks one name with several addresses: A on 127.0.0.1 and B on 127.0.0.2, one port, https://localhost', async function () {
     sqliteOnly(this, 'two SQLite copies of one data folder; on PostgreSQL the replicas below share one database');
     const port = await freePort();
