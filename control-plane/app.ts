@@ -171,6 +171,14 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     identity.forgetCertificates();
     agentApi.disconnect(agentId);
   });
+  // A revocation notice from another replica may be lost: the certificate cache is dropped when
+  // the notification connection comes back, and every 30 s anyway (a lookup per agent and 30 s).
+  let certCacheExpiry: NodeJS.Timeout | undefined;
+  if (dispatcher.notifier.shared) {
+    dispatcher.onResync(() => identity.forgetCertificates());
+    certCacheExpiry = setInterval(() => identity.forgetCertificates(), 30_000);
+    certCacheExpiry.unref();
+  }
   const metrics = createMetrics({
     commandsByState: async () => ({
       ...Object.fromEntries(COMMAND_STATES.map((s) => [s, 0])),
@@ -338,6 +346,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       clearInterval(reaper);
       clearInterval(cacheCollector);
       clearInterval(ticketRefresh);
+      clearInterval(certCacheExpiry);
       const held = dispatcher.held;
       dispatcher.drain();
       const open = server.connections;

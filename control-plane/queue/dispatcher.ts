@@ -38,15 +38,17 @@ export class Dispatcher {
   readonly notifier: Notifier;
   private readonly sweepMs: number | undefined;
   private readonly revokedHandlers: ((agentId: string) => void)[] = [];
+  private readonly resyncHandlers: (() => void)[] = [];
   private readonly commandHandlers: ((id: number, fromLogId: number | undefined) => void)[] = [];
 
   constructor(o: DispatcherOptions = {}) {
     this.notifier = o.notifier ?? new InProcessNotifier();
     this.sweepMs = this.notifier.shared ? (o.sweepMs ?? 5000) : undefined;
     this.notifier.subscribe((topic, payload) => this.fromElsewhere(topic, payload));
-    // Wake-ups may have been lost: every held poll looks at the queue now.
+    // Wake-ups may have been lost: every held poll looks at the queue now, and whoever else asked.
     this.notifier.onResync?.(() => {
       for (const set of [...this.byKey.values()]) for (const w of [...set]) w.resolve('sweep');
+      for (const f of this.resyncHandlers) f();
     });
   }
 
@@ -147,6 +149,11 @@ export class Dispatcher {
   /** Runs for every revocation, made here or on another replica (close the agent's connections, forget cached certificates). */
   onRevoked(f: (agentId: string) => void): void {
     this.revokedHandlers.push(f);
+  }
+
+  /** Runs when wake-ups from other replicas may have been lost (a notification connection came back). */
+  onResync(f: () => void): void {
+    this.resyncHandlers.push(f);
   }
 
   /** A command's state changed here, or log lines from `fromLogId` on were stored: other replicas' followers should look. */

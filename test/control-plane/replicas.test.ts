@@ -413,6 +413,8 @@ describe('replicas: wake-ups over PostgreSQL LISTEN/NOTIFY (a real PostgreSQL)',
     const a = new Dispatcher({ notifier: na, sweepMs: 60_000 });
     const b = new Dispatcher({ notifier: nb, sweepMs: 60_000 });
     const key = Dispatcher.key('ab12c', 'c1', null);
+    let resynced = 0;
+    b.onResync(() => resynced++); // the replica drops its certificate cache then (a revocation notice may be lost)
     const held = b.wait(key, 'ag-1', 30_000);
     const pid = await nb.listener.backendPid();
     assert.ok(pid);
@@ -420,6 +422,7 @@ describe('replicas: wake-ups over PostgreSQL LISTEN/NOTIFY (a real PostgreSQL)',
     // Back: the held poll is told to look at the queue (a wake-up may have been lost meanwhile).
     assert.equal(await held, 'sweep');
     assert.equal(nb.listener.connects, 2);
+    assert.equal(resynced, 1);
     const next = b.wait(key, 'ag-1', 30_000);
     a.notify(key);
     assert.equal(await next, 'work');
