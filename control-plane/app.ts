@@ -17,7 +17,7 @@ import { databaseClock } from './db/clock.ts';
 import { lockDataDir } from './db/backup.ts';
 import { countByState } from './db/commands.repository.ts';
 import { countAgentsByHeartbeatAge } from './db/agents.repository.ts';
-import { pingDatabase } from './db/replicas.repository.ts';
+import { pingDatabase, queuedTargets } from './db/replicas.repository.ts';
 import { loadOrCreatePki, type CaMaterial } from './pki/ca.ts';
 import { loadOrCreateSharedCa, loadOrCreateTicketKeys as loadOrCreateSharedTicketKeys, parseKeyEncryptionKey } from './pki/shared-ca.ts';
 import { loadPublicCertificate, type PublicCertificate } from './pki/public-cert.ts';
@@ -166,7 +166,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     await pgNotifier.start().catch(failedStart);
     notifier = pgNotifier;
   }
-  const dispatcher = new Dispatcher({ ...(notifier ? { notifier } : {}), ...(opts.sweepMs ? { sweepMs: opts.sweepMs } : {}) });
+  const dispatcher = new Dispatcher(notifier ? { notifier } : {});
   dispatcher.onRevoked((agentId) => {
     identity.forgetCertificates();
     agentApi.disconnect(agentId);
@@ -289,6 +289,24 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     ticketRefresh.unref();
   }
 
+  // Replicas: a wake-up from another replica may be lost; every few seconds one query finds the
+  // targets with queued work and a poll held here for each looks (queue/dispatcher.ts sweep()).
+  let sweeper: NodeJS.Timeout | undefined;
+  if (dispatcher.notifier.shared) {
+    let sweeping = false;
+    sweeper = setInterval(() => {
+      if (sweeping || dispatcher.held === 0) return;
+      sweeping = true;
+      queuedTargets(db)
+        .then((targets) => dispatcher.sweep(targets.map((t) => Dispatcher.key(t.aid, t.cid, t.nid))))
+        .catch((err: unknown) => log.warn({ err }, 'queue sweep failed'))
+        .finally(() => {
+          sweeping = false;
+        });
+    }, opts.sweepMs ?? 5000);
+    sweeper.unref();
+  }
+
   let reaper: NodeJS.Timeout | undefined;
   if (opts.reaper !== false) {
     reaper = setInterval(() => {
@@ -347,6 +365,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       clearInterval(cacheCollector);
       clearInterval(ticketRefresh);
       clearInterval(certCacheExpiry);
+      clearInterval(sweeper);
       const held = dispatcher.held;
       dispatcher.drain();
       const open = server.connections;

@@ -42,3 +42,11 @@ export async function replaceSharedSecret(db: Db, name: string, version: number,
     .executeTakeFirst();
   return Number(r.numUpdatedRows) === 1;
 }
+
+/**
+ * The targets (`aid`, `cid`, `nid`) with queued commands, at most `limit` (the replicas' sweep: one
+ * query a few seconds per replica, over the partial index commands_queued).
+ */
+export async function queuedTargets(db: Db, limit = 10_000): Promise<{ aid: string; cid: string; nid: string | null }[]> {
+  return db.selectFrom('commands').select(['aid', 'cid', 'nid']).distinct().where('state', '=', 'queued').limit(limit).execute();
+}

@@ -5,7 +5,8 @@
  *
  * With several replicas on one database, each wake-up is also published to the others through a
  * {@link Notifier} (notifier.ts), which wake their own waiters the same way; and since a published
- * wake-up can be lost, held polls then also wake every `sweepMs` (jittered) to look at the queue.
+ * wake-up can be lost, the replica sweeps every few seconds (app.ts): one query for the targets
+ * with queued work, and sweep() wakes a held poll of each (one query a sweep, not one per poll).
  */
 import { InProcessNotifier, type Notifier, type NotifyTopic } from './notifier.ts';
 
@@ -19,8 +20,6 @@ export type WakeReason = 'work' | 'agent' | 'timeout' | 'aborted' | 'revoked' | 
 export interface DispatcherOptions {
   /** Carries wake-ups to other replicas (default: alone, nobody to tell). */
   notifier?: Notifier;
-  /** How often a held poll re-checks the queue when the notifier is shared (default 5 s). */
-  sweepMs?: number;
 }
 
 interface Waiter {
@@ -36,14 +35,12 @@ export class Dispatcher {
   private readonly revoked = new Set<string>();
   private draining = false;
   readonly notifier: Notifier;
-  private readonly sweepMs: number | undefined;
   private readonly revokedHandlers: ((agentId: string) => void)[] = [];
   private readonly resyncHandlers: (() => void)[] = [];
   private readonly commandHandlers: ((id: number, fromLogId: number | undefined) => void)[] = [];
 
   constructor(o: DispatcherOptions = {}) {
     this.notifier = o.notifier ?? new InProcessNotifier();
-    this.sweepMs = this.notifier.shared ? (o.sweepMs ?? 5000) : undefined;
     this.notifier.subscribe((topic, payload) => this.fromElsewhere(topic, payload));
     // Wake-ups may have been lost: every held poll looks at the queue now, and whoever else asked.
     this.notifier.onResync?.(() => {
@@ -101,9 +98,7 @@ export class Dispatcher {
         },
       };
       const onAbort = () => waiter.resolve('aborted');
-      // Shared replicas: wake within a sweep (jittered ×0.5–1, so held polls do not sweep in step).
-      const sweep = this.sweepMs !== undefined && this.sweepMs < timeoutMs ? Math.round(this.sweepMs * (0.5 + Math.random() / 2)) : undefined;
-      timer = setTimeout(() => waiter.resolve(sweep === undefined ? 'timeout' : 'sweep'), sweep ?? timeoutMs);
+      timer = setTimeout(() => waiter.resolve('timeout'), timeoutMs);
       signal?.addEventListener('abort', onAbort, { once: true });
       add(this.byKey, key, waiter);
       add(this.byAgent, agentId, waiter);
@@ -122,6 +117,24 @@ export class Dispatcher {
     if (!first) return false;
     first.resolve('work');
     return true;
+  }
+
+  /** The keys with a poll held here (what a sweep asks the database about). */
+  get heldKeys(): string[] {
+    return [...this.byKey.keys()];
+  }
+
+  /** The safety net: `keys` have queued work (a wake-up for them may have been lost): wake a held poll of each. Returns how many. */
+  sweep(keys: Iterable<string>): number {
+    let n = 0;
+    for (const key of keys) {
+      const first = this.byKey.get(key)?.values().next().value;
+      if (first) {
+        first.resolve('sweep');
+        n++;
+      }
+    }
+    return n;
   }
 
   /** Something concerns this agent itself (e.g. a cancellation): wake its polls, on every replica. */

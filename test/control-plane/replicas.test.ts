@@ -299,8 +299,8 @@ describe('replicas: wake-ups between dispatchers (in-process hub)', () => {
 
   it('work, cancellations and revocations published on A wake the polls held on B; A is not told its own', async () => {
     const hub = new NotifierHub();
-    const a = new Dispatcher({ notifier: new InProcessNotifier(hub), sweepMs: 60_000 });
-    const b = new Dispatcher({ notifier: new InProcessNotifier(hub), sweepMs: 60_000 });
+    const a = new Dispatcher({ notifier: new InProcessNotifier(hub) });
+    const b = new Dispatcher({ notifier: new InProcessNotifier(hub) });
     const revokedOnB: string[] = [];
     b.onRevoked((id) => revokedOnB.push(id));
     const changedOnB: [number, number | undefined][] = [];
@@ -331,12 +331,19 @@ describe('replicas: wake-ups between dispatchers (in-process hub)', () => {
     await Promise.all([a.notifier.close(), b.notifier.close()]);
   });
 
-  it('a shared notifier makes held polls sweep (a lost wake-up costs a sweep, not the poll); alone they just wait', async () => {
-    const shared = new Dispatcher({ notifier: new InProcessNotifier(new NotifierHub()), sweepMs: 40 });
-    assert.equal(await shared.wait(key, 'ag-1', 30_000), 'sweep');
-    const alone = new Dispatcher({ sweepMs: 40 });
-    assert.equal(alone.notifier.shared, false);
-    assert.equal(await alone.wait(key, 'ag-1', 100), 'timeout');
+  it('a sweep wakes one held poll of each key with queued work, and only those', async () => {
+    const d = new Dispatcher({ notifier: new InProcessNotifier(new NotifierHub()) });
+    const other = Dispatcher.key('ab12c', 'c2', 'n1');
+    const first = d.wait(key, 'ag-1', 30_000);
+    const second = d.wait(key, 'ag-2', 30_000);
+    const elsewhere = d.wait(other, 'ag-3', 100);
+    assert.deepEqual(d.heldKeys.sort(), [key, other].sort());
+    assert.equal(d.sweep([key, Dispatcher.key('zz999', 'c9', null)]), 1);
+    assert.equal(await first, 'sweep');
+    assert.equal(d.held, 2);
+    assert.equal(await elsewhere, 'timeout');
+    assert.equal(d.sweep([key]), 1);
+    assert.equal(await second, 'sweep');
   });
 
   it('drain answers held polls and every later one as draining', async () => {
@@ -378,8 +385,8 @@ describe('replicas: wake-ups over PostgreSQL LISTEN/NOTIFY (a real PostgreSQL)',
 
   it('a poll held on B is woken by work published on A, in milliseconds; A hears nothing of its own; cancellations and revocations too', async () => {
     const url = await freshDatabase();
-    const a = new Dispatcher({ notifier: await notifier(url), sweepMs: 60_000 });
-    const b = new Dispatcher({ notifier: await notifier(url), sweepMs: 60_000 });
+    const a = new Dispatcher({ notifier: await notifier(url) });
+    const b = new Dispatcher({ notifier: await notifier(url) });
     const key = Dispatcher.key('ab12c', 'c1', null);
     const heardOnA: string[] = [];
     a.notifier.subscribe((topic, payload) => heardOnA.push(`${topic} ${payload}`));
@@ -410,8 +417,8 @@ describe('replicas: wake-ups over PostgreSQL LISTEN/NOTIFY (a real PostgreSQL)',
     const url = await freshDatabase();
     const na = await notifier(url);
     const nb = await notifier(url);
-    const a = new Dispatcher({ notifier: na, sweepMs: 60_000 });
-    const b = new Dispatcher({ notifier: nb, sweepMs: 60_000 });
+    const a = new Dispatcher({ notifier: na });
+    const b = new Dispatcher({ notifier: nb });
     const key = Dispatcher.key('ab12c', 'c1', null);
     let resynced = 0;
     b.onResync(() => resynced++); // the replica drops its certificate cache then (a revocation notice may be lost)
@@ -617,6 +624,30 @@ describe('replicas: two control planes on one PostgreSQL', function () {
       assert.equal((await adminA.request<CommandView>('GET', `/v1/commands/${id}`)).body.state, 'succeeded');
     }
     process.stdout.write(`      submit on A -> claim on B: ${latencies.map((l) => l.toFixed(0)).join(', ')} ms (sweep 60 s, poll held 30 s)\n`);
+  });
+
+  it('a lost wake-up costs a sweep, not the command: with A\'s notifications dropped, B\'s sweep finds the command', async () => {
+    const url = await freshDatabase();
+    const quietA = await startControlPlane({ host: '127.0.0.1', port: 0, dataDir: tempDir('tether-replica-'), databaseUrl: url, caKeyEncryptionKey: kek }, { log: silentLogger(), notifier: new InProcessNotifier(new NotifierHub()) });
+    const sweepingB = await startControlPlane({ host: '127.0.0.1', port: 0, dataDir: tempDir('tether-replica-'), databaseUrl: url, caKeyEncryptionKey: kek }, { log: silentLogger(), sweepMs: 200 });
+    dirs.push(quietA.config.dataDir, sweepingB.config.dataDir);
+    const admin = new HttpClient({ baseUrl: quietA.url, ca: quietA.ca.caCertPem, bearerToken: readFileSync(quietA.adminTokenFile, 'utf8').trim() });
+    try {
+      await admin.request('POST', '/v1/clusters', { cid: 'lost1' });
+      const token = (await admin.request<{ token: string }>('POST', '/v1/tokens', { cluster: 'lost1', role: 'cluster-agent' })).body.token;
+      const keys = generateKeyPair();
+      const id = await bootstrapAgent({ url: sweepingB.url, caPem: sweepingB.ca.caCertPem, token, keys });
+      const client = new AgentClient(sweepingB.url, { certPem: id.certificate, keyPem: keys.privateKeyPem, caPem: sweepingB.ca.caCertPem });
+      clients.push(client);
+      const poll = client.poll(30);
+      await heldOn(sweepingB, 1);
+      const job = await submit(admin, 'lost1'); // A tells no one (a hub of its own)
+      assert.equal((await poll).command?.id, job);
+    } finally {
+      admin.close();
+      await quietA.close();
+      await sweepingB.close();
+    }
   });
 
   it('a cancellation made on A reaches the agent held on B; a revocation made on A ends its poll on B (403) and B refuses it from then on', async () => {
