@@ -4,7 +4,7 @@
  * to either: `kill -9` of one replica (A and B in turn) while submissions, claims and reports are
  * in flight, the killed one restarted, repeated. Then: every acknowledged submission exists once
  * per idempotency key and succeeded; each was applied once, by the attempt whose lease it holds
- * (a late report of an earlier attempt is refused, 409); every agent moved off the killed replica
+ * (a late report under another attempt's lease is refused by either replica, 409); every agent moved off the killed replica
  * and was heard by the other again (the recovery time is printed: the backoff is 200 ms doubling,
  * jittered ×1–2). Iterations: TETHER_FAULT_ITERATIONS (npm run test:faults), else 3.
  */
@@ -189,6 +189,12 @@ describe(`faults: kill -9 of one of two replicas on PostgreSQL during submission
     const outputs = (await db.query('SELECT id, lease_id, outputs FROM commands')).rows as { id: number; lease_id: string; outputs: string }[];
     for (const o of outputs) assert.equal(JSON.parse(o.outputs).lease, o.lease_id, `job ${o.id}: the applied result is not the lease holder's`);
     const fenced = logs.lines().filter((l) => l.msg === 'result refused by the control plane; dropping it').length;
+    // A late report (another attempt's lease) is refused by either replica and changes nothing.
+    for (const [n, r] of final.slice(0, 4).entries()) {
+      await assert.rejects(clients[n % AGENTS]!.report(Number(r.id), { leaseId: `late-${r.lease_id}`, outcome: 'failed', error: { code: 'executor_error', message: 'late', retryable: false } }), (e: HttpError) => e.status === 409 && e.code === 'stale_lease');
+    }
+    const notSucceeded = (await db.query("SELECT count(*) AS n FROM commands WHERE state <> 'succeeded'")).rows[0].n;
+    assert.equal(Number(notSucceeded), 0);
     for (const dir of outboxes) {
       assert.deepEqual(await new FileOutbox(dir).list(), [], 'an outbox still holds a result');
       removeDir(dir);
