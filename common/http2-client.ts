@@ -25,6 +25,10 @@ export interface Http2ClientOptions {
   timeoutMs?: number;
   /** Source address (benchmarks spread simulated agents over several loopback addresses). */
   localAddress?: string;
+  /** Connect to this address instead of resolving the URL's name; the certificate is still checked against the name. */
+  connectTo?: string;
+  /** A TLS session to offer on the first connection (carried over from another client). */
+  tlsSession?: Buffer;
 }
 
 export class Http2Client {
@@ -41,6 +45,7 @@ export class Http2Client {
   constructor(opts: Http2ClientOptions) {
     this.opts = opts;
     this.baseUrl = new URL(opts.baseUrl);
+    this.tlsSession = opts.tlsSession;
     if (this.baseUrl.protocol !== 'https:') throw new TetherError('invalid_url', `the control plane URL must be https:// (got ${opts.baseUrl})`, { status: 400 });
     // Parsed once: a reconnect does not re-read the key and certificates.
     this.secureContext = tls.createSecureContext({ ca: opts.ca, cert: opts.cert, key: opts.key });
@@ -50,6 +55,17 @@ export class Http2Client {
   get resumed(): boolean {
     return (this.session?.socket as tls.TLSSocket | undefined)?.isSessionReused() ?? false;
   }
+
+  /** The TLS session to resume with (undefined before a first handshake), to hand to a successor client. */
+  get lastTlsSession(): Buffer | undefined {
+    return this.tlsSession;
+  }
+
+  /** The address the current (or last) connection reached. */
+  get remoteAddress(): string | undefined {
+    return this.lastRemote;
+  }
+  private lastRemote: string | undefined;
 
   private connect(): http2.ClientHttp2Session {
     if (this.closed) throw new TetherError('client_closed', 'the client was closed', { retryable: false });
@@ -61,7 +77,7 @@ export class Http2Client {
       settings: { enablePush: false },
       createConnection: () => {
         const socket = tls.connect({
-          host,
+          host: this.opts.connectTo ?? host,
           port,
           ...(isIP(host) ? {} : { servername: host }),
           secureContext: this.secureContext,
@@ -71,6 +87,9 @@ export class Http2Client {
         });
         socket.on('session', (s: Buffer) => {
           this.tlsSession = s;
+        });
+        socket.once('connect', () => {
+          this.lastRemote = socket.remoteAddress;
         });
         socket.once('secureConnect', () => {
           this.stats.connects++;

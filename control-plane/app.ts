@@ -11,14 +11,16 @@ import { createLogger, type Logger } from '../common/logger.ts';
 import { writeFileAtomic } from '../common/files.ts';
 import { TetherError, badRequest, errorMessage, notFound } from '../common/errors.ts';
 import { COMMAND_STATES, HEALTHY_BELOW_S, OFFLINE_FROM_S } from '../common/wire.ts';
-import { migrate, type Db } from './db/database.ts';
+import { migrate, migrationStatus, type Db } from './db/database.ts';
 import { commitIsDurable, openDurability, type Durability } from './db/durability.ts';
 import { openStorage } from './db/storage.ts';
 import { databaseClock } from './db/clock.ts';
 import { lockDataDir } from './db/backup.ts';
 import { countByState } from './db/commands.repository.ts';
 import { countAgentsByHeartbeatAge } from './db/agents.repository.ts';
+import { pingDatabase, queuedTargets } from './db/replicas.repository.ts';
 import { loadOrCreatePki, type CaMaterial } from './pki/ca.ts';
+import { loadOrCreateSharedCa, loadOrCreateTicketKeys as loadOrCreateSharedTicketKeys, parseKeyEncryptionKey } from './pki/shared-ca.ts';
 import { loadPublicCertificate, type PublicCertificate } from './pki/public-cert.ts';
 import { parseConfig, serverSans, type Config } from './config.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
@@ -26,6 +28,10 @@ import { AccountsService } from './accounts/accounts.service.ts';
 import { IdentityService } from './identity/identity.service.ts';
 import { QueueService } from './queue/queue.service.ts';
 import { Dispatcher } from './queue/dispatcher.ts';
+import type { Notifier } from './queue/notifier.ts';
+import { CommandRelay } from './queue/notifier.relay.ts';
+import { PostgresNotifier } from './queue/notifier.postgres.ts';
+import { healthRoutes, ReadinessCheck } from './http/health.routes.ts';
 import { Retention } from './queue/retention.ts';
 import { adminRoutes } from './http/admin.routes.ts';
 import { VpnService } from './vpn/vpn.service.ts';
@@ -90,6 +96,10 @@ export interface StartOptions {
   reaper?: boolean;
   /** Run the drift scheduler on a timer (tests with a manual clock call drift.tick() instead). */
   driftScheduler?: boolean;
+  /** Wake-ups to and from other replicas (queue/notifier.ts); default: this server alone. */
+  notifier?: Notifier;
+  /** How often held polls re-check the queue when replicas share it (default 5 s; tests set it long to see NOTIFY alone at work). */
+  sweepMs?: number;
 }
 
 export async function startControlPlane(input: Parameters<typeof parseConfig>[0], opts: StartOptions = {}): Promise<ControlPlane> {
@@ -127,7 +137,23 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   // On PostgreSQL, replicas share rows: time is the database's (db/clock.ts); a test's clock is kept.
   const dbClock = storage.dialect === 'postgres' && !opts.clock ? await databaseClock(db, log).catch(failedStart) : undefined;
   if (dbClock) clock = dbClock;
-  const ca = loadOrCreatePki(dataDir, serverSans(config), clock.now());
+  // Replicas on PostgreSQL with the operator's key share one CA and one set of ticket keys
+  // (pki/shared-ca.ts); otherwise both stay in the data folder, as on SQLite.
+  let ca: CaMaterial & { created: boolean };
+  let ticketKeys: { keys: Buffer; version: number } | undefined;
+  if (storage.dialect === 'postgres' && config.caKeyEncryptionKey) {
+    try {
+      const shared = await loadOrCreateSharedCa(db, parseKeyEncryptionKey(config.caKeyEncryptionKey), dataDir, serverSans(config), clock.now());
+      if (shared.adopted) log.info('this data folder\'s CA is now the shared one (stored encrypted in the database)');
+      ca = shared;
+      ticketKeys = await loadOrCreateSharedTicketKeys(db, clock.now());
+    } catch (err) {
+      return failedStart(err);
+    }
+  } else {
+    if (storage.dialect === 'postgres') log.warn('PostgreSQL without a CA key encryption key: the CA stays in this data folder, so another replica would have a CA of its own (docs/control-plane.md, High availability)');
+    ca = loadOrCreatePki(dataDir, serverSans(config), clock.now());
+  }
   if (ca.created) log.info({ caFile: join(dataDir, 'ca.crt') }, 'certificate authority created');
   const loadPublic = (): PublicCertificate | undefined =>
     config.tlsCertFile && config.tlsKeyFile ? loadPublicCertificate(config.tlsCertFile, config.tlsKeyFile, [ca.caCertPem], clock.now()) : undefined;
@@ -151,13 +177,32 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     onNodeLeft: (n) => vpn.onNodeLeft(n),
     // A revoked agent's held polls are answered (403) and its connections closed now; the
     // commands it held are requeued now rather than when their leases would have run out.
+    // On every replica (dispatcher.onRevoked below).
     onAgentRevoked: (agentId) => {
       dispatcher.revokeAgent(agentId);
-      agentApi.disconnect(agentId);
       queue.reapExpired().catch((err: unknown) => log.error({ err }, 'lease reaper failed'));
     },
   });
-  const dispatcher = new Dispatcher();
+  // Replicas on one PostgreSQL tell each other of new work, cancellations, revocations and log lines.
+  let notifier = opts.notifier;
+  if (!notifier && storage.dialect === 'postgres' && config.databaseUrl) {
+    const pgNotifier = new PostgresNotifier({ url: config.databaseUrl, log });
+    await pgNotifier.start().catch(failedStart);
+    notifier = pgNotifier;
+  }
+  const dispatcher = new Dispatcher(notifier ? { notifier } : {});
+  dispatcher.onRevoked((agentId) => {
+    identity.forgetCertificates();
+    agentApi.disconnect(agentId);
+  });
+  // A revocation notice from another replica may be lost: the certificate cache is dropped when
+  // the notification connection comes back, and every 30 s anyway (a lookup per agent and 30 s).
+  let certCacheExpiry: NodeJS.Timeout | undefined;
+  if (dispatcher.notifier.shared) {
+    dispatcher.onResync(() => identity.forgetCertificates());
+    certCacheExpiry = setInterval(() => identity.forgetCertificates(), 30_000);
+    certCacheExpiry.unref();
+  }
   const metrics = createMetrics({
     commandsByState: async () => ({
       ...Object.fromEntries(COMMAND_STATES.map((s) => [s, 0])),
@@ -172,6 +217,9 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     instancesBySyncStatus: async () => Object.fromEntries((await countInstancesBySyncStatus(db)).map((r) => [r.status, Number(r.n)])),
   });
   const queue = new QueueService({ db, clock, config, dispatcher, metrics, log, durability: barrier });
+  // Lines and states written through another replica, for this replica's followers.
+  const relay = new CommandRelay({ db, events: queue.events, log });
+  dispatcher.onCommandChanged((id, fromLogId) => relay.poke(id, fromLogId));
   const vpn = new VpnService({ db, clock, queue, log });
   const bundleCache = join(dataDir, 'bundle-cache');
   const fetchPolicy = { allowHttp: config.allowHttp, allowPrivateAddresses: config.allowPrivateAddresses, fileRoots: realRoots(config.allowFileRoots), deniedPaths: realRoots([dataDir]) };
@@ -217,9 +265,9 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.get('/healthz', (_req, res) => {
-    res.json({ ok: true });
-  });
+  // /healthz and /readyz for load balancers: no authentication, no body.
+  let draining = false;
+  app.use(healthRoutes(new ReadinessCheck({ draining: () => draining, ping: () => pingDatabase(db), migrationStatus: () => migrationStatus(db) })));
   // The API's OpenAPI document (public: it describes the API, holds no data), built once.
   let openapi: string | undefined;
   app.get('/v1/openapi.json', (_req, res) => {
@@ -256,6 +304,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     app,
     agentApi,
     ticketKeyFile: join(dataDir, 'tls-ticket-keys'),
+    ...(ticketKeys ? { ticketKeys: ticketKeys.keys } : {}),
     limits: config,
     log,
     now: () => clock.now(),
@@ -273,6 +322,41 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   collectCache();
   const cacheCollector = setInterval(collectCache, 3_600_000);
   cacheCollector.unref();
+
+  // Shared ticket keys: looked at every minute, rotated by the first replica to find them 12 h old.
+  let ticketRefresh: NodeJS.Timeout | undefined;
+  if (ticketKeys) {
+    let current = ticketKeys;
+    ticketRefresh = setInterval(() => {
+      loadOrCreateSharedTicketKeys(db, clock.now())
+        .then((t) => {
+          if (t.version === current.version) return;
+          current = t;
+          server.setTicketKeys(t.keys);
+          log.info({ version: t.version }, 'TLS session-ticket keys replaced (shared by the replicas)');
+        })
+        .catch((err: unknown) => log.warn({ err }, 'cannot read the shared TLS ticket keys; keeping the current ones'));
+    }, 60_000);
+    ticketRefresh.unref();
+  }
+
+  // Replicas: a wake-up from another replica may be lost; every few seconds one query finds the
+  // targets with queued work and a poll held here for each looks (queue/dispatcher.ts sweep()).
+  let sweeper: NodeJS.Timeout | undefined;
+  if (dispatcher.notifier.shared) {
+    let sweeping = false;
+    sweeper = setInterval(() => {
+      if (sweeping || dispatcher.held === 0) return;
+      sweeping = true;
+      queuedTargets(db)
+        .then((targets) => dispatcher.sweep(targets.map((t) => Dispatcher.key(t.aid, t.cid, t.nid))))
+        .catch((err: unknown) => log.warn({ err }, 'queue sweep failed'))
+        .finally(() => {
+          sweeping = false;
+        });
+    }, opts.sweepMs ?? 5000);
+    sweeper.unref();
+  }
 
   let reaper: NodeJS.Timeout | undefined;
   if (opts.reaper !== false) {
@@ -326,17 +410,28 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       logPublic(next, 'public certificate reloaded (new connections get it; open ones keep theirs)');
       return { outcome: 'reloaded', names: next.names, notAfter: next.notAfter };
     },
+    /**
+     * The drain (SIGTERM): /readyz answers 503 draining at once; no new connections; held polls
+     * answered now with 503 draining + Retry-After (agents move to another replica, or come back
+     * after a restart) and every poll after them too; requests in flight finish (bounded by the
+     * server's grace); then the database is closed.
+     */
     async close() {
       const t0 = Date.now();
+      draining = true;
       clearInterval(reaper);
       clearInterval(cacheCollector);
       await retention.stop();
       sessions.stop();
       await drift.stop();
+      clearInterval(ticketRefresh);
+      clearInterval(certCacheExpiry);
+      clearInterval(sweeper);
       const held = dispatcher.held;
-      dispatcher.closeAll(); // held polls are answered at once: agents reconnect without waiting them out
+      dispatcher.drain();
       const open = server.connections;
-      await server.close();
+      await Promise.all([retention.stop(), server.close()]);
+      await dispatcher.notifier.close().catch((err: unknown) => log.warn({ err }, 'notifier close failed'));
       const tClosed = Date.now();
       dbClock?.stop();
       barrier.close();

@@ -16,6 +16,11 @@ export const configSchema = z.object({
   databasePoolSize: z.number().int().min(1).max(500).default(10),
   /** A PostgreSQL statement running longer is cancelled (503 storage_unavailable). */
   databaseStatementTimeoutMs: z.number().int().min(100).max(600_000).default(30_000),
+  /**
+   * Replicas on PostgreSQL: the key (32 bytes, base64 or hex) the shared CA key is encrypted with
+   * in the database (`--ca-key-encryption-key-file`, TETHER_CA_KEY_ENCRYPTION_KEY; pki/shared-ca.ts).
+   */
+  caKeyEncryptionKey: z.string().max(200).optional(),
   host: z.string().min(1).default('0.0.0.0'),
   port: z.number().int().min(0).max(65535).default(8443),
   /** Extra names/IPs for the server certificate (the defaults are always included). */

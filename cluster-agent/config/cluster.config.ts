@@ -7,12 +7,23 @@ import { join, resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { z } from 'zod';
 import { dnsLabel, dnsSubdomain } from '../../common/specs.ts';
+import { parseControlPlaneUrls } from '../../common/agent/failover.plan.ts';
 
 const intFromString = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
 export const configSchema = z
   .object({
-    url: z.string().url().refine((u) => u.startsWith('https://'), 'the control plane URL must be https://'),
+    /**
+     * The control plane: one https://host[:port], or several replicas' comma-separated (the agent
+     * moves to the next when its replica fails; one name with several addresses is walked the same way).
+     */
+    url: z.string().min(1).max(4096).superRefine((u, ctx) => {
+      try {
+        parseControlPlaneUrls(u);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      }
+    }),
     caFile: z.string().min(1),
     /** Only needed on the first start, while no identity Secret exists. */
     bootstrapToken: z.string().min(1).max(200).optional(),
@@ -52,7 +63,7 @@ export function parseConfig(input: z.input<typeof configSchema>): ClusterAgentCo
 
 /** [flag, env var, config key, description] */
 const OPTIONS: [string, string, keyof ClusterAgentConfig, string][] = [
-  ['--url <url>', 'TETHER_URL', 'url', 'control plane URL (https://)'],
+  ['--url <url>', 'TETHER_URL', 'url', 'control plane URL (https://); several replicas comma-separated'],
   ['--ca-file <file>', 'TETHER_CA_FILE', 'caFile', 'CA certificate of the control plane'],
   ['--bootstrap-token <token>', 'TETHER_BOOTSTRAP_TOKEN', 'bootstrapToken', 'one-time bootstrap token (first start only; prefer the env var)'],
   ['--agent-namespace <ns>', 'TETHER_AGENT_NAMESPACE', 'agentNamespace', 'namespace of the agent (its identity Secret lives here)'],

@@ -38,7 +38,7 @@ export async function startClusterAgent(config: ClusterAgentConfig, log: Logger,
 
   const store = new IdentitySecretStore(kube, config.agentNamespace, config.identitySecret, config.identityOwnerConfigMap);
   const identity = await loadOrBootstrap({ store, url: config.url, caPem, bootstrapToken: config.bootstrapToken, log, signal });
-  const client = new AgentClient(config.url, { certPem: identity.certPem, keyPem: identity.keyPem, caPem });
+  const client = new AgentClient(config.url, { certPem: identity.certPem, keyPem: identity.keyPem, caPem }, { onMove: (m) => log.warn(m, 'moved to another control-plane replica') });
   const renewer = new CertificateRenewer({ identity, client, store, log, intervalMs: config.renewCheckSeconds * 1000 });
   renewer.start();
 

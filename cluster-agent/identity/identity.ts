@@ -76,7 +76,8 @@ export class IdentitySecretStore {
 
 export interface LoadOptions {
   store: IdentitySecretStore;
-  url: string;
+  /** One control-plane URL or several (comma-separated or a list). */
+  url: string | readonly string[];
   caPem: string;
   bootstrapToken?: string;
   log: Logger;

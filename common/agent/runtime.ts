@@ -411,6 +411,11 @@ class LogShipper {
   async close(): Promise<void> {
     if (this.dropped) this.buf.push({ ts: new Date().toISOString(), stream: 'system', text: `[${this.dropped} log lines dropped]` });
     await this.flush();
+    // Not shipped (the replica went away; the client has moved to the next): twice more, a second apart.
+    for (let i = 0; i < 2 && this.buf.length; i++) {
+      await new Promise((r) => setTimeout(r, 1000));
+      await this.flush();
+    }
   }
 }
 

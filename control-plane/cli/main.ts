@@ -83,8 +83,9 @@ program
   .option('--durability <mode>', 'full: every answer waits until its write is on disk (survives a power cut); normal: survives kill -9 only (env TETHER_DURABILITY)', process.env.TETHER_DURABILITY || 'full')
   // No commander default from the environment: help would print the URL, password included.
   .option('--database <url>', 'PostgreSQL instead of SQLite in --data-dir: postgres://user:password@host:5432/db (env TETHER_DATABASE_URL, which keeps the password out of the process list)')
+  .option('--ca-key-encryption-key-file <file>', 'replicas on PostgreSQL: file with the key (32 bytes, base64 or hex) that encrypts the shared CA key in the database (env TETHER_CA_KEY_ENCRYPTION_KEY holds the key itself)')
   .option('--database-pool-size <n>', 'PostgreSQL connections of this process (env TETHER_DATABASE_POOL_SIZE; default 10)', (v) => intArg(v, '--database-pool-size'))
-  .action(async (o: { database?: string; databasePoolSize?: number; dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean; tlsCert?: string; tlsKey?: string; retention: string; durability: string; driftInterval: string }) => {
+  .action(async (o: { caKeyEncryptionKeyFile?: string; database?: string; databasePoolSize?: number; dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean; tlsCert?: string; tlsKey?: string; retention: string; durability: string; driftInterval: string }) => {
     process.umask(0o077); // the database, keys and tokens are for this user only
     if (!o.tlsCert !== !o.tlsKey) throw new UsageError('--tls-cert and --tls-key go together (or TETHER_TLS_CERT and TETHER_TLS_KEY)');
     // SIGHUP (systemctl reload) reloads the certificate; until the server is up it is ignored (the start reads the files).
@@ -108,8 +109,17 @@ program
     if (databaseUrl !== undefined && !/^postgres(ql)?:\/\/./i.test(databaseUrl)) throw new UsageError('--database (TETHER_DATABASE_URL) must be a postgres:// or postgresql:// URL');
     const envPool = process.env.TETHER_DATABASE_POOL_SIZE ? intArg(process.env.TETHER_DATABASE_POOL_SIZE, 'TETHER_DATABASE_POOL_SIZE') : undefined;
     const poolSize = o.databasePoolSize ?? envPool;
+    let caKeyEncryptionKey = process.env.TETHER_CA_KEY_ENCRYPTION_KEY || undefined;
+    if (o.caKeyEncryptionKeyFile) {
+      try {
+        caKeyEncryptionKey = readFileSync(o.caKeyEncryptionKeyFile, 'utf8');
+      } catch (err) {
+        throw new UsageError(`cannot read --ca-key-encryption-key-file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      }
+    }
     const cp = await startControlPlane({
       dataDir: o.dataDir,
+      ...(caKeyEncryptionKey ? { caKeyEncryptionKey } : {}),
       ...(databaseUrl ? { databaseUrl } : {}),
       ...(poolSize ? { databasePoolSize: poolSize } : {}),
       host,
@@ -133,6 +143,13 @@ program
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
     });
+    // The drain (app.ts close()): held polls answered 503 draining, requests in flight finished,
+    // the database closed. Bounded: a drain stuck past 15 s exits 1 rather than hang a restart.
+    const bound = setTimeout(() => {
+      process.stderr.write('tether: the drain did not finish within 15 s; exiting\n');
+      process.exit(1);
+    }, 15_000);
+    bound.unref();
     await cp.close();
     // Stopped and flushed (the logger writes synchronously): leave now rather than wait for
     // whatever the runtime still holds, so a restart is not kept waiting.

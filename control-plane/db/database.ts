@@ -15,6 +15,7 @@ import * as m0006 from './migrations/0006_instance_versions.ts';
 import * as m0007 from './migrations/0007_instance_sync.ts';
 import * as m0008 from './migrations/0008_drift_schedule.ts';
 import * as m0009 from './migrations/0009_sessions.ts';
+import * as m0011 from './migrations/0011_shared_secrets.ts';
 import * as m0013 from './migrations/0013_source_bundle.ts';
 import type { Database } from './schema.ts';
 import { postgresSchema } from './postgres-schema.ts';
@@ -32,6 +33,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0007_instance_sync': m0007,
   '0008_drift_schedule': m0008,
   '0009_sessions': m0009,
+  '0011_shared_secrets': m0011,
   '0013_source_bundle': m0013,
 };
 
@@ -218,4 +220,19 @@ export async function migrate(db: Kysely<any>): Promise<string[]> {
   const { error, results } = await migrator.migrateToLatest();
   if (error) throw error;
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}
+
+/**
+ * Whether the database's schema is this binary's: `pending` migrations this binary knows and the
+ * database has not run, `unknown` ones the database ran that this binary does not know (a newer
+ * replica migrated it). Both empty: current. For /readyz.
+ */
+export async function migrationStatus(db: Kysely<any>): Promise<{ pending: string[]; unknown: string[] }> {
+  const migrator = new Migrator({ db, provider: new StaticMigrationProvider() });
+  const known = await migrator.getMigrations();
+  const executed = new Set(
+    (await db.selectFrom('kysely_migration').select('name').execute().catch(() => [] as { name: string }[])).map((r: { name: string }) => r.name),
+  );
+  const names = new Set(known.map((m) => m.name));
+  return { pending: known.filter((m) => !executed.has(m.name)).map((m) => m.name), unknown: [...executed].filter((n) => !names.has(n)) };
 }

@@ -5,6 +5,7 @@ import type { ApiTokensTable, BootstrapTokensTable } from './tokens.table.ts';
 import type { BundleSourcesTable, InstanceVersionsTable, InstancesTable } from './bundles.table.ts';
 import type { VpnNodesTable, VpnUsersTable } from './vpn.table.ts';
 import type { SessionsTable } from './sessions.table.ts';
+import type { SharedSecretsTable } from './replicas.table.ts';
 
 export interface Database {
   accounts: AccountsTable;
@@ -22,4 +23,5 @@ export interface Database {
   instances: InstancesTable;
   instance_versions: InstanceVersionsTable;
   sessions: SessionsTable;
+  shared_secrets: SharedSecretsTable;
 }

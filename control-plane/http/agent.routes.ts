@@ -212,7 +212,8 @@ export class AgentApi {
       if (res.headersSent) return void res.end();
       // An unread upload is not drained: HTTP/1.1 closes the connection after the answer.
       if ((d.status === 413 || !req.complete) && 'shouldKeepAlive' in res) res.shouldKeepAlive = false;
-      send(res, d.status, errorBody(d.code, d.message), err instanceof MethodNotAllowed ? { allow: err.allow.join(', ') } : {});
+      // 503 (draining, storage): try again shortly — an agent with several replicas moves to the next.
+      send(res, d.status, errorBody(d.code, d.message), err instanceof MethodNotAllowed ? { allow: err.allow.join(', ') } : d.status === 503 ? { 'retry-after': '1' } : {});
     }
   }
 }

@@ -183,7 +183,8 @@ export const errorSchema = z.object({ error: z.object({ code: z.string(), messag
 const id = { id: z.string().regex(/^[1-9][0-9]{0,15}$/, 'a positive integer').describe('job id') };
 
 export const ROUTES: RouteDoc[] = [
-  { method: 'get', path: '/healthz', auth: 'none', summary: 'liveness', ok: { 200: z.object({ ok: z.literal(true) }) }, errors: [] },
+  { method: 'get', path: '/healthz', auth: 'none', summary: 'liveness: the process serves (no I/O; stays 200 while draining)', ok: { 200: z.object({ ok: z.literal(true) }) }, errors: [] },
+  { method: 'get', path: '/readyz', auth: 'none', summary: 'readiness for a load balancer: not draining, the database answers, its migrations are this version\'s (503 draining|database_unavailable|migrations_pending|schema_newer, with Retry-After)', ok: { 200: z.object({ ready: z.literal(true) }) }, errors: [503] },
   { method: 'get', path: '/metrics', auth: 'metrics', summary: 'Prometheus metrics (name=<metric>: that one alone)', query: z.object({ name: z.string().max(200).optional() }), ok: { 200: undefined }, produces: 'text/plain', errors: [404] },
   { method: 'get', path: '/v1/openapi.json', auth: 'none', summary: 'this document', ok: { 200: z.looseObject({ openapi: z.string() }) }, errors: [] },
   { method: 'post', path: '/v1/sessions', auth: 'none', summary: 'sign in to the console: trade an API token for a session cookie (tether_session: HttpOnly, Secure, SameSite=Strict) and its CSRF token', body: createSessionSchema, ok: { 201: sessionView }, errors: [401, 429] },

@@ -46,6 +46,11 @@ export interface ApiServerOptions {
   app: RequestListener;
   agentApi: AgentApi;
   ticketKeyFile: string;
+  /**
+   * Session-ticket keys kept elsewhere (replicas: in the database, pki/shared-ca.ts) and set with
+   * setTicketKeys(); the file is then neither read nor rotated.
+   */
+  ticketKeys?: Buffer;
   limits: TransportLimits;
   log: Logger;
   now?: () => number;
@@ -142,7 +147,7 @@ export class ApiServer {
       honorCipherOrder: true,
       ecdhCurve: 'X25519:prime256v1:secp384r1',
       handshakeTimeout: lim.handshakeTimeoutMs,
-      ticketKeys: loadOrCreateTicketKeys(o.ticketKeyFile, o.now?.() ?? Date.now()),
+      ticketKeys: o.ticketKeys ?? loadOrCreateTicketKeys(o.ticketKeyFile, o.now?.() ?? Date.now()),
       // A certificate the operator brings is served to clients asking for one of its names;
       // everyone else (agents, by IP or another name) keeps the Tether CA's (setPublicCertificate).
       SNICallback: (servername, cb) => cb(null, this.publicCert?.serves(servername) ? this.publicCert.context : undefined),
@@ -169,6 +174,7 @@ export class ApiServer {
       socket.destroy();
     });
     this.rotation = setInterval(() => {
+      if (o.ticketKeys) return; // rotated by their owner
       try {
         const keys = randomBytes(48);
         writeFileAtomic(o.ticketKeyFile, keys, 0o600);
@@ -178,6 +184,11 @@ export class ApiServer {
       }
     }, TICKET_KEY_ROTATE_MS);
     this.rotation.unref();
+  }
+
+  /** New session-ticket keys (48 bytes): tickets made with the previous ones need a full handshake. */
+  setTicketKeys(keys: Buffer): void {
+    this.tlsServer.setTicketKeys(keys);
   }
 
   /**

@@ -116,6 +116,11 @@ export class IdentityService {
    */
   private readonly certCache = new Map<string, NonNullable<Awaited<ReturnType<typeof agents.findCertificateAgent>>>>();
 
+  /** Drops every cached certificate (a revocation made on another replica: the next request reads the database). */
+  forgetCertificates(): void {
+    this.certCache.clear();
+  }
+
   /** Authorises an mTLS request by the serial of its (CA-verified) client certificate. */
   async authenticate(serial: string, commonName: string | undefined): Promise<AgentPrincipal> {
     const key = serial.toUpperCase();

@@ -216,7 +216,18 @@ export function loadOrCreatePki(dataDir: string, sans: string[], now = Date.now(
   }
   const caCertPem = readFileSync(f('ca.crt'), 'utf8');
   const caKeyPem = readFileSync(f('ca.key'), 'utf8');
-  let reissue = created || !existsSync(f('server.crt')) || !existsSync(f('server.key'));
+  return { ...ensureServerCertificate(dataDir, { caCertPem, caKeyPem }, sans, now, created), created };
+}
+
+/**
+ * The server certificate in the data folder (server.crt, server.key 0600), issued by `ca` when
+ * missing, or when `force`, or for any of the reasons loadOrCreatePki gives. Replicas sharing one
+ * CA (shared-ca.ts) each keep their own server certificate, for their own names.
+ */
+export function ensureServerCertificate(dataDir: string, ca: { caCertPem: string; caKeyPem: string }, sans: string[], now = Date.now(), force = false): CaMaterial {
+  const f = (n: string) => join(dataDir, n);
+  const { caCertPem, caKeyPem } = ca;
+  let reissue = force || !existsSync(f('server.crt')) || !existsSync(f('server.key'));
   if (!reissue) {
     const current = readFileSync(f('server.crt'), 'utf8');
     const have = new Set(certificateSans(current));
@@ -234,6 +245,5 @@ export function loadOrCreatePki(dataDir: string, sans: string[], now = Date.now(
     caKeyPem,
     serverCertPem: readFileSync(f('server.crt'), 'utf8'),
     serverKeyPem: readFileSync(f('server.key'), 'utf8'),
-    created,
   };
 }

@@ -175,9 +175,11 @@ export class QueueService {
       this.d.metrics.longPollsHeld.inc();
       const reason = await this.d.dispatcher.wait(key, agent.agentId, remaining, signal).finally(() => this.d.metrics.longPollsHeld.dec());
       if (reason === 'revoked') throw forbidden('the client certificate has been revoked', 'certificate_revoked');
+      if (reason === 'draining') throw draining();
       if (reason === 'aborted' || reason === 'timeout') return { command: null, cancel: reason === 'timeout' ? await commands.cancelRequestedFor(this.d.db, agent.agentId) : [] };
       if (reason === 'agent') return { command: null, cancel: await commands.cancelRequestedFor(this.d.db, agent.agentId) };
-      // 'work': loop and claim; if another waiter won the race we wait again.
+      // 'work' (or 'sweep': a wake-up from another replica may have been lost): loop and claim;
+      // if another waiter won the race we wait again.
     }
   }
 
@@ -298,6 +300,7 @@ export class QueueService {
       this.d.config.logBytesPerCommand,
     );
     for (const l of stored) this.events.emit(`cmd:${id}`, { kind: 'log', ...l } satisfies CommandEvent);
+    if (stored.length) this.d.dispatcher.commandChanged(id, stored[0]!.id);
     return stored.length;
   }
 
@@ -314,10 +317,16 @@ export class QueueService {
 
   private emitState(row: Pick<CommandRow, 'id' | 'aid' | 'state'>) {
     this.events.emit(`cmd:${row.id}`, { kind: 'state', state: row.state } satisfies CommandEvent);
+    this.d.dispatcher.commandChanged(row.id);
     // Every place a command reaches a terminal state comes through here (result, lease expiry,
     // cancellation): listeners such as the drift scheduler record what ended at once.
     if (isTerminal(row.state)) this.events.emit('ended', { aid: row.aid, id: row.id, state: row.state } satisfies CommandEnded);
   }
+}
+
+/** A held poll answered because this replica is shutting down: the agent retries elsewhere (503, Retry-After). */
+export function draining(): TetherError {
+  return new TetherError('draining', 'this control-plane replica is shutting down; retry on another (or on this one once restarted)', { status: 503, retryable: true });
 }
 
 /**

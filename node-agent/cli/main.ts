@@ -7,7 +7,7 @@
 import { Command, CommanderError } from 'commander';
 import { HttpError } from '../../common/http-client.ts';
 import { errorMessage } from '../../common/errors.ts';
-import { ConfigError, configPath, loadNodeConfig, type NodeConfig } from '../config/node.config.ts';
+import { ConfigError, configPath, controlPlaneUrls, loadNodeConfig, type NodeConfig } from '../config/node.config.ts';
 import { DEFAULT_KUBERNETES_VERSION, VERSION } from '../version.ts';
 import { commandLogger, daemonLogger } from './log.ts';
 
@@ -36,7 +36,7 @@ program
   .option('--token <token>', 'one-time bootstrap token (env TETHER_BOOTSTRAP_TOKEN)')
   .requiredOption('--aid <aid>', 'account id')
   .requiredOption('--control-plane <0|1>', 'whether this node runs the Kubernetes control plane')
-  .requiredOption('--server <url>', 'control plane URL (https://)')
+  .requiredOption('--server <url>', 'control plane URL (https://); several replicas: comma-separated, the agent moves to the next when one fails')
   .option('--ca-file <file>', 'CA certificate of the control plane (default: the system CAs)')
   .option(...configOption)
   .option('--name <nid>', 'node id (default: chosen by the control plane)')
@@ -172,7 +172,7 @@ sync
     const c = load(o.config);
     if (!c.network.manageVpn) throw new UsageError('this node does not manage its VPN (network.manageVpn is false in its configuration)');
     const [{ AgentClient }, { readCredentials }, { syncVpn }, { runCommand }] = await Promise.all([import('../../common/agent/agent-client.ts'), import('../daemon/certificate.ts'), import('../vpn/vpn.sync.ts'), import('../process/run.ts')]);
-    const client = new AgentClient(c.server, readCredentials(c));
+    const client = new AgentClient(controlPlaneUrls(c), readCredentials(c));
     try {
       const r = await syncVpn(c, client, runCommand, commandLogger());
       out(`${r.wg0.interface} ${r.wg0.address}: ${r.wg0.peers} node peer(s)${r.wg0.created ? ` (created, ${r.wg0.created})` : ''}`);
@@ -191,7 +191,7 @@ program
     const c = load(o.config);
     const [{ AgentClient }, { readCredentials, certificateDue }, { collectVpnState }, { runCommand }] = await Promise.all([import('../../common/agent/agent-client.ts'), import('../daemon/certificate.ts'), import('../vpn/vpn.state.ts'), import('../process/run.ts')]);
     const { notAfter, due } = certificateDue(c);
-    const client = new AgentClient(c.server, readCredentials(c));
+    const client = new AgentClient(controlPlaneUrls(c), readCredentials(c));
     let controlPlane: { reachable: boolean; detail: string };
     try {
       await client.request('GET', '/v1/agent/whoami');
@@ -242,7 +242,7 @@ program
   .action(async (o: { config?: string }) => {
     const c = load(o.config);
     const [{ AgentClient }, { readCredentials, renewCertificate }] = await Promise.all([import('../../common/agent/agent-client.ts'), import('../daemon/certificate.ts')]);
-    const client = new AgentClient(c.server, readCredentials(c));
+    const client = new AgentClient(controlPlaneUrls(c), readCredentials(c));
     try {
       const r = await renewCertificate(c, client);
       out(`certificate renewed; valid until ${r.expiresAt}`);

@@ -12,6 +12,7 @@ import { writeFileAtomic } from '../../common/files.ts';
 export const DEFAULT_CONFIG_PATH = '/etc/tether/config.yaml';
 export const DEFAULT_STATE_DIR = '/var/lib/tether';
 
+const httpsUrl = z.string().url().refine((u) => u.startsWith('https://'), 'the control plane URL must be https://');
 const ifname = z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'an interface name: at most 15 of [A-Za-z0-9_.-]');
 const port = z.number().int().min(1).max(65535);
 
@@ -41,7 +42,13 @@ export const nodeConfigSchema = z
     accountId: aidSchema,
     cluster: cidSchema,
     controlPlane: z.boolean().default(false),
-    server: z.string().url().refine((u) => u.startsWith('https://'), 'the control plane URL must be https://'),
+    server: httpsUrl,
+    /**
+     * More control-plane replicas' URLs (each https://host[:port]): the agent starts on `server`
+     * and moves to the next of these when its replica fails. Unset: `server` alone (which may be
+     * one name with several addresses: the agent walks those the same way).
+     */
+    servers: z.array(httpsUrl).max(15).optional(),
     caFile: z.string().min(1),
     certFile: z.string().min(1),
     keyFile: z.string().min(1),
@@ -63,6 +70,11 @@ export const nodeConfigSchema = z
 
 export type NodeConfig = z.infer<typeof nodeConfigSchema>;
 export type NetworkConfig = NodeConfig['network'];
+
+/** Every control-plane URL the agent may use, `server` first. */
+export function controlPlaneUrls(c: Pick<NodeConfig, 'server' | 'servers'>): string[] {
+  return [...new Set([c.server, ...(c.servers ?? [])])];
+}
 
 /** --config, else $TETHER_NODE_CONFIG, else the default path. */
 export function configPath(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {

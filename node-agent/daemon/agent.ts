@@ -10,7 +10,7 @@ import { AgentRuntime } from '../../common/agent/runtime.ts';
 import { FileOutbox } from '../../common/agent/outbox.ts';
 import { hostMetricsCollector } from '../../common/agent/host-metrics.ts';
 import type { Logger } from '../../common/logger.ts';
-import type { NodeConfig } from '../config/node.config.ts';
+import { controlPlaneUrls, type NodeConfig } from '../config/node.config.ts';
 import { reapLeftoverProcesses, runCommand, type Runner } from '../process/run.ts';
 import { syncVpn, type VpnSyncResult } from '../vpn/vpn.sync.ts';
 import { collectVpnState } from '../vpn/vpn.state.ts';
@@ -39,7 +39,7 @@ export function startNodeAgent(config: NodeConfig, log: Logger, o: NodeAgentOpti
   // Kills what a previous daemon process's commands left behind (kill -9, OOM), then records runs.
   reapLeftoverProcesses(join(config.stateDir, 'processes'), log, 'host commands');
   const creds = readCredentials(config);
-  const client = new AgentClient(config.server, creds);
+  const client = new AgentClient(controlPlaneUrls(config), creds, { onMove: (m) => log.warn(m, 'moved to another control-plane replica') });
 
   let chain: Promise<unknown> = Promise.resolve();
   const serialisedSync = (): Promise<VpnSyncResult> => {
@@ -64,7 +64,7 @@ export function startNodeAgent(config: NodeConfig, log: Logger, o: NodeAgentOpti
     outbox: new FileOutbox(join(config.stateDir, 'outbox')),
   });
   runtime.start();
-  log.info({ agentId: config.agentId, nid: config.nodeId, cid: config.cluster, server: config.server, version: VERSION }, 'node agent started');
+  log.info({ agentId: config.agentId, nid: config.nodeId, cid: config.cluster, servers: controlPlaneUrls(config), version: VERSION }, 'node agent started');
 
   const timers: NodeJS.Timeout[] = [];
   let stopped = false;

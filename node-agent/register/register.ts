@@ -11,6 +11,7 @@ import { dirname, join } from 'node:path';
 import { generateKeyPair } from '../../common/csr.ts';
 import { writeFileAtomic } from '../../common/files.ts';
 import { bootstrapAgent } from '../../common/agent/agent-client.ts';
+import { parseControlPlaneUrls } from '../../common/agent/failover.plan.ts';
 import type { Logger } from '../../common/logger.ts';
 import { ConfigError, defaultStateDir, nodeConfigSchema, saveNodeConfig, type NodeConfig } from '../config/node.config.ts';
 
@@ -19,6 +20,7 @@ export interface RegisterOptions {
   token: string;
   aid: string;
   controlPlane: boolean;
+  /** One URL, or several comma-separated (replicas): the first is `server`, the others `servers`. */
   server: string;
   caFile?: string;
   name?: string;
@@ -43,6 +45,12 @@ export async function registerNode(o: RegisterOptions, log: Logger): Promise<Nod
     }
   }
   // Validate everything local before the one-time token is spent.
+  let urls: string[];
+  try {
+    urls = parseControlPlaneUrls(o.server);
+  } catch (err) {
+    throw new ConfigError(`--server: ${(err as Error).message}`);
+  }
   const n = o.network ?? {};
   const draft = {
     nodeId: o.name ?? 'pending',
@@ -50,7 +58,8 @@ export async function registerNode(o: RegisterOptions, log: Logger): Promise<Nod
     accountId: o.aid,
     cluster: 'pending',
     controlPlane: o.controlPlane,
-    server: o.server,
+    server: urls[0]!,
+    ...(urls.length > 1 ? { servers: urls.slice(1) } : {}),
     caFile,
     certFile,
     keyFile,
@@ -70,11 +79,11 @@ export async function registerNode(o: RegisterOptions, log: Logger): Promise<Nod
   const keys = generateKeyPair();
   const pendingKey = `${keyFile}.pending`;
   writeFileAtomic(pendingKey, keys.privateKeyPem, 0o600);
-  log.info({ server: o.server, aid: o.aid, controlPlane: o.controlPlane, name: o.name }, 'registering with the control plane');
+  log.info({ servers: urls, aid: o.aid, controlPlane: o.controlPlane, name: o.name }, 'registering with the control plane');
   let res: Awaited<ReturnType<typeof bootstrapAgent>>;
   try {
     // Without --ca-file the server is verified against the system's CAs (an empty CA means the defaults).
-    res = await bootstrapAgent({ url: o.server, caPem: caPem ?? '', token: o.token, keys, aid: o.aid, controlPlane: o.controlPlane, ...(o.name ? { nodeName: o.name } : {}) });
+    res = await bootstrapAgent({ url: urls, caPem: caPem ?? '', token: o.token, keys, aid: o.aid, controlPlane: o.controlPlane, ...(o.name ? { nodeName: o.name } : {}) });
     if (res.role !== 'node' || !res.nid) throw new ConfigError(`the token is for a ${res.role}, not a node`);
   } catch (err) {
     rmSync(pendingKey, { force: true });

@@ -25,8 +25,13 @@ describe('cluster agent configuration', () => {
     assert.equal(c.kubeconfig, '/k/config');
   });
 
+  it('takes several replicas comma-separated (TETHER_URL or --url)', () => {
+    assert.equal(configFromArgv(argv('--url', 'https://a:8443,https://b:8443'), env).url, 'https://a:8443,https://b:8443');
+  });
+
   it('refuses a plain-http URL, a bad namespace and nonsense numbers', () => {
     assert.throws(() => configFromArgv(argv(), { ...env, TETHER_URL: 'http://cp:8443' }));
+    assert.throws(() => configFromArgv(argv(), { ...env, TETHER_URL: 'https://cp:8443,http://cp2:8443' }), /must be https:\/\/ \(got http:\/\/cp2:8443\)/);
     assert.throws(() => configFromArgv(argv(), { ...env, TETHER_AGENT_NAMESPACE: 'Not_A_Namespace' }));
     assert.throws(() => configFromArgv(argv('--concurrency', 'many'), env));
     assert.throws(() => configFromArgv(argv(), { TETHER_URL: env.TETHER_URL }), /caFile|agentNamespace/);

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, configPath, defaultStateDir, loadNodeConfig, parseNodeConfig, renderNodeConfig, saveNodeConfig, DEFAULT_CONFIG_PATH, type NodeConfig } from '../../node-agent/config/node.config.ts';
+import { ConfigError, configPath, controlPlaneUrls, defaultStateDir, loadNodeConfig, parseNodeConfig, renderNodeConfig, saveNodeConfig, DEFAULT_CONFIG_PATH, type NodeConfig } from '../../node-agent/config/node.config.ts';
 import { removeDir, tempDir } from '../support/control-plane.ts';
 
 const base = {
@@ -26,6 +26,13 @@ describe('node agent: configuration', () => {
     assert.equal(c.heartbeatIntervalMs, 5000);
     assert.deepEqual(c.network.wg0, { interface: 'wg0', listenPort: 51820 });
     assert.equal(c.network.manageVpn, true);
+  });
+
+  it('takes more replicas in servers (server first, duplicates dropped); each must be https', () => {
+    const c = parseNodeConfig(JSON.stringify({ ...base, servers: ['https://cp2:8443', 'https://cp:8443'] }), '/c.yaml');
+    assert.deepEqual(controlPlaneUrls(c), ['https://cp:8443', 'https://cp2:8443']);
+    assert.deepEqual(controlPlaneUrls(parseNodeConfig(JSON.stringify(base), '/c.yaml')), ['https://cp:8443']);
+    assert.throws(() => parseNodeConfig(JSON.stringify({ ...base, servers: ['http://cp2'] }), '/c.yaml'), /servers\.0: .*https/);
   });
 
   it('refuses unknown keys, bad values and clashing interfaces with the path in the message', () => {
