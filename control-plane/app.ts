@@ -52,7 +52,7 @@ import { BodyGate } from './http/body-gate.ts';
 import { methodNotAllowed } from './http/methods.ts';
 import { durableAcks } from './http/durable-acks.ts';
 import { loadOrCreateMetricsToken, metricsRoute } from './http/metrics.routes.ts';
-import { SessionsService, loadOrCreateSessionKey } from './sessions/sessions.service.ts';
+import { SessionsService, deriveSessionKey, loadOrCreateSessionKey } from './sessions/sessions.service.ts';
 import { LOGIN_BODY_LIMIT_BYTES, isLogin, loginLimit, sessionRoutes } from './http/sessions.routes.ts';
 import { consoleRoutes } from './http/console.routes.ts';
 
@@ -165,7 +165,9 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   }
 
   const accounts = new AccountsService({ db, clock, config, log });
-  const sessions = new SessionsService({ db, clock, config, log, accounts, key: loadOrCreateSessionKey(join(dataDir, 'session-key')) });
+  // Replicas sharing a CA share the console's session key too (derived from the operator's key).
+  const sessionKey = storage.dialect === 'postgres' && config.caKeyEncryptionKey ? deriveSessionKey(parseKeyEncryptionKey(config.caKeyEncryptionKey)) : loadOrCreateSessionKey(join(dataDir, 'session-key'));
+  const sessions = new SessionsService({ db, clock, config, log, accounts, key: sessionKey });
   // The VPN is built after the queue it submits to; identity calls it only once requests flow.
   const identity = new IdentityService({
     db,

@@ -66,6 +66,15 @@ export function loadOrCreateSessionKey(file: string): Buffer {
   return Buffer.from(text, 'base64url');
 }
 
+/**
+ * Replicas on PostgreSQL with the operator's CA key encryption key: the session key is derived
+ * from it (HMAC-SHA256 under a fixed label), so every replica checks the same CSRF tokens while
+ * the key is still stored nowhere (a file per data folder would give each replica its own).
+ */
+export function deriveSessionKey(kek: Buffer): Buffer {
+  return createHmac('sha256', kek).update('tether console session key v1').digest();
+}
+
 /** Constant-time equality of two strings (false at once when the lengths differ). */
 export function sameSecret(a: string, b: string): boolean {
   const x = Buffer.from(a, 'utf8');

@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
+import https from 'node:https';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { AgentRuntime, type Outcome } from '../../common/agent/runtime.ts';
@@ -535,6 +536,34 @@ describe('replicas: one identity from PostgreSQL (shared CA, ticket keys, accoun
     } finally {
       toB.close();
     }
+  });
+
+  it('a console session made on A works on B: the same cookie, and B accepts the CSRF token A gave (one session key, derived from the operator key)', async () => {
+    const url = await freshDatabase();
+    const a = await replica(url);
+    const b = await replica(url);
+    const token = readFileSync(join(a.dataDir, 'admin-token'), 'utf8').trim();
+    const call = (cp: ControlPlane, method: string, path: string, headers: Record<string, string>, body?: unknown) =>
+      new Promise<{ status: number; headers: import('node:http').IncomingHttpHeaders; json: any }>((resolve, reject) => {
+        const text = body === undefined ? undefined : JSON.stringify(body);
+        const h: Record<string, string> = { accept: 'application/json', ...headers, ...(text ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)) } : {}) };
+        const req = https.request(new URL(path, cp.url), { method, headers: h, ca: cp.ca.caCertPem, agent: false }, (res) => {
+          let data = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (data += c));
+          res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, json: data ? JSON.parse(data) : undefined }));
+        });
+        req.on('error', reject);
+        req.end(text);
+      });
+    const login = await call(a.cp, 'POST', '/v1/sessions', {}, { token });
+    assert.equal(login.status, 201);
+    const cookie = login.headers['set-cookie']![0]!.split(';')[0]!;
+    const onB = await call(b.cp, 'GET', '/v1/sessions/current', { cookie });
+    assert.equal(onB.status, 200);
+    assert.equal(onB.json.csrfToken, login.json.csrfToken, 'B derives the same CSRF token');
+    assert.equal((await call(b.cp, 'POST', '/v1/clusters', { cookie, 'x-csrf-token': login.json.csrfToken }, { cid: 'cs1' })).status, 201);
+    assert.equal(existsSync(join(a.dataDir, 'session-key')), false, 'no session key file: it is derived');
   });
 
   it('a replica with another key refuses to start (the CA key does not decrypt); a malformed key is refused before anything', async () => {
