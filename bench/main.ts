@@ -18,6 +18,7 @@ import { BENCH_CACHE, REPO_ROOT, ProcWatcher, loadAverage, mb, nowMs, procSample
 import { HttpClient } from '../common/http-client.ts';
 import { hostile } from './hostile.ts';
 import { cliBench } from './cli.ts';
+import { nodeSoak, parseDuration } from './node-soak.ts';
 
 const { values: flags } = parseArgs({
   options: {
@@ -42,6 +43,7 @@ const { values: flags } = parseArgs({
     'ramp-rate': { type: 'string' },
     'server-log-level': { type: 'string' },
     note: { type: 'string' },
+    duration: { type: 'string' },
   },
   allowPositionals: false,
 });
@@ -623,6 +625,7 @@ try {
   }
   if (scenarios.has('cli')) await cli();
   if (scenarios.has('backup')) await backup();
+  if (scenarios.has('node-soak')) await nodeSoak({ seconds: parseDuration(flags.duration ?? (quick ? '60s' : '10m')), runDir, log, row, results });
 } finally {
   const command = `npm run bench --${process.argv.slice(2).map((a) => ` ${a}`).join('') || ''}`;
   const doc = {
