@@ -4,6 +4,7 @@
  * that the daemon also runs when the control plane asks. Exit codes: 0 ok (preflight: pass or
  * warn), 1 a failure (preflight: a check failed), 2 bad usage or configuration.
  */
+import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { HttpError } from '../../common/http-client.ts';
 import { errorMessage } from '../../common/errors.ts';
@@ -201,7 +202,7 @@ program
     } finally {
       client.close();
     }
-    const vpn = c.network.manageVpn ? await collectVpnState(c.network, runCommand) : {};
+    const vpn = c.network.manageVpn ? await collectVpnState(c.network, runCommand, { keyDir: join(c.stateDir, 'wireguard') }) : {};
     const s = { nodeId: c.nodeId, agentId: c.agentId, accountId: c.accountId, cluster: c.cluster, controlPlaneNode: c.controlPlane, server: c.server, certificate: { notAfter: notAfter.toISOString(), renewDue: due }, controlPlane, vpn, version: VERSION };
     if (o.json) return out(JSON.stringify(s, null, 2));
     out(`node        ${c.nodeId} (agent ${c.agentId}, account ${c.accountId}, cluster ${c.cluster}${c.controlPlane ? ', control plane' : ''})`);
