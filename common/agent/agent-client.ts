@@ -16,7 +16,7 @@ import {
   type PollResponse,
   type ResultRequest,
 } from '../wire.ts';
-import { createCsr, type KeyPair } from '../csr.ts';
+import type { KeyPair } from '../csr.ts';
 
 export interface AgentCredentials {
   certPem: string;
@@ -33,6 +33,8 @@ export async function bootstrapAgent(opts: {
   controlPlane?: boolean;
   nodeName?: string;
 }): Promise<BootstrapResponse> {
+  // Lazily: node-forge (csr.ts) is needed to make a request, never by a running daemon.
+  const { createCsr } = await import('../csr.ts');
   const c = new HttpClient({ baseUrl: opts.url, ca: opts.caPem, userAgent: 'tether-agent' });
   try {
     const body = {
