@@ -104,7 +104,13 @@ describe('node agent: VPN state over the WireGuard UAPI socket (real wireguard-g
     // A handshake and traffic both ways (UDP through the tunnel; no listener needed).
     await inNs(A.ns, 'bash', ['-c', 'for i in 1 2 3; do echo hi > /dev/udp/10.99.0.2/9; sleep 0.3; done']);
     await inNs(B.ns, 'bash', ['-c', 'for i in $(seq 40); do head -c 1200 /dev/zero > /dev/udp/10.99.0.1/9; done']);
-    await new Promise((r) => setTimeout(r, 500));
+    // Until A has seen the handshake (a loaded machine may take a moment).
+    for (let i = 0; i < 50; i++) {
+      const hs = (await inNs(A.ns, 'wg', ['show', A.wg0, 'latest-handshakes'])).stdout;
+      if (/\t[1-9]\d*$/m.test(hs)) break;
+      await inNs(A.ns, 'bash', ['-c', 'echo hi > /dev/udp/10.99.0.2/9']);
+      await new Promise((r) => setTimeout(r, 200));
+    }
   });
 
   after(async () => {
