@@ -21,6 +21,7 @@ import { hostile } from './hostile.ts';
 import { cliBench } from './cli.ts';
 import { driftBench } from './drift.ts';
 import { Targets } from './lib/targets.ts';
+import { nodeSoak, parseDuration } from './node-soak.ts';
 
 const { values: flags } = parseArgs({
   options: {
@@ -49,6 +50,7 @@ const { values: flags } = parseArgs({
     'drift-interval-seconds': { type: 'string' },
     durability: { type: 'string' },
     database: { type: 'string' },
+    duration: { type: 'string' },
   },
   allowPositionals: false,
 });
@@ -692,6 +694,7 @@ try {
   if (scenarios.has('backup')) await backup();
   if (scenarios.has('drift')) await drift();
   if (scenarios.has('console')) results.console = await (await import('./console.ts')).consoleBench({ agents: 10_000, commands: 100_000, clusters: 50, runs: quick ? 3 : 7, row }); // not in the default set: --only console (bench/console.ts)
+  if (scenarios.has('node-soak')) await nodeSoak({ seconds: parseDuration(flags.duration ?? (quick ? '60s' : '10m')), runDir, log, row, results });
 } finally {
   if (durability) rows.unshift({ figure: 'durability', measure: 'what an answer of the control plane promises', value: durability.mode === 'FULL' ? `FULL: on disk before it is answered (${durability.method})` : 'NORMAL: committed to the WAL (survives kill -9, not a power cut)' });
   const command = `npm run bench --${process.argv.slice(2).map((a) => ` ${a}`).join('') || ''}`;

@@ -2,7 +2,7 @@
  * Agent-side key material: the private key is generated here, on the agent, and never leaves it;
  * only a certificate signing request travels to the control plane.
  */
-import { generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import forge from 'node-forge';
 
 export interface KeyPair {
@@ -41,14 +41,5 @@ export function createCsr(keys: KeyPair, commonName: string): string {
   return forge.pki.certificationRequestToPem(csr);
 }
 
-/** When a PEM certificate expires, and whether it is time to renew (last third of its life). */
-export function certificateTimes(certPem: string): { notBefore: Date; notAfter: Date } {
-  const x = new X509Certificate(certPem);
-  return { notBefore: new Date(x.validFrom), notAfter: new Date(x.validTo) };
-}
-
-export function shouldRenew(certPem: string, now = Date.now(), fraction = 1 / 3): boolean {
-  const { notBefore, notAfter } = certificateTimes(certPem);
-  const life = notAfter.getTime() - notBefore.getTime();
-  return notAfter.getTime() - now < life * fraction;
-}
+/** When a PEM certificate expires, and whether it is time to renew (node:crypto only, in their own module). */
+export { certificateTimes, shouldRenew } from './certificate-times.ts';

@@ -25,11 +25,23 @@ esbuild=("$root/node_modules/.bin/esbuild" --bundle --platform=node --format=esm
   --minify-whitespace --minify-syntax --legal-comments=none --log-level=warning
   "--banner:js=import { createRequire as __tetherRequire } from 'node:module'; const require = __tetherRequire(import.meta.url);")
 
+# Split like the CLI below: the entry, the configuration, the logger and the daemon are what
+# `agent` loads; commander (the other commands), node-forge (only to make a certificate request),
+# registration, preflight and install are chunks an idle daemon never reads, so their source is not in its heap (V8 keeps a
+# loaded script's whole source). Chunks are content-named, copied beside the old ones and the entry
+# replaced atomically (a daemon starting meanwhile reads the old entry or the new one, never half
+# of one). Old chunks are never removed here, unlike the CLI's: a daemon runs for months and loads
+# a command's chunk (preflight, install, a renewal's node-forge) when the command comes, so a
+# daemon started before a rebuild must still find its chunks (`rm -rf dist` clears them).
 out="$root/dist/tether-node.mjs"
 if stale "$out" "$root/node-agent" "$root/common"; then
-  "${esbuild[@]}" "$root/node-agent/cli/main.ts" --outfile="$out.$$.tmp"
-  # Atomic: a daemon starting meanwhile reads the old file or the new one, never half of one.
-  mv -f "$out.$$.tmp" "$out"
+  tmp="$root/dist/.node.$$.tmp"
+  rm -rf "$tmp"
+  "${esbuild[@]}" "$root/node-agent/cli/main.ts" --splitting --outdir="$tmp" \
+    --entry-names=tether-node --chunk-names=node-chunk-[hash] --out-extension:.js=.mjs
+  for f in "$tmp"/node-chunk-*.mjs; do [ -e "$root/dist/${f##*/}" ] || mv "$f" "$root/dist/"; done
+  mv -f "$tmp/tether-node.mjs" "$out"
+  rm -rf "$tmp"
 fi
 
 # The `tether` CLI, split (dist/cli/tether.mjs and chunks): a client command parses only the

@@ -18,7 +18,7 @@ import {
   type PollResponse,
   type ResultRequest,
 } from '../wire.ts';
-import { createCsr, type KeyPair } from '../csr.ts';
+import type { KeyPair } from '../csr.ts';
 import { describeEndpoint, expandEndpoints, failoverReason, nextEndpoint, parseControlPlaneUrls, type Endpoint, type FailoverReason } from './failover.plan.ts';
 
 export interface AgentCredentials {
@@ -40,6 +40,8 @@ export async function bootstrapAgent(opts: {
   controlPlane?: boolean;
   nodeName?: string;
 }): Promise<BootstrapResponse> {
+  // Lazily: node-forge (csr.ts) is needed to make a request, never by a running daemon.
+  const { createCsr } = await import('../csr.ts');
   const body = {
     token: opts.token,
     csr: createCsr(opts.keys, 'tether-agent'),

@@ -57,7 +57,7 @@ export function startNodeAgent(config: NodeConfig, log: Logger, o: NodeAgentOpti
     log,
     version: VERSION,
     collectMetrics: hostMetricsCollector('/'),
-    ...(config.network.manageVpn ? { collectVpn: () => collectVpnState(config.network, run, undefined, true).catch(() => undefined) } : {}),
+    ...(config.network.manageVpn ? { collectVpn: () => collectVpnState(config.network, run, { forHeartbeat: true, keyDir: join(config.stateDir, 'wireguard') }).catch(() => undefined) } : {}),
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     pollWaitSeconds: config.pollWaitSeconds,
     shutdownGraceMs: config.shutdownGraceSeconds * 1000,

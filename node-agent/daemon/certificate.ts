@@ -1,7 +1,7 @@
 /** Certificate renewal: a new CSR signed with the node's existing key (the key never moves), the new certificate written atomically. */
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createCsr, certificateTimes, shouldRenew } from '../../common/csr.ts';
+import { certificateTimes, shouldRenew } from '../../common/certificate-times.ts';
 import { writeFileAtomic } from '../../common/files.ts';
 import type { AgentClient } from '../../common/agent/agent-client.ts';
 import type { NodeConfig } from '../config/node.config.ts';
@@ -13,6 +13,8 @@ export function readCredentials(c: NodeConfig) {
 export async function renewCertificate(c: NodeConfig, client: AgentClient): Promise<{ expiresAt: string }> {
   const keyPem = readFileSync(c.keyFile, 'utf8');
   const publicKeyPem = createPublicKey(createPrivateKey(keyPem)).export({ type: 'spki', format: 'pem' }).toString();
+  // node-forge (through csr.ts) only when a request is made: the idle daemon never loads it.
+  const { createCsr } = await import('../../common/csr.ts');
   const res = await client.renew(createCsr({ privateKeyPem: keyPem, publicKeyPem }, 'tether-agent'));
   writeFileAtomic(c.certFile, res.certificate, 0o644);
   client.setCertificate(res.certificate);
