@@ -147,7 +147,7 @@ async function followLogs(queue: QueueService, aid: string, id: number, after: n
       res.write(`id: ${ev.id}\nevent: log\ndata: ${JSON.stringify({ id: ev.id, ts: new Date(ev.ts).toISOString(), stream: ev.stream, text: ev.text })}\n\n`);
     } else {
       res.write(`event: state\ndata: ${JSON.stringify({ state: ev.state })}\n\n`);
-      if (isTerminal(ev.state)) void finish(ev.state);
+      if (isTerminal(ev.state)) void finish(ev.state).catch(() => res.destroy());
     }
   };
   const listener = (ev: CommandEvent) => (ready ? send(ev) : pending.push(ev));
@@ -160,11 +160,17 @@ async function followLogs(queue: QueueService, aid: string, id: number, after: n
     queue.events.off(channel, listener);
   };
   res.on('close', cleanup);
+  // The end can be heard more than once (the state event, the check after the backlog, a copy
+  // relayed from another replica), each while an earlier one awaits: one finish runs, and it
+  // writes nothing once the client has gone.
+  let finishing = false;
   const finish = async (state: string) => {
-    if (ended) return;
+    if (ended || finishing) return;
+    finishing = true;
     // Flush lines that were stored before the final state.
     for (const l of await queue.logs(aid, id, lastId)) send({ kind: 'log', id: l.id, ts: l.ts, stream: l.stream, text: l.text });
     const cmd = await queue.get(aid, id);
+    if (ended) return;
     res.write(`event: end\ndata: ${JSON.stringify({ state, error: cmd.error, outputs: cmd.outputs })}\n\n`);
     cleanup();
     res.end();

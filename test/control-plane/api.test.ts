@@ -179,6 +179,40 @@ describe('REST API edges', () => {
     agent.client.close();
   });
 
+  it('a follow that hears its job end twice at once (this replica and a relayed copy) sends one end and the server stays up', async function () {
+    this.timeout(15_000);
+    const agent = await t.agent('alpha', 'cluster-agent');
+    const { id } = (await t.admin.request<{ id: number }>('POST', '/v1/commands', { target: { cluster: 'alpha' }, type: 'manifest', spec: { manifests: 'kind: X' } })).body;
+    let claim = (await agent.client.poll(0)).command!;
+    while (claim.id !== id) {
+      await agent.client.report(claim.id, { leaseId: claim.leaseId, outcome: 'succeeded' });
+      claim = (await agent.client.poll(0)).command!;
+    }
+    const stream = await t.admin.stream(`/v1/commands/${id}/logs?follow=1`);
+    const events: { event: string; data: string }[] = [];
+    const reading = (async () => {
+      for await (const ev of readSse(stream)) events.push(ev);
+    })();
+    await new Promise((r) => setTimeout(r, 100));
+    const uncaught: unknown[] = [];
+    const onUncaught = (err: unknown) => uncaught.push(err);
+    process.prependListener('uncaughtException', onUncaught);
+    try {
+      // The job's end as this replica and a relay from another deliver it: twice, back to back
+      // (the second arrives while the first end is still being written).
+      t.cp.queue.events.emit(`cmd:${id}`, { kind: 'state', state: 'succeeded' });
+      t.cp.queue.events.emit(`cmd:${id}`, { kind: 'state', state: 'succeeded' });
+      await reading;
+      await new Promise((r) => setTimeout(r, 200));
+    } finally {
+      process.removeListener('uncaughtException', onUncaught);
+    }
+    assert.deepEqual(uncaught, []);
+    assert.equal(events.filter((e) => e.event === 'end').length, 1);
+    assert.equal((await t.admin.request('GET', '/healthz')).status, 200);
+    agent.client.close();
+  });
+
   it('serves Prometheus metrics behind the metrics token', async () => {
     const metricsToken = readFileSync(t.cp.metricsTokenFile, 'utf8').trim();
     const auth = { authorization: `Bearer ${metricsToken}` };
