@@ -111,12 +111,15 @@ export class DriftScheduler {
       settings,
       this.o.random,
     );
-    // Due times first: a check whose submission fails is not retried every tick.
-    await repo.setNextChecks(db, [...plan.reschedule, ...plan.check]);
+    // Due times first: a check whose submission fails is not retried every tick. A check is taken
+    // by compare-and-set on the due time read, so that of replicas ticking at once one submits it.
+    await repo.setNextChecks(db, plan.reschedule);
+    const dueAt = new Map(rows.map((r) => [`${r.aid}/${r.osid}`, r.next_check_at]));
     let submitted = 0;
     for (const c of plan.check) {
       if (this.stopped) break;
       try {
+        if (!(await repo.takeDueCheck(db, c.aid, c.osid, dueAt.get(`${c.aid}/${c.osid}`) ?? null, c.nextCheckAt))) continue; // another replica took it
         const { jobId } = await bundles.diff(c.aid, c.osid);
         submitted++;
         this.log.debug({ aid: c.aid, osid: c.osid, jobId, nextCheckAt: new Date(c.nextCheckAt).toISOString() }, 'scheduled drift check submitted');

@@ -56,6 +56,24 @@ export async function setNextChecks(db: Db, updates: readonly { aid: string; osi
 }
 
 /**
+ * Takes a due check for this replica: moves the instance's due time from the one the due scan read
+ * (`dueAt`, NULL for one not placed yet) to `nextCheckAt`, only if it is still that. Several
+ * replicas tick at once on PostgreSQL; the one whose update changed the row submits the check, the
+ * others see 0 rows and leave it (an UPDATE of one row is atomic on either dialect: a concurrent
+ * one waits for the row and then re-checks the WHERE against the committed value).
+ */
+export async function takeDueCheck(db: Db, aid: string, osid: string, dueAt: number | null, nextCheckAt: number): Promise<boolean> {
+  const res = await db
+    .updateTable('instances')
+    .set({ next_check_at: nextCheckAt })
+    .where('aid', '=', aid)
+    .where('osid', '=', osid)
+    .where((eb) => (dueAt === null ? eb('next_check_at', 'is', null) : eb('next_check_at', '=', dueAt)))
+    .executeTakeFirst();
+  return Number(res.numUpdatedRows) === 1;
+}
+
+/**
  * Records what the diff job `jobId` found, once: only while it is still the instance's last diff
  * job and not recorded yet. True for the one caller that recorded it (the end-of-job hook, the
  * sweep or a read of the instance, whichever came first): that caller counts it and acts on it.
