@@ -46,7 +46,8 @@ import { AgentApi, bootstrapRoutes } from './http/agent.routes.ts';
 import { ApiServer } from './http/server.ts';
 import { errorHandler, notFoundRoute } from './http/errors.ts';
 import { openapiDocument } from './http/openapi.ts';
-import { FailureLimiter } from './http/rate-limit.ts';
+import { FailureLimiter, SharedFailureLimiter } from './http/rate-limit.ts';
+import { SharedLogQuota } from './queue/log-quota.ts';
 import { requireAdmin } from './http/auth.ts';
 import { BodyGate } from './http/body-gate.ts';
 import { methodNotAllowed } from './http/methods.ts';
@@ -218,7 +219,10 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     connections: () => server.connections,
     instancesBySyncStatus: async () => Object.fromEntries((await countInstancesBySyncStatus(db)).map((r) => [r.status, Number(r.n)])),
   });
-  const queue = new QueueService({ db, clock, config, dispatcher, metrics, log, durability: barrier });
+  // Replicas on PostgreSQL count the rate limits together in the database; one SQLite process in memory.
+  const shared = storage.dialect === 'postgres';
+  const logRate = shared ? new SharedLogQuota(db, config.logBytesPerAgentPerSecond, () => clock.now()) : undefined;
+  const queue = new QueueService({ db, clock, config, dispatcher, metrics, log, durability: barrier, ...(logRate ? { logRate } : {}) });
   // Lines and states written through another replica, for this replica's followers.
   const relay = new CommandRelay({ db, events: queue.events, log });
   dispatcher.onCommandChanged((id, fromLogId) => relay.poke(id, fromLogId));
@@ -260,7 +264,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   const json = gate.json(config.bodyLimitBytes);
   const bootstrapJson = gate.json(config.bootstrapBodyLimitBytes);
   const loginJson = gate.json(LOGIN_BODY_LIMIT_BYTES);
-  const loginLimiter = new FailureLimiter(config.loginFailuresPerMinute, () => clock.now());
+  const loginLimiter = shared ? new SharedFailureLimiter(db, 'login', config.loginFailuresPerMinute, () => clock.now()) : new FailureLimiter(config.loginFailuresPerMinute, () => clock.now());
   const checkLogin = loginLimit(loginLimiter);
   const isBootstrap = (req: express.Request) => req.path === '/bootstrap';
 
@@ -287,7 +291,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     (isBootstrap(req) ? bootstrapJson : isLogin(req) ? loginJson : json)(req, res, next);
   });
   app.use('/v1', sessionRoutes({ sessions, limiter: loginLimiter }));
-  app.use('/v1', bootstrapRoutes({ identity, limiter: new FailureLimiter(config.bootstrapFailuresPerMinute) }));
+  app.use('/v1', bootstrapRoutes({ identity, limiter: shared ? new SharedFailureLimiter(db, 'bootstrap', config.bootstrapFailuresPerMinute, () => clock.now()) : new FailureLimiter(config.bootstrapFailuresPerMinute) }));
   app.use('/v1/clusters/:cid/vpn', vpnAdminRoutes({ accounts, vpn }));
   app.use('/v1/bundles', bundleRoutes({ accounts, bundles }));
   app.use('/v1/instances', instanceRoutes({ accounts, bundles }));
@@ -368,7 +372,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     reaper.unref();
   }
 
-  const retention = new Retention({ db, clock, log, retentionSeconds: config.retentionSeconds });
+  const retention = new Retention({ db, clock, log, retentionSeconds: config.retentionSeconds, sweepRateLimits: shared });
   retention.start();
   sessions.start();
   if (opts.driftScheduler !== false) drift.start();

@@ -17,6 +17,7 @@ import * as m0008 from './migrations/0008_drift_schedule.ts';
 import * as m0009 from './migrations/0009_sessions.ts';
 import * as m0011 from './migrations/0011_shared_secrets.ts';
 import * as m0013 from './migrations/0013_source_bundle.ts';
+import * as m0014 from './migrations/0014_rate_limits.ts';
 import type { Database } from './schema.ts';
 import { postgresSchema } from './postgres-schema.ts';
 
@@ -35,6 +36,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0009_sessions': m0009,
   '0011_shared_secrets': m0011,
   '0013_source_bundle': m0013,
+  '0014_rate_limits': m0014,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

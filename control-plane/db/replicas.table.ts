@@ -6,3 +6,11 @@ export interface SharedSecretsTable {
   version: number;
   updated_at: number;
 }
+
+/** rate_limits (migration 0014): counters the replicas share on PostgreSQL (limits.repository.ts). */
+export interface RateLimitsTable {
+  key: string;
+  /** When the key's current window opened (epoch ms, the database's clock). */
+  window_start: number;
+  count: number;
+}

@@ -5,7 +5,7 @@ import type { ApiTokensTable, BootstrapTokensTable } from './tokens.table.ts';
 import type { BundleSourcesTable, InstanceVersionsTable, InstancesTable } from './bundles.table.ts';
 import type { VpnNodesTable, VpnUsersTable } from './vpn.table.ts';
 import type { SessionsTable } from './sessions.table.ts';
-import type { SharedSecretsTable } from './replicas.table.ts';
+import type { RateLimitsTable, SharedSecretsTable } from './replicas.table.ts';
 
 export interface Database {
   accounts: AccountsTable;
@@ -24,4 +24,5 @@ export interface Database {
   instance_versions: InstanceVersionsTable;
   sessions: SessionsTable;
   shared_secrets: SharedSecretsTable;
+  rate_limits: RateLimitsTable;
 }

@@ -23,19 +23,19 @@ import type { Config } from '../config.ts';
 import type { Durability } from '../db/durability.ts';
 import { authenticateAgent } from './auth.ts';
 import { describeError, idParam, logRefusal } from './errors.ts';
-import type { FailureLimiter } from './rate-limit.ts';
+import type { FailureLimits } from './rate-limit.ts';
 
-export function bootstrapRoutes(deps: { identity: IdentityService; limiter: FailureLimiter }): Router {
+export function bootstrapRoutes(deps: { identity: IdentityService; limiter: FailureLimits }): Router {
   const r = Router();
   r.post('/bootstrap', async (req, res) => {
     const who = req.socket.remoteAddress ?? 'unknown';
-    deps.limiter.check(who);
+    await deps.limiter.check(who);
     try {
       res.status(201).json(await deps.identity.bootstrap(bootstrapRequestSchema.parse(req.body)));
     } catch (err) {
       // Every refusal counts, a bad CSR as much as a bad token: a holder of one valid token must
       // not get unlimited tries at the CSR checks (they cost parsing and, past them, a signature check).
-      if (!(err instanceof TetherError && err.code === 'rate_limited')) deps.limiter.fail(who);
+      if (!(err instanceof TetherError && err.code === 'rate_limited')) await deps.limiter.fail(who);
       throw err;
     }
   });

@@ -8,7 +8,7 @@ import { Router, type Request, type RequestHandler, type Response } from 'expres
 import { z } from 'zod';
 import { TetherError, unauthorized } from '../../common/errors.ts';
 import { SESSION_COOKIE, type Session, type SessionsService } from '../sessions/sessions.service.ts';
-import type { FailureLimiter } from './rate-limit.ts';
+import type { FailureLimits } from './rate-limit.ts';
 
 /** A sign-in body holds one token: anything larger is refused before it is read. */
 export const LOGIN_BODY_LIMIT_BYTES = 1024;
@@ -21,10 +21,11 @@ export const isLogin = (req: Request): boolean => req.method === 'POST' && req.p
 const who = (req: Request) => req.socket.remoteAddress ?? 'unknown';
 
 /** Refuses an address with too many failed sign-ins (429) before its body is read. */
-export function loginLimit(limiter: FailureLimiter): RequestHandler {
+export function loginLimit(limiter: FailureLimits): RequestHandler {
   return (req, _res, next) => {
-    limiter.check(who(req));
-    next();
+    const checked = limiter.check(who(req)); // in memory: returns (or throws) at once
+    if (checked) checked.then(() => next(), next);
+    else next();
   };
 }
 
@@ -36,7 +37,7 @@ function current(res: Response): Session {
   return s;
 }
 
-export function sessionRoutes(deps: { sessions: SessionsService; limiter: FailureLimiter }): Router {
+export function sessionRoutes(deps: { sessions: SessionsService; limiter: FailureLimits }): Router {
   const { sessions, limiter } = deps;
   const r = Router();
 
@@ -46,7 +47,7 @@ export function sessionRoutes(deps: { sessions: SessionsService; limiter: Failur
     try {
       created = await sessions.create(token);
     } catch (err) {
-      if (err instanceof TetherError && err.status === 401) limiter.fail(who(req));
+      if (err instanceof TetherError && err.status === 401) await limiter.fail(who(req));
       throw err;
     }
     res.set({ 'set-cookie': cookie(created.secret, sessions.maxAgeSeconds(created.expiresAt)), 'cache-control': 'no-store' });

@@ -33,7 +33,7 @@ import type { Metrics } from '../metrics.ts';
 import type { Durability } from '../db/durability.ts';
 import { Dispatcher } from './dispatcher.ts';
 import { redactText } from './redact.ts';
-import { LogQuota } from './log-quota.ts';
+import { LogQuota, type LogRate } from './log-quota.ts';
 
 /** What a log line costs the quota beyond its text (its row, index entry, timestamp and stream). */
 const LOG_LINE_OVERHEAD_BYTES = 32;
@@ -65,6 +65,8 @@ export interface QueueDeps {
   log: Logger;
   /** The claim is answered once it is on disk; a poll whose agent left meanwhile gives it back. */
   durability?: Durability;
+  /** The per-agent log rate; default in this process (LogQuota), shared across replicas on PostgreSQL. */
+  logRate?: LogRate;
 }
 
 export class QueueService {
@@ -77,11 +79,11 @@ export class QueueService {
    */
   private readonly hotLog: Logger;
 
-  private readonly logQuota: LogQuota;
+  private readonly logQuota: LogRate;
 
   constructor(deps: QueueDeps) {
     this.d = deps;
-    this.logQuota = new LogQuota(deps.config.logBytesPerAgentPerSecond);
+    this.logQuota = deps.logRate ?? new LogQuota(deps.config.logBytesPerAgentPerSecond);
     this.events.setMaxListeners(0);
     this.hotLog = deps.log.child({}, { redact: { paths: [] } });
   }
@@ -287,7 +289,7 @@ export class QueueService {
   async appendLogs(agent: AgentPrincipal, id: number, leaseId: string, lines: LogLine[]): Promise<number> {
     let bytes = 0;
     for (const l of lines) bytes += Buffer.byteLength(l.text) + LOG_LINE_OVERHEAD_BYTES;
-    this.logQuota.take(agent.agentId, bytes);
+    await this.logQuota.take(agent.agentId, bytes);
     const row = await this.commandInScope(agent, id);
     if (row.lease_id !== leaseId || row.claimed_by !== agent.agentId) {
       throw conflict(`the lease for job ${id} is no longer held by this attempt`, 'stale_lease');

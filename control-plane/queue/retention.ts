@@ -13,6 +13,7 @@ import type { Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { Db } from '../db/database.ts';
 import { checkpoint, deleteCommands, deleteLogsOf, expiredCommands } from '../db/retention.repository.ts';
+import { sweepWindows } from '../db/limits.repository.ts';
 
 export interface RetentionOptions {
   db: Db;
@@ -23,6 +24,8 @@ export interface RetentionOptions {
   /** Commands per batch, and log lines per DELETE. */
   commandsPerBatch?: number;
   linesPerBatch?: number;
+  /** Replicas on PostgreSQL: also delete rate-limit windows closed for an hour (even with retention off). */
+  sweepRateLimits?: boolean;
 }
 
 export class Retention {
@@ -32,11 +35,11 @@ export class Retention {
   private stopped = false;
 
   constructor(o: RetentionOptions) {
-    this.o = { intervalMs: 10 * 60_000, commandsPerBatch: 50, linesPerBatch: 500, ...o };
+    this.o = { intervalMs: 10 * 60_000, commandsPerBatch: 50, linesPerBatch: 500, sweepRateLimits: false, ...o };
   }
 
   start(): void {
-    if (this.o.retentionSeconds <= 0) return;
+    if (this.o.retentionSeconds <= 0 && !this.o.sweepRateLimits) return;
     const tick = () => {
       this.sweep()
         .catch((err: unknown) => this.o.log.error({ err }, 'retention sweep failed'))
@@ -62,6 +65,8 @@ export class Retention {
 
   private async run(): Promise<{ commands: number; lines: number }> {
     const { db, clock, log, retentionSeconds, commandsPerBatch, linesPerBatch } = this.o;
+    if (this.o.sweepRateLimits) await sweepWindows(db, clock.now() - 3600_000); // every window is at most a minute
+    if (retentionSeconds <= 0) return { commands: 0, lines: 0 };
     const cutoff = clock.now() - retentionSeconds * 1000;
     let commands = 0;
     let lines = 0;
