@@ -178,6 +178,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     log,
     onNodeJoined: (n) => vpn.onNodeJoined(n),
     onNodeLeft: (n) => vpn.onNodeLeft(n),
+    sharedRenewals: storage.dialect === 'postgres',
     // A revoked agent's held polls are answered (403) and its connections closed now; the
     // commands it held are requeued now rather than when their leases would have run out.
     // On every replica (dispatcher.onRevoked below).

@@ -13,6 +13,7 @@ import type { Db } from '../db/database.ts';
 import * as agents from '../db/agents.repository.ts';
 import * as tokens from '../db/tokens.repository.ts';
 import { getCluster } from '../db/accounts.repository.ts';
+import { addToWindow, clearWindow } from '../db/limits.repository.ts';
 import { issueAgentCertificate, type CaMaterial } from '../pki/ca.ts';
 import { BOOTSTRAP_PREFIX, hashSecret, newToken, parseToken, secretMatches } from '../auth/secrets.ts';
 import type { Config } from '../config.ts';
@@ -30,6 +31,12 @@ export interface IdentityDeps {
   onNodeLeft?: (node: AgentPrincipal) => Promise<void>;
   /** Called once an agent's revocation is committed: end its held polls and connections at once. */
   onAgentRevoked?: (agentId: string) => void;
+  /**
+   * Replicas on PostgreSQL: one renewal at a time per agent across them (a `renew:<agent>` row in
+   * rate_limits, taken by a conditional upsert, freed at the end or a minute later), and a
+   * renewal window remembered here is only trusted to refuse (another replica may have renewed).
+   */
+  sharedRenewals?: boolean;
 }
 
 export class IdentityService {
@@ -140,7 +147,7 @@ export class IdentityService {
 
   /** Agents with a renewal in progress: one at a time each. */
   private readonly renewing = new Set<string>();
-  /** When each agent's newest certificate may be renewed (only this process issues certificates). */
+  /** When each agent's newest certificate may be renewed, as this process last saw it (see sharedRenewals). */
   private readonly renewalWindows = new Map<string, { opensAt: number; notAfter: number }>();
 
   private rememberWindow(agentId: string, notBefore: number, notAfter: number) {
@@ -158,25 +165,25 @@ export class IdentityService {
    */
   async renew(agent: AgentPrincipal, csr: string) {
     const { config, clock, db } = this.d;
-    if (this.renewing.has(agent.agentId)) {
-      throw new TetherError('renewal_in_progress', 'a renewal for this agent is already in progress', { status: 429, retryable: true });
-    }
+    const inProgress = () => new TetherError('renewal_in_progress', 'a renewal for this agent is already in progress', { status: 429, retryable: true });
+    if (this.renewing.has(agent.agentId)) throw inProgress();
+    const shared = this.d.sharedRenewals === true;
+    // Remembered per agent, so a storm of early renewals costs a map lookup each, not a query. A
+    // newer certificate only moves the window later, so a remembered one that is not open yet
+    // refuses for every replica; an open one is checked against the database when replicas share it.
+    const remembered = this.renewalWindows.get(agent.agentId);
+    if (shared && remembered && clock.now() < remembered.opensAt) throw this.tooEarly(remembered);
+    const lockKey = `renew:${agent.agentId}`;
+    if (shared && !(await addToWindow(db, lockKey, 1, 60_000, clock.now(), 1)).added) throw inProgress();
     this.renewing.add(agent.agentId);
     try {
       const now = clock.now();
-      // Remembered per agent, so a storm of early renewals costs a map lookup each, not a query.
-      let window = this.renewalWindows.get(agent.agentId);
+      let window = shared ? undefined : remembered;
       if (!window) {
         const current = await agents.newestCertificate(db, agent.agentId);
         if (current) window = this.rememberWindow(agent.agentId, current.not_before, current.not_after);
       }
-      if (window && now < window.opensAt) {
-        throw new TetherError(
-          'renewal_too_early',
-          `the certificate expires at ${iso(window.notAfter)}; renewal opens at ${iso(Math.ceil(window.opensAt))} (when ${Math.round(config.renewWithinFraction * 100)}% of its lifetime is left)`,
-          { status: 429 },
-        );
-      }
+      if (window && now < window.opensAt) throw this.tooEarly(window);
       const cert = await issueAgentCertificate(this.d.ca, csr, agent, config.certificateTtlDays * 86400_000, now);
       await agents.insertCertificate(db, { serial: cert.serial, agent_id: agent.agentId, not_before: cert.notBefore, not_after: cert.notAfter, revoked_at: null, created_at: now });
       this.rememberWindow(agent.agentId, cert.notBefore, cert.notAfter);
@@ -184,7 +191,16 @@ export class IdentityService {
       return { certificate: cert.certPem, expiresAt: iso(cert.notAfter)! };
     } finally {
       this.renewing.delete(agent.agentId);
+      if (shared) await clearWindow(db, lockKey).catch((err: unknown) => this.d.log.warn({ err, agentId: agent.agentId }, 'renewal lock not freed (it lapses within a minute)'));
     }
+  }
+
+  private tooEarly(window: { opensAt: number; notAfter: number }) {
+    return new TetherError(
+      'renewal_too_early',
+      `the certificate expires at ${iso(window.notAfter)}; renewal opens at ${iso(Math.ceil(window.opensAt))} (when ${Math.round(this.d.config.renewWithinFraction * 100)}% of its lifetime is left)`,
+      { status: 429 },
+    );
   }
 
   async revoke(aid: string, agentId: string) {

@@ -12,10 +12,11 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentClient, bootstrapAgent } from '../../common/agent/agent-client.ts';
 import { ManualClock } from '../../common/clock.ts';
-import { generateKeyPair } from '../../common/csr.ts';
+import { createCsr, generateKeyPair } from '../../common/csr.ts';
 import { silentLogger } from '../../common/logger.ts';
 import type { HttpError } from '../../common/http-client.ts';
 import type { CommandView } from '../../common/wire.ts';
+import type { TetherError } from '../../common/errors.ts';
 import { startControlPlane, type ControlPlane } from '../../control-plane/app.ts';
 import { REPO_ROOT, removeDir, tempDir } from '../support/control-plane.ts';
 import { freshDatabase, onPostgres } from '../support/postgres.ts';
@@ -23,6 +24,7 @@ import { readTree } from '../support/bundles.ts';
 import { bareRepo } from '../cluster-agent/support.ts';
 
 const LIMIT = 4;
+const DAY = 86400_000;
 const LOG_RATE = 1024; // bytes/s, the least the config takes: a window of 8 s holds 8192 bytes
 
 interface Reply {
@@ -98,11 +100,14 @@ for (const mode of ['two replicas on one PostgreSQL', 'one server on SQLite'] as
       b = replicated ? await start(url) : a;
       token = readFileSync(a.adminTokenFile, 'utf8').trim();
       // The agents first: once the bootstrap limit is reached, this address bootstraps no more.
-      for (const cid of ['lim1', 'drf1']) {
+      // Those that renew got their 30-day certificates 20 days ago (renewal opened 5 days ago).
+      for (const cid of ['lim1', 'drf1', 'ren1', 'ren2']) {
         assert.equal((await admin(a, 'POST', '/v1/clusters', { cid })).status, 201);
         const bt = (await admin(b, 'POST', '/v1/tokens', { cluster: cid, role: 'cluster-agent' })).json.token as string;
         const keys = generateKeyPair();
-        agents.set(cid, { id: await bootstrapAgent({ url: a.url, caPem: a.ca.caCertPem, token: bt, keys }), keys });
+        const old = cid.startsWith('ren');
+        if (old) clock.advance(-20 * DAY);
+        agents.set(cid, { id: await bootstrapAgent({ url: a.url, caPem: a.ca.caCertPem, token: bt, keys }).finally(() => old && clock.advance(20 * DAY)), keys });
       }
     });
     after(async () => {
@@ -111,6 +116,29 @@ for (const mode of ['two replicas on one PostgreSQL', 'one server on SQLite'] as
       if (b !== a) await b?.close();
       for (const d of dirs.splice(0)) removeDir(d);
       if (dir) removeDir(dir);
+    });
+
+    it('certificate renewals: one at a time per agent across replicas, and a renewal on A closes the window on B', async () => {
+      const now = clock.now();
+      const csr = (cid: string) => createCsr(agents.get(cid)!.keys, 'renew');
+      const tooEarly = (e: TetherError) => e.status === 429 && e.code === 'renewal_too_early';
+      // B sees the first certificate's window while it is closed (and remembers it); A renews once
+      // it is open; B is asked next with the old certificate: A's new one is what counts.
+      const [onA, onB] = [clientOf('ren1', a), clientOf('ren1', b)];
+      clock.set(now - 19 * DAY);
+      await assert.rejects(onB.renew(csr('ren1')), tooEarly);
+      clock.set(now);
+      await onA.renew(csr('ren1'));
+      await assert.rejects(onB.renew(csr('ren1')), tooEarly, 'one certificate per window, whichever replica is asked');
+      // Two at once, on A and on B: one is issued, the other refused (in progress, or too early after it).
+      const [r1, r2] = await Promise.allSettled([clientOf('ren2', a).renew(csr('ren2')), clientOf('ren2', b).renew(csr('ren2'))]);
+      const issued = [r1, r2].filter((r) => r.status === 'fulfilled');
+      assert.equal(issued.length, 1, JSON.stringify([r1, r2].map((r) => (r.status === 'rejected' ? (r.reason as TetherError).code : 'issued'))));
+      const refusedOne = [r1, r2].find((r) => r.status === 'rejected') as PromiseRejectedResult;
+      assert.ok(['renewal_in_progress', 'renewal_too_early'].includes((refusedOne.reason as TetherError).code), String(refusedOne.reason));
+      const certs = await a.db.selectFrom('certificates').select('serial').where('agent_id', 'in', [agents.get('ren1')!.id.agentId, agents.get('ren2')!.id.agentId]).execute();
+      assert.equal(certs.length, 4, 'two agents, each its first certificate and one renewal');
+      assert.deepEqual((await a.db.selectFrom('rate_limits').select('key').where('key', 'like', 'renew:%').execute()), [], 'the renewal locks are freed');
     });
 
     it(`failed bootstraps from one address, alternating between the replicas, are refused 429 from the ${LIMIT + 1}th on, wherever it lands`, async () => {
