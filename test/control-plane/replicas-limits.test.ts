@@ -171,14 +171,15 @@ for (const mode of ['two replicas on one PostgreSQL', 'one server on SQLite'] as
       const job = (await admin(a, 'POST', '/v1/commands', { target: { cluster: 'lim1' }, type: 'manifest', spec: { manifests: 'kind: X' } })).json as CommandView;
       const { command } = await onA.poll(0);
       assert.equal(command?.id, job.id);
-      // 3 lines of 1000 bytes: 3096 bytes counted (32 a line more); two fit in 8192, three do not.
-      const batch = [0, 1, 2].map(() => ({ stream: 'stdout' as const, text: 'x'.repeat(1000) }));
+      // 3 lines of 1300 bytes: 3996 bytes counted (32 a line more); two fit in 8192, three do not
+      // (in memory the bucket refills 1024 bytes a second: the third would need 3.7 s more).
+      const batch = [0, 1, 2].map(() => ({ stream: 'stdout' as const, text: 'x'.repeat(1300) }));
       await onA.logs(job.id, command.leaseId, batch);
       await onA.logs(job.id, command.leaseId, batch);
       await assert.rejects(onB.logs(job.id, command.leaseId, batch), (e: HttpError) => e.status === 429 && e.code === 'rate_limited');
       await assert.rejects(onA.logs(job.id, command.leaseId, batch), (e: HttpError) => e.status === 429 && e.code === 'rate_limited');
-      // A refused batch took nothing: what is left (8192 - 6192) still takes a small one, on B.
-      await onB.logs(job.id, command.leaseId, [{ stream: 'stdout', text: 'y'.repeat(1000) }]);
+      // A refused batch took nothing: what is left (8192 - 7992) still takes a small one, on B.
+      await onB.logs(job.id, command.leaseId, [{ stream: 'stdout', text: 'y'.repeat(100) }]);
       const lines = (await admin(a, 'GET', `/v1/commands/${job.id}/logs`)).json.lines as { text: string }[];
       assert.equal(lines.filter((l) => l.text.startsWith('xxx')).length, 6);
       assert.equal(lines.filter((l) => l.text.startsWith('yyy')).length, 1);
