@@ -12,7 +12,6 @@
 import { sql } from 'kysely';
 import type { Db } from './database.ts';
 
-
 export interface Counted {
   /** What the key's window holds after this call (unchanged when refused). */
   count: number;
@@ -24,8 +23,8 @@ export interface Counted {
 
 /**
  * Adds `amount` to the key's window, but only while it stays within `limit` (no limit: always).
- * One statement: a refused add leaves the row as it was and returns it from a second read only
- * then (the refusal is the rare path).
+ * One statement; a refused add leaves the row as it was (the upsert's WHERE is false: no row is
+ * returned), and only then a second statement reads the window for the answer.
  */
 export async function addToWindow(db: Db, key: string, amount: number, windowMs: number, now: number, limit?: number): Promise<Counted> {
   const NOW = sql`${now}::bigint`;
