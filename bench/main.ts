@@ -49,6 +49,7 @@ const { values: flags } = parseArgs({
     'drift-interval-seconds': { type: 'string' },
     durability: { type: 'string' },
     database: { type: 'string' },
+    replicas: { type: 'string' }, // --only replicas: agents=500,commands=5000,dispatch=500,window=30,pg-durable=on|off,setups=sqlite+pg1+pg2 (bench/replicas.ts)
   },
   allowPositionals: false,
 });
@@ -691,6 +692,7 @@ try {
   if (scenarios.has('cli')) await cli();
   if (scenarios.has('backup')) await backup();
   if (scenarios.has('drift')) await drift();
+  if (scenarios.has('replicas')) results.replicas = await (await import('./replicas.ts')).replicasBench({ cfg: (await import('./lib/replicas.plan.ts')).parseReplicasOption(flags.replicas), runDir, perProcess: cfg.perProcess, rampMs: rampFor, log, row, targets }); // not in the default set: --only replicas
   if (scenarios.has('console')) results.console = await (await import('./console.ts')).consoleBench({ agents: 10_000, commands: 100_000, clusters: 50, runs: quick ? 3 : 7, row }); // not in the default set: --only console (bench/console.ts)
 } finally {
   if (durability) rows.unshift({ figure: 'durability', measure: 'what an answer of the control plane promises', value: durability.mode === 'FULL' ? `FULL: on disk before it is answered (${durability.method})` : 'NORMAL: committed to the WAL (survives kill -9, not a power cut)' });
