@@ -23,8 +23,8 @@ export interface BenchPostgres {
   database(name: string): Promise<string>;
   /** CPU ms of each process of the tree now (the postmaster's own plus its reaped children's). */
   cpuSample(): Map<number, number>;
-  /** RSS (bytes) summed over its processes (shared memory counted once per process that touched it). */
-  rssBytes(): number;
+  /** Memory (bytes) of its processes: PSS summed (shared buffers split between the processes that map them, so counted once). */
+  pssBytes(): number;
   stop(): Promise<void>;
 }
 
@@ -120,8 +120,16 @@ export async function startPostgres(o: { durable: boolean }): Promise<BenchPostg
     cpuSample() {
       return new Map(tree().map(([p, [, own, reaped]]) => [p, p === pid ? own + reaped : own]));
     },
-    rssBytes() {
-      return tree().reduce((a, [, [, , , rss]]) => a + rss, 0);
+    pssBytes() {
+      let kb = 0;
+      for (const [p] of tree()) {
+        try {
+          kb += Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/smaps_rollup`, 'utf8'))?.[1] ?? 0);
+        } catch {
+          /* gone meanwhile */
+        }
+      }
+      return kb * 1024;
     },
     async stop() {
       process.off('exit', cleanup);
