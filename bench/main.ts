@@ -51,6 +51,7 @@ const { values: flags } = parseArgs({
     durability: { type: 'string' },
     database: { type: 'string' },
     duration: { type: 'string' },
+    replicas: { type: 'string' }, // --only replicas: agents=500,commands=5000,dispatch=500,window=30,pg-durable=on|off,setups=sqlite+pg1+pg2 (bench/replicas.ts)
   },
   allowPositionals: false,
 });
@@ -693,6 +694,7 @@ try {
   if (scenarios.has('cli')) await cli();
   if (scenarios.has('backup')) await backup();
   if (scenarios.has('drift')) await drift();
+  if (scenarios.has('replicas')) results.replicas = await (await import('./replicas.ts')).replicasBench({ cfg: (await import('./lib/replicas.plan.ts')).parseReplicasOption(flags.replicas), runDir, perProcess: cfg.perProcess, rampMs: rampFor, log, row, targets }); // not in the default set: --only replicas
   if (scenarios.has('console')) results.console = await (await import('./console.ts')).consoleBench({ agents: 10_000, commands: 100_000, clusters: 50, runs: quick ? 3 : 7, row }); // not in the default set: --only console (bench/console.ts)
   if (scenarios.has('node-soak')) await nodeSoak({ seconds: parseDuration(flags.duration ?? (quick ? '60s' : '10m')), runDir, log, row, results });
 } finally {

@@ -49,7 +49,11 @@ export interface BenchServer {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
-export async function startServer(o: { dataDir: string; port: number; logFile: string; extraArgs?: string[]; env?: NodeJS.ProcessEnv; nodeArgs?: string[] }): Promise<BenchServer> {
+/**
+ * `adminToken`: for a replica on PostgreSQL whose data folder has none (the admin token is written
+ * to the folder of the replica that created the account only).
+ */
+export async function startServer(o: { dataDir: string; port: number; logFile: string; extraArgs?: string[]; env?: NodeJS.ProcessEnv; nodeArgs?: string[]; adminToken?: string }): Promise<BenchServer> {
   mkdirSync(o.dataDir, { recursive: true });
   const fd = openSync(o.logFile, 'a');
   // Started as deployed: `tether server` (bin/tether sets the control plane's Node flags); extra
@@ -83,7 +87,7 @@ export async function startServer(o: { dataDir: string; port: number; logFile: s
       await sleep(100);
     }
   }
-  const adminToken = readFileSync(join(o.dataDir, 'admin-token'), 'utf8').trim();
+  const adminToken = o.adminToken ?? readFileSync(join(o.dataDir, 'admin-token'), 'utf8').trim();
   const admin = new HttpClient({ baseUrl: url, ca: caPem, bearerToken: adminToken, timeoutMs: 60_000 });
   const durability = await readDurability(o.logFile);
   let metricsToken = adminToken;
