@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { mkdirSync, writeFileSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -15,6 +15,7 @@ import { ensureIdentities, identityDir, clusterOf } from './lib/identities.ts';
 import { Fleet } from './lib/fleet.ts';
 import { CountingProxy } from './lib/proxy.ts';
 import { freePort } from './lib/net.ts';
+import { run, stopAgentInNetns } from './lib/netns.ts';
 import { BENCH_CACHE, REPO_ROOT, ProcWatcher, loadAverage, mb, nowMs, procSample, sleep, summarize, type LatencySummary } from './lib/util.ts';
 import { HttpClient } from '../common/http-client.ts';
 import { hostile } from './hostile.ts';
@@ -487,22 +488,8 @@ async function footprint() {
     targets.add({ name: 'node agent idle CPU, with its children', value: r.cpuPercentWithChildren, unit: '%', comparison: '<', target: 0.5 });
     targets.add({ name: 'node agent bytes on the wire', value: r.kbPerHour, unit: 'KB/hour', comparison: '<=', target: 300 });
   } finally {
-    if (agentPid) {
-      try {
-        process.kill(agentPid, 'SIGTERM');
-      } catch {
-        /* gone */
-      }
-      await sleep(3000);
-      // Whatever else runs in the agent's namespace (the relay, wireguard-go) was started by this run.
-      for (const pid of pidsInNetns(netns)) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
-    }
+    // Whatever else runs in the agent's namespace (the relay, wireguard-go) was started by this run.
+    if (agentPid) await stopAgentInNetns(agentPid, netns);
     await proxy.close();
     await s.stop();
   }
@@ -518,31 +505,7 @@ function childrenCpu(pid: number): number {
   }
 }
 
-function pidsInNetns(ns: string): number[] {
-  if (!ns) return [];
-  const mine = readlinkSync('/proc/self/ns/net');
-  if (ns === mine) return [];
-  const out: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      if (readlinkSync(`/proc/${d}/ns/net`) === ns) out.push(Number(d));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
 
-function run(cmd: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TETHER_LOG_LEVEL: 'warn' } });
-    let out = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (out += d));
-    p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${args[1]} exited ${code}: ${out}`))));
-  });
-}
 
 // ------------------------------------------------------------------ 6. storage
 

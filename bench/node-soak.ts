@@ -24,6 +24,7 @@ import { join } from 'node:path';
 import { startServer, withNofile } from './lib/server.ts';
 import { CountingProxy } from './lib/proxy.ts';
 import { freePort } from './lib/net.ts';
+import { run, stopAgentInNetns } from './lib/netns.ts';
 import { REPO_ROOT, sleep } from './lib/util.ts';
 
 export interface SoakContext {
@@ -206,47 +207,11 @@ export async function nodeSoak(c: SoakContext): Promise<void> {
     c.row('5 node agent soak', 'idle CPU', `${r.cpuPercent} % (${r.cpuPercentWithChildren} % with children), ${r.cpuMsPerHeartbeatInterval} ms per 5 s`, '< 0.5 %', r.cpuPercentWithChildren < 0.5);
     c.row('5 node agent soak', 'V8 heap used', r.heapUsedMB ? `${r.heapUsedMB.first} → ${r.heapUsedMB.last} MB (max ${r.heapUsedMB.max})` : 'no report');
   } finally {
-    if (pid) {
-      try {
-        process.kill(pid, 'SIGTERM');
-      } catch {
-        /* gone */
-      }
-      await sleep(3000);
-      // Whatever else runs in the agent's namespace (the relay, wireguard-go) was started by this run.
-      for (const p of pidsInNetns(netns)) {
-        try {
-          process.kill(p, 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
-    }
+    // Whatever else runs in the agent's namespace (the relay, wireguard-go) was started by this run.
+    if (pid) await stopAgentInNetns(pid, netns);
     await proxy.close();
     await s.stop();
   }
 }
 
-function pidsInNetns(ns: string): number[] {
-  if (!ns || ns === readlinkSync('/proc/self/ns/net')) return [];
-  const out: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      if (readlinkSync(`/proc/${d}/ns/net`) === ns) out.push(Number(d));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
 
-function run(cmd: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TETHER_LOG_LEVEL: 'warn' } });
-    let out = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (out += d));
-    p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${args[0]} exited ${code}: ${out}`))));
-  });
-}
