@@ -149,7 +149,10 @@ export function Confirm(props: { open: boolean; title: string; children: Compone
 
 /** Polls `load` every `ms` while the page is shown (and once at once); returns the last value and error. */
 export function usePoll<T>(load: (signal: AbortSignal) => Promise<T>, ms: number, deps: unknown[] = []): { data: T | undefined; error: string | null; reload: () => void } {
-  const [data, setData] = useState<T | undefined>(undefined);
+  // Data is kept with the deps it was loaded for: after a filter or page change the old list is not
+  // shown under the new query (it reads as undefined, "Loading…", until the new answer arrives).
+  const key = JSON.stringify(deps);
+  const [loaded, setLoaded] = useState<{ key: string; data: T } | undefined>(undefined);
   const [error, setError] = useState<string | null>(null);
   const [n, setN] = useState(0);
   useEffect(() => {
@@ -157,7 +160,9 @@ export function usePoll<T>(load: (signal: AbortSignal) => Promise<T>, ms: number
     let timer: ReturnType<typeof setTimeout> | undefined;
     const tick = async () => {
       try {
-        setData(await load(ctl.signal));
+        const data = await load(ctl.signal);
+        if (ctl.signal.aborted) return; // answered for deps that are gone
+        setLoaded({ key, data });
         setError(null);
       } catch (e) {
         if (!ctl.signal.aborted) setError(e instanceof Error ? e.message : String(e));
@@ -169,8 +174,8 @@ export function usePoll<T>(load: (signal: AbortSignal) => Promise<T>, ms: number
       ctl.abort();
       clearTimeout(timer);
     };
-  }, [...deps, n]);
-  return { data, error, reload: () => setN((x) => x + 1) };
+  }, [key, n]);
+  return { data: loaded?.key === key ? loaded.data : undefined, error, reload: () => setN((x) => x + 1) };
 }
 
 export function KeyValues(props: { values: Record<string, unknown> | null | undefined; empty?: string; link?: boolean }) {

@@ -213,8 +213,11 @@ describe('console: in a real browser against a real control plane and node agent
     await page.getByLabel('State').selectOption('cancelled');
     await page.getByRole('button', { name: 'Filter' }).click();
     await page.waitForURL(/state=cancelled/);
-    await page.getByRole('link', { name: `#${id}` }).waitFor();
-    assert.equal(await page.getByRole('link', { name: `#${jobId}` }).count(), 0, 'the succeeded job is filtered out');
+    // The URL changes before the filtered answer arrives: wait for the succeeded job to leave the list
+    // (it times out, failing the test, if the filter does not apply), then every row left is cancelled.
+    await page.getByRole('link', { name: `#${jobId}`, exact: true }).waitFor({ state: 'detached', timeout: 10_000 });
+    await page.getByRole('link', { name: `#${id}`, exact: true }).waitFor();
+    assert.deepEqual(new Set(await page.locator('tbody td[data-label="State"]').allInnerTexts()), new Set(['cancelled']), 'only cancelled jobs listed');
     await check('jobs');
   });
 
@@ -267,7 +270,9 @@ describe('console: in a real browser against a real control plane and node agent
     await jobsLink.click();
     await page.waitForURL(/\/jobs$/);
     await page.getByRole('heading', { name: 'Jobs' }).waitFor();
-    assert.equal(await page.evaluate('document.activeElement?.id'), 'main', 'after a navigation the focus is on the new content');
+    // The focus moves in an effect that runs after the new page has painted: wait for it (this times
+    // out, failing, if it never moves).
+    await waitTrue(`document.activeElement?.id === 'main'`, 5_000); // after a navigation the focus is on the new content
     await page.setViewportSize({ width: 1280, height: 800 });
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.waitForURL(/\/signin/);
