@@ -20,5 +20,11 @@ if [ "$(id -u)" = 0 ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql
 fi
+# mimalloc (Debian's libmimalloc2.0), the control plane's allocator (bin/tether server;
+# test/control-plane/server-allocator.test.ts).
+if [ "$(id -u)" = 0 ] && ! dpkg -s libmimalloc2.0 >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libmimalloc2.0
+fi
 if [ $# -eq 0 ]; then set -- "test/**/*.test.ts"; fi
 exec node_modules/.bin/mocha "$@"

@@ -87,6 +87,8 @@ program
   .option('--database-pool-size <n>', 'PostgreSQL connections of this process (env TETHER_DATABASE_POOL_SIZE; default 10)', (v) => intArg(v, '--database-pool-size'))
   .action(async (o: { caKeyEncryptionKeyFile?: string; database?: string; databasePoolSize?: number; dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean; tlsCert?: string; tlsKey?: string; retention: string; durability: string; driftInterval: string }) => {
     process.umask(0o077); // the database, keys and tokens are for this user only
+    // bin/tether preloads mimalloc into the control plane alone: not into the programs it runs.
+    if (process.env.TETHER_PRELOADED_MALLOC && process.env.LD_PRELOAD === process.env.TETHER_PRELOADED_MALLOC) delete process.env.LD_PRELOAD;
     if (!o.tlsCert !== !o.tlsKey) throw new UsageError('--tls-cert and --tls-key go together (or TETHER_TLS_CERT and TETHER_TLS_KEY)');
     // SIGHUP (systemctl reload) reloads the certificate; until the server is up it is ignored (the start reads the files).
     let reload = () => {};

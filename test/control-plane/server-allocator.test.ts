@@ -1,0 +1,75 @@
+/**
+ * `bin/tether server` runs the control plane on mimalloc when it is installed (issue 18: glibc's
+ * malloc held ~13-15 KB more per idle agent connection, docs/performance.md), glibc's malloc with
+ * TETHER_MALLOC=system, and refuses any other value. Checked on the real process: the libraries
+ * mapped in /proc/<pid>/maps. CI installs Debian's libmimalloc2.0 (.ci/run).
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { REPO_ROOT, freePort, removeDir, stopProcess, tempDir } from '../support/control-plane.ts';
+
+const MIMALLOC = ['/usr/lib/x86_64-linux-gnu/libmimalloc.so.2', '/usr/lib/aarch64-linux-gnu/libmimalloc.so.2'];
+
+/** Starts bin/tether server; resolves once ready (or with its exit code and output if it stops first). */
+function startBin(dataDir: string, port: number, env: NodeJS.ProcessEnv): Promise<{ proc: ChildProcess; ready: boolean; code: number | null; output: string }> {
+  const proc = spawn('bash', [join(REPO_ROOT, 'bin/tether'), 'server', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`], {
+    env: { ...process.env, TETHER_LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  return new Promise((resolve) => {
+    const seen = (d: Buffer) => {
+      output += d;
+      if (output.includes('control plane ready')) resolve({ proc, ready: true, code: null, output });
+    };
+    proc.stdout!.on('data', seen);
+    proc.stderr!.on('data', seen);
+    proc.on('close', (code) => resolve({ proc, ready: false, code, output }));
+  });
+}
+
+/** The shared libraries the process has mapped. bin/tether execs node, so the pid is the server's. */
+function mapped(pid: number): string {
+  return readFileSync(`/proc/${pid}/maps`, 'utf8');
+}
+
+describe('control plane memory allocator (bin/tether server)', function () {
+  this.timeout(90_000);
+  let dataDir: string;
+  let proc: ChildProcess | undefined;
+
+  before(function () {
+    assert.ok(MIMALLOC.some((f) => existsSync(f)), 'libmimalloc.so.2 is not installed: apt-get install libmimalloc2.0 (.ci/run installs it)');
+  });
+  beforeEach(() => {
+    dataDir = tempDir();
+  });
+  afterEach(async () => {
+    if (proc) await stopProcess(proc);
+    proc = undefined;
+    removeDir(dataDir);
+  });
+
+  it('runs on mimalloc by default', async () => {
+    const r = await startBin(dataDir, await freePort(), { LD_PRELOAD: '', TETHER_MALLOC: '' });
+    proc = r.proc;
+    assert.ok(r.ready, r.output);
+    assert.match(mapped(r.proc.pid!), /libmimalloc\.so\.2/);
+  });
+
+  it('keeps glibc malloc with TETHER_MALLOC=system', async () => {
+    const r = await startBin(dataDir, await freePort(), { LD_PRELOAD: '', TETHER_MALLOC: 'system' });
+    proc = r.proc;
+    assert.ok(r.ready, r.output);
+    assert.doesNotMatch(mapped(r.proc.pid!), /libmimalloc/);
+  });
+
+  it('refuses another TETHER_MALLOC value with a message and exit 2', async () => {
+    const r = await startBin(dataDir, await freePort(), { TETHER_MALLOC: 'jemalloc' });
+    assert.equal(r.ready, false);
+    assert.equal(r.code, 2);
+    assert.match(r.output, /TETHER_MALLOC must be mimalloc or system \(got jemalloc\)/);
+  });
+});
