@@ -99,6 +99,10 @@ export class StreamResponse {
     if (s.destroyed || s.closed) return;
     if (!s.headersSent) s.respond({ ':status': 200 }, this.options());
     if (this.head || s.writableEnded) return;
+    // The whole request arrived (every heartbeat, poll and result): no callback. A stream that is
+    // destroyed before 'finish' (nghttp2 closes it once both sides ended) hands each end callback an
+    // ERR_STREAM_DESTROYED error built with its stack trace: ~18 µs of a heartbeat's CPU for nothing.
+    if (this.req.complete) return void s.end(body);
     s.end(body, () => {
       // Answered before the upload ended (a refusal, a body too large): tell the client to stop
       // sending (RST_STREAM NO_ERROR after a complete response, RFC 9113 §8.1) rather than drain it.

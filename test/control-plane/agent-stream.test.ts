@@ -6,6 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { serveAgentStream, type StreamResponse } from '../../control-plane/http/agent-stream.ts';
 import { removeDir, startTestControlPlane, type TestAgent, type TestControlPlane } from '../support/control-plane.ts';
 
 interface H2Answer {
@@ -111,5 +113,68 @@ describe('agent API on raw HTTP/2 streams', function () {
     const a = await call(session, { ':method': 'GET', ':path': '/v1/agent/poll?wait=1' });
     assert.equal(a.status, 200);
     assert.equal(JSON.parse(a.body).command, null);
+  });
+});
+
+describe('agent API on raw HTTP/2 streams: the answer of a complete request', function () {
+  this.timeout(30_000);
+
+  it('ends its stream without a callback, so no ERR_STREAM_DESTROYED error is built per answer; a refused upload still gets one', async () => {
+    // serveAgentStream on a real (cleartext) HTTP/2 server; each server stream's end() is watched:
+    // did the answer pass a callback, and was that callback handed an error?
+    const seen: { path: string; callback: boolean; errors: string[] }[] = [];
+    const server = http2.createServer();
+    server.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number) => {
+      const path = String(headers[':path']);
+      const record = { path, callback: false, errors: [] as string[] };
+      seen.push(record);
+      const end = stream.end.bind(stream) as (...a: unknown[]) => http2.ServerHttp2Stream;
+      (stream as { end: (...a: unknown[]) => unknown }).end = (...args: unknown[]) => {
+        const i = args.findIndex((a) => typeof a === 'function');
+        if (i >= 0) {
+          record.callback = true;
+          const cb = args[i] as (err?: Error | null) => void;
+          args[i] = (err?: Error | null) => {
+            if (err) record.errors.push((err as NodeJS.ErrnoException).code ?? err.message);
+            cb(err);
+          };
+        }
+        return end(...args);
+      };
+      serveAgentStream(stream, headers, flags, 5000, async (req, apiRes) => {
+        const res = apiRes as unknown as StreamResponse;
+        // Like AgentApi.handle: a refusal answers before reading the upload; anything else reads it first.
+        if (path !== '/refuse' && req.method === 'POST') {
+          await new Promise<void>((r) => {
+            req.on('data', () => undefined);
+            req.once('end', () => r());
+          });
+        }
+        res.writeHead(path === '/refuse' ? 413 : 200, { 'content-type': 'application/json' });
+        res.end(Buffer.from('{"ok":true}'));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const session = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    try {
+      for (let i = 0; i < 20; i++) {
+        const hb = await call(session, { ':method': 'POST', ':path': '/heartbeat', 'content-type': 'application/json' }, '{"metrics":{}}');
+        assert.equal(hb.status, 200);
+        const poll = await call(session, { ':method': 'GET', ':path': '/poll' });
+        assert.equal(poll.status, 200);
+      }
+      const refused = await call(session, { ':method': 'POST', ':path': '/refuse' }, '{"partial":', { endAfterBody: false });
+      assert.equal(refused.status, 413);
+      assert.equal(refused.rstCode, http2.constants.NGHTTP2_NO_ERROR, 'the refused upload is still declined after the answer');
+      await new Promise((r) => setTimeout(r, 100)); // the last streams' callbacks, if any, have run
+      const complete = seen.filter((x) => x.path !== '/refuse');
+      assert.equal(complete.length, 40);
+      assert.deepEqual(complete.filter((x) => x.callback).map((x) => x.path), [], 'answers of complete requests pass no end callback');
+      assert.deepEqual(complete.flatMap((x) => x.errors), []);
+      assert.equal(seen.find((x) => x.path === '/refuse')?.callback, true, 'the refusal keeps its callback (it declines the rest of the upload)');
+    } finally {
+      session.destroy();
+      await new Promise((r) => server.close(r));
+    }
   });
 });
