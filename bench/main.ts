@@ -126,6 +126,16 @@ const rampFor = (n: number) => Math.max(5000, Math.round((n / (n > 10_000 ? Math
 
 // ------------------------------------------------------------------ 1. held agents
 
+/** Which malloc the control plane runs on, from the libraries it has mapped. */
+function serverAllocator(pid: number): 'mimalloc' | 'jemalloc' | 'glibc' | 'unknown' {
+  try {
+    const maps = readFileSync(`/proc/${pid}/maps`, 'utf8');
+    return maps.includes('libmimalloc') ? 'mimalloc' : maps.includes('libjemalloc') ? 'jemalloc' : 'glibc';
+  } catch {
+    return 'unknown';
+  }
+}
+
 async function held(n: number) {
   if (n > maxAgents) {
     log(`held ${n}: skipped, needs ${n} sockets plus its own files in the control plane and its open-files limit is ${NOFILE}`);
@@ -159,6 +169,8 @@ async function held(n: number) {
       if (connections < n * 0.98) log(`held ${n}: only ${connections} agents connected; per-agent figures are per connected agent`);
       const r = {
         agents: n,
+        // The control plane's malloc (bin/tether preloads mimalloc when installed; TETHER_MALLOC=system: glibc's).
+        allocator: serverAllocator(s.pid),
         connected: c.connected,
         connections,
         heldPolls,
@@ -177,7 +189,7 @@ async function held(n: number) {
         errors: st.errors,
       };
       results[`held_${n}`] = r;
-      row('1 held agents', `N=${n} RSS (per agent / per conn)`, `${r.rssMB} MB (${r.rssPerAgentKB} KB / ${r.rssPerConnectionKB} KB)${connections < n * 0.98 ? `, only ${connections} connected` : ''}`);
+      row('1 held agents', `N=${n} RSS (per agent / per conn)`, `${r.rssMB} MB (${r.rssPerAgentKB} KB / ${r.rssPerConnectionKB} KB; ${r.allocator})${connections < n * 0.98 ? `, only ${connections} connected` : ''}`);
       row('1 held agents', `N=${n} CPU, heartbeats/s`, `${r.cpuPercent} % of a core, ${r.heartbeatsPerSecond}/s (${r.serverCpuMsPerHeartbeat} ms server CPU per heartbeat)`);
       row('1 held agents', `N=${n} heartbeat latency`, `p50 ${hb.p50} ms, p99 ${hb.p99} ms (${st.hbErr} errors, ${heldPolls} polls held)`);
       return r;
