@@ -85,7 +85,8 @@ program
   .option('--database <url>', 'PostgreSQL instead of SQLite in --data-dir: postgres://user:password@host:5432/db (env TETHER_DATABASE_URL, which keeps the password out of the process list)')
   .option('--ca-key-encryption-key-file <file>', 'replicas on PostgreSQL: file with the key (32 bytes, base64 or hex) that encrypts the shared CA key in the database (env TETHER_CA_KEY_ENCRYPTION_KEY holds the key itself)')
   .option('--database-pool-size <n>', 'PostgreSQL connections of this process (env TETHER_DATABASE_POOL_SIZE; default 10)', (v) => intArg(v, '--database-pool-size'))
-  .action(async (o: { caKeyEncryptionKeyFile?: string; database?: string; databasePoolSize?: number; dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean; tlsCert?: string; tlsKey?: string; retention: string; durability: string; driftInterval: string }) => {
+  .option('--agent-rate-limits <spec>', "each agent's requests: off, or <class>=<per second>/<burst>,… with classes heartbeat, poll, result, logs, other (env TETHER_AGENT_RATE_LIMITS)", process.env.TETHER_AGENT_RATE_LIMITS || undefined)
+  .action(async (o: { agentRateLimits?: string; caKeyEncryptionKeyFile?: string; database?: string; databasePoolSize?: number; dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean; tlsCert?: string; tlsKey?: string; retention: string; durability: string; driftInterval: string }) => {
     process.umask(0o077); // the database, keys and tokens are for this user only
     if (!o.tlsCert !== !o.tlsKey) throw new UsageError('--tls-cert and --tls-key go together (or TETHER_TLS_CERT and TETHER_TLS_KEY)');
     // SIGHUP (systemctl reload) reloads the certificate; until the server is up it is ignored (the start reads the files).
@@ -117,8 +118,12 @@ program
         throw new UsageError(`cannot read --ca-key-encryption-key-file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
       }
     }
+    const { parseAgentRates } = await import('../http/agent-rate.ts');
+    const agentRates = o.agentRateLimits === undefined ? undefined : parseAgentRates(o.agentRateLimits);
+    if (agentRates !== undefined && agentRates !== false && 'error' in agentRates) throw new UsageError(agentRates.error);
     const cp = await startControlPlane({
       dataDir: o.dataDir,
+      ...(agentRates !== undefined ? { agentRequestRates: agentRates } : {}),
       ...(caKeyEncryptionKey ? { caKeyEncryptionKey } : {}),
       ...(databaseUrl ? { databaseUrl } : {}),
       ...(poolSize ? { databasePoolSize: poolSize } : {}),
