@@ -95,6 +95,10 @@ program
     // By URL, not a literal: the CLI bundle leaves the server (express, SQLite) out and loads the
     // sources only here.
     const { startControlPlane } = (await import(new URL('control-plane/app.ts', ROOT).href)) as typeof import('../app.ts');
+    // An unhandled rejection or uncaught exception: logged under `err`, then exit 1 (the unit restarts it).
+    const { createLogger } = (await import(new URL('common/logger.ts', ROOT).href)) as typeof import('../../common/logger.ts');
+    const log = createLogger('tether-control-plane');
+    ((await import(new URL('common/process-net.ts', ROOT).href)) as typeof import('../../common/process-net.ts')).installProcessNet(log);
     const m = /^(.*):(\d{1,5})$/.exec(o.listen);
     if (!m) throw new UsageError(`--listen must be host:port (got ${o.listen})`);
     const host = m[1]!.replace(/^\[(.*)\]$/, '$1') || '0.0.0.0';
@@ -118,7 +122,7 @@ program
         throw new UsageError(`cannot read --ca-key-encryption-key-file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
       }
     }
-    const { parseAgentRates } = await import('../http/agent-rate.ts');
+    const { parseAgentRates } = (await import(new URL('control-plane/http/agent-rate.ts', ROOT).href)) as typeof import('../http/agent-rate.ts');
     const agentRates = o.agentRateLimits === undefined ? undefined : parseAgentRates(o.agentRateLimits);
     if (agentRates !== undefined && agentRates !== false && 'error' in agentRates) throw new UsageError(agentRates.error);
     const cp = await startControlPlane({
@@ -140,7 +144,7 @@ program
       retentionSeconds: parseDurationSeconds(o.retention),
       driftIntervalSeconds: drift === 'off' ? 0 : drift.intervalSeconds,
       durability: o.durability,
-    });
+    }, { log });
     reload = () => void cp.reloadTls();
     process.stderr.write(`tether: control plane listening on ${cp.url} (data in ${o.dataDir}; CA ${o.dataDir}/ca.crt; admin token ${cp.adminTokenFile}; durability ${o.durability})\n`);
     await new Promise<void>((resolve) => {
