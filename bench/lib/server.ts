@@ -64,8 +64,9 @@ export async function startServer(o: { dataDir: string; port: number; logFile: s
   const nodeOptions = [process.env.NODE_OPTIONS, ...(o.nodeArgs ?? [])].filter(Boolean).join(' ');
   const proc = spawn(cmd, args, {
     // A few simulated agents each send far more than a real agent would (thousands of heartbeats or
-    // commands a second): each agent's request rate is checked, as deployed, but never reached.
-    env: { ...process.env, TETHER_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? 'info', TETHER_AGENT_RATE_LIMITS: BENCH_AGENT_RATES, ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}), ...o.env },
+    // commands a second): each agent's request rate is checked, as deployed, but never reached
+    // (TETHER_AGENT_RATE_LIMITS in the bench's environment wins: `off` to compare without it).
+    env: { ...process.env, TETHER_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? 'info', TETHER_AGENT_RATE_LIMITS: process.env.TETHER_AGENT_RATE_LIMITS ?? BENCH_AGENT_RATES, ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}), ...o.env },
     stdio: ['ignore', fd, fd],
   });
   closeSync(fd);
