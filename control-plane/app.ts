@@ -47,6 +47,7 @@ import { ApiServer } from './http/server.ts';
 import { errorHandler, notFoundRoute } from './http/errors.ts';
 import { openapiDocument } from './http/openapi.ts';
 import { FailureLimiter, SharedFailureLimiter } from './http/rate-limit.ts';
+import { AgentRateLimiter } from './http/agent-rate.ts';
 import { SharedLogQuota } from './queue/log-quota.ts';
 import { requireAdmin } from './http/auth.ts';
 import { BodyGate } from './http/body-gate.ts';
@@ -303,7 +304,8 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   app.use(errorHandler(log, { hide: [dataDir] }));
 
   // The agent API (/v1/agent/…) is served outside Express, over HTTP/1.1 and HTTP/2 (server.ts).
-  const agentApi = new AgentApi({ identity, queue, vpn, config, log, durability: barrier });
+  const rate = config.agentRequestRates === false ? undefined : new AgentRateLimiter(config.agentRequestRates, { onRefused: (c) => metrics.agentRateLimited.inc({ class: c }) });
+  const agentApi = new AgentApi({ identity, queue, vpn, config, log, durability: barrier, rate });
   const server = new ApiServer({
     key: ca.serverKeyPem,
     cert: ca.serverCertPem,

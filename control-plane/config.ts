@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { defaultServerSans } from './pki/ca.ts';
 import { DURABILITY_MODES } from './db/durability.ts';
+import { agentRatesSchema } from './http/agent-rate.ts';
 
 export const configSchema = z.object({
   dataDir: z.string().min(1).default('./data'),
@@ -90,6 +91,12 @@ export const configSchema = z.object({
   unauthenticatedTotal: z.number().int().min(1).optional(),
   /** Request bodies parsed at once on the admin API and bootstrap; more are answered 503 with Retry-After. */
   bodyParsesMax: z.number().int().min(1).default(16),
+  /**
+   * Each agent's requests per route class (heartbeat, poll, result, logs, other): a token bucket
+   * per agent in memory, 429 with Retry-After before the body is read (http/agent-rate.ts;
+   * `--agent-rate-limits`, TETHER_AGENT_RATE_LIMITS); false: no limit.
+   */
+  agentRequestRates: agentRatesSchema,
   /** POST /v1/bootstrap bodies above this size are refused with 413 (a token and a CSR). */
   bootstrapBodyLimitBytes: z.number().int().min(1024).default(8 * 1024),
 

@@ -12,6 +12,8 @@ export interface Metrics {
   driftChecks: Counter<'result'>;
   /** Syncs autoSync submitted. */
   autoSyncs: Counter;
+  /** Agent API requests refused by an agent's request rate (http/agent-rate.ts), by route class. */
+  agentRateLimited: Counter<'class'>;
 }
 
 export function createMetrics(collect: {
@@ -105,5 +107,6 @@ export function createMetrics(collect: {
   const driftChecks = new Counter({ name: 'tether_drift_checks_total', help: 'Drift checks ended (scheduled or manual), by result: synced, drifted, error', labelNames: ['result'] as const, registers: [registry] });
   for (const result of ['synced', 'drifted', 'error']) driftChecks.inc({ result }, 0);
   const autoSyncs = new Counter({ name: 'tether_auto_syncs_total', help: 'Syncs submitted by autoSync after a drift check found drift', registers: [registry] });
-  return { registry, heartbeats, longPollsHeld, submitToClaim, commandsByState, agentsByStatus, driftChecks, autoSyncs };
+  const agentRateLimited = new Counter({ name: 'tether_agent_requests_rate_limited_total', help: "Agent API requests refused 429 by the agent's request rate, by route class", labelNames: ['class'] as const, registers: [registry] });
+  return { registry, heartbeats, longPollsHeld, submitToClaim, commandsByState, agentsByStatus, driftChecks, autoSyncs, agentRateLimited };
 }

@@ -53,6 +53,8 @@ export interface BenchServer {
  * `adminToken`: for a replica on PostgreSQL whose data folder has none (the admin token is written
  * to the folder of the replica that created the account only).
  */
+const BENCH_AGENT_RATES = ['heartbeat', 'poll', 'result', 'logs', 'other'].map((c) => `${c}=1000000/10000000`).join(',');
+
 export async function startServer(o: { dataDir: string; port: number; logFile: string; extraArgs?: string[]; env?: NodeJS.ProcessEnv; nodeArgs?: string[]; adminToken?: string }): Promise<BenchServer> {
   mkdirSync(o.dataDir, { recursive: true });
   const fd = openSync(o.logFile, 'a');
@@ -61,7 +63,10 @@ export async function startServer(o: { dataDir: string; port: number; logFile: s
   const [cmd, args] = withNofile('bash', [join(process.env.BENCH_SERVER_ROOT ?? REPO_ROOT, 'bin/tether'), 'server', '--data-dir', o.dataDir, '--listen', `127.0.0.1:${o.port}`, ...(o.extraArgs ?? [])]);
   const nodeOptions = [process.env.NODE_OPTIONS, ...(o.nodeArgs ?? [])].filter(Boolean).join(' ');
   const proc = spawn(cmd, args, {
-    env: { ...process.env, TETHER_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? 'info', ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}), ...o.env },
+    // A few simulated agents each send far more than a real agent would (thousands of heartbeats or
+    // commands a second): each agent's request rate is checked, as deployed, but never reached
+    // (TETHER_AGENT_RATE_LIMITS in the bench's environment wins: `off` to compare without it).
+    env: { ...process.env, TETHER_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? 'info', TETHER_AGENT_RATE_LIMITS: process.env.TETHER_AGENT_RATE_LIMITS ?? BENCH_AGENT_RATES, ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}), ...o.env },
     stdio: ['ignore', fd, fd],
   });
   closeSync(fd);

@@ -8,12 +8,15 @@ import { ZodError } from 'zod';
 import { Masker } from '../../common/agent/masker.ts';
 import { errorMessage } from '../../common/errors.ts';
 import { createLogger } from '../../common/logger.ts';
+import { installProcessNet } from '../../common/process-net.ts';
 import { startClusterAgent, type RunningAgent } from './agent.ts';
 import { configFromArgv, type ClusterAgentConfig } from '../config/cluster.config.ts';
 
 // The one masker: the runtime registers every resolved secret with it, and the log masks with it.
 const masker = new Masker();
 const log = createLogger('tether-cluster-agent', {}, (line) => masker.apply(line));
+// An unhandled rejection or uncaught exception: logged (masked) under `err`, then exit 1.
+installProcessNet(log);
 
 let config: ClusterAgentConfig;
 try {

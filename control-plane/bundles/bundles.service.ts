@@ -22,6 +22,9 @@ import { bundleType, type Bundle } from './bundle.schema.ts';
 import { validateBundleDir } from './bundle-fs.ts';
 import { diffWithPruning, prunedResources, type DesiredState } from './prune.plan.ts';
 import { appliedBefore, applyFlowWithPruning, liveVersions } from './prune.ts';
+import { oldAgentVersion, pruneOmittedLine, withoutManifestPrune } from './agent-compat.plan.ts';
+import { clusterAgentVersions } from '../db/agents.repository.ts';
+import { appendLogs } from '../db/logs.repository.ts';
 import { resolveDesiredState, type ResolvedState } from './desired-state.ts';
 import type { FlowSpec } from '../../common/specs.ts';
 import { compileBundle, compileDiff, hostOf, instanceOutputs, namespaceOf, newOsid, portHostOf, resolveInputs, type InstanceContext, type InstanceOutputs } from './compile.ts';
@@ -55,6 +58,8 @@ interface LoadedBundle {
 
 export class BundlesService {
   private readonly d: BundlesDeps;
+  /** Manual checks of an instance's own desired state, one at a time per instance (in this process). */
+  private readonly checking = new Map<string, Promise<unknown>>();
   constructor(deps: BundlesDeps) {
     this.d = deps;
   }
@@ -305,8 +310,23 @@ export class BundlesService {
    * Checks the instance for drift: its current desired state (the latest version's commit and
    * inputs) compiled to a flow of diff steps, queued as a job. The result is recorded on the
    * instance (syncStatus, lastCheckedAt) once the job ended, when the instance is next read.
+   * A check of its own desired state while one is outstanding (queued or running) answers that
+   * one (`reused`) rather than queue a duplicate; checks asked for at once are taken in turn.
    */
   async diff(aid: string, osid: string, timeoutSeconds?: number, state: DesiredStateRequest = {}): Promise<DiffResponse> {
+    if (state.commit !== undefined || state.inputs !== undefined) return this.checkDrift(aid, osid, timeoutSeconds, state);
+    const key = `${aid}/${osid}`;
+    const before = this.checking.get(key) ?? Promise.resolve();
+    const mine = before.catch(() => undefined).then(() => this.checkDrift(aid, osid, timeoutSeconds, state));
+    this.checking.set(key, mine);
+    try {
+      return await mine;
+    } finally {
+      if (this.checking.get(key) === mine) this.checking.delete(key);
+    }
+  }
+
+  private async checkDrift(aid: string, osid: string, timeoutSeconds: number | undefined, state: DesiredStateRequest): Promise<DiffResponse> {
     const row = await repo.getInstance(this.d.db, aid, osid);
     if (!row) throw notFound(`instance ${osid} does not exist`, 'instance_not_found');
     if (row.last_action === 'delete') throw conflict(`instance ${osid} has been deleted`, 'instance_deleted');
@@ -314,13 +334,21 @@ export class BundlesService {
     const applyJob = row.outputs_job_id ?? (row.last_action === 'apply' ? row.last_job_id : null);
     const applyOutputs = applyJob === null ? null : await this.d.queue.get(aid, applyJob).then((j) => (j.state === 'succeeded' ? j.outputs : null), () => null);
     const live = await liveVersions(this.d.db, row, d.ctx.clusterDomain);
-    const flow = diffWithPruning(compileDiff(d.bundle, d.inputs, d.ctx, applyOutputs), await appliedBefore(this.d.queue, row, live));
-    const { command } = await this.d.queue.submit(aid, { target: { cluster: row.cid }, type: 'flow', spec: flow, maxAttempts: 1, ...(timeoutSeconds ? { timeoutSeconds } : {}) });
     // A diff against another desired state (--file) says nothing about the instance's own.
     const own = state.commit === undefined && state.inputs === undefined;
+    if (own && row.sync_job_id !== null) {
+      const outstanding = await this.d.queue.get(aid, row.sync_job_id).catch(() => undefined);
+      if (outstanding && !isTerminal(outstanding.state)) {
+        this.d.log.info({ aid, osid, jobId: outstanding.id }, 'instance drift check already outstanding: reused');
+        return { osid, jobId: outstanding.id, reused: true, prune: prunedResources(live.map((v) => v.state.bundle), d.bundle) };
+      }
+    }
+    const compat = await this.forClusterAgent(aid, row.cid, diffWithPruning(compileDiff(d.bundle, d.inputs, d.ctx, applyOutputs), await appliedBefore(this.d.queue, row, live)));
+    const { command } = await this.d.queue.submit(aid, { target: { cluster: row.cid }, type: 'flow', spec: compat.flow, maxAttempts: 1, ...(timeoutSeconds ? { timeoutSeconds } : {}) });
+    await this.noteOmittedPrune(command.id, compat, true);
     if (own) await repo.setInstanceSyncJob(this.d.db, aid, osid, command.id);
     this.d.log.info({ aid, osid, jobId: command.id, own }, 'instance drift check queued');
-    return { osid, jobId: command.id, prune: prunedResources(live.map((v) => v.state.bundle), d.bundle) };
+    return { osid, jobId: command.id, reused: false, prune: prunedResources(live.map((v) => v.state.bundle), d.bundle) };
   }
 
   /**
@@ -373,10 +401,27 @@ export class BundlesService {
     return row;
   }
 
-  private async submit(aid: string, cid: string, flow: unknown, osid: string, action: 'apply' | 'delete', timeoutSeconds?: number): Promise<CommandView> {
-    const { command } = await this.d.queue.submit(aid, { target: { cluster: cid }, type: 'flow', spec: flow, ...(timeoutSeconds ? { timeoutSeconds } : {}) });
+  private async submit(aid: string, cid: string, flow: FlowSpec, osid: string, action: 'apply' | 'delete', timeoutSeconds?: number): Promise<CommandView> {
+    const compat = await this.forClusterAgent(aid, cid, flow);
+    const { command } = await this.d.queue.submit(aid, { target: { cluster: cid }, type: 'flow', spec: compat.flow, ...(timeoutSeconds ? { timeoutSeconds } : {}) });
+    await this.noteOmittedPrune(command.id, compat, false);
     this.d.log.debug({ osid, action, jobId: command.id }, 'instance job queued');
     return command;
+  }
+
+  /** The flow as the cluster's agent takes it: without `prune` in manifest steps for an agent too old for it (agent-compat.plan.ts). */
+  private async forClusterAgent(aid: string, cid: string, flow: FlowSpec): Promise<{ flow: FlowSpec; omitted: string[]; version?: string }> {
+    const old = oldAgentVersion(await clusterAgentVersions(this.d.db, aid, cid), this.d.clock.now());
+    if (old === undefined) return { flow, omitted: [] };
+    const r = withoutManifestPrune(flow);
+    return r.omitted.length ? { ...r, version: old } : { flow, omitted: [] };
+  }
+
+  /** Says in the job's log (first line, stream system) that `prune` was left out, and logs it. */
+  private async noteOmittedPrune(jobId: number, compat: { omitted: string[]; version?: string }, diff: boolean): Promise<void> {
+    if (!compat.version) return;
+    await appendLogs(this.d.db, jobId, [{ ts: this.d.clock.now(), stream: 'system', text: pruneOmittedLine(compat.version, compat.omitted, diff) }], 1024 * 1024);
+    this.d.log.warn({ jobId, agentVersion: compat.version, steps: compat.omitted }, 'prune left out: the cluster agent is too old for it');
   }
 
   /** The view; outputs are computed once from the last succeeded apply job and stored. */

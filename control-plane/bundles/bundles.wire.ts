@@ -156,6 +156,8 @@ export interface DeployResponse {
 export interface DiffResponse {
   osid: string;
   jobId: number;
+  /** The instance's own check was already queued or running: this is that job (200), none was queued. */
+  reused: boolean;
   prune: { name: string; type: 'helm' | 'manifest' | 'tofu'; action: 'helm uninstall' | 'manifest delete' | 'tofu destroy' }[];
 }
 

@@ -18,6 +18,10 @@ import type { CommandEnded, QueueService } from '../queue/queue.service.ts';
 import type { BundlesService } from './bundles.service.ts';
 import { syncStatusOf } from './compile.ts';
 import { decideAutoSync, planTick, type CheckResult, type DriftSettings } from './drift.plan.ts';
+import { flowPrunes, prunedResources } from './prune.plan.ts';
+import { liveVersions } from './prune.ts';
+import { getInstance } from '../db/bundles.repository.ts';
+import { getCluster } from '../db/accounts.repository.ts';
 
 export interface DriftSchedulerOptions {
   db: Db;
@@ -135,10 +139,21 @@ export class DriftScheduler {
     this.pending.add(t);
   }
 
-  /** The queue's hook: a job ended; when it is an instance's last diff job, its result is recorded. */
+  /**
+   * The queue's hook: a job ended; when it is an instance's last diff job, its result is recorded;
+   * when it is its last apply flow and that flow pruned, the instance is synced (it succeeded) or
+   * unknown (it did not).
+   */
   private async jobEnded(e: CommandEnded): Promise<void> {
     const inst = await repo.instanceOfCheck(this.o.db, e.aid, e.id);
-    if (inst) await this.record(e.aid, inst.osid, e.id);
+    if (inst) return this.record(e.aid, inst.osid, e.id);
+    const applied = await repo.instanceOfApply(this.o.db, e.aid, e.id);
+    if (!applied) return;
+    const job = await this.o.queue.get(e.aid, e.id).catch(() => undefined);
+    if (!job || !isTerminal(job.state) || !flowPrunes(job.spec)) return;
+    const at = job.finishedAt ? Date.parse(job.finishedAt) : this.o.clock.now();
+    await repo.recordPruningApply(this.o.db, e.aid, applied.osid, { jobId: e.id, succeeded: job.state === 'succeeded', at });
+    this.log.info({ aid: e.aid, osid: applied.osid, jobId: e.id, syncStatus: job.state === 'succeeded' ? 'synced' : 'unknown' }, 'pruning apply ended');
   }
 
   private async record(aid: string, osid: string, jobId: number): Promise<void> {
@@ -194,9 +209,20 @@ export async function recordEndedCheck(
   job: Pick<CommandView, 'id' | 'state' | 'outputs' | 'finishedAt'>,
   then?: (r: { aid: string; osid: string; jobId: number; status: CheckResult }) => Promise<void>,
 ): Promise<{ status: CheckResult; checkedAt: number; recorded: boolean }> {
-  const status = syncStatusOf(job);
+  // Resources an earlier version had that a sync would still remove (a pruning apply that did
+  // not succeed) are drift, as `tether diff` shows them, though every step compared in sync.
+  const status = syncStatusOf(job) === 'synced' && (await prunePending(db, aid, osid)) ? 'drifted' : syncStatusOf(job);
   const checkedAt = job.finishedAt ? Date.parse(job.finishedAt) : clock.now();
   const recorded = await repo.recordCheckOnce(db, aid, osid, { jobId: job.id, status, checkedAt });
   if (recorded && then) await then({ aid, osid, jobId: job.id, status });
   return { status, checkedAt, recorded };
+}
+
+/** Whether the instance's desired state would still remove resources of the versions that may be in the cluster. */
+async function prunePending(db: Db, aid: string, osid: string): Promise<boolean> {
+  const row = await getInstance(db, aid, osid);
+  const cluster = row && (await getCluster(db, aid, row.cid));
+  if (!row || !cluster) return false;
+  const live = await liveVersions(db, row, cluster.domain);
+  return prunedResources(live.map((v) => v.state.bundle), JSON.parse(row.bundle) as Parameters<typeof prunedResources>[1]).length > 0;
 }

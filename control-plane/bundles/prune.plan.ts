@@ -126,3 +126,14 @@ export function diffWithPruning(flow: FlowSpec, applied: Map<string, AppliedRefS
     }),
   };
 }
+
+/**
+ * Whether an apply flow prunes: a delete step of a removed resource (`action: delete`) or a
+ * manifest step given earlier objects to prune. Its end then says what the cluster holds of the
+ * resources the previous versions had (drift.scheduler.ts records it on the instance).
+ */
+export function flowPrunes(spec: unknown): boolean {
+  const steps = (spec as { steps?: unknown } | null)?.steps;
+  if (!Array.isArray(steps)) return false;
+  return steps.some((s: { type?: unknown; spec?: { action?: unknown; prune?: unknown } } | null) => s?.spec?.action === 'delete' || (s?.type === 'manifest' && Array.isArray(s.spec?.prune) && s.spec.prune.length > 0));
+}

@@ -85,7 +85,8 @@ program
   .option('--database <url>', 'PostgreSQL instead of SQLite in --data-dir: postgres://user:password@host:5432/db (env TETHER_DATABASE_URL, which keeps the password out of the process list)')
   .option('--ca-key-encryption-key-file <file>', 'replicas on PostgreSQL: file with the key (32 bytes, base64 or hex) that encrypts the shared CA key in the database (env TETHER_CA_KEY_ENCRYPTION_KEY holds the key itself)')
   .option('--database-pool-size <n>', 'PostgreSQL connections of this process (env TETHER_DATABASE_POOL_SIZE; default 10)', (v) => intArg(v, '--database-pool-size'))
-  .action(async (o: { caKeyEncryptionKeyFile?: string; database?: string; databasePoolSize?: number; dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean; tlsCert?: string; tlsKey?: string; retention: string; durability: string; driftInterval: string }) => {
+  .option('--agent-rate-limits <spec>', "each agent's requests: off, or <class>=<per second>/<burst>,… with classes heartbeat, poll, result, logs, other (env TETHER_AGENT_RATE_LIMITS)", process.env.TETHER_AGENT_RATE_LIMITS || undefined)
+  .action(async (o: { agentRateLimits?: string; caKeyEncryptionKeyFile?: string; database?: string; databasePoolSize?: number; dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean; tlsCert?: string; tlsKey?: string; retention: string; durability: string; driftInterval: string }) => {
     process.umask(0o077); // the database, keys and tokens are for this user only
     // bin/tether preloads mimalloc into the control plane alone: not into the programs it runs.
     if (process.env.TETHER_PRELOADED_MALLOC && process.env.LD_PRELOAD === process.env.TETHER_PRELOADED_MALLOC) delete process.env.LD_PRELOAD;
@@ -96,6 +97,10 @@ program
     // By URL, not a literal: the CLI bundle leaves the server (express, SQLite) out and loads the
     // sources only here.
     const { startControlPlane } = (await import(new URL('control-plane/app.ts', ROOT).href)) as typeof import('../app.ts');
+    // An unhandled rejection or uncaught exception: logged under `err`, then exit 1 (the unit restarts it).
+    const { createLogger } = (await import(new URL('common/logger.ts', ROOT).href)) as typeof import('../../common/logger.ts');
+    const log = createLogger('tether-control-plane');
+    ((await import(new URL('common/process-net.ts', ROOT).href)) as typeof import('../../common/process-net.ts')).installProcessNet(log);
     const m = /^(.*):(\d{1,5})$/.exec(o.listen);
     if (!m) throw new UsageError(`--listen must be host:port (got ${o.listen})`);
     const host = m[1]!.replace(/^\[(.*)\]$/, '$1') || '0.0.0.0';
@@ -119,8 +124,12 @@ program
         throw new UsageError(`cannot read --ca-key-encryption-key-file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
       }
     }
+    const { parseAgentRates } = (await import(new URL('control-plane/http/agent-rate.ts', ROOT).href)) as typeof import('../http/agent-rate.ts');
+    const agentRates = o.agentRateLimits === undefined ? undefined : parseAgentRates(o.agentRateLimits);
+    if (agentRates !== undefined && agentRates !== false && 'error' in agentRates) throw new UsageError(agentRates.error);
     const cp = await startControlPlane({
       dataDir: o.dataDir,
+      ...(agentRates !== undefined ? { agentRequestRates: agentRates } : {}),
       ...(caKeyEncryptionKey ? { caKeyEncryptionKey } : {}),
       ...(databaseUrl ? { databaseUrl } : {}),
       ...(poolSize ? { databasePoolSize: poolSize } : {}),
@@ -137,7 +146,7 @@ program
       retentionSeconds: parseDurationSeconds(o.retention),
       driftIntervalSeconds: drift === 'off' ? 0 : drift.intervalSeconds,
       durability: o.durability,
-    });
+    }, { log });
     reload = () => void cp.reloadTls();
     process.stderr.write(`tether: control plane listening on ${cp.url} (data in ${o.dataDir}; CA ${o.dataDir}/ca.crt; admin token ${cp.adminTokenFile}; durability ${o.durability})\n`);
     await new Promise<void>((resolve) => {

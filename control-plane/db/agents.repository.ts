@@ -303,3 +303,15 @@ export async function countAgentsByHeartbeatAge(db: Db, healthySince: number, de
   const degraded = Number(row.degraded ?? 0);
   return { healthy, degraded, offline: Number(row.total) - healthy - degraded };
 }
+
+/** The versions a cluster's active cluster agents last reported, with their last heartbeat (what may claim its next job). */
+export async function clusterAgentVersions(db: Db, aid: string, cid: string): Promise<{ version: string | null; last_heartbeat_at: number | null }[]> {
+  return db
+    .selectFrom('agents')
+    .select(['version', 'last_heartbeat_at'])
+    .where('aid', '=', aid)
+    .where('cid', '=', cid)
+    .where('role', '=', 'cluster-agent')
+    .where('revoked_at', 'is', null)
+    .execute();
+}

@@ -95,6 +95,26 @@ export async function instanceOfCheck(db: Db, aid: string, jobId: number): Promi
   return db.selectFrom('instances').select('osid').where('aid', '=', aid).where('sync_job_id', '=', jobId).executeTakeFirst();
 }
 
+/** The instance whose last job is the apply flow `jobId` (the end-of-job hook's lookup), if any. */
+export async function instanceOfApply(db: Db, aid: string, jobId: number): Promise<{ osid: string } | undefined> {
+  return db.selectFrom('instances').select('osid').where('aid', '=', aid).where('last_job_id', '=', jobId).where('last_action', '=', 'apply').executeTakeFirst();
+}
+
+/**
+ * An apply flow that pruned ended (only while it is still the instance's last job): `synced` when
+ * it succeeded (checked at its end), unknown (NULL) when it did not (what it removed is not known).
+ */
+export async function recordPruningApply(db: Db, aid: string, osid: string, r: { jobId: number; succeeded: boolean; at: number }): Promise<void> {
+  await db
+    .updateTable('instances')
+    .set(r.succeeded ? { sync_status: 'synced', last_checked_at: r.at } : { sync_status: null })
+    .where('aid', '=', aid)
+    .where('osid', '=', osid)
+    .where('last_job_id', '=', r.jobId)
+    .where('last_action', '=', 'apply')
+    .execute();
+}
+
 /** Instances whose last diff job ended without its result recorded (the sweep's safety net), at most `limit`. */
 export async function endedUnrecordedChecks(db: Db, limit: number): Promise<{ aid: string; osid: string; sync_job_id: number }[]> {
   return db

@@ -3,6 +3,9 @@
  * goes back to the pool, and a LISTEN with it). The connection is re-made when it fails, with a
  * backoff of 250 ms doubling to 10 s, jittered; `onReconnect` says wake-ups may have been missed
  * meanwhile. NOTIFY goes over the same connection (it is cheap, and the pool stays for requests).
+ * A connection runs one query at a time (pg queues the others, warns, and pg@9 refuses them), so
+ * notifications are sent one statement at a time: those raised while one is on the way wait and
+ * go together in the next statement, in order.
  */
 import pg from 'pg';
 import type { Logger } from '../../common/logger.ts';
@@ -17,6 +20,8 @@ export interface ListenerOptions {
 }
 
 const MAX_PAYLOAD_BYTES = 7900; // PostgreSQL refuses a payload of 8000 bytes or more
+/** Notifications waiting for the connection; beyond, they are dropped (the sweep covers them). */
+const MAX_WAITING = 10_000;
 
 export class PgListener {
   private client: pg.Client | undefined;
@@ -26,6 +31,12 @@ export class PgListener {
   private readonly o: ListenerOptions;
   /** Connections made (the first included). */
   connects = 0;
+  /** Payloads raised while a statement was on the connection, sent by the next one. */
+  private waiting: string[] = [];
+  /** Whether the sender loop runs (it sends what waits until nothing does). */
+  private sending = false;
+  /** The end of the last statement given to the connection: the next one starts after it. */
+  private tail: Promise<unknown> = Promise.resolve();
 
   constructor(o: ListenerOptions) {
     if (!/^[a-z_]{1,63}$/.test(o.channel)) throw new Error(`not a channel name: ${o.channel}`);
@@ -83,16 +94,47 @@ export class PgListener {
 
   /** Sends a notification; lost (logged at debug) when the connection is down: the sweep covers it. */
   notify(payload: string): void {
-    const c = this.client;
-    if (!c || Buffer.byteLength(payload) > MAX_PAYLOAD_BYTES) return;
-    c.query('SELECT pg_notify($1, $2)', [this.o.channel, payload]).catch((err: unknown) => this.o.log.debug({ err }, 'notification not sent'));
+    if (!this.client || Buffer.byteLength(payload) > MAX_PAYLOAD_BYTES) return;
+    if (this.waiting.length >= MAX_WAITING) return void this.o.log.debug('notification not sent: too many waiting');
+    this.waiting.push(payload);
+    if (!this.sending) {
+      this.sending = true;
+      void this.sendWaiting();
+    }
+  }
+
+  /** Sends what waits, one statement at a time, until nothing does. */
+  private async sendWaiting(): Promise<void> {
+    try {
+      while (this.waiting.length > 0) {
+        const c = this.client;
+        const batch = this.waiting;
+        this.waiting = [];
+        if (!c) return;
+        await this.exclusive(() =>
+          batch.length === 1
+            ? c.query('SELECT pg_notify($1, $2)', [this.o.channel, batch[0]])
+            : c.query('SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n', [this.o.channel, batch]),
+        ).catch((err: unknown) => this.o.log.debug({ err, notifications: batch.length }, 'notifications not sent'));
+      }
+    } finally {
+      // Synchronously after the last check: a notify() from here on starts the loop again.
+      this.sending = false;
+    }
+  }
+
+  /** Runs `q` after every statement given to the connection before it has ended. */
+  private exclusive<T>(q: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(q, q);
+    this.tail = run.catch(() => undefined);
+    return run;
   }
 
   /** The backend pid of the listening connection (tests end it to exercise the reconnect). */
   async backendPid(): Promise<number | undefined> {
     const c = this.client;
     if (!c) return undefined;
-    return Number((await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid);
+    return Number((await this.exclusive(() => c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid'))).rows[0]?.pid);
   }
 
   async close(): Promise<void> {

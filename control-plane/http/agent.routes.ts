@@ -24,6 +24,7 @@ import type { Durability } from '../db/durability.ts';
 import { authenticateAgent } from './auth.ts';
 import { describeError, idParam, logRefusal } from './errors.ts';
 import type { FailureLimits } from './rate-limit.ts';
+import { AgentRateLimited, type AgentRateLimiter, type AgentRouteClass } from './agent-rate.ts';
 
 export function bootstrapRoutes(deps: { identity: IdentityService; limiter: FailureLimits }): Router {
   const r = Router();
@@ -65,6 +66,8 @@ interface Route {
   holds?: boolean;
   /** The handler waits for the durability barrier itself (a claim: queue.poll), so the answer does not wait again. */
   durable?: boolean;
+  /** The agent's request-rate class (agent-rate.ts); others are 'other'. */
+  rate?: AgentRouteClass;
   run(c: Call): Promise<unknown> | unknown;
 }
 
@@ -85,12 +88,12 @@ export class AgentApi {
   private readonly routes: Route[];
   /** Each agent's open connections (added on its first authenticated request on one), for revocation. */
   private readonly connections = new Map<string, Map<TLSSocket, AgentConnection>>();
-  private readonly d: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger; durability: Durability };
+  private readonly d: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger; durability: Durability; rate?: AgentRateLimiter | undefined };
 
   /** Paths error messages must not show (the data folder). */
   private readonly hide: string[];
 
-  constructor(deps: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger; durability: Durability }) {
+  constructor(deps: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger; durability: Durability; rate?: AgentRateLimiter | undefined }) {
     this.d = deps;
     this.hide = [resolve(deps.config.dataDir)];
     const { queue, vpn, identity, config } = deps;
@@ -101,21 +104,24 @@ export class AgentApi {
         path: /^\/v1\/agent\/poll$/,
         holds: true,
         durable: true,
+        rate: 'poll',
         run: (c) => {
           const q = pollQuery.parse(Object.fromEntries(new URLSearchParams(c.search)));
           const waitMs = Math.min(q.wait ?? config.longPollSeconds, config.longPollSeconds) * 1000;
           return queue.poll(c.agent, waitMs, c.signal);
         },
       },
-      { method: 'POST', path: /^\/v1\/agent\/heartbeat$/, run: (c) => queue.heartbeat(c.agent, heartbeatRequestSchema.parse(c.body)) },
+      { method: 'POST', path: /^\/v1\/agent\/heartbeat$/, rate: 'heartbeat', run: (c) => queue.heartbeat(c.agent, heartbeatRequestSchema.parse(c.body)) },
       {
         method: 'POST',
         path: /^\/v1\/agent\/commands\/([^/]+)\/result$/,
+        rate: 'result',
         run: (c) => queue.report(c.agent, idParam(c.params[0]), resultRequestSchema.parse(c.body)),
       },
       {
         method: 'POST',
         path: /^\/v1\/agent\/commands\/([^/]+)\/logs$/,
+        rate: 'logs',
         run: async (c) => {
           const body = logsRequestSchema.parse(c.body);
           return { stored: await queue.appendLogs(c.agent, idParam(c.params[0]), body.leaseId, body.lines) };
@@ -186,6 +192,8 @@ export class AgentApi {
       const agent = await authenticateAgent(this.d.identity, socket);
       this.remember(agent.agentId, socket, req);
       if (route.role && agent.role !== route.role) throw forbidden(`this route is for ${route.role} agents only`, 'wrong_role');
+      // Each agent's request rate per route class, before its body is read (agent-rate.ts).
+      this.d.rate?.take(agent.agentId, route.rate ?? 'other');
       const body = method === 'GET' ? undefined : await readJsonBody(req, this.d.config.bodyLimitBytes);
       let signal = NEVER;
       let answered = false;
@@ -208,12 +216,14 @@ export class AgentApi {
       send(res, route.status ?? 200, out);
     } catch (err) {
       const d = describeError(err, this.hide);
-      logRefusal(this.d.log, err, d, { method, route: path, peer: socket.remoteAddress ?? null });
+      // A flooding agent's refusals are logged once per burst, not once each.
+      if (!(err instanceof AgentRateLimited && !err.first)) logRefusal(this.d.log, err, d, { method, route: path, peer: socket.remoteAddress ?? null });
       if (res.headersSent) return void res.end();
       // An unread upload is not drained: HTTP/1.1 closes the connection after the answer.
       if ((d.status === 413 || !req.complete) && 'shouldKeepAlive' in res) res.shouldKeepAlive = false;
       // 503 (draining, storage): try again shortly — an agent with several replicas moves to the next.
-      send(res, d.status, errorBody(d.code, d.message), err instanceof MethodNotAllowed ? { allow: err.allow.join(', ') } : d.status === 503 ? { 'retry-after': '1' } : {});
+      const extra: Record<string, string> = err instanceof MethodNotAllowed ? { allow: err.allow.join(', ') } : err instanceof AgentRateLimited ? { 'retry-after': String(err.retryAfterSeconds) } : d.status === 503 ? { 'retry-after': '1' } : {};
+      send(res, d.status, errorBody(d.code, d.message), extra);
     }
   }
 }

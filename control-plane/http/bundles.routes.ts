@@ -74,7 +74,8 @@ export function instanceRoutes(deps: { accounts: AccountsService; bundles: Bundl
   });
   r.post('/:osid/diff', async (req, res) => {
     const q = deleteQuery.parse(req.query);
-    res.status(202).json(await bundles.diff(aidOf(res), osidParam.parse(req.params.osid), q.timeoutSeconds, desiredStateSchema.parse(req.body ?? {})));
+    const r = await bundles.diff(aidOf(res), osidParam.parse(req.params.osid), q.timeoutSeconds, desiredStateSchema.parse(req.body ?? {}));
+    res.status(r.reused ? 200 : 202).json(r);
   });
   r.post('/:osid/sync', async (req, res) => {
     const q = deleteQuery.parse(req.query);

@@ -128,6 +128,12 @@ const instanceView = z.looseObject({
   createdAt: iso,
   updatedAt: iso,
 });
+const diffAnswer = z.looseObject({
+  osid: z.string(),
+  jobId: z.number().int(),
+  reused: z.boolean().describe('true: a check of the instance was already queued or running and this is that job (200); none was queued'),
+  prune: z.array(z.object({ name: z.string(), type: z.enum(['helm', 'manifest', 'tofu']), action: z.enum(['helm uninstall', 'manifest delete', 'tofu destroy']) })),
+});
 const deployResponse = z.looseObject({ osid: z.string(), jobId: z.number().int(), version: z.number().int(), instance: instanceView });
 const instanceVersionView = z.looseObject({
   version: z.number().int(),
@@ -218,7 +224,7 @@ export const ROUTES: RouteDoc[] = [
   { method: 'get', path: '/v1/instances/{osid}/versions', auth: 'bearer', summary: "versions of an instance's desired state, oldest first: the newest limit (default 100, at most 1000) below before", params: { osid: osidParam }, query: versionsQuery, ok: { 200: z.object({ versions: z.array(instanceVersionView) }) }, errors: [404] },
   { method: 'get', path: '/v1/instances/{osid}/versions/{version}', auth: 'bearer', summary: "one version of an instance's desired state", params: { osid: osidParam, version: versionParam }, ok: { 200: instanceVersionView }, errors: [404] },
   { method: 'post', path: '/v1/instances/{osid}/deploy', auth: 'bearer', summary: 'upgrade an instance in place (with version: roll back to that version, as a new version)', params: { osid: osidParam }, body: redeploySchema, ok: { 202: deployResponse }, errors: [404, 409, 422] },
-  { method: 'post', path: '/v1/instances/{osid}/diff', auth: 'bearer', summary: "check an instance for drift: its current desired state (or the body's commit and inputs, tether diff --file) compiled to a flow of diff steps, queued as a job (syncStatus and lastCheckedAt are recorded when it ends, for its own desired state only); prune: the resources that desired state would remove, in removal order", params: { osid: osidParam }, query: deleteQuery, body: desiredStateSchema, ok: { 202: z.looseObject({ osid: z.string(), jobId: z.number().int(), prune: z.array(z.object({ name: z.string(), type: z.enum(['helm', 'manifest', 'tofu']), action: z.enum(['helm uninstall', 'manifest delete', 'tofu destroy']) })) }) }, errors: [404, 409, 422] },
+  { method: 'post', path: '/v1/instances/{osid}/diff', auth: 'bearer', summary: "check an instance for drift: its current desired state (or the body's commit and inputs, tether diff --file) compiled to a flow of diff steps, queued as a job (202; syncStatus and lastCheckedAt are recorded when it ends, for its own desired state only); while a check of its own desired state is queued or running, a check of it answers that job (200, reused: true) instead of queuing another; prune: the resources that desired state would remove, in removal order", params: { osid: osidParam }, query: deleteQuery, body: desiredStateSchema, ok: { 202: diffAnswer, 200: diffAnswer }, errors: [404, 409, 422] },
   { method: 'post', path: '/v1/instances/{osid}/sync', auth: 'bearer', summary: "apply an instance's current desired state again (its latest version's commit and inputs; or the body's commit of its source and inputs, tether sync --file), as the next version (action sync), pruning what it no longer has: what repairs drift", params: { osid: osidParam }, query: deleteQuery, body: desiredStateSchema, ok: { 202: deployResponse }, errors: [404, 409, 422] },
   { method: 'delete', path: '/v1/instances/{osid}', auth: 'bearer', summary: 'tear an instance down', params: { osid: osidParam }, query: deleteQuery, ok: { 202: deployResponse }, errors: [404, 409] },
   { method: 'get', path: '/v1/clusters/{cid}/vpn', auth: 'bearer', summary: "a cluster's VPN: node addresses and user peers", params: { cid: cidSchema }, ok: { 200: vpnClusterView }, errors: [404] },
@@ -226,14 +232,14 @@ export const ROUTES: RouteDoc[] = [
   { method: 'get', path: '/v1/clusters/{cid}/vpn/users/{uid}/config', auth: 'bearer', summary: "a user peer's client configuration (without a private key)", params: { cid: cidSchema, uid: userId }, ok: { 200: z.looseObject({ user: vpnUserView, clientConfig: z.string() }) }, errors: [404] },
   { method: 'delete', path: '/v1/clusters/{cid}/vpn/users/{uid}', auth: 'bearer', summary: 'remove a user peer', params: { cid: cidSchema, uid: userId }, ok: { 204: undefined }, errors: [404] },
   { method: 'post', path: '/v1/bootstrap', auth: 'none', summary: 'trade a one-time bootstrap token and a CSR for a certificate (one-way TLS)', body: bootstrapRequestSchema, ok: { 201: bootstrapResponseSchema }, errors: [401, 403, 409, 429] },
-  { method: 'get', path: '/v1/agent/whoami', auth: 'mtls', summary: 'the agent of this certificate', ok: { 200: principal }, errors: [] },
-  { method: 'get', path: '/v1/agent/poll', auth: 'mtls', summary: 'long-poll for the next command (held up to wait seconds)', query: pollQuery, ok: { 200: pollResponseSchema }, errors: [] },
-  { method: 'post', path: '/v1/agent/heartbeat', auth: 'mtls', summary: 'heartbeat with host metrics; answers cancellations', body: heartbeatRequestSchema, ok: { 200: heartbeatResponseSchema }, errors: [] },
-  { method: 'post', path: '/v1/agent/commands/{id}/result', auth: 'mtls', summary: "report a claimed command's outcome", params: id, body: resultRequestSchema, ok: { 200: z.looseObject({ status: z.string() }) }, errors: [404, 409] },
+  { method: 'get', path: '/v1/agent/whoami', auth: 'mtls', summary: 'the agent of this certificate', ok: { 200: principal }, errors: [429] },
+  { method: 'get', path: '/v1/agent/poll', auth: 'mtls', summary: 'long-poll for the next command (held up to wait seconds)', query: pollQuery, ok: { 200: pollResponseSchema }, errors: [429] },
+  { method: 'post', path: '/v1/agent/heartbeat', auth: 'mtls', summary: 'heartbeat with host metrics; answers cancellations', body: heartbeatRequestSchema, ok: { 200: heartbeatResponseSchema }, errors: [429] },
+  { method: 'post', path: '/v1/agent/commands/{id}/result', auth: 'mtls', summary: "report a claimed command's outcome", params: id, body: resultRequestSchema, ok: { 200: z.looseObject({ status: z.string() }) }, errors: [404, 409, 429] },
   { method: 'post', path: '/v1/agent/commands/{id}/logs', auth: 'mtls', summary: "append log lines of a claimed command (capped per command, rate-limited per agent)", params: id, body: logsRequestSchema, ok: { 200: z.object({ stored: z.number().int() }) }, errors: [404, 409, 429] },
   { method: 'post', path: '/v1/agent/certificate', auth: 'mtls', summary: 'renew this agent\'s certificate from a CSR (once at most half its lifetime is left, one at a time)', body: renewRequestSchema, ok: { 201: renewResponseSchema }, errors: [429] },
-  { method: 'put', path: '/v1/agent/vpn/node', auth: 'mtls', role: 'node', summary: "register this node's WireGuard keys, ports and endpoint", body: vpnRegisterSchema, ok: { 200: vpnConfigSchema }, errors: [409] },
-  { method: 'get', path: '/v1/agent/vpn/config', auth: 'mtls', role: 'node', summary: "this node's WireGuard addresses and peers", ok: { 200: vpnConfigSchema }, errors: [404] },
+  { method: 'put', path: '/v1/agent/vpn/node', auth: 'mtls', role: 'node', summary: "register this node's WireGuard keys, ports and endpoint", body: vpnRegisterSchema, ok: { 200: vpnConfigSchema }, errors: [409, 429] },
+  { method: 'get', path: '/v1/agent/vpn/config', auth: 'mtls', role: 'node', summary: "this node's WireGuard addresses and peers", ok: { 200: vpnConfigSchema }, errors: [404, 429] },
 ];
 
 /** Statuses every route of a kind can answer. */
@@ -268,7 +274,7 @@ const REASONS: Record<number, string> = {
   413: 'the body is too large',
   415: 'the body is not JSON, or is compressed',
   422: 'the referenced bundle cannot be used',
-  429: 'too many requests: failed bootstraps or sign-ins from this address, log bytes from this agent, or a renewal too early or already in progress',
+  429: "too many requests: failed bootstraps or sign-ins from this address, this agent's requests of this kind or its log bytes (Retry-After says when to try again), or a renewal too early or already in progress",
   503: 'storage unavailable, or the control plane is stopping; retry',
 };
 

@@ -177,28 +177,25 @@ program
   .option('--json', 'print JSON')
   .action(async (o: { config?: string; json?: boolean }) => {
     const c = load(o.config);
-    const [{ AgentClient }, { readCredentials, certificateDue }, { collectVpnState }, { runCommand }] = await Promise.all([import('../../common/agent/agent-client.ts'), import('../daemon/certificate.ts'), import('../vpn/vpn.state.ts'), import('../process/run.ts')]);
+    const [{ readCredentials, certificateDue }, { collectVpnState }, { runCommand }, { checkServers, serverLines }, { lastServer }] = await Promise.all([import('../daemon/certificate.ts'), import('../vpn/vpn.state.ts'), import('../process/run.ts'), import('./status.servers.ts'), import('../daemon/server-record.ts')]);
     const { notAfter, due } = certificateDue(c);
-    const client = new AgentClient(controlPlaneUrls(c), readCredentials(c));
-    let controlPlane: { reachable: boolean; detail: string };
-    try {
-      await client.request('GET', '/v1/agent/whoami');
-      controlPlane = { reachable: true, detail: 'mTLS ok' };
-    } catch (err) {
-      controlPlane = { reachable: false, detail: err instanceof HttpError ? `${err.code}: ${err.message}` : errorMessage(err) };
-    } finally {
-      client.close();
-    }
+    // Every configured control plane, each on its own connection; fine while one answers.
+    const servers = await checkServers(controlPlaneUrls(c), readCredentials(c), lastServer(c.stateDir));
+    const used = servers.find((s) => s.lastUsed) ?? servers[0]!;
+    const reachable = servers.find((s) => s.reachable);
+    const controlPlane = { reachable: reachable !== undefined, detail: (reachable ?? used).detail };
     const vpn = c.network.manageVpn ? await collectVpnState(c.network, runCommand, { keyDir: join(c.stateDir, 'wireguard') }) : {};
-    const s = { nodeId: c.nodeId, agentId: c.agentId, accountId: c.accountId, cluster: c.cluster, controlPlaneNode: c.controlPlane, server: c.server, certificate: { notAfter: notAfter.toISOString(), renewDue: due }, controlPlane, vpn, version: VERSION };
+    const s = { nodeId: c.nodeId, agentId: c.agentId, accountId: c.accountId, cluster: c.cluster, controlPlaneNode: c.controlPlane, server: c.server, servers, certificate: { notAfter: notAfter.toISOString(), renewDue: due }, controlPlane, vpn, version: VERSION };
+    const shown = serverLines(servers);
+    process.exitCode = controlPlane.reachable ? 0 : 1;
+    if (shown.error) process.stderr.write(`tether-node: ${shown.error}\n`);
     if (o.json) return out(JSON.stringify(s, null, 2));
     out(`node        ${c.nodeId} (agent ${c.agentId}, account ${c.accountId}, cluster ${c.cluster}${c.controlPlane ? ', control plane' : ''})`);
-    out(`server      ${c.server}: ${controlPlane.reachable ? 'reachable' : 'UNREACHABLE'} (${controlPlane.detail})`);
+    for (const l of shown.lines) out(l);
     out(`certificate valid until ${notAfter.toISOString()}${due ? ' (renewal due)' : ''}`);
     for (const [role, v] of Object.entries(vpn) as [string, { interface: string; up: boolean; peers?: { handshakeAgeSeconds: number | null }[] }][]) {
       out(`${role.padEnd(11)} ${v.interface}: ${v.up ? `${v.peers?.length ?? 0} peer(s), ${v.peers?.filter((p) => p.handshakeAgeSeconds !== null && p.handshakeAgeSeconds < 180).length ?? 0} with a recent handshake` : 'down'}`);
     }
-    process.exitCode = controlPlane.reachable ? 0 : 1;
   });
 
 program

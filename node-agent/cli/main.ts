@@ -9,9 +9,13 @@
 import { ConfigError } from '../config/node.config.ts';
 import { errorMessage } from '../../common/errors.ts';
 import { plainAgentArgs, runAgent } from './agent.command.ts';
+import { daemonLogger } from './log.ts';
+import { installProcessNet } from '../../common/process-net.ts';
 
 const daemon = plainAgentArgs(process.argv.slice(2));
 if (daemon) {
+  // An unhandled rejection or uncaught exception: logged under `err`, then exit 1 (systemd restarts it).
+  installProcessNet(daemonLogger());
   try {
     await runAgent(daemon.config);
   } catch (err) {

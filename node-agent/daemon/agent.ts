@@ -17,6 +17,7 @@ import { collectVpnState } from '../vpn/vpn.state.ts';
 import { VERSION } from '../version.ts';
 import { certificateDue, readCredentials, renewCertificate } from './certificate.ts';
 import { nodeExecutor } from './executor.ts';
+import { recordServer } from './server-record.ts';
 
 export interface RunningNodeAgent {
   runtime: AgentRuntime;
@@ -39,7 +40,13 @@ export function startNodeAgent(config: NodeConfig, log: Logger, o: NodeAgentOpti
   // Kills what a previous daemon process's commands left behind (kill -9, OOM), then records runs.
   reapLeftoverProcesses(join(config.stateDir, 'processes'), log, 'host commands');
   const creds = readCredentials(config);
-  const client = new AgentClient(controlPlaneUrls(config), creds, { onMove: (m) => log.warn(m, 'moved to another control-plane replica') });
+  const client = new AgentClient(controlPlaneUrls(config), creds, {
+    onMove: (m) => {
+      log.warn(m, 'moved to another control-plane replica');
+      recordServer(config.stateDir, m.to, log);
+    },
+  });
+  recordServer(config.stateDir, client.current, log);
 
   let chain: Promise<unknown> = Promise.resolve();
   const serialisedSync = (): Promise<VpnSyncResult> => {
