@@ -8,9 +8,10 @@ import { join } from 'node:path';
 import type SQLite from 'better-sqlite3';
 import { openDatabase, type Db } from './database.ts';
 import { openPostgres, redactDatabaseUrl } from './postgres.ts';
+import { startCheckpointer, type Checkpointer } from './checkpoint.ts';
 
 export type Storage =
-  | { dialect: 'sqlite'; db: Db; sqlite: SQLite.Database; file: string; close(): Promise<void> }
+  | { dialect: 'sqlite'; db: Db; sqlite: SQLite.Database; file: string; checkpointer: Checkpointer; close(): Promise<void> }
   | { dialect: 'postgres'; db: Db; url: string; close(): Promise<void> };
 
 export interface StorageConfig {
@@ -37,12 +38,16 @@ export function openStorage(c: StorageConfig, onIdleError?: (err: Error) => void
   }
   const file = join(c.dataDir, 'tether.db');
   const { db, sqlite } = openDatabase(file);
+  // Checkpoints on a worker thread, not in the committing request's turn (checkpoint.ts).
+  const checkpointer = startCheckpointer(sqlite, file);
   return {
     dialect: 'sqlite',
     db,
     sqlite,
     file,
+    checkpointer,
     async close() {
+      await checkpointer.stop();
       await db.destroy();
       if (sqlite.open) sqlite.close();
     },

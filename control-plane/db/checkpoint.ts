@@ -1,0 +1,144 @@
+/**
+ * Checkpoints off the request path (issue 18). A checkpoint copies the WAL's pages into the
+ * database file and syncs both; with SQLite's automatic checkpoints it ran inside whichever commit
+ * crossed the threshold, on the event loop (the copy and two fsyncs: every request waited for it).
+ * Here the main connection never checkpoints (`wal_autocheckpoint = 0`) and a worker thread with
+ * its own connection does it on a timer (checkpoint.worker.ts), PASSIVE (the main thread keeps
+ * committing), with a RESTART pass when the WAL stays above a bound.
+ *
+ * Durability (durability.ts) is unchanged: the worker's connection runs `synchronous = NORMAL`,
+ * so SQLite syncs the WAL before copying and the database after, and marks frames copied only
+ * then; the main connection restarts the WAL (overwriting frames) only when every frame is marked.
+ * A frame the barrier synced is overwritten only once its pages are synced in the database file.
+ *
+ * If the worker fails (it cannot open the file, or stops), the main connection's automatic
+ * checkpoints come back (`wal_autocheckpoint = 4000`, as before) so the WAL stays bounded.
+ * `TETHER_SQLITE_CHECKPOINT=inline` keeps them on the main thread from the start (to compare).
+ */
+import { Worker } from 'node:worker_threads';
+import { EventEmitter } from 'node:events';
+import type SQLite from 'better-sqlite3';
+import type { CheckpointMessage, CheckpointWorkerData } from './checkpoint.worker.ts';
+
+/** The automatic checkpoint's threshold on the main connection when no worker does it (pages). */
+export const INLINE_AUTOCHECKPOINT_PAGES = 4000;
+
+export interface CheckpointStats {
+  /** Passes that found frames in the WAL, by mode. */
+  passive: number;
+  restart: number;
+  /** The largest WAL seen by a pass, in frames (pages). */
+  maxLogFrames: number;
+  /** Time spent in passes on the worker's thread. */
+  ms: number;
+  failed: boolean;
+}
+
+export interface Checkpointer extends EventEmitter<{ checkpoint: [Extract<CheckpointMessage, { kind: 'checkpoint' }>]; failed: [Error] }> {
+  readonly mode: 'worker' | 'inline';
+  stats(): CheckpointStats;
+  /**
+   * A pass now, after everything committed before the call (the timer runs them anyway): the WAL's
+   * frames and how many are copied after it; `undefined` when the worker is stopped or failed.
+   */
+  tick(): Promise<{ log: number; checkpointed: number } | undefined>;
+  /** Stops the worker and waits for its connection to close (before the main connection closes). */
+  stop(): Promise<void>;
+}
+
+class InlineCheckpoints extends EventEmitter<{ checkpoint: [Extract<CheckpointMessage, { kind: 'checkpoint' }>]; failed: [Error] }> implements Checkpointer {
+  readonly mode = 'inline';
+  stats(): CheckpointStats {
+    return { passive: 0, restart: 0, maxLogFrames: 0, ms: 0, failed: false };
+  }
+  async tick(): Promise<undefined> {
+    return undefined;
+  }
+  async stop(): Promise<void> {}
+}
+
+class WorkerCheckpoints extends EventEmitter<{ checkpoint: [Extract<CheckpointMessage, { kind: 'checkpoint' }>]; failed: [Error] }> implements Checkpointer {
+  readonly mode = 'worker';
+  private readonly worker: Worker;
+  private readonly sqlite: SQLite.Database;
+  private readonly s: CheckpointStats = { passive: 0, restart: 0, maxLogFrames: 0, ms: 0, failed: false };
+  private stopping = false;
+  private readonly exited: Promise<void>;
+  private ticks = 0;
+  private readonly waiting = new Map<number, (r: { log: number; checkpointed: number } | undefined) => void>();
+
+  constructor(sqlite: SQLite.Database, data: CheckpointWorkerData) {
+    super();
+    this.sqlite = sqlite;
+    sqlite.pragma('wal_autocheckpoint = 0');
+    this.worker = new Worker(new URL('./checkpoint.worker.ts', import.meta.url), { workerData: data, name: 'tether-checkpoint' });
+    // The worker never keeps the process alive on its own: the server's sockets and timers do.
+    this.worker.unref();
+    this.worker.on('message', (m: CheckpointMessage) => {
+      if (m.kind === 'checkpoint') {
+        if (m.mode === 'PASSIVE') this.s.passive++;
+        else this.s.restart++;
+        this.s.maxLogFrames = Math.max(this.s.maxLogFrames, m.log);
+        this.s.ms += m.ms;
+        this.emit('checkpoint', m);
+      } else if (m.kind === 'ticked') {
+        this.waiting.get(m.id)?.(m.log < 0 ? undefined : { log: m.log, checkpointed: m.checkpointed });
+        this.waiting.delete(m.id);
+      } else if (m.kind === 'error') {
+        this.fail(Object.assign(new Error(`checkpoint failed: ${m.message}`), { code: m.code }));
+      }
+    });
+    this.worker.on('error', (err) => this.fail(err));
+    this.exited = new Promise((resolve) =>
+      this.worker.once('exit', () => {
+        for (const w of this.waiting.values()) w(undefined);
+        this.waiting.clear();
+        resolve();
+      }),
+    );
+    this.worker.once('exit', (code) => {
+      if (!this.stopping) this.fail(new Error(`the checkpoint worker exited (${code})`));
+    });
+  }
+
+  /** The worker is gone or its passes fail: the main connection checkpoints again, as before. */
+  private fail(err: Error): void {
+    if (!this.s.failed && this.sqlite.open) this.sqlite.pragma(`wal_autocheckpoint = ${INLINE_AUTOCHECKPOINT_PAGES}`);
+    this.s.failed = true;
+    if (this.listenerCount('failed') > 0) this.emit('failed', err);
+  }
+
+  stats(): CheckpointStats {
+    return { ...this.s };
+  }
+
+  tick(): Promise<{ log: number; checkpointed: number } | undefined> {
+    if (this.stopping || this.s.failed) return Promise.resolve(undefined);
+    const id = ++this.ticks;
+    return new Promise((resolve) => {
+      this.waiting.set(id, resolve);
+      this.worker.postMessage({ tick: id });
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return this.exited;
+    this.stopping = true;
+    this.worker.postMessage('stop');
+    const t = setTimeout(() => void this.worker.terminate(), 5000);
+    await this.exited;
+    clearTimeout(t);
+  }
+}
+
+/**
+ * Starts checkpointing `file` (opened in WAL mode by openDatabase, migrations run) off the main
+ * thread. `intervalMs`: how often the worker looks; `restartPages`: the WAL size (frames) above
+ * which a pass also holds writers back to start the WAL over.
+ */
+export function startCheckpointer(sqlite: SQLite.Database, file: string, o: { intervalMs?: number; restartPages?: number; mode?: 'worker' | 'inline' } = {}): Checkpointer {
+  // (A worker that fails sets `failed`; a tick asked of it answers undefined.)
+  const mode = o.mode ?? (process.env.TETHER_SQLITE_CHECKPOINT === 'inline' ? 'inline' : 'worker');
+  if (mode === 'inline') return new InlineCheckpoints();
+  return new WorkerCheckpoints(sqlite, { file, intervalMs: o.intervalMs ?? 200, restartPages: o.restartPages ?? INLINE_AUTOCHECKPOINT_PAGES });
+}
