@@ -176,7 +176,7 @@ async function durableLives(method: 'normal' | 'group-commit' | 'fsync-per-commi
     /** Submit, claim and result, each acknowledged: a command's whole life as its clients wait for it. */
     lifeMs: summarize(life),
     checkpoints,
-    ...(checkpoints === 'worker' ? { checkpointPasses: cp.passive + cp.restart, checkpointWorkerMs: Math.round(cp.ms) } : {}),
+    ...(checkpoints === 'worker' ? { checkpointPasses: cp.passive, checkpointWorkerMs: Math.round(cp.ms) } : {}),
     /** Process CPU (all threads, the checkpoint worker's included). */
     cpuMsPerCommand: Math.round(((cpu.user + cpu.system) / 1000 / Math.max(1, n)) * 1000) / 1000,
     syncs: st.syncs,

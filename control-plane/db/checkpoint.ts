@@ -1,32 +1,36 @@
 /**
  * Checkpoints off the request path (issue 18). A checkpoint copies the WAL's pages into the
- * database file and syncs both; with SQLite's automatic checkpoints it ran inside whichever commit
- * crossed the threshold, on the event loop (the copy and two fsyncs: every request waited for it).
- * Here the main connection never checkpoints (`wal_autocheckpoint = 0`) and a worker thread with
- * its own connection does it on a timer (checkpoint.worker.ts), PASSIVE (the main thread keeps
- * committing), with a RESTART pass when the WAL stays above a bound.
+ * database file and syncs both; with SQLite's automatic checkpoints alone it ran inside whichever
+ * commit crossed the threshold (4,000 frames), on the event loop: the copy of the whole WAL and
+ * two fsyncs, every request waiting. Here a worker thread with its own connection copies the WAL
+ * every 200 ms (checkpoint.worker.ts, PASSIVE: the main thread keeps committing meanwhile).
+ *
+ * The main connection keeps its automatic checkpoint at 4,000 frames as the bound of the WAL.
+ * Under a steady stream of commits a pass never finds the WAL entirely copied (commits land while
+ * it copies), and only a writer that finds every frame copied starts the WAL over; so the WAL
+ * still reaches the threshold, and the main thread's checkpoint then copies only what the worker
+ * has not (the last pass's worth of commits, not the whole WAL) and, being the writer, completes:
+ * the next commit starts the WAL over. If the worker is busy copying at that moment, the main
+ * connection's PASSIVE checkpoint gives up at once (no wait) and a later commit tries again. When
+ * the commits pause, a pass copies everything and the WAL starts over before the threshold.
  *
  * Durability (durability.ts) is unchanged: the worker's connection runs `synchronous = NORMAL`,
  * so SQLite syncs the WAL before copying and the database after, and marks frames copied only
  * then; the main connection restarts the WAL (overwriting frames) only when every frame is marked.
- * A frame the barrier synced is overwritten only once its pages are synced in the database file.
- *
  * If the worker fails (it cannot open the file, or stops), the main connection's automatic
- * checkpoints come back (`wal_autocheckpoint = 4000`, as before) so the WAL stays bounded.
- * `TETHER_SQLITE_CHECKPOINT=inline` keeps them on the main thread from the start (to compare).
+ * checkpoints go on alone, as before. `TETHER_SQLITE_CHECKPOINT=inline` starts no worker (to compare).
  */
 import { Worker } from 'node:worker_threads';
 import { EventEmitter } from 'node:events';
 import type SQLite from 'better-sqlite3';
 import type { CheckpointMessage, CheckpointWorkerData } from './checkpoint.worker.ts';
 
-/** The automatic checkpoint's threshold on the main connection when no worker does it (pages). */
+/** The main connection's automatic checkpoint threshold (frames): the WAL's bound (database.ts sets it). */
 export const INLINE_AUTOCHECKPOINT_PAGES = 4000;
 
 export interface CheckpointStats {
-  /** Passes that found frames in the WAL, by mode. */
+  /** Passes that found frames in the WAL. */
   passive: number;
-  restart: number;
   /** The largest WAL seen by a pass, in frames (pages). */
   maxLogFrames: number;
   /** Time spent in passes on the worker's thread. */
@@ -49,7 +53,7 @@ export interface Checkpointer extends EventEmitter<{ checkpoint: [Extract<Checkp
 class InlineCheckpoints extends EventEmitter<{ checkpoint: [Extract<CheckpointMessage, { kind: 'checkpoint' }>]; failed: [Error] }> implements Checkpointer {
   readonly mode = 'inline';
   stats(): CheckpointStats {
-    return { passive: 0, restart: 0, maxLogFrames: 0, ms: 0, failed: false };
+    return { passive: 0, maxLogFrames: 0, ms: 0, failed: false };
   }
   async tick(): Promise<undefined> {
     return undefined;
@@ -61,7 +65,7 @@ class WorkerCheckpoints extends EventEmitter<{ checkpoint: [Extract<CheckpointMe
   readonly mode = 'worker';
   private readonly worker: Worker;
   private readonly sqlite: SQLite.Database;
-  private readonly s: CheckpointStats = { passive: 0, restart: 0, maxLogFrames: 0, ms: 0, failed: false };
+  private readonly s: CheckpointStats = { passive: 0, maxLogFrames: 0, ms: 0, failed: false };
   private stopping = false;
   private readonly exited: Promise<void>;
   private ticks = 0;
@@ -70,14 +74,14 @@ class WorkerCheckpoints extends EventEmitter<{ checkpoint: [Extract<CheckpointMe
   constructor(sqlite: SQLite.Database, data: CheckpointWorkerData) {
     super();
     this.sqlite = sqlite;
-    sqlite.pragma('wal_autocheckpoint = 0');
+    // The bound stays on the main connection (see above); the worker makes each of those cheap.
+    sqlite.pragma(`wal_autocheckpoint = ${INLINE_AUTOCHECKPOINT_PAGES}`);
     this.worker = new Worker(new URL('./checkpoint.worker.ts', import.meta.url), { workerData: data, name: 'tether-checkpoint' });
     // The worker never keeps the process alive on its own: the server's sockets and timers do.
     this.worker.unref();
     this.worker.on('message', (m: CheckpointMessage) => {
       if (m.kind === 'checkpoint') {
-        if (m.mode === 'PASSIVE') this.s.passive++;
-        else this.s.restart++;
+        this.s.passive++;
         this.s.maxLogFrames = Math.max(this.s.maxLogFrames, m.log);
         this.s.ms += m.ms;
         this.emit('checkpoint', m);
@@ -101,9 +105,8 @@ class WorkerCheckpoints extends EventEmitter<{ checkpoint: [Extract<CheckpointMe
     });
   }
 
-  /** The worker is gone or its passes fail: the main connection checkpoints again, as before. */
+  /** The worker is gone or its passes fail: the main connection's automatic checkpoints go on alone, as before. */
   private fail(err: Error): void {
-    if (!this.s.failed && this.sqlite.open) this.sqlite.pragma(`wal_autocheckpoint = ${INLINE_AUTOCHECKPOINT_PAGES}`);
     this.s.failed = true;
     if (this.listenerCount('failed') > 0) this.emit('failed', err);
   }
@@ -132,13 +135,12 @@ class WorkerCheckpoints extends EventEmitter<{ checkpoint: [Extract<CheckpointMe
 }
 
 /**
- * Starts checkpointing `file` (opened in WAL mode by openDatabase, migrations run) off the main
- * thread. `intervalMs`: how often the worker looks; `restartPages`: the WAL size (frames) above
- * which a pass also holds writers back to start the WAL over.
+ * Starts checkpointing `file` (opened in WAL mode by openDatabase) off the main thread.
+ * `intervalMs`: how often the worker copies. A worker that fails sets `failed` and emits it; a
+ * tick asked of it answers undefined.
  */
-export function startCheckpointer(sqlite: SQLite.Database, file: string, o: { intervalMs?: number; restartPages?: number; mode?: 'worker' | 'inline' } = {}): Checkpointer {
-  // (A worker that fails sets `failed`; a tick asked of it answers undefined.)
+export function startCheckpointer(sqlite: SQLite.Database, file: string, o: { intervalMs?: number; mode?: 'worker' | 'inline' } = {}): Checkpointer {
   const mode = o.mode ?? (process.env.TETHER_SQLITE_CHECKPOINT === 'inline' ? 'inline' : 'worker');
   if (mode === 'inline') return new InlineCheckpoints();
-  return new WorkerCheckpoints(sqlite, { file, intervalMs: o.intervalMs ?? 200, restartPages: o.restartPages ?? INLINE_AUTOCHECKPOINT_PAGES });
+  return new WorkerCheckpoints(sqlite, { file, intervalMs: o.intervalMs ?? 200 });
 }
