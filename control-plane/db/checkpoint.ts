@@ -63,23 +63,35 @@ class InlineCheckpoints extends EventEmitter<{ checkpoint: [Extract<CheckpointMe
 
 class WorkerCheckpoints extends EventEmitter<{ checkpoint: [Extract<CheckpointMessage, { kind: 'checkpoint' }>]; failed: [Error] }> implements Checkpointer {
   readonly mode = 'worker';
-  private readonly worker: Worker;
-  private readonly sqlite: SQLite.Database;
+  private worker: Worker | undefined;
+  private readonly data: CheckpointWorkerData;
   private readonly s: CheckpointStats = { passive: 0, maxLogFrames: 0, ms: 0, failed: false };
   private stopping = false;
-  private readonly exited: Promise<void>;
+  private exited: Promise<void> = Promise.resolve();
+  private readonly startTimer: NodeJS.Timeout | undefined;
   private ticks = 0;
   private readonly waiting = new Map<number, (r: { log: number; checkpointed: number } | undefined) => void>();
 
-  constructor(sqlite: SQLite.Database, data: CheckpointWorkerData) {
+  constructor(sqlite: SQLite.Database, data: CheckpointWorkerData, startAfterMs: number) {
     super();
-    this.sqlite = sqlite;
+    this.data = data;
     // The bound stays on the main connection (see above); the worker makes each of those cheap.
     sqlite.pragma(`wal_autocheckpoint = ${INLINE_AUTOCHECKPOINT_PAGES}`);
-    this.worker = new Worker(new URL('./checkpoint.worker.ts', import.meta.url), { workerData: data, name: 'tether-checkpoint' });
+    if (startAfterMs <= 0) this.start();
+    else {
+      // A thread with its own SQLite costs ~85 ms of CPU to start: not for a process that stops at once (the CLI, tests).
+      this.startTimer = setTimeout(() => this.start(), startAfterMs);
+      this.startTimer.unref();
+    }
+  }
+
+  private start(): Worker {
+    if (this.worker) return this.worker;
+    const worker = new Worker(new URL('./checkpoint.worker.ts', import.meta.url), { workerData: this.data, name: 'tether-checkpoint' });
+    this.worker = worker;
     // The worker never keeps the process alive on its own: the server's sockets and timers do.
-    this.worker.unref();
-    this.worker.on('message', (m: CheckpointMessage) => {
+    worker.unref();
+    worker.on('message', (m: CheckpointMessage) => {
       if (m.kind === 'checkpoint') {
         this.s.passive++;
         this.s.maxLogFrames = Math.max(this.s.maxLogFrames, m.log);
@@ -92,17 +104,16 @@ class WorkerCheckpoints extends EventEmitter<{ checkpoint: [Extract<CheckpointMe
         this.fail(Object.assign(new Error(`checkpoint failed: ${m.message}`), { code: m.code }));
       }
     });
-    this.worker.on('error', (err) => this.fail(err));
+    worker.on('error', (err) => this.fail(err));
     this.exited = new Promise((resolve) =>
-      this.worker.once('exit', () => {
+      worker.once('exit', (code) => {
         for (const w of this.waiting.values()) w(undefined);
         this.waiting.clear();
+        if (!this.stopping) this.fail(new Error(`the checkpoint worker exited (${code})`));
         resolve();
       }),
     );
-    this.worker.once('exit', (code) => {
-      if (!this.stopping) this.fail(new Error(`the checkpoint worker exited (${code})`));
-    });
+    return worker;
   }
 
   /** The worker is gone or its passes fail: the main connection's automatic checkpoints go on alone, as before. */
@@ -117,18 +128,21 @@ class WorkerCheckpoints extends EventEmitter<{ checkpoint: [Extract<CheckpointMe
 
   tick(): Promise<{ log: number; checkpointed: number } | undefined> {
     if (this.stopping || this.s.failed) return Promise.resolve(undefined);
+    const worker = this.start();
     const id = ++this.ticks;
     return new Promise((resolve) => {
       this.waiting.set(id, resolve);
-      this.worker.postMessage({ tick: id });
+      worker.postMessage({ tick: id });
     });
   }
 
   async stop(): Promise<void> {
     if (this.stopping) return this.exited;
     this.stopping = true;
+    clearTimeout(this.startTimer);
+    if (!this.worker) return;
     this.worker.postMessage('stop');
-    const t = setTimeout(() => void this.worker.terminate(), 5000);
+    const t = setTimeout(() => void this.worker?.terminate(), 5000);
     await this.exited;
     clearTimeout(t);
   }
@@ -136,11 +150,12 @@ class WorkerCheckpoints extends EventEmitter<{ checkpoint: [Extract<CheckpointMe
 
 /**
  * Starts checkpointing `file` (opened in WAL mode by openDatabase) off the main thread.
- * `intervalMs`: how often the worker copies. A worker that fails sets `failed` and emits it; a
- * tick asked of it answers undefined.
+ * `intervalMs`: how often the worker copies; `startAfterMs`: the thread starts that much later
+ * (or at the first tick). A worker that fails sets `failed` and emits it; a tick asked of it
+ * answers undefined.
  */
-export function startCheckpointer(sqlite: SQLite.Database, file: string, o: { intervalMs?: number; mode?: 'worker' | 'inline' } = {}): Checkpointer {
+export function startCheckpointer(sqlite: SQLite.Database, file: string, o: { intervalMs?: number; mode?: 'worker' | 'inline'; startAfterMs?: number } = {}): Checkpointer {
   const mode = o.mode ?? (process.env.TETHER_SQLITE_CHECKPOINT === 'inline' ? 'inline' : 'worker');
   if (mode === 'inline') return new InlineCheckpoints();
-  return new WorkerCheckpoints(sqlite, { file, intervalMs: o.intervalMs ?? 200 });
+  return new WorkerCheckpoints(sqlite, { file, intervalMs: o.intervalMs ?? 200 }, o.startAfterMs ?? 0);
 }

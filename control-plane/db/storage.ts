@@ -38,8 +38,8 @@ export function openStorage(c: StorageConfig, onIdleError?: (err: Error) => void
   }
   const file = join(c.dataDir, 'tether.db');
   const { db, sqlite } = openDatabase(file);
-  // Checkpoints on a worker thread, not in the committing request's turn (checkpoint.ts).
-  const checkpointer = startCheckpointer(sqlite, file);
+  // A worker thread copies the WAL beside the commits (checkpoint.ts), started after a second.
+  const checkpointer = startCheckpointer(sqlite, file, { startAfterMs: 1000 });
   return {
     dialect: 'sqlite',
     db,

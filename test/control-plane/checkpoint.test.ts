@@ -137,6 +137,22 @@ describe('checkpoints on a worker thread', () => {
     }
   });
 
+  it('a worker started later (the server: after a second) starts by itself and copies on its timer', async () => {
+    const file = join(dir, 'tether.db');
+    const o = openDatabase(file);
+    const cp = startCheckpointer(o.sqlite, file, { mode: 'worker', startAfterMs: 50, intervalMs: 20 });
+    try {
+      o.sqlite.exec('CREATE TABLE filler (x BLOB)');
+      const insert = o.sqlite.prepare('INSERT INTO filler (x) VALUES (?)');
+      for (let i = 0; i < 10; i++) insert.run(blob);
+      const [m] = (await once(cp, 'checkpoint')) as [{ log: number; checkpointed: number }];
+      assert.ok(m.log > 0 && m.checkpointed > 0, JSON.stringify(m));
+    } finally {
+      await cp.stop();
+      o.sqlite.close();
+    }
+  });
+
   it('a worker that cannot checkpoint is reported; the main connection keeps its own checkpoints', async () => {
     const o = openDatabase(join(dir, 'tether.db'));
     try {
