@@ -137,7 +137,7 @@ describe('checkpoints on a worker thread', () => {
     }
   });
 
-  it('a worker started later (the server: after a second) starts by itself and copies on its timer', async () => {
+  it('a worker started later (the server: after 5 s) starts by itself and copies on its timer', async () => {
     const file = join(dir, 'tether.db');
     const o = openDatabase(file);
     const cp = startCheckpointer(o.sqlite, file, { mode: 'worker', startAfterMs: 50, intervalMs: 20 });
