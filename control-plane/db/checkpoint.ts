@@ -18,7 +18,12 @@
  * so SQLite syncs the WAL before copying and the database after, and marks frames copied only
  * then; the main connection restarts the WAL (overwriting frames) only when every frame is marked.
  * If the worker fails (it cannot open the file, or stops), the main connection's automatic
- * checkpoints go on alone, as before. `TETHER_SQLITE_CHECKPOINT=inline` starts no worker (to compare).
+ * checkpoints go on alone, as before.
+ *
+ * Opt-in (`TETHER_SQLITE_CHECKPOINT=worker`): bench/checkpoint.ts measured no difference on this
+ * project's machine (main-thread CPU per command, event-loop delay p99 and max, a command's life,
+ * the WAL's size), because a checkpoint in a commit stalled the loop ~10-40 ms at most there. It
+ * is kept for disks whose fsync is slow, where that stall grows; measure there before turning it on.
  */
 import { Worker } from 'node:worker_threads';
 import { EventEmitter } from 'node:events';
@@ -155,7 +160,9 @@ class WorkerCheckpoints extends EventEmitter<{ checkpoint: [Extract<CheckpointMe
  * answers undefined.
  */
 export function startCheckpointer(sqlite: SQLite.Database, file: string, o: { intervalMs?: number; mode?: 'worker' | 'inline'; startAfterMs?: number } = {}): Checkpointer {
-  const mode = o.mode ?? (process.env.TETHER_SQLITE_CHECKPOINT === 'inline' ? 'inline' : 'worker');
+  // Off unless asked for: measured on this project's machine, the worker changed neither the main
+  // thread's CPU per command nor the event loop's stalls (docs/performance.md, issue 18).
+  const mode = o.mode ?? (process.env.TETHER_SQLITE_CHECKPOINT === 'worker' ? 'worker' : 'inline');
   if (mode === 'inline') return new InlineCheckpoints();
   return new WorkerCheckpoints(sqlite, { file, intervalMs: o.intervalMs ?? 200 }, o.startAfterMs ?? 0);
 }

@@ -38,9 +38,10 @@ export function openStorage(c: StorageConfig, onIdleError?: (err: Error) => void
   }
   const file = join(c.dataDir, 'tether.db');
   const { db, sqlite } = openDatabase(file);
-  // A worker thread copies the WAL beside the commits (checkpoint.ts), started after 5 s: a server
-  // runs for hours, a test's for seconds (until then the main connection's checkpoints do it all).
-  // TETHER_SQLITE_CHECKPOINT_START_MS: sooner (the power-loss test, whose servers live a second or two).
+  // With TETHER_SQLITE_CHECKPOINT=worker, a worker thread copies the WAL beside the commits
+  // (checkpoint.ts), started after 5 s (TETHER_SQLITE_CHECKPOINT_START_MS): a server runs for
+  // hours, a test's for seconds (until then the main connection's checkpoints do it all).
+  // Otherwise the main connection's automatic checkpoints alone, as before.
   const startAfterMs = Number(process.env.TETHER_SQLITE_CHECKPOINT_START_MS ?? 5000);
   const checkpointer = startCheckpointer(sqlite, file, { startAfterMs: Number.isFinite(startAfterMs) ? startAfterMs : 5000 });
   return {

@@ -103,8 +103,7 @@ function umountLazy(dir: string): void {
  */
 async function spawnServer(dataDir: string, port: number, extra: string[]): Promise<{ proc: ChildProcess; url: string; output: () => string }> {
   const [cmd, args] = nodeArgs('control-plane/cli/main.ts', ['server', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, ...extra]);
-  // The checkpoint worker from the start (the server's default waits 5 s): its copies run during the bursts.
-  const proc = spawn(cmd, args, { env: { ...process.env, TETHER_LOG_LEVEL: 'warn', TETHER_SQLITE_CHECKPOINT_START_MS: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(cmd, args, { env: { ...process.env, TETHER_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout!.on('data', (d) => (out += d));
   proc.stderr!.on('data', (d) => (out += d));
