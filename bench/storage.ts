@@ -11,6 +11,7 @@ import { flushHeartbeats, insertAgent, recordHeartbeat } from '../control-plane/
 import { insertCommand, completeAttempt } from '../control-plane/db/commands.repository.ts';
 import { claimNext } from '../control-plane/db/claim.ts';
 import { openDurability, type Durability } from '../control-plane/db/durability.ts';
+import { startCheckpointer } from '../control-plane/db/checkpoint.ts';
 import { summarize } from './lib/util.ts';
 
 const dir = process.argv[2] ?? '/tmp/tether-bench-storage';
@@ -121,14 +122,19 @@ const out: Record<string, unknown> = { agents: AGENTS, seconds };
  * on the thread pool, shared); `fsync-per-commit`: synchronous=FULL (SQLite syncs every commit).
  */
 const CLIENTS = 64;
-async function durableLives(method: 'normal' | 'group-commit' | 'fsync-per-commit') {
-  const o = await fresh(`durable-${method}`, method === 'fsync-per-commit' ? 'FULL' : 'NORMAL');
-  const durability: Durability = openDurability({ ...o, file: join(dir, `durable-${method}.db`), mode: method === 'normal' ? 'normal' : 'full' });
+async function durableLives(method: 'normal' | 'group-commit' | 'fsync-per-commit', checkpoints: 'inline' | 'worker' = 'inline') {
+  const name = `durable-${method}-${checkpoints}`;
+  const o = await fresh(name, method === 'fsync-per-commit' ? 'FULL' : 'NORMAL');
+  const durability: Durability = openDurability({ ...o, file: join(dir, `${name}.db`), mode: method === 'normal' ? 'normal' : 'full' });
+  // inline: SQLite's automatic checkpoints in the committing call (wal_autocheckpoint = 4000, as
+  // openDatabase sets); worker: the server's checkpoint worker (control-plane/db/checkpoint.ts).
+  const checkpointer = startCheckpointer(o.sqlite, join(dir, `${name}.db`), { mode: checkpoints });
   const ack = async () => {
     const w = durability.barrier();
     if (w) await w;
   };
   const lat: number[] = [];
+  const life: number[] = [];
   let n = 0;
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
@@ -149,6 +155,7 @@ async function durableLives(method: 'normal' | 'group-commit' | 'fsync-per-commi
         await completeAttempt(o.db, { id: claimed.id, agentId: agent, leaseId, now: Date.now() }, { kind: 'final', state: 'succeeded', outputs: null, error: null });
         await ack();
         lat.push(b - a);
+        life.push(performance.now() - a);
         n++;
         void row;
       }
@@ -157,6 +164,8 @@ async function durableLives(method: 'normal' | 'group-commit' | 'fsync-per-commi
   const secs = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
   const st = durability.stats();
+  const cp = checkpointer.stats();
+  await checkpointer.stop();
   durability.close();
   await o.db.destroy();
   if (o.sqlite.open) o.sqlite.close();
@@ -164,6 +173,11 @@ async function durableLives(method: 'normal' | 'group-commit' | 'fsync-per-commi
     clients: CLIENTS,
     commandsPerSecond: Math.round(n / secs),
     submitAckMs: summarize(lat),
+    /** Submit, claim and result, each acknowledged: a command's whole life as its clients wait for it. */
+    lifeMs: summarize(life),
+    checkpoints,
+    ...(checkpoints === 'worker' ? { checkpointPasses: cp.passive, checkpointWorkerMs: Math.round(cp.ms) } : {}),
+    /** Process CPU (all threads, the checkpoint worker's included). */
     cpuMsPerCommand: Math.round(((cpu.user + cpu.system) / 1000 / Math.max(1, n)) * 1000) / 1000,
     syncs: st.syncs,
     acksPerSync: st.syncs ? Math.round((st.waiters / st.syncs) * 10) / 10 : null,
@@ -172,6 +186,7 @@ async function durableLives(method: 'normal' | 'group-commit' | 'fsync-per-commi
 out.durableLives = {
   normal: await durableLives('normal'),
   groupCommit: await durableLives('group-commit'),
+  groupCommitCheckpointWorker: await durableLives('group-commit', 'worker'),
   fsyncPerCommit: await durableLives('fsync-per-commit'),
 };
 process.stdout.write(`${JSON.stringify(out)}\n`);

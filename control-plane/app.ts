@@ -119,6 +119,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   const storage = openStorage({ ...config, dataDir }, (err) => log.warn({ err }, 'an idle database connection failed; the pool replaces it'));
   const { db } = storage;
   if (storage.dialect === 'postgres') log.info({ database: storage.url, poolSize: config.databasePoolSize }, 'storage: PostgreSQL');
+  else storage.checkpointer.on('failed', (err) => log.error({ err }, 'the checkpoint worker failed; checkpoints run on the main thread again'));
   let durability: Durability | undefined;
   const failedStart = async (err: unknown): Promise<never> => {
     durability?.close();

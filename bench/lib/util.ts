@@ -85,13 +85,13 @@ export class ProcWatcher {
     this.timer.unref();
   }
   /** CPU % of one core since construction (or the last reset), RSS now and peak. */
-  read(): { cpuPercent: number; rssBytes: number; peakRssBytes: number; seconds: number } {
+  read(): { cpuPercent: number; rssBytes: number; peakRssBytes: number; seconds: number; cpuMs: number } {
     const s = procSample(this.pid) ?? this.last;
     const f = this.first;
-    if (!s || !f) return { cpuPercent: NaN, rssBytes: NaN, peakRssBytes: this.peakRss, seconds: 0 };
+    if (!s || !f) return { cpuPercent: NaN, rssBytes: NaN, peakRssBytes: this.peakRss, seconds: 0, cpuMs: NaN };
     this.peakRss = Math.max(this.peakRss, s.rssBytes);
     const secs = (s.at - f.at) / 1000;
-    return { cpuPercent: secs > 0 ? Math.round(((s.cpuMs - f.cpuMs) / 10 / secs) * 10) / 10 : NaN, rssBytes: s.rssBytes, peakRssBytes: this.peakRss, seconds: secs };
+    return { cpuPercent: secs > 0 ? Math.round(((s.cpuMs - f.cpuMs) / 10 / secs) * 10) / 10 : NaN, rssBytes: s.rssBytes, peakRssBytes: this.peakRss, seconds: secs, cpuMs: s.cpuMs - f.cpuMs };
   }
   reset(): void {
     this.first = procSample(this.pid);

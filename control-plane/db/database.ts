@@ -56,7 +56,8 @@ export function openDatabase(file: string): OpenedDatabase {
   // NORMAL in WAL mode survives a process crash (kill -9) without losing a commit; only a power
   // loss can roll back the last transactions. FULL would fsync every heartbeat.
   sqlite.pragma(`synchronous = ${process.env.TETHER_SQLITE_SYNCHRONOUS === 'FULL' ? 'FULL' : 'NORMAL'}`);
-  // A checkpoint (WAL pages copied into the database file, then an fsync) runs on the committing
+  // Without the checkpoint worker (the server starts one: checkpoint.ts, which sets this to 0), a
+  // checkpoint (WAL pages copied into the database file, then an fsync) runs on the committing
   // request's turn and blocks the event loop. SQLite's default, every 1,000 pages (4 MB), meant a
   // dozen checkpoints a second at 1,000 commands/s; every 4,000 pages (16 MB of WAL) there are a
   // quarter as many, and pages written again in between (index pages, the agents' rows) are copied

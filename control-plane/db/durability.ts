@@ -25,6 +25,14 @@
  *   could overwrite synced frames whose database pages were never synced: the barrier therefore
  *   requires NORMAL, and the database layer sets it.) A checkpoint that runs between a commit and
  *   its sync only syncs more.
+ * - With TETHER_SQLITE_CHECKPOINT=worker the server also checkpoints from a worker thread's own
+ *   connection (checkpoint.ts), beside this connection's automatic checkpoint. The argument above holds unchanged: the syncs around the
+ *   copy belong to the connection that checkpoints, and the worker's runs `synchronous=NORMAL`
+ *   too; the copied mark (nBackfill) is shared memory (the -shm file) that SQLite advances only
+ *   after the database's sync, and the WAL is started over only by a writer that sees every frame
+ *   marked, whichever connection copied them. A checkpoint concurrent with our commits copies
+ *   only frames of commits already ended (it reads up to its snapshot's last commit frame), and
+ *   our fdatasync of the WAL is on the same file, so the two never undo each other's syncs.
  * - Coverage is tracked by `total_changes()` (rows changed by this connection, never decreasing).
  *   A sync records the count when it starts, taken with no transaction open (it waits for Kysely's
  *   connection lock when one is open), so every change counted there is committed. A barrier whose

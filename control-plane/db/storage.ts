@@ -8,9 +8,10 @@ import { join } from 'node:path';
 import type SQLite from 'better-sqlite3';
 import { openDatabase, type Db } from './database.ts';
 import { openPostgres, redactDatabaseUrl } from './postgres.ts';
+import { startCheckpointer, type Checkpointer } from './checkpoint.ts';
 
 export type Storage =
-  | { dialect: 'sqlite'; db: Db; sqlite: SQLite.Database; file: string; close(): Promise<void> }
+  | { dialect: 'sqlite'; db: Db; sqlite: SQLite.Database; file: string; checkpointer: Checkpointer; close(): Promise<void> }
   | { dialect: 'postgres'; db: Db; url: string; close(): Promise<void> };
 
 export interface StorageConfig {
@@ -37,12 +38,20 @@ export function openStorage(c: StorageConfig, onIdleError?: (err: Error) => void
   }
   const file = join(c.dataDir, 'tether.db');
   const { db, sqlite } = openDatabase(file);
+  // With TETHER_SQLITE_CHECKPOINT=worker, a worker thread copies the WAL beside the commits
+  // (checkpoint.ts), started after 5 s (TETHER_SQLITE_CHECKPOINT_START_MS): a server runs for
+  // hours, a test's for seconds (until then the main connection's checkpoints do it all).
+  // Otherwise the main connection's automatic checkpoints alone, as before.
+  const startAfterMs = Number(process.env.TETHER_SQLITE_CHECKPOINT_START_MS ?? 5000);
+  const checkpointer = startCheckpointer(sqlite, file, { startAfterMs: Number.isFinite(startAfterMs) ? startAfterMs : 5000 });
   return {
     dialect: 'sqlite',
     db,
     sqlite,
     file,
+    checkpointer,
     async close() {
+      await checkpointer.stop();
       await db.destroy();
       if (sqlite.open) sqlite.close();
     },
