@@ -185,6 +185,7 @@ class SimAgent {
           retryAfterWaits++;
           this.quietUntil = Math.max(this.quietUntil, Date.now() + d.ms);
           await sleep(this.quietUntil - Date.now());
+          attempt = 0; // as the runtime: a failure after the wait backs off from the start
           continue;
         }
         const delay = d.ms;

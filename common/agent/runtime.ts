@@ -143,6 +143,9 @@ export class AgentRuntime {
   private async pollLoop(slot: number): Promise<void> {
     const log = this.o.log.child({ slot });
     while (!this.stopping.signal.aborted) {
+      // The attempt the backoff counts from: a Retry-After waited out starts it again (the control
+      // plane said when to come back; not being there yet then is a first failure, not the nth).
+      let backoffFrom = 0;
       try {
         const res = await pRetry(async () => {
           await this.flushOutbox(); // results first: a reconnect delivers what was produced while away
@@ -156,10 +159,12 @@ export class AgentRuntime {
             const level = error instanceof TetherError && !error.retryable ? 'error' : 'warn';
             // The control plane's Retry-After when it gave one (a drain spreads its agents' returns),
             // else 1 s doubling to 60 s, randomised (retry.plan.ts).
-            const d = retryDelay({ attempt: attemptNumber, retryAfterMs: await this.o.client.retryAfter(error), minBackoffMs: this.o.minBackoffMs, maxBackoffMs: this.o.maxBackoffMs, random: Math.random() });
+            const d = retryDelay({ attempt: attemptNumber - backoffFrom, retryAfterMs: await this.o.client.retryAfter(error), minBackoffMs: this.o.minBackoffMs, maxBackoffMs: this.o.maxBackoffMs, random: Math.random() });
             log[level]({ err: error, attempt: attemptNumber, retryInMs: d.ms, cause: d.cause }, 'poll failed; backing off');
-            if (d.cause === 'retry_after') await this.quiet(d.ms);
-            else await this.backoff(d.ms);
+            if (d.cause === 'retry_after') {
+              backoffFrom = attemptNumber;
+              await this.quiet(d.ms);
+            } else await this.backoff(d.ms);
           },
         });
         this.cancel(res.cancel);
