@@ -308,7 +308,11 @@ async function storm() {
   const f = await fleet(s, n, 'ack', rampFor(n));
   try {
     await f.waitConnected(rampFor(n) + 90_000, log);
+    // The server's CPU with every agent held and heartbeating, to set the recovery's against.
+    const steady0 = procSample(s.pid);
     await sleep(5000);
+    const steady1 = procSample(s.pid);
+    const steadyCpuPercent = steady0 && steady1 ? Math.round(((steady1.cpuMs - steady0.cpuMs) / (steady1.at - steady0.at)) * 1000) / 10 : NaN;
     await f.stats(true);
     // Commands accepted (202: durable) right before the restart, some still queued, some claimed in flight.
     const ids: number[] = [];
@@ -389,7 +393,8 @@ async function storm() {
       allDeliveredSeconds: Math.round(tAllDelivered / 100) / 10,
       cpuPercentAfterRestart: p.cpuPercent,
       // Load-independent: the new server's CPU from serving again to all polling, per agent (its start-up apart).
-      serverCpu: { startMs: Math.round(startCpuMs), recoveryMs: Math.round(recoveryCpuMs), msPerReturningAgent: Math.round((recoveryCpuMs / n) * 100) / 100 },
+      // (It includes the heartbeats of the agents already back: steadyPercent is the server with all of them back, before the restart.)
+      serverCpu: { startMs: Math.round(startCpuMs), recoveryMs: Math.round(recoveryCpuMs), msPerReturningAgent: Math.round((recoveryCpuMs / n) * 100) / 100, steadyPercent: steadyCpuPercent },
       // What the recovery took, from SIGTERM to all polling: handshakes and every request attempt, failed ones apart (a timed-out attempt is done again).
       attempts: { handshakes, handshakesPerAgent: Math.round((handshakes / n) * 100) / 100, heartbeats: st.hbOk + st.hbErr, heartbeatsFailed: st.hbErr, polls: st.pollOk + st.pollErr, pollsFailed: st.pollErr, resultsFailed: st.resultsErr, retryAfterWaits: st.retryAfterWaits },
       agentsHonourRetryAfter: process.env.BENCH_AGENT_RETRY_AFTER !== '0',
@@ -398,7 +403,7 @@ async function storm() {
     };
     const lost = ids.length - (states.succeeded ?? 0);
     row('4 reconnect storm', `${n} agents: all polling again`, Number.isNaN(back) ? `not within 60 s (max ${heldMax} held)` : `${back.toFixed(1)} s after the restart (up after ${(tUp - t0) / 1000} s)`, '≤ 15 s', !Number.isNaN(back) && back <= 15);
-    row('4 reconnect storm', 'server CPU per returning agent', `${(recoveryCpuMs / n).toFixed(2)} ms (${Math.round(recoveryCpuMs)} ms from serving to all polling; start-up ${Math.round(startCpuMs)} ms)`);
+    row('4 reconnect storm', 'server CPU per returning agent', `${(recoveryCpuMs / n).toFixed(2)} ms (${Math.round(recoveryCpuMs)} ms from serving to all polling, heartbeats of those back included; start-up ${Math.round(startCpuMs)} ms; ${steadyCpuPercent} % of a core before the restart)`);
     row('4 reconnect storm', 'recovery attempts', `${handshakes} handshakes (${(handshakes / n).toFixed(2)}/agent), heartbeats ${st.hbOk + st.hbErr} (${st.hbErr} failed), polls ${st.pollOk + st.pollErr} (${st.pollErr} failed), ${st.retryAfterWaits} Retry-After waits`);
     row('4 reconnect storm', 'TLS sessions resumed on reconnect', `${st.tlsResumed - tlsBefore.tlsResumed}/${st.tlsConnects - tlsBefore.tlsConnects}`);
     row('4 reconnect storm', `commands queued before`, `${states.succeeded ?? 0}/${ids.length} succeeded (${Math.round(tAllDelivered / 1000)} s), ${lost} lost`, 'nothing lost', lost === 0);
