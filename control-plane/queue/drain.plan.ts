@@ -9,7 +9,7 @@
  */
 
 /** Returning agents per second a restarted control plane is asked to take (docs/performance.md, the restart storm). */
-export const RETURN_RATE_PER_SECOND = 1000;
+export const RETURN_RATE_PER_SECOND = 500;
 /** The earliest Retry-After: about what a restart takes here (stopped and serving again in 2–4 s). */
 export const MIN_RETRY_AFTER_S = 2;
 /** The widest spread, whatever the count (agents accept at most 60 s: retry.plan.ts). */

@@ -17,7 +17,7 @@ import { generateKeyPair } from '../../common/csr.ts';
 import { Http2Client } from '../../common/http2-client.ts';
 import { ReadinessCheck } from '../../control-plane/http/health.routes.ts';
 import { Dispatcher } from '../../control-plane/queue/dispatcher.ts';
-import { MIN_RETRY_AFTER_S } from '../../control-plane/queue/drain.plan.ts';
+import { MIN_RETRY_AFTER_S, RETURN_RATE_PER_SECOND } from '../../control-plane/queue/drain.plan.ts';
 import { startControlPlane, type ControlPlane } from '../../control-plane/app.ts';
 import { decryptCaKey, encryptCaKey, parseKeyEncryptionKey } from '../../control-plane/pki/shared-ca.ts';
 import type { TetherError } from '../../common/errors.ts';
@@ -356,8 +356,9 @@ describe('replicas: wake-ups between dispatchers (in-process hub)', () => {
     const held = d.wait(key, 'ag-1', 30_000);
     const others = Array.from({ length: 2500 }, (_, i) => d.wait(Dispatcher.key('ab12c', `c${i}`, null), `ag-x${i}`, 30_000));
     d.drain();
-    // Sized by what was held: 2,501 agents come back over 3 s (drain.plan.ts, 1,000/s).
-    assert.equal(d.drainSpreadSeconds, 3);
+    // Sized by what was held: 2,501 agents come back over ⌈2,501 / RETURN_RATE_PER_SECOND⌉ s (drain.plan.ts).
+    assert.equal(d.drainSpreadSeconds, Math.ceil(2501 / RETURN_RATE_PER_SECOND));
+    assert.ok(d.drainSpreadSeconds > 1);
     assert.equal(await held, 'draining');
     assert.ok((await Promise.all(others)).every((r) => r === 'draining'));
     assert.equal(await d.wait(key, 'ag-1', 30_000), 'draining');
