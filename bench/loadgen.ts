@@ -4,13 +4,20 @@
  * per agent carrying the held long-poll, heartbeats and results, TLS sessions resumed on
  * reconnect, as the real agent runtime has), long-polling /v1/agent/poll and heartbeating every
  * 5 s from a jittered start. Poll failures back off like the runtime (1 s doubling to 60 s,
- * randomised, ended early by a heartbeat that gets through). Figures go back to the parent over IPC.
+ * randomised, ended early by a heartbeat that gets through; the control plane's Retry-After when it
+ * gives one, heartbeats quiet meanwhile). Figures go back to the parent over IPC.
  */
 import { join } from 'node:path';
 import { Http2Client } from '../common/http2-client.ts';
 import { HttpError } from '../common/http-client.ts';
 import { loadIdentities, loadKeys, type Identity } from './lib/identities.ts';
 import { Reservoir, nowMs, sleep } from './lib/util.ts';
+import { retryDelay } from '../common/agent/retry.plan.ts';
+
+/** BENCH_AGENT_RETRY_AFTER=0: the simulated agents ignore Retry-After, as agents before issue 18 did (before/after runs). */
+const HONOUR_RETRY_AFTER = process.env.BENCH_AGENT_RETRY_AFTER !== '0';
+/** Poll retries that waited out a Retry-After (since the last reset). */
+let retryAfterWaits = 0;
 
 export interface LoadgenStart {
   type: 'start';
@@ -52,6 +59,8 @@ export interface LoadgenStats {
   /** TLS connections made since start, and how many resumed a session. */
   tlsConnects: number;
   tlsResumed: number;
+  /** Poll retries that waited out the control plane's Retry-After. */
+  retryAfterWaits: number;
   errors: Record<string, number>;
 }
 
@@ -86,15 +95,18 @@ class SimAgent {
     });
   }
 
-  async request(method: string, path: string, body: unknown, timeoutMs: number): Promise<{ status: number; json: any }> {
+  async request(method: string, path: string, body: unknown, timeoutMs: number): Promise<{ status: number; json: any; retryAfterMs?: number | undefined }> {
     try {
       const r = await this.client.request(method, path, body, { timeoutMs });
       return { status: r.status, json: r.body };
     } catch (err) {
-      if (err instanceof HttpError) return { status: err.status, json: undefined };
+      if (err instanceof HttpError) return { status: err.status, json: undefined, retryAfterMs: HONOUR_RETRY_AFTER ? err.retryAfterMs : undefined };
       throw err;
     }
   }
+
+  /** As the runtime: nothing is sent before a Retry-After the control plane gave has passed. */
+  quietUntil = 0;
 
   start(delay: number): void {
     setTimeout(() => {
@@ -115,11 +127,12 @@ class SimAgent {
   }
 
   async heartbeat(): Promise<void> {
-    if (this.hbInFlight || stopped) return;
+    if (this.hbInFlight || stopped || Date.now() < this.quietUntil) return;
     this.hbInFlight = true;
     const t0 = nowMs();
     try {
       const r = await this.request('POST', '/v1/agent/heartbeat', heartbeatBody(this.beats++), 10_000);
+      if (r.retryAfterMs !== undefined) this.quietUntil = Math.max(this.quietUntil, Date.now() + retryDelay({ attempt: 1, retryAfterMs: r.retryAfterMs, minBackoffMs: 1000, maxBackoffMs: 60_000, random: Math.random() }).ms);
       if (r.status !== 200) throw new Error(`http_${r.status}`);
       const t1 = nowMs();
       hbLat.add(t1 - t0);
@@ -145,9 +158,11 @@ class SimAgent {
         // Still held 2 s after it was sent: the control plane has this agent's poll.
         if (markAt && this.recPoll < 0 && t0 >= markAt) this.recPoll = t0 - markAt;
       }, 2000);
+      let retryAfterMs: number | undefined;
       try {
         const r = await this.request('GET', `/v1/agent/poll?wait=${cfg.pollWaitSeconds}`, undefined, (cfg.pollWaitSeconds + 15) * 1000);
         clearTimeout(held);
+        retryAfterMs = r.retryAfterMs;
         if (r.status !== 200) throw new Error(`http_${r.status}`);
         stats.pollOk++;
         attempt = 0;
@@ -163,7 +178,17 @@ class SimAgent {
         stats.pollErr++;
         count(err);
         attempt++;
-        const delay = Math.min(60_000, (1 + Math.random()) * 1000 * 2 ** (attempt - 1));
+        // As the runtime (retry.plan.ts): the control plane's Retry-After, bounded and jittered,
+        // with heartbeats quiet meanwhile; else 1 s doubling to 60 s, randomised.
+        const d = retryDelay({ attempt, retryAfterMs, minBackoffMs: 1000, maxBackoffMs: 60_000, random: Math.random() });
+        if (d.cause === 'retry_after') {
+          retryAfterWaits++;
+          this.quietUntil = Math.max(this.quietUntil, Date.now() + d.ms);
+          await sleep(this.quietUntil - Date.now());
+          attempt = 0; // as the runtime: a failure after the wait backs off from the start
+          continue;
+        }
+        const delay = d.ms;
         // As the runtime: a heartbeat that gets through ends the backoff.
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, delay);
@@ -244,6 +269,7 @@ function snapshot(reset: boolean): LoadgenStats {
     recoveredPoll: agents.filter((a) => a.recPoll >= 0).map((a) => a.recPoll),
     tlsConnects: agents.reduce((n, a) => n + a.client.stats.connects, 0),
     tlsResumed: agents.reduce((n, a) => n + a.client.stats.resumed, 0),
+    retryAfterWaits,
     errors: { ...errors },
   };
   claims = [];
@@ -253,6 +279,7 @@ function snapshot(reset: boolean): LoadgenStats {
     hbLat.seen = 0;
     for (const k of Object.keys(stats) as (keyof typeof stats)[]) stats[k] = 0;
     for (const k of Object.keys(errors)) delete errors[k];
+    retryAfterWaits = 0;
   }
   return s;
 }

@@ -6,6 +6,7 @@
 import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import { TetherError } from './errors.ts';
+import { parseRetryAfter } from './agent/retry.plan.ts';
 
 export interface HttpClientOptions {
   baseUrl: string;
@@ -35,9 +36,12 @@ export interface RequestOptions {
 
 /** An HTTP error response: `status` and the API's `{error:{code,message}}`. */
 export class HttpError extends TetherError {
-  constructor(status: number, code: string, message: string) {
+  /** A 503 or 429's `Retry-After`, in milliseconds (agent/retry.plan.ts parses it; the agents honour it). */
+  readonly retryAfterMs: number | undefined;
+  constructor(status: number, code: string, message: string, retryAfterMs?: number) {
     super(code, message, { status, retryable: status >= 500 || status === 429 });
     this.name = 'HttpError';
+    this.retryAfterMs = retryAfterMs;
   }
 }
 
@@ -138,7 +142,8 @@ export function toResponse<T>(
     return { status: res.status, body: parsed as T, headers: res.headers };
   }
   const err = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
-  throw new HttpError(res.status, err?.code ?? `http_${res.status}`, err?.message ?? `${method} ${url.pathname} answered ${res.status}`);
+  const retryAfterMs = res.status === 503 || res.status === 429 ? parseRetryAfter(res.headers['retry-after'], Date.now()) : undefined;
+  throw new HttpError(res.status, err?.code ?? `http_${res.status}`, err?.message ?? `${method} ${url.pathname} answered ${res.status}`, retryAfterMs);
 }
 
 export function wrapTransportError(err: Error, url: URL): Error {

@@ -4,7 +4,7 @@
  */
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
-import { HttpClient } from '../http-client.ts';
+import { HttpClient, HttpError } from '../http-client.ts';
 import { Http2Client } from '../http2-client.ts';
 import {
   bootstrapResponseSchema,
@@ -137,6 +137,20 @@ export class AgentClient {
     old.close();
   }
 
+  /** Which connection answered each error that carries a Retry-After (see retryAfter()). */
+  private readonly answeredBy = new WeakMap<object, Http2Client>();
+
+  /**
+   * The wait a failed request's answer asked for (a 503 or 429's Retry-After, in ms), when it still
+   * applies: the client is still on the replica that said it. After a move to another replica
+   * (a draining one's agents go to the next at once) there is nothing to wait for: undefined.
+   */
+  async retryAfter(err: unknown): Promise<number | undefined> {
+    if (!(err instanceof HttpError) || err.retryAfterMs === undefined) return undefined;
+    if (this.moving) await this.moving;
+    return this.answeredBy.get(err) === this.http ? err.retryAfterMs : undefined;
+  }
+
   /** Runs one request on the current replica; a failure another replica could answer moves the client on. */
   private async call<T>(f: (http: Http2Client) => Promise<T>): Promise<T> {
     if (this.moving) await this.moving;
@@ -144,6 +158,7 @@ export class AgentClient {
     try {
       return await f(http);
     } catch (err) {
+      if (err instanceof HttpError && err.retryAfterMs !== undefined) this.answeredBy.set(err, http);
       const reason = failoverReason(err);
       // Once per failed connection: the poll, a heartbeat and a log batch failing together move once.
       if (reason && this.http === http && !this.moving) {

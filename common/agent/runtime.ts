@@ -2,7 +2,8 @@
  * The agents' consumer loop, shared by the cluster agent and the node agent: long-poll for work,
  * run it with an AbortSignal per execution, heartbeat every 5 s, ship logs, and deliver results
  * through an on-disk outbox. Every error is logged and retried with backoff (1 s doubling to
- * 60 s, jittered); nothing here ends the process.
+ * 60 s, jittered), or after the control plane's Retry-After when it gave one (bounded, jittered:
+ * retry.plan.ts); nothing here ends the process.
  *
  * The executor never sees the wire: it gets the claimed command and a context, and returns an
  * outcome (succeeded | failed{code} | cancelled | timed_out); whether a failure is retryable
@@ -15,6 +16,7 @@ import type { AgentMetrics, ClaimedCommand, LogLine, ResultRequest } from '../wi
 import type { AgentClient } from './agent-client.ts';
 import { MemoryOutbox, type Outbox, type OutboxEntry } from './outbox.ts';
 import { Masker } from './masker.ts';
+import { retryDelay } from './retry.plan.ts';
 
 export type Outcome =
   | { status: 'succeeded'; outputs?: Record<string, unknown> }
@@ -141,6 +143,9 @@ export class AgentRuntime {
   private async pollLoop(slot: number): Promise<void> {
     const log = this.o.log.child({ slot });
     while (!this.stopping.signal.aborted) {
+      // The attempt the backoff counts from: a Retry-After waited out starts it again (the control
+      // plane said when to come back; not being there yet then is a first failure, not the nth).
+      let backoffFrom = 0;
       try {
         const res = await pRetry(async () => {
           await this.flushOutbox(); // results first: a reconnect delivers what was produced while away
@@ -152,10 +157,14 @@ export class AgentRuntime {
           signal: this.stopping.signal,
           onFailedAttempt: async ({ error, attemptNumber }) => {
             const level = error instanceof TetherError && !error.retryable ? 'error' : 'warn';
-            // 1 s doubling to 60 s, each randomised by ×1–2 (p-retry's formula), so a fleet does not retry in step.
-            const delay = Math.min(this.o.maxBackoffMs, Math.round((1 + Math.random()) * this.o.minBackoffMs * 2 ** (attemptNumber - 1)));
-            log[level]({ err: error, attempt: attemptNumber, retryInMs: delay }, 'poll failed; backing off');
-            await this.backoff(delay);
+            // The control plane's Retry-After when it gave one (a drain spreads its agents' returns),
+            // else 1 s doubling to 60 s, randomised (retry.plan.ts).
+            const d = retryDelay({ attempt: attemptNumber - backoffFrom, retryAfterMs: await this.o.client.retryAfter(error), minBackoffMs: this.o.minBackoffMs, maxBackoffMs: this.o.maxBackoffMs, random: Math.random() });
+            log[level]({ err: error, attempt: attemptNumber, retryInMs: d.ms, cause: d.cause }, 'poll failed; backing off');
+            if (d.cause === 'retry_after') {
+              backoffFrom = attemptNumber;
+              await this.quiet(d.ms);
+            } else await this.backoff(d.ms);
           },
         });
         this.cancel(res.cancel);
@@ -181,6 +190,19 @@ export class AgentRuntime {
    */
   private backoff(ms: number): Promise<void> {
     return sleep(ms, AbortSignal.any([this.stopping.signal, this.reachable.signal]));
+  }
+
+  /** Until when the control plane asked not to be called (a Retry-After): heartbeats wait too. */
+  private quietUntil = 0;
+
+  /**
+   * Waits out a Retry-After: nothing is sent before it ends (heartbeats are skipped meanwhile, so
+   * none ends it early), only a stop ends it. The agents of a draining control plane come back
+   * when it said, spread, rather than at their next heartbeat all at once.
+   */
+  private quiet(ms: number): Promise<void> {
+    this.quietUntil = Math.max(this.quietUntil, Date.now() + ms);
+    return sleep(Math.max(0, this.quietUntil - Date.now()), this.stopping.signal);
   }
 
   private cancel(ids: number[]): void {
@@ -294,7 +316,7 @@ export class AgentRuntime {
   private acked: { metrics: Record<string, unknown>; vpn?: string; fullAt: number; connections: number } = { metrics: {}, fullAt: 0, connections: -1 };
 
   private async heartbeatOnce(): Promise<void> {
-    if (this.heartbeating) return;
+    if (this.heartbeating || Date.now() < this.quietUntil) return;
     this.heartbeating = true;
     try {
       const [metrics, vpn] = await Promise.all([this.o.collectMetrics(), this.o.collectVpn?.()]);
@@ -325,7 +347,9 @@ export class AgentRuntime {
       this.cancel(res.cancel);
       void this.flushOutbox(); // the control plane is reachable: deliver anything still waiting
     } catch (err) {
-      this.o.log.warn({ err }, 'heartbeat failed');
+      const retryAfterMs = await this.o.client.retryAfter(err);
+      if (retryAfterMs !== undefined) this.quietUntil = Math.max(this.quietUntil, Date.now() + retryDelay({ attempt: 1, retryAfterMs, minBackoffMs: this.o.minBackoffMs, maxBackoffMs: this.o.maxBackoffMs, random: Math.random() }).ms);
+      this.o.log.warn({ err, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) }, 'heartbeat failed');
     } finally {
       this.heartbeating = false;
     }

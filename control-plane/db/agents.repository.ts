@@ -114,6 +114,14 @@ const certStmts = prepared((sqlite) => ({
      FROM certificates INNER JOIN agents ON agents.id = certificates.agent_id
      WHERE certificates.serial = ?`,
   ),
+  valid: sqlite.prepare(
+    `SELECT certificates.serial, certificates.not_after, certificates.revoked_at AS cert_revoked_at,
+       agents.id AS agent_id, agents.aid, agents.cid, agents.role, agents.nid, agents.control_plane,
+       agents.revoked_at AS agent_revoked_at
+     FROM certificates INNER JOIN agents ON agents.id = certificates.agent_id
+     WHERE certificates.revoked_at IS NULL AND agents.revoked_at IS NULL AND certificates.not_after > ?
+     LIMIT ?`,
+  ),
 }));
 
 type CertificateAgent = {
@@ -148,6 +156,30 @@ export async function findCertificateAgent(db: Db, serial: string): Promise<Cert
       .executeTakeFirst();
   }
   return exclusive(db, sqlite, () => certStmts(sqlite).bySerial.get(serial) as CertificateAgent | undefined);
+}
+
+/**
+ * Every certificate that can authenticate at `now` (neither it nor its agent revoked, not
+ * expired), with its agent, at most `limit`: one query that fills the identity cache after a start,
+ * instead of one lookup per returning agent.
+ */
+export async function listValidCertificateAgents(db: Db, now: number, limit: number): Promise<CertificateAgent[]> {
+  const sqlite = directOf(db);
+  if (!sqlite) {
+    return db
+      .selectFrom('certificates')
+      .innerJoin('agents', 'agents.id', 'certificates.agent_id')
+      .select([
+        'certificates.serial', 'certificates.not_after', 'certificates.revoked_at as cert_revoked_at', 'agents.id as agent_id', 'agents.aid', 'agents.cid',
+        'agents.role', 'agents.nid', 'agents.control_plane', 'agents.revoked_at as agent_revoked_at',
+      ])
+      .where('certificates.revoked_at', 'is', null)
+      .where('agents.revoked_at', 'is', null)
+      .where('certificates.not_after', '>', now)
+      .limit(limit)
+      .execute();
+  }
+  return exclusive(db, sqlite, () => certStmts(sqlite).valid.all(now, limit) as CertificateAgent[]);
 }
 
 /**

@@ -16,7 +16,7 @@ import { bootstrapRequestSchema, heartbeatRequestSchema, logsRequestSchema, rene
 import { TetherError, errorBody, forbidden } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { IdentityService } from '../identity/identity.service.ts';
-import type { AgentPrincipal, QueueService } from '../queue/queue.service.ts';
+import { RetryLater, type AgentPrincipal, type QueueService } from '../queue/queue.service.ts';
 import type { VpnService } from '../vpn/vpn.service.ts';
 import { vpnRegisterSchema } from '../vpn/vpn.schemas.ts';
 import type { Config } from '../config.ts';
@@ -216,13 +216,23 @@ export class AgentApi {
       send(res, route.status ?? 200, out);
     } catch (err) {
       const d = describeError(err, this.hide);
-      // A flooding agent's refusals are logged once per burst, not once each.
-      if (!(err instanceof AgentRateLimited && !err.first)) logRefusal(this.d.log, err, d, { method, route: path, peer: socket.remoteAddress ?? null });
+      // A flooding agent's refusals are logged once per burst, not once each. A drain answers every
+      // held poll 503 with when to come back: expected, counted once in the stop's log line, not an
+      // error (with its stack) per agent while thousands are answered.
+      if (err instanceof RetryLater) this.d.log.debug({ method, route: path, code: d.code, retryAfterSeconds: err.retryAfterSeconds }, 'request answered: retry later');
+      else if (!(err instanceof AgentRateLimited && !err.first)) logRefusal(this.d.log, err, d, { method, route: path, peer: socket.remoteAddress ?? null });
       if (res.headersSent) return void res.end();
       // An unread upload is not drained: HTTP/1.1 closes the connection after the answer.
       if ((d.status === 413 || !req.complete) && 'shouldKeepAlive' in res) res.shouldKeepAlive = false;
       // 503 (draining, storage): try again shortly — an agent with several replicas moves to the next.
-      const extra: Record<string, string> = err instanceof MethodNotAllowed ? { allow: err.allow.join(', ') } : err instanceof AgentRateLimited ? { 'retry-after': String(err.retryAfterSeconds) } : d.status === 503 ? { 'retry-after': '1' } : {};
+      const extra: Record<string, string> =
+        err instanceof MethodNotAllowed
+          ? { allow: err.allow.join(', ') }
+          : err instanceof AgentRateLimited
+            ? { 'retry-after': String(err.retryAfterSeconds) }
+            : d.status === 503
+              ? { 'retry-after': String(err instanceof RetryLater ? err.retryAfterSeconds : 1) }
+              : {};
       send(res, d.status, errorBody(d.code, d.message), extra);
     }
   }

@@ -20,6 +20,9 @@ import type { Config } from '../config.ts';
 import type { AgentPrincipal } from '../queue/queue.service.ts';
 import { decodeCursor, page } from '../pagination.ts';
 
+/** Certificates kept in the identity cache at most (it is emptied when full). */
+const CERT_CACHE_MAX = 100_000;
+
 export interface IdentityDeps {
   db: Db;
   clock: Clock;
@@ -122,10 +125,36 @@ export class IdentityService {
    * to the very next request; expiry is checked on every request from the cached row.
    */
   private readonly certCache = new Map<string, NonNullable<Awaited<ReturnType<typeof agents.findCertificateAgent>>>>();
+  /** Bumped at every clear: a row read before a clear is not cached after it (a revocation may have come between). */
+  private cacheGeneration = 0;
+  /**
+   * The first miss after a start fills the cache with every valid certificate in one query (after
+   * a restart every agent comes back at once, each a lookup otherwise); undefined until then.
+   */
+  private warmed: Promise<void> | undefined;
+
+  private clearCertificates(): void {
+    this.certCache.clear();
+    this.cacheGeneration++;
+  }
 
   /** Drops every cached certificate (a revocation made on another replica: the next request reads the database). */
   forgetCertificates(): void {
-    this.certCache.clear();
+    this.clearCertificates();
+  }
+
+  private warm(): Promise<void> {
+    const generation = this.cacheGeneration;
+    return agents.listValidCertificateAgents(this.d.db, this.d.clock.now(), CERT_CACHE_MAX).then(
+      (rows) => {
+        if (generation !== this.cacheGeneration) return;
+        for (const r of rows) {
+          const key = r.serial.toUpperCase();
+          if (!this.certCache.has(key)) this.certCache.set(key, r);
+        }
+      },
+      (err: unknown) => this.d.log.warn({ err }, 'cannot preload the certificates; looking them up one by one'),
+    );
   }
 
   /** Authorises an mTLS request by the serial of its (CA-verified) client certificate. */
@@ -133,9 +162,14 @@ export class IdentityService {
     const key = serial.toUpperCase();
     let row = this.certCache.get(key);
     if (!row) {
+      await (this.warmed ??= this.warm());
+      row = this.certCache.get(key);
+    }
+    if (!row) {
+      const generation = this.cacheGeneration;
       row = await agents.findCertificateAgent(this.d.db, key);
-      if (row && row.cert_revoked_at === null && row.agent_revoked_at === null) {
-        if (this.certCache.size >= 100_000) this.certCache.clear();
+      if (row && row.cert_revoked_at === null && row.agent_revoked_at === null && generation === this.cacheGeneration) {
+        if (this.certCache.size >= CERT_CACHE_MAX) this.clearCertificates();
         this.certCache.set(key, row);
       }
     }
@@ -204,9 +238,9 @@ export class IdentityService {
   }
 
   async revoke(aid: string, agentId: string) {
-    this.certCache.clear();
+    this.clearCertificates();
     const revoked = await agents.revokeAgent(this.d.db, aid, agentId, this.d.clock.now());
-    this.certCache.clear(); // and again: a lookup that ran before the revocation committed may have cached the row
+    this.clearCertificates(); // and again: a lookup that ran before the revocation committed may have cached the row
     if (!revoked) {
       const a = await agents.getAgent(this.d.db, agentId);
       if (!a || a.aid !== aid) throw notFound(`agent ${agentId} does not exist`, 'agent_not_found');

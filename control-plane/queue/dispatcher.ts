@@ -9,6 +9,7 @@
  * with queued work, and sweep() wakes a held poll of each (one query a sweep, not one per poll).
  */
 import { InProcessNotifier, type Notifier, type NotifyTopic } from './notifier.ts';
+import { drainSpreadSeconds } from './drain.plan.ts';
 
 /**
  * Why a held poll ended: work for its key, something for its agent, its time is up, its client
@@ -179,9 +180,16 @@ export class Dispatcher {
     this.commandHandlers.push(f);
   }
 
-  /** Ends every held poll as draining, and every poll after it (shutdown: the agents move to another replica). */
+  /** Over how many seconds the drain asks the agents it held to come back (drain.plan.ts). */
+  drainSpreadSeconds = 1;
+
+  /**
+   * Ends every held poll as draining, and every poll after it (shutdown: the agents move to
+   * another replica, or come back over drainSpreadSeconds, sized by how many were held).
+   */
   drain(): void {
     this.draining = true;
+    this.drainSpreadSeconds = drainSpreadSeconds(this.held);
     for (const set of [...this.byKey.values()]) for (const w of [...set]) w.resolve('draining');
   }
 

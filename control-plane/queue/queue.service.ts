@@ -32,6 +32,7 @@ import type { Config } from '../config.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Durability } from '../db/durability.ts';
 import { Dispatcher } from './dispatcher.ts';
+import { drainRetryAfterSeconds } from './drain.plan.ts';
 import { redactText } from './redact.ts';
 import { LogQuota, type LogRate } from './log-quota.ts';
 
@@ -177,7 +178,7 @@ export class QueueService {
       this.d.metrics.longPollsHeld.inc();
       const reason = await this.d.dispatcher.wait(key, agent.agentId, remaining, signal).finally(() => this.d.metrics.longPollsHeld.dec());
       if (reason === 'revoked') throw forbidden('the client certificate has been revoked', 'certificate_revoked');
-      if (reason === 'draining') throw draining();
+      if (reason === 'draining') throw draining(drainRetryAfterSeconds(this.d.dispatcher.drainSpreadSeconds, Math.random()));
       if (reason === 'aborted' || reason === 'timeout') return { command: null, cancel: reason === 'timeout' ? await commands.cancelRequestedFor(this.d.db, agent.agentId) : [] };
       if (reason === 'agent') return { command: null, cancel: await commands.cancelRequestedFor(this.d.db, agent.agentId) };
       // 'work' (or 'sweep': a wake-up from another replica may have been lost): loop and claim;
@@ -326,9 +327,21 @@ export class QueueService {
   }
 }
 
-/** A held poll answered because this replica is shutting down: the agent retries elsewhere (503, Retry-After). */
-export function draining(): TetherError {
-  return new TetherError('draining', 'this control-plane replica is shutting down; retry on another (or on this one once restarted)', { status: 503, retryable: true });
+/** A 503 that says when to come back (`Retry-After`, whole seconds). */
+export class RetryLater extends TetherError {
+  readonly retryAfterSeconds: number;
+  constructor(code: string, message: string, retryAfterSeconds: number) {
+    super(code, message, { status: 503, retryable: true });
+    this.retryAfterSeconds = retryAfterSeconds;
+  }
+}
+
+/**
+ * A held poll answered because this replica is shutting down: the agent retries elsewhere, or
+ * here after `Retry-After` (spread over the agents the drain held: drain.plan.ts).
+ */
+export function draining(retryAfterSeconds = 1): RetryLater {
+  return new RetryLater('draining', 'this control-plane replica is shutting down; retry on another (or on this one once restarted)', retryAfterSeconds);
 }
 
 /**

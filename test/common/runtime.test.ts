@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { AgentRuntime, StopReason, type Executor, type Outcome } from '../../common/agent/runtime.ts';
 import { FileOutbox } from '../../common/agent/outbox.ts';
 import { silentLogger } from '../../common/logger.ts';
+import pino from 'pino';
 import type { CommandView } from '../../common/wire.ts';
 import { eventually, removeDir, startTestControlPlane, tempDir, type TestAgent, type TestControlPlane } from '../support/control-plane.ts';
 
@@ -222,6 +223,54 @@ describe('agent runtime (common/agent)', function () {
     const j = await finished(id);
     assert.equal(j.state, 'succeeded');
     assert.deepEqual(j.outputs, { recovered: true });
+  });
+
+  it('waits out the Retry-After of a draining control plane: no poll or heartbeat before it ends, then backs off from the start and picks up work', async () => {
+    // Every poll and heartbeat the runtime starts, with its time.
+    const calls: { at: number; what: string }[] = [];
+    const client = new Proxy(agent.client, {
+      get(target, p) {
+        const v = Reflect.get(target, p, target) as unknown;
+        if (typeof v !== 'function') return v;
+        return (...args: unknown[]) => {
+          if (p === 'poll' || p === 'heartbeat') calls.push({ at: Date.now(), what: p });
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    const lines: { msg: string; time: number; cause?: string; retryInMs?: number }[] = [];
+    const log = pino({ level: 'debug' }, { write: (l: string) => void lines.push(JSON.parse(l)) });
+    // Without the Retry-After it would poll again after 50–100 ms and heartbeat every 200 ms.
+    runtime(async () => ({ status: 'succeeded', outputs: { back: true } }), { client, log });
+    await eventually(async () => (await t.cp.metrics.longPollsHeld.get()).values[0]?.value === 1, 10_000, 'the poll to be held');
+    const port = t.cp.port;
+    await t.cp.close(); // the drain: the held poll is answered 503 draining with a Retry-After
+    const failures = () => lines.filter((l) => l.msg === 'poll failed; backing off');
+    let waited;
+    let after;
+    try {
+      waited = await eventually(async () => failures()[0], 10_000, 'the poll to fail');
+      // Still down when the wait ends: the next failure backs off from the first attempt again.
+      const ends = waited.time + (waited.retryInMs ?? 0);
+      after = await eventually(async () => failures().find((l) => l.time >= ends), 10_000, 'a failure after the wait');
+    } finally {
+      // Back on the same port (the next tests use it).
+      const { startControlPlane } = await import('../../control-plane/app.ts');
+      t.cp = await startControlPlane({ dataDir: t.dataDir, host: '127.0.0.1', port }, { log: silentLogger() });
+    }
+    assert.equal(waited.cause, 'retry_after', JSON.stringify(waited));
+    // One agent held: the drain asks for MIN_RETRY_AFTER_S (2 s); the agent adds up to 1 s of jitter.
+    assert.ok(waited.retryInMs! >= 2000 && waited.retryInMs! < 3000, JSON.stringify(waited));
+    // minBackoffMs 50: a first attempt waits 50–100 ms, a second 100–200.
+    assert.ok(after.cause === 'backoff' && after.retryInMs! <= 100, JSON.stringify(after));
+    const quietEnds = waited.time + waited.retryInMs!;
+    await eventually(async () => calls.some((c) => c.at >= quietEnds), 10_000, 'a request after the Retry-After');
+    const early = calls.filter((c) => c.at > waited.time && c.at < quietEnds);
+    assert.deepEqual(early, [], `nothing sent during the ${waited.retryInMs} ms asked for`);
+    const id = await submit();
+    const j = await finished(id);
+    assert.equal(j.state, 'succeeded');
+    assert.deepEqual(j.outputs, { back: true });
   });
 
   it('polls again as soon as a heartbeat gets through, not after the backoff it built up while the control plane was down', async () => {

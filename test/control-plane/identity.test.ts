@@ -13,7 +13,7 @@ import { HttpError } from '../../common/http-client.ts';
 import { createCa, issueAgentCertificate } from '../../control-plane/pki/ca.ts';
 import { parseIdentityUri } from '../../common/identity.ts';
 import { startTestControlPlane, removeDir, type TestControlPlane } from '../support/control-plane.ts';
-import { databaseText, onPostgres } from '../support/postgres.ts';
+import { databaseFor, databaseText, onPostgres } from '../support/postgres.ts';
 
 async function refused(p: Promise<unknown>, status: number, code?: string): Promise<HttpError> {
   const err = await p.then(
@@ -136,6 +136,35 @@ describe('identity: bootstrap tokens and certificates', () => {
     const view = (await t.admin.request<{ revoked: boolean }>('GET', `/v1/agents/${a.identity.agentId}`)).body;
     assert.equal(view.revoked, true);
     a.client.close();
+  });
+
+  it('after a restart (the certificate cache filled in one query at the first request): valid certificates pass, revoked ones are refused, revoked before or after the fill', async () => {
+    const t2 = await startTestControlPlane();
+    try {
+      await t2.createCluster('gamma');
+      const [ok, before, after] = [await t2.agent('gamma', 'cluster-agent'), await t2.agent('gamma', 'cluster-agent'), await t2.agent('gamma', 'cluster-agent')];
+      await t2.admin.request('POST', `/v1/agents/${before.identity.agentId}/revoke`);
+      const port = t2.cp.port;
+      await t2.cp.close();
+      const { startControlPlane } = await import('../../control-plane/app.ts');
+      const { silentLogger } = await import('../../common/logger.ts');
+      // The same database (on PostgreSQL one per data folder: test/support/postgres.ts).
+      const database = onPostgres ? { databaseUrl: await databaseFor(resolve(t2.dataDir)) } : {};
+      t2.cp = await startControlPlane({ dataDir: t2.dataDir, host: '127.0.0.1', port, ...database }, { log: silentLogger(), driftScheduler: false });
+      await ok.client.request('GET', '/v1/agent/whoami'); // the first request: the cache is filled
+      await refused(before.client.request('GET', '/v1/agent/whoami'), 403, 'certificate_revoked');
+      await after.client.request('GET', '/v1/agent/whoami');
+      await t2.admin.request('POST', `/v1/agents/${after.identity.agentId}/revoke`);
+      await refused(after.client.request('GET', '/v1/agent/whoami'), 403, 'certificate_revoked');
+      // Issued after the fill: looked up on its own.
+      const late = await t2.agent('gamma', 'cluster-agent');
+      await late.client.request('GET', '/v1/agent/whoami');
+      await ok.client.request('GET', '/v1/agent/whoami');
+      for (const a of [ok, before, after, late]) a.client.close();
+    } finally {
+      await t2.close();
+      removeDir(t2.dataDir);
+    }
   });
 
   it('refuses an expired certificate', async () => {

@@ -17,6 +17,7 @@ import { generateKeyPair } from '../../common/csr.ts';
 import { Http2Client } from '../../common/http2-client.ts';
 import { ReadinessCheck } from '../../control-plane/http/health.routes.ts';
 import { Dispatcher } from '../../control-plane/queue/dispatcher.ts';
+import { MIN_RETRY_AFTER_S, RETURN_RATE_PER_SECOND } from '../../control-plane/queue/drain.plan.ts';
 import { startControlPlane, type ControlPlane } from '../../control-plane/app.ts';
 import { decryptCaKey, encryptCaKey, parseKeyEncryptionKey } from '../../control-plane/pki/shared-ca.ts';
 import type { TetherError } from '../../common/errors.ts';
@@ -278,9 +279,12 @@ describe('replicas: /healthz, /readyz and the drain on SIGTERM', function () {
         const answer = await held;
         assert.equal(answer.status, 503);
         assert.equal(answer.body.error.code, 'draining');
-        assert.equal(answer.headers['retry-after'], '1');
+        // When to come back (drain.plan.ts): one agent held, a spread of one second from the earliest.
+        assert.equal(answer.headers['retry-after'], String(MIN_RETRY_AFTER_S));
         assert.equal(await exited, 0, server.output());
         assert.match(server.output(), /control plane stopped/);
+        // An expected answer, not an error logged with its stack per agent.
+        assert.doesNotMatch(server.output(), /request failed/);
         // Gone: a new connection is refused.
         const probe = new HttpClient({ baseUrl: server.url, ca: caPem });
         await assert.rejects(probe.request('GET', '/healthz'), /ECONNREFUSED/);
@@ -350,8 +354,13 @@ describe('replicas: wake-ups between dispatchers (in-process hub)', () => {
   it('drain answers held polls and every later one as draining', async () => {
     const d = new Dispatcher();
     const held = d.wait(key, 'ag-1', 30_000);
+    const others = Array.from({ length: 2500 }, (_, i) => d.wait(Dispatcher.key('ab12c', `c${i}`, null), `ag-x${i}`, 30_000));
     d.drain();
+    // Sized by what was held: 2,501 agents come back over ⌈2,501 / RETURN_RATE_PER_SECOND⌉ s (drain.plan.ts).
+    assert.equal(d.drainSpreadSeconds, Math.ceil(2501 / RETURN_RATE_PER_SECOND));
+    assert.ok(d.drainSpreadSeconds > 1);
     assert.equal(await held, 'draining');
+    assert.ok((await Promise.all(others)).every((r) => r === 'draining'));
     assert.equal(await d.wait(key, 'ag-1', 30_000), 'draining');
     assert.equal(d.held, 0);
   });

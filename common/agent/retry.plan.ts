@@ -1,0 +1,52 @@
+/**
+ * How long an agent waits before its next attempt, decided without I/O. Two cases:
+ *
+ * - The control plane said when to come back: a `Retry-After` on a 503 or 429 (a draining
+ *   control plane spreads its agents' returns this way, so that after a restart they arrive over a
+ *   few seconds instead of all at once). The agent waits that long plus a jitter of up to a fifth
+ *   of it (at least a second: Retry-After has whole seconds, and agents told the same second should
+ *   not come back in step), bounded by {@link MAX_RETRY_AFTER_MS} whatever the header says.
+ * - Otherwise its own backoff: `min` doubling per failed attempt up to `max`, each randomised by
+ *   ×1–2 (p-retry's formula), so a fleet does not retry in step.
+ */
+
+/** The longest wait an agent accepts from a Retry-After: a control plane cannot park its agents for longer. */
+export const MAX_RETRY_AFTER_MS = 60_000;
+
+/**
+ * A `Retry-After` value in milliseconds: delta-seconds (`120`) or an HTTP-date (RFC 9110 §10.2.3),
+ * relative to `now`. Undefined when absent or not one of the two; a date in the past is 0.
+ */
+export function parseRetryAfter(value: string | string[] | undefined, now: number): number | undefined {
+  const v = (Array.isArray(value) ? value[0] : value)?.trim();
+  if (!v) return undefined;
+  if (/^[0-9]{1,9}$/.test(v)) return Number(v) * 1000;
+  // An HTTP-date names its weekday ("Sun, 06 Nov 1994 08:49:37 GMT"); a bare number above is not one.
+  if (v.length > 64 || !/^[A-Za-z]{3},? /.test(v)) return undefined;
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+export interface RetryInput {
+  /** The failed attempt's number, from 1. */
+  attempt: number;
+  /** What the control plane asked for (parseRetryAfter), when it did. */
+  retryAfterMs?: number | undefined;
+  minBackoffMs: number;
+  maxBackoffMs: number;
+  /** A number in [0, 1) (Math.random() in use; fixed in tests). */
+  random: number;
+}
+
+export type RetryDelay = { ms: number; cause: 'retry_after' | 'backoff' };
+
+/** The wait before the next attempt, and whether it is the control plane's or the agent's own. */
+export function retryDelay(i: RetryInput): RetryDelay {
+  if (i.retryAfterMs !== undefined && Number.isFinite(i.retryAfterMs) && i.retryAfterMs >= 0) {
+    const asked = Math.min(MAX_RETRY_AFTER_MS, i.retryAfterMs);
+    const jitter = Math.max(1000, asked / 5) * i.random;
+    return { ms: Math.round(Math.min(MAX_RETRY_AFTER_MS, asked + jitter)), cause: 'retry_after' };
+  }
+  const ms = Math.min(i.maxBackoffMs, Math.round((1 + i.random) * i.minBackoffMs * 2 ** (Math.max(1, i.attempt) - 1)));
+  return { ms, cause: 'backoff' };
+}
