@@ -4,8 +4,8 @@
  * plane, with a module hook (module.registerHooks, through NODE_OPTIONS=--import) that writes down
  * every file it loads; the build's metafile (dist/tether-node.meta.json) says which sources each
  * chunk holds. While it idles (registered, heartbeating, polling) the daemon loads no classic zod
- * (only zod/mini), no command schemas (common/specs.ts, the cluster agent's among them) and no
- * command code; a claimed command loads its own chunks, and still no classic zod nor specs.ts.
+ * (only zod/mini), no command schemas (common/specs.ts, the cluster agent's among them), no pino
+ * (journal-logger.ts) and no command code; a claimed command loads its own chunks, and still no classic zod nor specs.ts.
  */
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -19,7 +19,7 @@ interface Metafile {
 }
 
 /** Sources no daemon should load unless a command needs them, and sources no node agent needs at all. */
-const NEVER_IDLE = [/node_modules\/zod\/v4\/classic\//, /node_modules\/zod\/v4\/locales\/(?!en\.js)/, /^common\/specs\.ts$/, /^common\/wire\.ts$/, /^cluster-agent\//, /node_modules\/commander\//, /node_modules\/node-forge\//, /^node-agent\/(preflight|install|register)\//, /^node-agent\/cli\/commands\.ts$/, /^common\/node-specs\.ts$/];
+const NEVER_IDLE = [/node_modules\/zod\/v4\/classic\//, /node_modules\/zod\/v4\/locales\/(?!en\.js)/, /^common\/specs\.ts$/, /^common\/wire\.ts$/, /^cluster-agent\//, /node_modules\/commander\//, /node_modules\/node-forge\//, /^node-agent\/(preflight|install|register)\//, /^node-agent\/cli\/commands\.ts$/, /^common\/node-specs\.ts$/, /node_modules\/(pino|thread-stream|sonic-boom)\//];
 const NEVER = [/node_modules\/zod\/v4\/classic\//, /^common\/specs\.ts$/, /^cluster-agent\//];
 
 function readMeta(): Map<string, string[]> {
