@@ -4,7 +4,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import YAML from 'yaml';
+// js-yaml (YAML 1.2, core schema), not `yaml`: a third of its size (~50 vs ~120 KB of source, ~0.35 MiB less
+// heap), and the daemon reads this file at start and keeps the parser loaded for as long as it runs.
+import { dump, load } from 'js-yaml';
 import * as z from '../../common/zod-mini.ts';
 import { AID_RE, CID_RE, ID_MESSAGES, NID_RE } from '../../common/agent-wire.ts';
 import { writeFileAtomic } from '../../common/files.ts';
@@ -102,7 +104,7 @@ export class ConfigError extends Error {
 export function parseNodeConfig(text: string, path: string): NodeConfig {
   let raw: unknown;
   try {
-    raw = YAML.parse(text);
+    raw = load(text);
   } catch (err) {
     throw new ConfigError(`${path}: not valid YAML: ${(err as Error).message}`);
   }
@@ -126,7 +128,7 @@ export function loadNodeConfig(path: string): NodeConfig {
 }
 
 export function renderNodeConfig(c: NodeConfig): string {
-  return `# tether-node configuration (written by \`tether-node register\`)\n${YAML.stringify(nodeConfigSchema.parse(c))}`;
+  return `# tether-node configuration (written by \`tether-node register\`)\n${dump(nodeConfigSchema.parse(c))}`;
 }
 
 export function saveNodeConfig(path: string, c: NodeConfig): void {

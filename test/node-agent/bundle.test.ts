@@ -19,7 +19,7 @@ interface Metafile {
 }
 
 /** Sources no daemon should load unless a command needs them, and sources no node agent needs at all. */
-const NEVER_IDLE = [/node_modules\/zod\/v4\/classic\//, /node_modules\/zod\/v4\/locales\/(?!en\.js)/, /^common\/specs\.ts$/, /^common\/wire\.ts$/, /^cluster-agent\//, /node_modules\/commander\//, /node_modules\/node-forge\//, /^node-agent\/(preflight|install|register)\//, /^node-agent\/cli\/commands\.ts$/, /^common\/node-specs\.ts$/, /node_modules\/(pino|thread-stream|sonic-boom)\//];
+const NEVER_IDLE = [/node_modules\/zod\/v4\/classic\//, /node_modules\/zod\/v4\/locales\/(?!en\.js)/, /^common\/specs\.ts$/, /^common\/wire\.ts$/, /^cluster-agent\//, /node_modules\/commander\//, /node_modules\/node-forge\//, /^node-agent\/(preflight|install|register)\//, /^node-agent\/cli\/commands\.ts$/, /^common\/node-specs\.ts$/, /node_modules\/(pino|thread-stream|sonic-boom|yaml)\//];
 const NEVER = [/node_modules\/zod\/v4\/classic\//, /^common\/specs\.ts$/, /^cluster-agent\//];
 
 function readMeta(): Map<string, string[]> {
