@@ -215,3 +215,43 @@ export async function nodeSoak(c: SoakContext): Promise<void> {
 }
 
 
+
+/** One column of docs/performance.md's soak table (the `soak-table` marker) from a samples file. */
+export function soakColumn(samples: SoakSample[], file: string): Record<string, string> {
+  const first = samples[0]!;
+  const last = samples.at(-1)!;
+  const secs = last.t - first.t;
+  const fit = samples.filter((x) => x.t >= secs * 0.1);
+  const hours = fit.map((x) => x.t / 3600);
+  // Means over the fitted window (after the first 10 %), minimum and maximum over every sample.
+  const mean = (k: keyof SoakSample) => fit.reduce((a, x) => a + (x[k] as number), 0) / fit.length;
+  const heaps = samples.flatMap((x) => (x.heapUsedMB === undefined ? [] : [x.heapUsedMB]));
+  const cpu = last.cpuMs - first.cpuMs;
+  const child = last.childCpuMs - first.childCpuMs;
+  const sign = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(2)}`;
+  return {
+    'samples file': `\`${file}\``,
+    'soak length': `${Math.round(secs / 60)} min (${samples.length} samples)`,
+    'RSS mean (min–max)': `${mean('rssMB').toFixed(1)} (${Math.min(...samples.map((x) => x.rssMB))}–${Math.max(...samples.map((x) => x.rssMB))}) MiB`,
+    'RSS slope, least squares after the first 10 %': `${sign(slope(hours, fit.map((x) => x.rssMB)))} MiB/hour`,
+    'anonymous / file-backed (mean)': `${mean('anonMB').toFixed(1)} / ${mean('fileMB').toFixed(1)} MiB`,
+    'PSS mean (slope)': `${mean('pssMB').toFixed(1)} MiB (${sign(slope(hours, fit.map((x) => x.pssMB)))}/hour)`,
+    'V8 heap used (min–max)': heaps.length ? `${Math.min(...heaps)}–${Math.max(...heaps)} MiB` : '–',
+    'CPU: daemon / with its children': `${(cpu / 10 / secs).toFixed(3)} % / ${((cpu + child) / 10 / secs).toFixed(3)} %`,
+    'CPU per 5 s heartbeat interval: daemon / with children': `${(cpu / (secs / 5)).toFixed(2)} / ${((cpu + child) / (secs / 5)).toFixed(2)} ms`,
+    'bytes on the wire': `${Math.round(((last.bytes - first.bytes) * 3600) / secs / 1024)} KB/hour`,
+  };
+}
+
+// `node bench/node-soak.ts table '<heading>=bench/results/node-soak-….jsonl' …`: the soak table's rows, one column per file.
+if (import.meta.main && process.argv[2] === 'table') {
+  const cols = process.argv.slice(3).map((a) => {
+    const i = a.lastIndexOf('=');
+    const file = a.slice(i + 1);
+    const samples = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as SoakSample);
+    return { heading: a.slice(0, i), rows: soakColumn(samples, file.split('/').pop()!) };
+  });
+  const out = [`| | ${cols.map((c) => c.heading).join(' | ')} |`, `|---|${cols.map(() => '---|').join('')}`];
+  for (const row of Object.keys(cols[0]!.rows)) out.push(`| ${row} | ${cols.map((c) => c.rows[row]).join(' | ')} |`);
+  console.log(out.join('\n'));
+}

@@ -1,19 +1,9 @@
 import { pino, type Logger, type LoggerOptions } from 'pino';
+import { REDACT_CENSOR, REDACT_PATHS } from './redact-paths.ts';
 
 export type { Logger };
 
-/**
- * Paths pino removes from every log line: tokens, API keys, private keys and certificates
- * never reach a log, whatever object they travel in.
- */
-export const REDACT_PATHS = [
-  'token', '*.token', 'bootstrapToken', '*.bootstrapToken',
-  'apiKey', '*.apiKey', 'secret', '*.secret',
-  'authorization', '*.authorization', 'req.headers.authorization', 'headers.authorization',
-  'key', '*.key', 'privateKey', '*.privateKey', 'keyPem', '*.keyPem',
-  'cert', '*.cert', 'certificate', '*.certificate', 'certPem', '*.certPem', 'csr', '*.csr',
-  'caCertificate', '*.caCertificate', 'value', '*.value', 'values', '*.values', 'vars', '*.vars',
-];
+export { REDACT_CENSOR, REDACT_PATHS };
 
 /**
  * The process's logger (JSON on stdout). With `mask`, every serialised line passes through it
@@ -25,7 +15,7 @@ export function createLogger(name: string, opts: LoggerOptions = {}, mask?: (lin
   const options: LoggerOptions = {
     name,
     level,
-    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    redact: { paths: REDACT_PATHS, censor: REDACT_CENSOR },
     base: { pid: process.pid },
     ...opts,
   };

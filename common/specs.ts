@@ -11,16 +11,21 @@
  */
 import { z } from 'zod';
 
-export const CLUSTER_COMMAND_TYPES = ['helm', 'manifest', 'tofu', 'flow', 'diff'] as const;
-export const NODE_COMMAND_TYPES = ['preflight', 'install', 'vpn-sync'] as const;
-export const COMMAND_TYPES = [...CLUSTER_COMMAND_TYPES, ...NODE_COMMAND_TYPES] as const;
-export type ClusterCommandType = (typeof CLUSTER_COMMAND_TYPES)[number];
-export type NodeCommandType = (typeof NODE_COMMAND_TYPES)[number];
-export type CommandType = (typeof COMMAND_TYPES)[number];
+import { COMMAND_TYPES, type CommandType } from './command-types.ts';
+import { installSpecSchema, preflightSpecSchema, vpnSyncSpecSchema } from './node-specs.ts';
 
-export function isNodeCommandType(type: string): type is NodeCommandType {
-  return (NODE_COMMAND_TYPES as readonly string[]).includes(type);
-}
+// The type names and the node agent's specs live in zod-free and zod/mini modules (the node agent
+// loads those, never this one); the same names are exported from here.
+export {
+  CLUSTER_COMMAND_TYPES,
+  COMMAND_TYPES,
+  NODE_COMMAND_TYPES,
+  isNodeCommandType,
+  type ClusterCommandType,
+  type CommandType,
+  type NodeCommandType,
+} from './command-types.ts';
+export { installSpecSchema, preflightSpecSchema, vpnSyncSpecSchema, type InstallSpec } from './node-specs.ts';
 
 /** Largest nesting and size we accept inside values/vars: enough for real charts, bounded for hostile input. */
 const MAX_VALUE_DEPTH = 32;
@@ -259,9 +264,6 @@ export const flowSpecSchema = z
     });
   });
 
-export const preflightSpecSchema = z.object({}).strict();
-export const installSpecSchema = z.object({ dryRun: z.boolean().optional() }).strict();
-export const vpnSyncSpecSchema = z.object({}).strict();
 
 export type HelmSpec = z.infer<typeof helmSpecSchema>;
 export type ManifestSpec = z.infer<typeof manifestSpecSchema>;
@@ -272,7 +274,6 @@ export type DiffSpec = z.infer<typeof diffSpecSchema>;
 export type ManifestDiffTarget = z.infer<typeof manifestDiffTargetSchema>;
 export type HelmDiffTarget = z.infer<typeof helmDiffTargetSchema>;
 export type TofuDiffTarget = z.infer<typeof tofuDiffTargetSchema>;
-export type InstallSpec = z.infer<typeof installSpecSchema>;
 
 export const specSchemas = {
   helm: helmSpecSchema,
@@ -283,11 +284,11 @@ export const specSchemas = {
   preflight: preflightSpecSchema,
   install: installSpecSchema,
   'vpn-sync': vpnSyncSpecSchema,
-} as const satisfies Record<CommandType, z.ZodType>;
+} as const satisfies Record<CommandType, z.core.$ZodType>;
 
 /** Validates a spec for its type; the result is the parsed (defaulted) spec. */
-export function parseSpec(type: CommandType, spec: unknown) {
-  return specSchemas[type].safeParse(spec);
+export function parseSpec(type: CommandType, spec: unknown): z.ZodSafeParseResult<unknown> {
+  return z.safeParse(specSchemas[type] as z.core.$ZodType, spec);
 }
 
 export function isSecretRef(v: unknown): v is { secretRef: SecretRef } {

@@ -3,24 +3,36 @@
  * every request body with these; clients parse responses with them where a mistake would matter.
  */
 import { z } from 'zod';
-import { COMMAND_TYPES, jsonValue, type CommandType } from './specs.ts';
+import { jsonValue } from './specs.ts';
+import { COMMAND_TYPES, type CommandType } from './command-types.ts';
+import { AGENT_ROLES, AID_RE, CID_RE, ID_MESSAGES, NID_RE, type AgentRole } from './agent-wire.ts';
+
+// The answers agents parse are zod/mini schemas in agent-wire.ts (the node agent's idle daemon loads no classic zod).
+export {
+  AGENT_ROLES,
+  bootstrapResponseSchema,
+  claimedCommandSchema,
+  heartbeatResponseSchema,
+  pollResponseSchema,
+  renewResponseSchema,
+  type AgentRole,
+  type BootstrapResponse,
+  type ClaimedCommand,
+  type HeartbeatResponse,
+  type PollResponse,
+} from './agent-wire.ts';
 import { DURATION_RE, parseDurationSeconds } from './duration.ts';
 
-export const AID_RE = /^[a-z0-9]{5}$/;
-export const CID_RE = /^[a-z0-9]{3,16}$/;
-export const NID_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+export { AID_RE, CID_RE, NID_RE };
 
-export const aidSchema = z.string().regex(AID_RE, 'an account id is 5 lowercase alphanumerics');
-export const cidSchema = z.string().regex(CID_RE, 'a cluster id is 3-16 lowercase alphanumerics');
-export const nidSchema = z.string().regex(NID_RE, 'a node id is a DNS label (lowercase alphanumerics and "-", at most 63)');
+export const aidSchema = z.string().regex(AID_RE, ID_MESSAGES.aid);
+export const cidSchema = z.string().regex(CID_RE, ID_MESSAGES.cid);
+export const nidSchema = z.string().regex(NID_RE, ID_MESSAGES.nid);
 
 export const COMMAND_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'timed_out'] as const;
 export type CommandState = (typeof COMMAND_STATES)[number];
 export const TERMINAL_STATES: readonly CommandState[] = ['succeeded', 'failed', 'cancelled', 'timed_out'];
 export const isTerminal = (s: CommandState) => TERMINAL_STATES.includes(s);
-
-export const AGENT_ROLES = ['node', 'cluster-agent'] as const;
-export type AgentRole = (typeof AGENT_ROLES)[number];
 
 // ---------------------------------------------------------------- admin API
 
@@ -69,38 +81,10 @@ export const bootstrapRequestSchema = z
   .strict();
 export type BootstrapRequest = z.infer<typeof bootstrapRequestSchema>;
 
-export const bootstrapResponseSchema = z.object({
-  agentId: z.string(),
-  aid: z.string(),
-  cid: z.string(),
-  role: z.enum(AGENT_ROLES),
-  nid: z.string().nullable(),
-  controlPlane: z.boolean(),
-  certificate: z.string(),
-  caCertificate: z.string(),
-  expiresAt: z.string(),
-});
-export type BootstrapResponse = z.infer<typeof bootstrapResponseSchema>;
 
 // ---------------------------------------------------------------- agent API (mTLS)
 
 export const renewRequestSchema = z.object({ csr: z.string().min(1).max(16 * 1024) }).strict();
-export const renewResponseSchema = z.object({ certificate: z.string(), expiresAt: z.string() });
-
-export const claimedCommandSchema = z.object({
-  id: z.number().int(),
-  type: z.enum(COMMAND_TYPES),
-  spec: z.unknown(),
-  leaseId: z.string(),
-  leaseExpiresAt: z.string(),
-  timeoutSeconds: z.number().int(),
-  attempt: z.number().int(),
-  maxAttempts: z.number().int(),
-});
-export type ClaimedCommand = z.infer<typeof claimedCommandSchema> & { type: CommandType };
-
-export const pollResponseSchema = z.object({ command: claimedCommandSchema.nullable(), cancel: z.array(z.number().int()) });
-export type PollResponse = z.infer<typeof pollResponseSchema>;
 
 export const metricsSchema = z
   .object({
@@ -135,9 +119,6 @@ export const heartbeatRequestSchema = z
 export type HeartbeatRequest = z.input<typeof heartbeatRequestSchema>;
 /** What the control plane works with once the request is parsed. */
 export type HeartbeatBody = z.output<typeof heartbeatRequestSchema>;
-
-export const heartbeatResponseSchema = z.object({ cancel: z.array(z.number().int()), serverTime: z.string().optional() });
-export type HeartbeatResponse = z.infer<typeof heartbeatResponseSchema>;
 
 export const OUTCOMES = ['succeeded', 'failed', 'cancelled', 'timed_out'] as const;
 export type OutcomeStatus = (typeof OUTCOMES)[number];

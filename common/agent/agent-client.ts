@@ -6,18 +6,9 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { HttpClient, HttpError } from '../http-client.ts';
 import { Http2Client } from '../http2-client.ts';
-import {
-  bootstrapResponseSchema,
-  heartbeatResponseSchema,
-  pollResponseSchema,
-  renewResponseSchema,
-  type BootstrapResponse,
-  type HeartbeatRequest,
-  type HeartbeatResponse,
-  type LogLine,
-  type PollResponse,
-  type ResultRequest,
-} from '../wire.ts';
+// The answers' schemas from agent-wire.ts (zod/mini), not wire.ts: the node agent's daemon loads no classic zod.
+import { bootstrapResponseSchema, heartbeatResponseSchema, pollResponseSchema, renewResponseSchema, type BootstrapResponse, type HeartbeatResponse, type PollResponse } from '../agent-wire.ts';
+import type { HeartbeatRequest, LogLine, ResultRequest } from '../wire.ts';
 import type { KeyPair } from '../csr.ts';
 import { describeEndpoint, expandEndpoints, failoverReason, nextEndpoint, parseControlPlaneUrls, type Endpoint, type FailoverReason } from './failover.plan.ts';
 

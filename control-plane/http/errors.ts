@@ -1,5 +1,5 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
-import { ZodError } from 'zod';
+import { z } from 'zod';
 import { TetherError, errorBody } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import { formatIssues } from '../queue/queue.service.ts';
@@ -18,7 +18,8 @@ export function describeError(err: unknown, hide: readonly string[] = []): { sta
 function describe(err: unknown): { status: number; code: string; message: string } {
   const e = err as { status?: unknown; type?: unknown; limit?: unknown; message?: unknown; code?: unknown } | null | undefined;
   if (err instanceof TetherError) return { status: err.status, code: err.code, message: err.message };
-  if (err instanceof ZodError) return { status: 400, code: 'invalid_request', message: formatIssues(err.issues) };
+  // Any zod schema's error, classic or zod/mini (common/zod-mini.ts: the agent routes' VPN shapes).
+  if (err instanceof z.core.$ZodError) return { status: 400, code: 'invalid_request', message: formatIssues(err.issues) };
   if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) {
     // body-parser: entity.too.large (413), entity.parse.failed (400), charset/encoding errors (415),
     // and errors without a type such as a corrupt gzip body (zlib, 400)

@@ -34,11 +34,11 @@ export interface RouteDoc {
   /** Only agents of this role (mTLS routes). */
   role?: (typeof AGENT_ROLES)[number];
   summary: string;
-  params?: Record<string, z.ZodType>;
+  params?: Record<string, z.core.$ZodType>;
   query?: z.ZodObject;
-  body?: z.ZodType;
+  body?: z.core.$ZodType;
   /** Success statuses and what they return (undefined: no body). */
-  ok: Record<number, z.ZodType | undefined>;
+  ok: Record<number, z.core.$ZodType | undefined>;
   /** Error statuses this route can answer (besides those every route of its kind can). */
   errors: number[];
   /** Content types of the success answer other than JSON. */
@@ -259,7 +259,7 @@ export function statusesOf(r: RouteDoc): number[] {
 type Json = Record<string, unknown>;
 
 /** JSON Schema (2020-12, as OpenAPI 3.1 uses) of what a client sends (`io: input`: before defaults and coercion). */
-function schemaOf(t: z.ZodType, io: 'input' | 'output'): Json {
+function schemaOf(t: z.core.$ZodType, io: 'input' | 'output'): Json {
   const s = z.toJSONSchema(t, { target: 'draft-2020-12', io, unrepresentable: 'any' }) as Json;
   delete s.$schema;
   return s;

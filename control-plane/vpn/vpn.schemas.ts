@@ -8,6 +8,6 @@ export const createVpnUserSchema = z
   .object({
     name: z.string().min(1).max(63).regex(/^[a-z0-9]([-a-z0-9.@_]*[a-z0-9])?$/, 'lowercase alphanumerics and -.@_'),
     /** The user's own public key; without it the control plane generates a key pair and returns the private key once. */
-    publicKey: wgKeySchema.optional(),
+    publicKey: z.optional(wgKeySchema),
   })
   .strict();

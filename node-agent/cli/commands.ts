@@ -11,7 +11,7 @@ import { HttpError } from '../../common/http-client.ts';
 import { errorMessage } from '../../common/errors.ts';
 import { ConfigError, configPath, controlPlaneUrls, loadNodeConfig, type NodeConfig } from '../config/node.config.ts';
 import { DEFAULT_KUBERNETES_VERSION, VERSION } from '../version.ts';
-import { commandLogger } from './log.ts';
+import { commandLogger } from './command-log.ts';
 import { runAgent } from './agent.command.ts';
 
 // Everything else is imported inside the command that needs it: the daemon, which runs for months,

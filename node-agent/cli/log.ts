@@ -1,14 +1,7 @@
-import { pino } from 'pino';
-import { REDACT_PATHS, createLogger, type Logger } from '../../common/logger.ts';
+import type { Logger } from '../../common/logger.ts';
+import { journalLogger } from './journal-logger.ts';
 
-/** The daemon logs to stdout (journald); one-shot commands log to stderr so stdout stays their output (--json). */
+/** The daemon logs to stdout (journald), without pino (journal-logger.ts); one-shot commands log to stderr with pino (command-log.ts). */
 export function daemonLogger(): Logger {
-  return createLogger('tether-node');
-}
-
-export function commandLogger(): Logger {
-  return pino(
-    { name: 'tether-node', level: process.env.TETHER_LOG_LEVEL ?? 'warn', redact: { paths: REDACT_PATHS, censor: '[redacted]' }, base: { pid: process.pid } },
-    pino.destination(2),
-  );
+  return journalLogger({ name: 'tether-node', level: process.env.TETHER_LOG_LEVEL ?? process.env.LOG_LEVEL ?? 'info' });
 }

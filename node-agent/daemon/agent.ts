@@ -12,7 +12,7 @@ import { hostMetricsCollector } from '../../common/agent/host-metrics.ts';
 import type { Logger } from '../../common/logger.ts';
 import { controlPlaneUrls, type NodeConfig } from '../config/node.config.ts';
 import { reapLeftoverProcesses, runCommand, type Runner } from '../process/run.ts';
-import { syncVpn, type VpnSyncResult } from '../vpn/vpn.sync.ts';
+import type { VpnSyncResult } from '../vpn/vpn.sync.ts';
 import { collectVpnState } from '../vpn/vpn.state.ts';
 import { VERSION } from '../version.ts';
 import { certificateDue, readCredentials, renewCertificate } from './certificate.ts';
@@ -50,8 +50,10 @@ export function startNodeAgent(config: NodeConfig, log: Logger, o: NodeAgentOpti
 
   let chain: Promise<unknown> = Promise.resolve();
   const serialisedSync = (): Promise<VpnSyncResult> => {
-    const next = chain.then(() => {
+    const next = chain.then(async () => {
       if (!config.network.manageVpn) throw new Error('this node does not manage its VPN (network.manageVpn is false)');
+      // Loaded by the first sync (the one at start, when the node manages its VPN): a node that does not never loads it.
+      const { syncVpn } = await import('../vpn/vpn.sync.ts');
       return syncVpn(config, client, run, log);
     });
     chain = next.catch(() => undefined);

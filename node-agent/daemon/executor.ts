@@ -1,9 +1,11 @@
 /**
  * The node agent's executor: preflight, install and vpn-sync commands from the control plane,
  * each returning an Outcome. The spec is validated again here (the agent never trusts the wire).
- * The preflight and install code is imported when such a command comes, not at daemon start.
+ * The specs (common/node-specs.ts, zod/mini) and the preflight and install code are imported when
+ * such a command comes, not at daemon start: an idle daemon never loads them (a chunk of the
+ * split bundle each; test/node-agent/bundle.test.ts checks what the daemon's start-up loads).
  */
-import { installSpecSchema, parseSpec } from '../../common/specs.ts';
+import { isNodeCommandType } from '../../common/command-types.ts';
 import { errorMessage, type CommandErrorCode } from '../../common/errors.ts';
 import type { Executor, Outcome } from '../../common/agent/runtime.ts';
 import type { NodeConfig } from '../config/node.config.ts';
@@ -22,7 +24,9 @@ const failed = (code: CommandErrorCode, message: string): Outcome => ({ status: 
 
 export function nodeExecutor(d: ExecutorDeps): Executor {
   return async (command, ctx) => {
-    const spec = parseSpec(command.type, command.spec);
+    if (!isNodeCommandType(command.type)) return failed('unsupported_command', `a node agent does not run ${command.type} commands`);
+    const { nodeSpecSchemas } = await import('../../common/node-specs.ts');
+    const spec = nodeSpecSchemas[command.type].safeParse(command.spec);
     if (!spec.success) return failed('invalid_spec', spec.error.issues.map((i) => i.message).join('; '));
     switch (command.type) {
       case 'preflight': {
@@ -39,7 +43,7 @@ export function nodeExecutor(d: ExecutorDeps): Executor {
         return failed('preflight_failed', `${fails.length} check(s) failed: ${fails.join('; ')}`);
       }
       case 'install': {
-        const s = installSpecSchema.parse(spec.data);
+        const s = nodeSpecSchemas.install.parse(spec.data);
         const { runInstall } = await import('../install/install.command.ts');
         const r = await runInstall({
           config: d.config,
@@ -62,8 +66,6 @@ export function nodeExecutor(d: ExecutorDeps): Executor {
           return failed('vpn_sync_failed', errorMessage(err));
         }
       }
-      default:
-        return failed('unsupported_command', `a node agent does not run ${command.type} commands`);
     }
   };
 }

@@ -43,6 +43,17 @@ describe('node agent: configuration', () => {
     assert.throws(() => parseNodeConfig(': : :', '/c.yaml'), ConfigError);
   });
 
+  it('reads YAML 1.2 with the core schema: dates and yes/no stay strings, duplicate keys and empty files are refused', () => {
+    const yaml = ['nodeId: n1', 'agentId: 2024-01-01', 'accountId: ab12c', 'cluster: c01', 'server: https://cp:8443', 'caFile: ca.crt', 'certFile: node.crt', 'keyFile: node.key', 'stateDir: state', 'network:', '  wg0: {interface: wg9, listenPort: 51830}', '  endpointAddress: yes'].join('\n');
+    const c = parseNodeConfig(yaml, '/etc/t/config.yaml');
+    assert.equal(c.agentId, '2024-01-01');
+    assert.equal(c.network.endpointAddress, 'yes');
+    assert.deepEqual(c.network.wg0, { interface: 'wg9', listenPort: 51830 });
+    assert.throws(() => parseNodeConfig(`${yaml}\nnodeId: n2`, '/c.yaml'), (e: ConfigError) => e instanceof ConfigError && /not valid YAML/.test(e.message));
+    assert.throws(() => parseNodeConfig(`${yaml.replace('yes', 'x')}\ncontrolPlane: yes`, '/c.yaml'), /controlPlane: .*expected boolean/);
+    assert.throws(() => parseNodeConfig('', '/c.yaml'), ConfigError);
+  });
+
   it('writes 0600 and reads back the same', () => {
     const dir = tempDir('tether-cfg-');
     try {

@@ -1,0 +1,53 @@
+/**
+ * The answers an agent parses (bootstrap, poll, heartbeat, renewal), in zod/mini so that the node
+ * agent's idle daemon does not load classic zod and every request schema of common/wire.ts, which
+ * re-exports these: the control plane and the OpenAPI document use the same objects.
+ */
+import * as z from './zod-mini.ts';
+import { COMMAND_TYPES, type CommandType } from './command-types.ts';
+
+/** Account, cluster and node ids, and what is wrong with one that does not match (wire.ts and the node agent's configuration). */
+export const AID_RE = /^[a-z0-9]{5}$/;
+export const CID_RE = /^[a-z0-9]{3,16}$/;
+export const NID_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+export const ID_MESSAGES = {
+  aid: 'an account id is 5 lowercase alphanumerics',
+  cid: 'a cluster id is 3-16 lowercase alphanumerics',
+  nid: 'a node id is a DNS label (lowercase alphanumerics and "-", at most 63)',
+} as const;
+
+export const AGENT_ROLES = ['node', 'cluster-agent'] as const;
+export type AgentRole = (typeof AGENT_ROLES)[number];
+
+export const bootstrapResponseSchema = z.object({
+  agentId: z.string(),
+  aid: z.string(),
+  cid: z.string(),
+  role: z.enum(AGENT_ROLES),
+  nid: z.nullable(z.string()),
+  controlPlane: z.boolean(),
+  certificate: z.string(),
+  caCertificate: z.string(),
+  expiresAt: z.string(),
+});
+export type BootstrapResponse = z.infer<typeof bootstrapResponseSchema>;
+
+export const renewResponseSchema = z.object({ certificate: z.string(), expiresAt: z.string() });
+
+export const claimedCommandSchema = z.object({
+  id: z.int(),
+  type: z.enum(COMMAND_TYPES),
+  spec: z.unknown(),
+  leaseId: z.string(),
+  leaseExpiresAt: z.string(),
+  timeoutSeconds: z.int(),
+  attempt: z.int(),
+  maxAttempts: z.int(),
+});
+export type ClaimedCommand = z.infer<typeof claimedCommandSchema> & { type: CommandType };
+
+export const pollResponseSchema = z.object({ command: z.nullable(claimedCommandSchema), cancel: z.array(z.int()) });
+export type PollResponse = z.infer<typeof pollResponseSchema>;
+
+export const heartbeatResponseSchema = z.object({ cancel: z.array(z.int()), serverTime: z.optional(z.string()) });
+export type HeartbeatResponse = z.infer<typeof heartbeatResponseSchema>;
