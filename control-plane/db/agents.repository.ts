@@ -137,6 +137,12 @@ type CertificateAgent = {
   agent_revoked_at: number | null;
 };
 
+/** What the identity check reads of a certificate and its agent (the PostgreSQL side of both lookups below). */
+const CERTIFICATE_AGENT_COLUMNS = [
+  'certificates.serial', 'certificates.not_after', 'certificates.revoked_at as cert_revoked_at', 'agents.id as agent_id', 'agents.aid', 'agents.cid',
+  'agents.role', 'agents.nid', 'agents.control_plane', 'agents.revoked_at as agent_revoked_at',
+] as const;
+
 /**
  * The agent behind a certificate serial. Every agent's first request after a control-plane
  * restart comes here (the identity cache starts empty), so it is a prepared statement.
@@ -148,10 +154,7 @@ export async function findCertificateAgent(db: Db, serial: string): Promise<Cert
     return db
       .selectFrom('certificates')
       .innerJoin('agents', 'agents.id', 'certificates.agent_id')
-      .select([
-        'certificates.serial', 'certificates.not_after', 'certificates.revoked_at as cert_revoked_at', 'agents.id as agent_id', 'agents.aid', 'agents.cid',
-        'agents.role', 'agents.nid', 'agents.control_plane', 'agents.revoked_at as agent_revoked_at',
-      ])
+      .select(CERTIFICATE_AGENT_COLUMNS)
       .where('certificates.serial', '=', serial)
       .executeTakeFirst();
   }
@@ -169,10 +172,7 @@ export async function listValidCertificateAgents(db: Db, now: number, limit: num
     return db
       .selectFrom('certificates')
       .innerJoin('agents', 'agents.id', 'certificates.agent_id')
-      .select([
-        'certificates.serial', 'certificates.not_after', 'certificates.revoked_at as cert_revoked_at', 'agents.id as agent_id', 'agents.aid', 'agents.cid',
-        'agents.role', 'agents.nid', 'agents.control_plane', 'agents.revoked_at as agent_revoked_at',
-      ])
+      .select(CERTIFICATE_AGENT_COLUMNS)
       .where('certificates.revoked_at', 'is', null)
       .where('agents.revoked_at', 'is', null)
       .where('certificates.not_after', '>', now)

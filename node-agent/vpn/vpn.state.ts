@@ -12,18 +12,13 @@ import type { Runner } from '../process/run.ts';
 import type { NetworkConfig } from '../config/node.config.ts';
 import { parseWgDump } from './wireguard.render.ts';
 import { readUapi } from './wireguard.uapi.ts';
+import type { UapiPeer } from './wireguard.uapi.parse.ts';
 import { publicKeyOfKeyFile } from './wireguard.keys.ts';
 
 const MIB = 1024 * 1024;
 
-interface PeerState {
-  publicKey: string;
-  endpoint: string | null;
-  allowedIps: string[];
-  latestHandshake: number;
-  rxBytes: number;
-  txBytes: number;
-}
+/** A peer as the heartbeat reports it: the same shape from the UAPI socket and from `wg show dump`. */
+type PeerState = UapiPeer;
 
 export interface VpnStateOptions {
   nowSeconds?: number;
