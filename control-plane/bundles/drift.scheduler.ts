@@ -145,10 +145,9 @@ export class DriftScheduler {
    * unknown (it did not).
    */
   private async jobEnded(e: CommandEnded): Promise<void> {
-    const inst = await repo.instanceOfCheck(this.o.db, e.aid, e.id);
-    if (inst) return this.record(e.aid, inst.osid, e.id);
-    const applied = await repo.instanceOfApply(this.o.db, e.aid, e.id);
+    const applied = await repo.instanceOfEndedJob(this.o.db, e.aid, e.id);
     if (!applied) return;
+    if (applied.kind === 'check') return this.record(e.aid, applied.osid, e.id);
     const job = await this.o.queue.get(e.aid, e.id).catch(() => undefined);
     if (!job || !isTerminal(job.state) || !flowPrunes(job.spec)) return;
     const at = job.finishedAt ? Date.parse(job.finishedAt) : this.o.clock.now();

@@ -2,6 +2,7 @@
  * Scheduled drift checks and autoSync (migration 0008): the scheduler's due scan, recording an
  * ended check exactly once, autoSync's bookkeeping, per-instance settings and the metrics' count.
  */
+import { sql } from 'kysely';
 import { directOf, exclusive, prepared, type Db } from './database.ts';
 import { TERMINAL_STATES, type CommandState } from '../../common/wire.ts';
 
@@ -90,22 +91,32 @@ export async function recordCheckOnce(db: Db, aid: string, osid: string, r: { jo
   return Number(res.numUpdatedRows) === 1;
 }
 
-const stmts = prepared((s) => ({ instanceOfCheck: s.prepare(`SELECT osid FROM instances WHERE aid = ? AND sync_job_id = ?`) }));
-
 /**
- * The instance whose last diff job is `jobId` (the end-of-job hook's lookup), if any. Run for every
- * command that ends: on SQLite a prepared statement (database.ts), not a Kysely query (built,
- * compiled and run through promise hops, it was ~2 % of the control plane's thread per command).
+ * The end-of-job hook's lookup, run for every command that ends: the instance whose last diff job
+ * (`check`) or last apply flow (`apply`) it is, if any; a diff job first. One statement for both
+ * (each branch an index probe: instances_sync_job, instances_last_job), prepared on SQLite
+ * (database.ts); before, the apply branch was a Kysely query built per command that read every
+ * instance of the account.
  */
-export async function instanceOfCheck(db: Db, aid: string, jobId: number): Promise<{ osid: string } | undefined> {
-  const sqlite = directOf(db);
-  if (!sqlite) return db.selectFrom('instances').select('osid').where('aid', '=', aid).where('sync_job_id', '=', jobId).executeTakeFirst();
-  return exclusive(db, sqlite, () => stmts(sqlite).instanceOfCheck.get(aid, jobId) as { osid: string } | undefined);
-}
+const ENDED_JOB_SQL = `SELECT osid, kind FROM (
+    SELECT osid, 'check' AS kind FROM instances WHERE aid = ? AND sync_job_id = ?
+    UNION ALL
+    SELECT osid, 'apply' AS kind FROM instances WHERE aid = ? AND last_job_id = ? AND last_action = 'apply'
+  ) AS ended ORDER BY kind DESC LIMIT 1`;
+const stmts = prepared((s) => ({ instanceOfEndedJob: s.prepare(ENDED_JOB_SQL) }));
 
-/** The instance whose last job is the apply flow `jobId` (the end-of-job hook's lookup), if any. */
-export async function instanceOfApply(db: Db, aid: string, jobId: number): Promise<{ osid: string } | undefined> {
-  return db.selectFrom('instances').select('osid').where('aid', '=', aid).where('last_job_id', '=', jobId).where('last_action', '=', 'apply').executeTakeFirst();
+export async function instanceOfEndedJob(db: Db, aid: string, jobId: number): Promise<{ osid: string; kind: 'check' | 'apply' } | undefined> {
+  const sqlite = directOf(db);
+  if (!sqlite) {
+    // PostgreSQL: the same statement ($n placeholders; bigint, as the columns are).
+    const r = await sql<{ osid: string; kind: 'check' | 'apply' }>`SELECT osid, kind FROM (
+        SELECT osid, 'check' AS kind FROM instances WHERE aid = ${aid} AND sync_job_id = ${jobId}::bigint
+        UNION ALL
+        SELECT osid, 'apply' AS kind FROM instances WHERE aid = ${aid} AND last_job_id = ${jobId}::bigint AND last_action = 'apply'
+      ) AS ended ORDER BY kind DESC LIMIT 1`.execute(db);
+    return r.rows[0];
+  }
+  return exclusive(db, sqlite, () => stmts(sqlite).instanceOfEndedJob.get(aid, jobId, aid, jobId) as { osid: string; kind: 'check' | 'apply' } | undefined);
 }
 
 /**

@@ -141,4 +141,10 @@ describe('storage hot paths (control-plane/db)', () => {
       for (const [m, f] of originals) stmt[m] = f;
     }
   });
+
+  it('the end-of-job lookups probe an index (instances_sync_job, instances_last_job), never every instance of the account', () => {
+    const plan = (q: string) => (o.sqlite.prepare(`EXPLAIN QUERY PLAN ${q}`).all('a1', 7) as { detail: string }[]).map((r) => r.detail).join('; ');
+    assert.match(plan(`SELECT osid FROM instances WHERE aid = ? AND sync_job_id = ?`), /USING INDEX instances_sync_job/);
+    assert.match(plan(`SELECT osid FROM instances WHERE aid = ? AND last_job_id = ? AND last_action = 'apply'`), /USING INDEX instances_last_job/);
+  });
 });
