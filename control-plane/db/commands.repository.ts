@@ -109,8 +109,17 @@ export interface NewCommand {
   now: number;
 }
 
+/** The account has no such cluster (insertCommand: the foreign key commands_cluster_fk refused the row). */
+export class ClusterNotFound extends Error {
+  constructor(cid: string) {
+    super(`cluster ${cid} does not exist`);
+  }
+}
+
 /**
- * Inserts a command, or returns the existing one with the same idempotency key (same account).
+ * Inserts a command, or returns the existing one with the same idempotency key (same account);
+ * throws ClusterNotFound when the account has no cluster `cid` (no separate lookup first: the
+ * foreign key commands_cluster_fk checks it inside the INSERT).
  * Runs in one transaction so two submissions with one key make one command.
  */
 export async function insertCommand(db: Db, c: NewCommand): Promise<{ row: CommandRow; created: boolean }> {
@@ -124,7 +133,12 @@ export async function insertCommand(db: Db, c: NewCommand): Promise<{ row: Comma
       const existing = q.byKey.get(c.aid, c.idempotencyKey) as CommandRow | undefined;
       if (existing) return { row: existing, created: false };
     }
-    return { row: firstRow(q.insert, c) as CommandRow, created: true };
+    try {
+      return { row: firstRow(q.insert, c) as CommandRow, created: true };
+    } catch (err) {
+      if ((err as { code?: unknown }).code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw new ClusterNotFound(c.cid);
+      throw err;
+    }
   });
 }
 
@@ -144,7 +158,12 @@ async function insertCommandPostgres(db: Db, c: NewCommand): Promise<{ row: Comm
     })
     .onConflict((oc) => oc.columns(['aid', 'idempotency_key']).where('idempotency_key', 'is not', null).doNothing())
     .returningAll()
-    .executeTakeFirst();
+    .executeTakeFirst()
+    .catch((err: unknown) => {
+      // foreign_key_violation: commands_cluster_fk, the only foreign key of commands.
+      if ((err as { code?: unknown }).code === '23503') throw new ClusterNotFound(c.cid);
+      throw err;
+    });
   if (inserted) return { row: inserted, created: true };
   const existing = await db.selectFrom('commands').selectAll().where('aid', '=', c.aid).where('idempotency_key', '=', c.idempotencyKey).executeTakeFirstOrThrow();
   return { row: existing, created: false };

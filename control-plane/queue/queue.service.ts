@@ -98,12 +98,15 @@ export class QueueService {
     if (!nodeType && input.target.node) throw badRequest(`a ${input.type} command targets a cluster: remove target.node`);
     const spec = parseSpec(input.type, input.spec);
     if (!spec.success) throw badRequest(`invalid ${input.type} spec: ${formatIssues(spec.error.issues)}`, 'invalid_spec');
-    if (!(await getCluster(db, aid, input.target.cluster))) throw notFound(`cluster ${input.target.cluster} does not exist`, 'cluster_not_found');
+    const noCluster = () => notFound(`cluster ${input.target.cluster} does not exist`, 'cluster_not_found');
+    // The cluster is checked by the insert itself (its foreign key): no lookup before it. A node
+    // target is looked up; when it is missing, the cluster decides which of the two 404s it is.
     if (input.target.node && !(await findActiveNode(db, aid, input.target.cluster, input.target.node))) {
+      if (!(await getCluster(db, aid, input.target.cluster))) throw noCluster();
       throw notFound(`node ${input.target.node} is not registered in cluster ${input.target.cluster}`, 'node_not_found');
     }
     const specJson = JSON.stringify(spec.data);
-    const { row, created } = await commands.insertCommand(db, {
+    const inserted = await commands.insertCommand(db, {
       aid,
       cid: input.target.cluster,
       nid: input.target.node ?? null,
@@ -113,7 +116,13 @@ export class QueueService {
       timeoutSeconds: input.timeoutSeconds ?? config.defaultTimeoutSeconds,
       maxAttempts: input.maxAttempts ?? config.defaultMaxAttempts,
       now: clock.now(),
+    }).catch((err: unknown) => {
+      throw err instanceof commands.ClusterNotFound ? noCluster() : err;
     });
+    const { row, created } = inserted;
+    // An existing command with this key answers for its own cluster, which exists (clusters are
+    // never deleted); one with another cluster answers only when the named one exists too (404 as before).
+    if (!created && row.cid !== input.target.cluster && !(await getCluster(db, aid, input.target.cluster))) throw noCluster();
     if (created) {
       this.d.dispatcher.notify(Dispatcher.key(row.aid, row.cid, row.nid));
       this.hotLog.info({ commandId: row.id, type: row.type, cid: row.cid, nid: row.nid }, 'command queued');

@@ -7,6 +7,8 @@ import { ManualClock } from '../../common/clock.ts';
 import { HttpError } from '../../common/http-client.ts';
 import type { AgentView, CommandView } from '../../common/wire.ts';
 import { startTestControlPlane, removeDir, type TestAgent, type TestControlPlane } from '../support/control-plane.ts';
+import { sqliteOnly } from '../support/postgres.ts';
+import { sqliteOf } from '../../control-plane/db/database.ts';
 
 const manifest = (name: string) => ({ manifests: `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ${name}}\n` });
 
@@ -79,6 +81,38 @@ describe('command queue', () => {
     await expectStatus(t.admin.request('POST', '/v1/commands', { target: { cluster: 'alpha', node: 'n1' }, type: 'manifest', spec: manifest('y') }), 400);
     await expectStatus(t.admin.request('POST', '/v1/commands', { target: { cluster: 'nope1' }, type: 'manifest', spec: manifest('y') }), 404, 'cluster_not_found');
     await expectStatus(t.admin.request('POST', '/v1/commands', { target: { cluster: 'alpha', node: 'ghost' }, type: 'preflight', spec: {} }), 404, 'node_not_found');
+  });
+
+  it('a submit to a cluster that does not exist is 404 cluster_not_found, with or without an idempotency key of an existing command', async () => {
+    const first = await submit({ target: { cluster: 'alpha' }, type: 'manifest', spec: manifest('keyed'), idempotencyKey: 'submit-404' });
+    await expectStatus(t.admin.request('POST', '/v1/commands', { target: { cluster: 'nope2' }, type: 'manifest', spec: manifest('keyed'), idempotencyKey: 'submit-404' }), 404, 'cluster_not_found');
+    await expectStatus(t.admin.request('POST', '/v1/commands', { target: { cluster: 'nope2' }, type: 'manifest', spec: manifest('k'), idempotencyKey: 'submit-404-new' }), 404, 'cluster_not_found');
+    await expectStatus(t.admin.request('POST', '/v1/commands', { target: { cluster: 'nope2', node: 'n1' }, type: 'preflight', spec: {} }), 404, 'cluster_not_found');
+    const again = await t.admin.request<{ id: number; created: boolean }>('POST', '/v1/commands', { target: { cluster: 'alpha' }, type: 'manifest', spec: manifest('keyed'), idempotencyKey: 'submit-404' });
+    assert.deepEqual([again.status, again.body.id, again.body.created], [200, first.id, false]);
+  });
+
+  it('a submit to a cluster runs one SQL statement, its INSERT (the foreign key checks the cluster)', async function () {
+    sqliteOnly(this, 'counts the statements better-sqlite3 runs');
+    const stmt = Object.getPrototypeOf(sqliteOf(t.cp.db).prepare('SELECT 1')) as Record<string, (...a: unknown[]) => unknown>;
+    const originals = (['run', 'get', 'all', 'iterate'] as const).map((m) => [m, stmt[m]!] as const);
+    const ran: string[] = [];
+    let counting = false;
+    for (const [m, f] of originals) stmt[m] = function (this: { source: string }, ...args: unknown[]) {
+      if (counting && !/total_changes/.test(this.source)) ran.push(this.source.replace(/\s+/g, ' ').slice(0, 60));
+      return f.apply(this, args);
+    };
+    try {
+      await submit({ target: { cluster: 'alpha' }, type: 'manifest', spec: manifest('warm') });
+      counting = true;
+      const { id } = await submit({ target: { cluster: 'alpha' }, type: 'manifest', spec: manifest('counted') });
+      counting = false;
+      assert.deepEqual(ran, ['INSERT INTO commands (aid, cid, nid, type, spec, state, idem']);
+      assert.equal((await job(id)).state, 'queued');
+    } finally {
+      for (const [m, f] of originals) stmt[m] = f;
+    }
+    await drain(alpha);
   });
 
   it('keeps tenants apart: an agent sees, claims and reports only its own work', async () => {
