@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import type SQLite from 'better-sqlite3';
 import { directOf, exclusive, prepared, type Db } from './database.ts';
 
 export interface NewLogLine {
@@ -24,6 +25,38 @@ const stmts = prepared((s) => ({
   ),
 }));
 
+/**
+ * The lines of one append go in as multi-row INSERTs (one statement per up to LINES_PER_INSERT
+ * lines instead of one per line), each prepared once per database and row count, on first use.
+ */
+const LINES_PER_INSERT = 64;
+const insertMany = prepared((s) => {
+  const bySize = new Map<number, SQLite.Statement>();
+  return (n: number): SQLite.Statement => {
+    let stmt = bySize.get(n);
+    if (!stmt) {
+      stmt = s.prepare(`INSERT INTO command_logs (command_id, ts, stream, text) VALUES ${Array.from({ length: n }, () => '(?, ?, ?, ?)').join(', ')} RETURNING id, ts, stream, text`);
+      bySize.set(n, stmt);
+    }
+    return stmt;
+  };
+});
+
+/** Inserts `lines` for the command (inside the caller's transaction); the stored lines in order. */
+function insertLines(sqlite: SQLite.Database, commandId: number, lines: NewLogLine[]): StoredLogLine[] {
+  const stored: StoredLogLine[] = [];
+  for (let i = 0; i < lines.length; i += LINES_PER_INSERT) {
+    const chunk = lines.slice(i, i + LINES_PER_INSERT);
+    const params: unknown[] = [];
+    for (const l of chunk) params.push(commandId, l.ts, l.stream, l.text);
+    // RETURNING's row order is not promised; the ids follow the VALUES order (one statement, one writer).
+    const rows = insertMany(sqlite)(chunk.length).all(...params) as StoredLogLine[];
+    rows.sort((a, b) => a.id - b.id);
+    stored.push(...rows);
+  }
+  return stored;
+}
+
 type Usage = { bytes: number; lines: number; dropped_bytes: number; dropped_lines: number; marker_id: number | null };
 
 /** The one line that ends a truncated log. */
@@ -46,7 +79,7 @@ export async function appendLogs(db: Db, commandId: number, lines: NewLogLine[],
   const run = sqlite.transaction((): StoredLogLine[] => {
     const u = (q.usage.get(commandId) as Usage | undefined) ?? { bytes: 0, lines: 0, dropped_bytes: 0, dropped_lines: 0, marker_id: null };
     const { keep, marker } = fit(u, lines, capBytes);
-    const stored = keep.map((l) => q.insert.get(commandId, l.ts, l.stream, l.text) as StoredLogLine);
+    const stored = insertLines(sqlite, commandId, keep);
     if (marker !== undefined) {
       if (u.marker_id === null) {
         const m = q.insert.get(commandId, lines.at(-1)!.ts, 'system', marker) as StoredLogLine;

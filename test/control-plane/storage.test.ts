@@ -13,6 +13,7 @@ import { insertAccount, insertCluster } from '../../control-plane/db/accounts.re
 import { getAgent, insertAgent, recordHeartbeat, revokeAgent } from '../../control-plane/db/agents.repository.ts';
 import { cancelRequestedFor, completeAttempt, getCommandById, insertCommand, requestCancel } from '../../control-plane/db/commands.repository.ts';
 import { claimNext } from '../../control-plane/db/claim.ts';
+import { appendLogs, readLogs } from '../../control-plane/db/logs.repository.ts';
 
 describe('storage hot paths (control-plane/db)', () => {
   let dir: string;
@@ -146,5 +147,33 @@ describe('storage hot paths (control-plane/db)', () => {
     const plan = (q: string) => (o.sqlite.prepare(`EXPLAIN QUERY PLAN ${q}`).all('a1', 7) as { detail: string }[]).map((r) => r.detail).join('; ');
     assert.match(plan(`SELECT osid FROM instances WHERE aid = ? AND sync_job_id = ?`), /USING INDEX instances_sync_job/);
     assert.match(plan(`SELECT osid FROM instances WHERE aid = ? AND last_job_id = ? AND last_action = 'apply'`), /USING INDEX instances_last_job/);
+  });
+
+  it('stores a log batch in order with one INSERT per 64 lines; the cap and its marker as before', async () => {
+    const { row } = await submit();
+    const stmt = Object.getPrototypeOf(o.sqlite.prepare('SELECT 1')) as Record<string, (...a: unknown[]) => unknown>;
+    const originals = (['run', 'get', 'all', 'iterate'] as const).map((m) => [m, stmt[m]!] as const);
+    let inserts = 0;
+    for (const [m, f] of originals) stmt[m] = function (this: { source: string }, ...args: unknown[]) {
+      if (this.source.startsWith('INSERT INTO command_logs')) inserts++;
+      return f.apply(this, args);
+    };
+    const line = (i: number) => ({ ts: 5000 + i, stream: i % 3 === 0 ? 'stderr' : 'stdout', text: `line ${i} ${'x'.repeat(i % 7)}` });
+    try {
+      const stored = await appendLogs(o.db, row.id, Array.from({ length: 150 }, (_, i) => line(i)), 100_000);
+      assert.equal(inserts, 3, '150 lines: 64 + 64 + 22');
+      assert.deepEqual(stored.map(({ ts, stream, text }) => ({ ts, stream, text })), Array.from({ length: 150 }, (_, i) => line(i)));
+      assert.ok(stored.every((l, i) => i === 0 || l.id > stored[i - 1]!.id), 'ids ascend in the lines\' order');
+      assert.deepEqual(await readLogs(o.db, row.id, 0, 1000), stored);
+    } finally {
+      for (const [m, f] of originals) stmt[m] = f;
+    }
+    // Past the cap: the lines that fit, then one marker line, rewritten by the next append.
+    const capped = await appendLogs(o.db, row.id, [{ ts: 1, stream: 'stdout', text: 'y'.repeat(40) }, { ts: 2, stream: 'stdout', text: 'z'.repeat(5000) }], 2000);
+    assert.deepEqual(capped.map((l) => [l.stream, l.text.slice(0, 8)]), [['stdout', 'yyyyyyyy'], ['system', '[tether]']]);
+    await appendLogs(o.db, row.id, [{ ts: 3, stream: 'stdout', text: 'w' }], 2000);
+    const all = await readLogs(o.db, row.id, 0, 1000);
+    assert.equal(all.length, 152);
+    assert.match(all.at(-1)!.text, /5001 bytes in 2 lines dropped/);
   });
 });
