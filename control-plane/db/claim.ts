@@ -3,8 +3,7 @@
  *
  * Why it is safe: the UPDATE that takes the row re-checks `state = 'queued'`, and SQLite runs one
  * writer at a time. The pick (a read) and that UPDATE (commands.repository.ts, claimDirect) run
- * synchronously back to back on the one connection (or, for a poll woken for work, as one UPDATE
- * with the pick as its subquery), so nothing can claim the row in between, and
+ * synchronously back to back on the one connection, so nothing can claim the row in between, and
  * never inside an open Kysely transaction (`exclusive` waits for it). So two claims can never both
  * take the same row.
  *
@@ -31,16 +30,11 @@ export interface ClaimTarget {
   nid: string | null;
 }
 
-/**
- * `leaseId` may be a function: it is then called only when there is a command to claim (or, with
- * `woken`, once per claim attempt). `woken`: the caller was woken because work was queued for
- * the target; on SQLite the claim is then one statement instead of a read and a write (the same
- * guarantees, see claimDirect). PostgreSQL's claim is one statement either way.
- */
+/** `leaseId` may be a function: it is then called only when there is a command to claim. */
 export async function claimNext(
   db: Db,
   target: ClaimTarget,
-  claim: { agentId: string; leaseId: string | (() => string); leaseExpiresAt: number; now: number; woken?: boolean },
+  claim: { agentId: string; leaseId: string | (() => string); leaseExpiresAt: number; now: number },
 ): Promise<CommandRow | undefined> {
   const sqlite = directOf(db);
   if (!sqlite) return claimPostgres(db, target, claim);

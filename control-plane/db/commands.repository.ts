@@ -30,17 +30,6 @@ const stmts = prepared((s) => ({
      WHERE id = @id AND state = 'queued'
        AND NOT EXISTS (SELECT 1 FROM agents WHERE agents.id = @agentId AND agents.revoked_at IS NOT NULL) RETURNING *`,
   ),
-  // The claim of a poll woken for queued work (it almost always finds some): the pick as a subquery
-  // of the same UPDATE, one statement instead of two (~70 µs of the server's thread per claimed
-  // command, bench/command-path.ts). The same conditions: the oldest queued command of the target
-  // (the commands_queued index), still queued, and the agent not revoked.
-  take: s.prepare(
-    `UPDATE commands SET state = 'running', attempts = attempts + 1, lease_id = @leaseId, lease_expires_at = @leaseExpiresAt,
-       claimed_by = @agentId, claimed_at = @now
-     WHERE id = (SELECT id FROM commands WHERE state = 'queued' AND aid = @aid AND cid = @cid AND nid IS @nid ORDER BY id LIMIT 1)
-       AND state = 'queued'
-       AND NOT EXISTS (SELECT 1 FROM agents WHERE agents.id = @agentId AND agents.revoked_at IS NOT NULL) RETURNING *`,
-  ),
   completeFinal: s.prepare(
     `UPDATE commands SET state = @state, outputs = @outputs, error = @error, finished_at = @now, lease_expires_at = NULL
      WHERE id = @id AND claimed_by = @agentId AND lease_id = @leaseId AND state = 'running'
@@ -395,28 +384,17 @@ export async function releaseClaim(db: Db, id: number, leaseId: string) {
   await exclusive(db, sqlite, () => stmts(sqlite).release.run(id, leaseId));
 }
 
-/**
- * The claim on the direct path (see claim.ts); undefined when the target has nothing queued.
- * `woken`: the caller was woken because work was queued for the target, so it takes in one
- * UPDATE (`take`, a write even when another waiter won the race); otherwise a read looks first,
- * so an empty queue (most polls) costs a read, not a write, and draws no lease id.
- */
+/** The claim on the direct path (see claim.ts); undefined when the target has nothing queued. */
 export function claimDirect(
   sqlite: SQLite.Database,
   target: { aid: string; cid: string; nid: string | null },
-  claim: { agentId: string; leaseId: string | (() => string); leaseExpiresAt: number; now: number; woken?: boolean },
+  claim: { agentId: string; leaseId: string | (() => string); leaseExpiresAt: number; now: number },
 ): CommandRow | undefined {
   const q = stmts(sqlite);
-  let row: CommandRow | undefined;
-  if (claim.woken) {
-    const leaseId = typeof claim.leaseId === 'function' ? claim.leaseId() : claim.leaseId;
-    row = firstRow(q.take, { ...target, agentId: claim.agentId, leaseId, leaseExpiresAt: claim.leaseExpiresAt, now: claim.now }) as CommandRow | undefined;
-  } else {
-    const id = q.pick.get(target.aid, target.cid, target.nid) as number | undefined;
-    if (id === undefined) return undefined;
-    const leaseId = typeof claim.leaseId === 'function' ? claim.leaseId() : claim.leaseId;
-    row = firstRow(q.claim, { id, agentId: claim.agentId, leaseId, leaseExpiresAt: claim.leaseExpiresAt, now: claim.now }) as CommandRow | undefined;
-  }
+  const id = q.pick.get(target.aid, target.cid, target.nid) as number | undefined;
+  if (id === undefined) return undefined;
+  const leaseId = typeof claim.leaseId === 'function' ? claim.leaseId() : claim.leaseId;
+  const row = firstRow(q.claim, { id, agentId: claim.agentId, leaseId, leaseExpiresAt: claim.leaseExpiresAt, now: claim.now }) as CommandRow | undefined;
   // A command requeued by a retryable failure keeps its cancellation request: its new agent is told.
   if (row && row.cancel_requested_at !== null) candidates(sqlite).add(claim.agentId);
   return row;

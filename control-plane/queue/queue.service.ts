@@ -169,10 +169,8 @@ export class QueueService {
   async poll(agent: AgentPrincipal, waitMs: number, signal: AbortSignal): Promise<PollResponse> {
     const key = Dispatcher.key(agent.aid, agent.cid, agent.role === 'node' ? agent.nid : null);
     const deadline = Date.now() + waitMs;
-    // Woken for queued work: the claim expects to find some (one statement instead of two on SQLite).
-    let woken = false;
     for (;;) {
-      const claimed = await this.tryClaim(agent, woken);
+      const claimed = await this.tryClaim(agent);
       if (claimed) {
         const durable = this.d.durability?.barrier();
         if (durable) await durable;
@@ -194,17 +192,16 @@ export class QueueService {
       if (reason === 'agent') return { command: null, cancel: await commands.cancelRequestedFor(this.d.db, agent.agentId) };
       // 'work' (or 'sweep': a wake-up from another replica may have been lost): loop and claim;
       // if another waiter won the race we wait again.
-      woken = true;
     }
   }
 
-  private async tryClaim(agent: AgentPrincipal, woken: boolean) {
+  private async tryClaim(agent: AgentPrincipal) {
     const now = this.d.clock.now();
     const row = await claimNext(
       this.d.db,
       { aid: agent.aid, cid: agent.cid, nid: agent.role === 'node' ? agent.nid : null },
-      // Drawn only when there is a command to claim (most polls find none), or once per wake-up.
-      { agentId: agent.agentId, leaseId: newLeaseId, leaseExpiresAt: now + this.d.config.leaseSeconds * 1000, now, woken },
+      // Drawn only when there is a command to claim (most polls find none).
+      { agentId: agent.agentId, leaseId: newLeaseId, leaseExpiresAt: now + this.d.config.leaseSeconds * 1000, now },
     );
     if (!row) return undefined;
     const leaseId = row.lease_id!;
