@@ -95,7 +95,7 @@ export async function recordCheckOnce(db: Db, aid: string, osid: string, r: { jo
  * (`check`) or last apply flow (`apply`) it is, if any; a diff job first. Each an index probe
  * (instances_sync_job, instances_last_job: migration 0015), prepared on SQLite (database.ts).
  * Before, the apply lookup was a Kysely query built per command that read every instance of the
- * account. (One statement for both, a UNION ALL ordered by kind, measured 72 µs against 11 + 16:
+ * account. (One statement for both, a UNION ALL ordered by kind, measured 66-72 µs against 8-10 + 19-20:
  * its ORDER BY opens temporary B-trees; bench/command-path.ts.)
  */
 const stmts = prepared((s) => ({
