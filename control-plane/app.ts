@@ -33,7 +33,7 @@ import { CommandRelay } from './queue/notifier.relay.ts';
 import { PostgresNotifier } from './queue/notifier.postgres.ts';
 import { healthRoutes, ReadinessCheck } from './http/health.routes.ts';
 import { Retention } from './queue/retention.ts';
-import { adminRoutes } from './http/admin.routes.ts';
+import { adminRoutes, submitCommandRoute } from './http/admin.routes.ts';
 import { VpnService } from './vpn/vpn.service.ts';
 import { vpnAdminRoutes } from './http/vpn.routes.ts';
 import { BundlesService } from './bundles/bundles.service.ts';
@@ -293,6 +293,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     if (res.locals.aid) server.guard.authenticated(req.socket);
     (isBootstrap(req) ? bootstrapJson : isLogin(req) ? loginJson : json)(req, res, next);
   });
+  app.post('/v1/commands', submitCommandRoute(queue)); // before the routers it would walk (admin.routes.ts)
   app.use('/v1', sessionRoutes({ sessions, limiter: loginLimiter }));
   app.use('/v1', bootstrapRoutes({ identity, limiter: shared ? new SharedFailureLimiter(db, 'bootstrap', config.bootstrapFailuresPerMinute, () => clock.now()) : new FailureLimiter(config.bootstrapFailuresPerMinute) }));
   app.use('/v1/clusters/:cid/vpn', vpnAdminRoutes({ accounts, vpn }));

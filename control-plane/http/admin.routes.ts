@@ -1,5 +1,5 @@
 /** The admin REST API (bearer API token, account-scoped). */
-import { Router, type Response } from 'express';
+import { Router, type RequestHandler, type Response } from 'express';
 import { z } from 'zod';
 import { isTerminal, AGENT_ROLES, COMMAND_STATES, cidSchema, createApiTokenSchema, createBootstrapTokenSchema, createClusterSchema, submitCommandSchema } from '../../common/wire.ts';
 import type { AccountsService } from '../accounts/accounts.service.ts';
@@ -34,6 +34,20 @@ export const logsQuery = z.object({
   follow: z.enum(['1', 'true', '0', 'false']).optional(),
   after: z.coerce.number().int().min(0).optional(),
 });
+
+/**
+ * POST /v1/commands, the one admin route on every command's path. app.ts mounts it on its own
+ * right after the /v1 authentication and body layers (which have run when it is reached), not in
+ * adminRoutes: Express would otherwise walk every router before it (sessions, bootstrap, VPN,
+ * bundles, instances, then this router's own layers) for each submission (issue 18: ~5 KB of
+ * garbage per command in the heap profile).
+ */
+export function submitCommandRoute(queue: QueueService): RequestHandler {
+  return async (req, res) => {
+    const { command, created } = await queue.submit(aidOf(res), submitCommandSchema.parse(req.body));
+    res.status(created ? 202 : 200).json({ id: command.id, state: command.state, created, command });
+  };
+}
 
 export function adminRoutes(deps: { accounts: AccountsService; identity: IdentityService; queue: QueueService }): Router {
   const { accounts, identity, queue } = deps;
@@ -80,10 +94,6 @@ export function adminRoutes(deps: { accounts: AccountsService; identity: Identit
     else res.status(204).end();
   });
 
-  r.post('/commands', async (req, res) => {
-    const { command, created } = await queue.submit(aidOf(res), submitCommandSchema.parse(req.body));
-    res.status(created ? 202 : 200).json({ id: command.id, state: command.state, created, command });
-  });
   r.get('/commands', async (req, res) => {
     const q = listCommandsQuery.parse(req.query);
     const before = q.before ?? decodeCursor(q.cursor, z.tuple([z.number().int().min(1)]))?.[0];

@@ -73,6 +73,22 @@ interface Route {
 
 const AGENT_API_PREFIX = '/v1/agent/';
 export const pollQuery = z.object({ wait: z.coerce.number().min(0).max(120).optional() });
+const PLAIN_WAIT = /^wait=(\d{1,3})$/;
+
+/**
+ * The poll's `wait` (seconds). The query every agent sends (`wait=N`, or none) is read without a
+ * URLSearchParams, an object and a zod parse per poll (two polls per command: ~2 KB of garbage
+ * each, issue 18's heap profile); anything else goes through pollQuery, its coercions and errors.
+ */
+export function pollWaitSeconds(search: string): number | undefined {
+  if (search === '') return undefined;
+  const m = PLAIN_WAIT.exec(search);
+  if (m) {
+    const n = Number(m[1]);
+    if (n <= 120) return n;
+  }
+  return pollQuery.parse(Object.fromEntries(new URLSearchParams(search))).wait;
+}
 const NEVER = new AbortController().signal;
 
 /** An agent's open connection, and its HTTP/2 session when it speaks HTTP/2. */
@@ -106,8 +122,8 @@ export class AgentApi {
         durable: true,
         rate: 'poll',
         run: (c) => {
-          const q = pollQuery.parse(Object.fromEntries(new URLSearchParams(c.search)));
-          const waitMs = Math.min(q.wait ?? config.longPollSeconds, config.longPollSeconds) * 1000;
+          const wait = pollWaitSeconds(c.search);
+          const waitMs = Math.min(wait ?? config.longPollSeconds, config.longPollSeconds) * 1000;
           return queue.poll(c.agent, waitMs, c.signal);
         },
       },

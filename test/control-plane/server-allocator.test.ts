@@ -2,12 +2,14 @@
  * `bin/tether server` runs the control plane on mimalloc when it is installed (issue 18: glibc's
  * malloc held ~13-15 KB more per idle agent connection, docs/performance.md), glibc's malloc with
  * TETHER_MALLOC=system, and refuses any other value. Checked on the real process: the libraries
- * mapped in /proc/<pid>/maps. CI installs Debian's libmimalloc2.0 (.ci/run).
+ * mapped in /proc/<pid>/maps. CI installs Debian's libmimalloc2.0 (.ci/run). And its V8 flags take
+ * effect: the semi-space size bin/tether asks for is the one V8 resolves from the real process's
+ * flags (an implication such as --optimize-for-size's 1 MB would silently override it).
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { REPO_ROOT, freePort, removeDir, stopProcess, tempDir } from '../support/control-plane.ts';
 
 const MIMALLOC = ['/usr/lib/x86_64-linux-gnu/libmimalloc.so.2', '/usr/lib/aarch64-linux-gnu/libmimalloc.so.2'];
@@ -64,6 +66,25 @@ describe('control plane memory allocator (bin/tether server)', function () {
     proc = r.proc;
     assert.ok(r.ready, r.output);
     assert.doesNotMatch(mapped(r.proc.pid!), /libmimalloc/);
+  });
+
+  it("runs with V8 flags that take effect: the semi-space V8 gives the server is the one bin/tether asks for", async () => {
+    const r = await startBin(dataDir, await freePort(), { LD_PRELOAD: '', TETHER_MALLOC: '', NODE_OPTIONS: '' });
+    proc = r.proc;
+    assert.ok(r.ready, r.output);
+    // The real process's command line: node, its flags, then the entry point (bin/tether execs node).
+    const argv = readFileSync(`/proc/${r.proc.pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+    const entry = argv.findIndex((a) => a.endsWith('control-plane/cli/main.ts'));
+    assert.ok(entry > 0, argv.join(' '));
+    const flags = argv.slice(1, entry);
+    const asked = flags.map((f) => /^--max-semi-space-size=(\d+)$/.exec(f)?.[1]).find(Boolean);
+    assert.ok(asked, `no --max-semi-space-size in ${flags.join(' ')}`);
+    // What V8 makes of those flags (implications included): --optimize-for-size, for one, sets the
+    // semi-space to 1 MB whatever --max-semi-space-size says (docs/performance.md, issue 18).
+    const v8 = spawnSync(argv[0]!, [...flags, '--print-flag-values', '-e', '0'], { encoding: 'utf8' });
+    assert.equal(v8.status, 0, v8.stderr);
+    const effective = /^--max-semi-space-size=(\d+)$/m.exec(v8.stdout)?.[1];
+    assert.equal(effective, asked, `V8 runs the server's flags (${flags.join(' ')}) with --max-semi-space-size=${effective}`);
   });
 
   it('refuses another TETHER_MALLOC value with a message and exit 2', async () => {
