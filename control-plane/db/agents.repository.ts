@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import type SQLite from 'better-sqlite3';
 import { directOf, exclusive, handleOf, onBeforeClose, prepared, type Db } from './database.ts';
 import type { AgentsTable, CertificatesTable } from './agents.table.ts';
-import { registerHeldWrites } from './durability.ts';
+import { outsideBarrier } from './durability.ts';
 
 export async function insertAgent(db: Db, a: Omit<AgentsTable, 'revoked_at' | 'last_heartbeat_at' | 'heartbeats' | 'version' | 'metrics' | 'vpn'>) {
   await db.insertInto('agents').values({ ...a, revoked_at: null, last_heartbeat_at: null, heartbeats: 0, version: null, metrics: null, vpn: null }).execute();
@@ -211,12 +211,18 @@ const params = (id: string, hb: Pending) => ({ id, now: hb.now, version: hb.vers
  * (or HEARTBEAT_BATCH_MAX agents), one UPDATE per agent with its latest values and the count of
  * beats since the last batch. A commit per heartbeat was most of a heartbeat's storage cost.
  *
- * What a crash (kill -9, power loss) can lose: the heartbeats of the last window, i.e. the agents'
- * last-seen time, version, metrics and VPN state of up to 100 ms, and that many beats of the
- * counter. That is liveness data, refreshed by every agent every few seconds, so it is fine: at
- * worst an agent looks up to 100 ms older until its next beat. Nothing a heartbeat does for the
- * queue waits here: lease extensions and cancellation lookups are written and read at once
- * (commands.repository.ts), so a lease never lags behind the agent's heartbeats.
+ * The batch is outside the durability barrier (durability.ts, "What the barrier does not
+ * cover"): its commits are not waited for by any answer, the heartbeat's included, and do not
+ * count as changes an answer must wait for. What a crash can lose: after `kill -9`, the
+ * heartbeats of the last window (up to 50 ms); after a power cut, every batch since the last WAL
+ * sync (another answer's sync or a checkpoint), i.e. the agents' last-seen time, version, metrics
+ * and VPN state, and those beats of the counter. That is liveness data, refreshed by every agent
+ * every 5 s, and what an agent sends only when it changes it sends again whole on its first
+ * connection to the restarted control plane (runtime.ts), so nothing is lost for good: at worst
+ * an agent looks older until its next beat. Nothing a heartbeat does for the queue waits here:
+ * lease extensions and cancellation lookups are written and read at once
+ * (commands.repository.ts), so a lease never lags behind the agent's heartbeats, and a heartbeat
+ * that extends a lease awaits the barrier (queue.service.ts).
  *
  * Reads of the agents table in this file flush first (an agent's status is computed from the last
  * heartbeat, and "one heartbeat makes it healthy again" must hold for the next read), as does
@@ -237,24 +243,16 @@ class HeartbeatBatch {
   constructor(sqlite: SQLite.Database) {
     this.sqlite = sqlite;
     this.update = sqlite.prepare(UPDATE_HEARTBEAT);
-    this.writeAll = sqlite.transaction((rows: Map<string, Pending>) => {
+    const transaction = sqlite.transaction((rows: Map<string, Pending>) => {
       for (const [id, hb] of rows) this.update.run(params(id, hb));
     });
+    this.writeAll = (rows) => outsideBarrier(sqlite, () => transaction(rows));
     onBeforeClose(sqlite, () => this.flush());
-    // With durable acknowledgments, each WAL sync is a batch window: a heartbeat is answered once
-    // its batch is committed and synced (durability.ts).
-    registerHeldWrites(sqlite, {
-      pending: () => this.pending.size > 0,
-      commit: () => {
-        this.flush();
-        if (this.failure !== undefined) throw this.failure;
-      },
-    });
   }
 
   /** After a failed batch: this heartbeat is written at once, and its error (if any) is the caller's. */
   writeNow(id: string, hb: Heartbeat) {
-    this.update.run(params(id, { ...hb, n: 1 }));
+    outsideBarrier(this.sqlite, () => this.update.run(params(id, { ...hb, n: 1 })));
     this.failure = undefined;
   }
 

@@ -1,6 +1,7 @@
 /**
- * The durability barrier: every answer of the API waits until what it acknowledges is on disk, and
- * the waits of many requests share one fsync (group commit).
+ * The durability barrier: every answer of the API that acknowledges a write waits until that write
+ * is on disk, and the waits of many requests share one fsync (group commit). Heartbeats are the
+ * exception, on purpose (below: "What the barrier does not cover").
  *
  * Writes commit as before: a WAL append with `synchronous=NORMAL` (no fsync at commit). Before an
  * answer is sent, its handler awaits `barrier()`, which resolves once a sync of the WAL that
@@ -33,15 +34,19 @@
  *   marked, whichever connection copied them. A checkpoint concurrent with our commits copies
  *   only frames of commits already ended (it reads up to its snapshot's last commit frame), and
  *   our fdatasync of the WAL is on the same file, so the two never undo each other's syncs.
- * - Coverage is tracked by `total_changes()` (rows changed by this connection, never decreasing).
- *   A sync records the count when it starts, taken with no transaction open (it waits for Kysely's
- *   connection lock when one is open), so every change counted there is committed. A barrier whose
- *   current count equals the count of a finished sync has nothing new to wait for; equal to the
- *   count of the running sync, it waits for that sync; anything else waits for the next. Changes
- *   that do not count (DDL: the migrations) are covered by the sync at start.
- * - Writes that are held back to be batched (the heartbeats, agents.repository.ts) register here:
- *   each sync commits them first (a sync is their batch window), and a barrier waits whenever they
- *   hold anything.
+ * - Coverage is tracked by a count of covered changes: `total_changes()` (rows changed by this
+ *   connection, never decreasing) less the rows changed by the uncovered writes below (counted by
+ *   `outsideBarrier`, also never decreasing; an uncovered write adds the same number to both, so
+ *   the count never decreases and moves only with a covered change). A sync records the count when
+ *   it starts, taken with no transaction open (it waits for Kysely's connection lock when one is
+ *   open), so every change counted there is committed. A barrier whose current count equals the
+ *   count of a finished sync has nothing new to wait for; equal to the count of the running sync,
+ *   it waits for that sync; anything else waits for the next. So the invariant holds whatever
+ *   uncovered commits come between a covered write and its barrier: the write raised the count
+ *   past every sync that started before it, and an uncovered commit cannot bring it back to one.
+ *   (Comparing `total_changes()` alone would stay safe but make an answer with nothing of its own
+ *   wait for a sync after every heartbeat batch.) Changes that do not count (DDL: the migrations)
+ *   are covered by the sync at start.
  * - A sync that fails (EIO) fails its waiters (503), and every later answer that would need a sync
  *   (anything committed since the last good one): after a failed fsync the kernel may have dropped
  *   the dirty pages, and a later "successful" fsync would prove nothing. The control plane must be
@@ -49,10 +54,24 @@
  * - The directory: the database and WAL files must be reachable after a power cut, so the folder
  *   is synced once at start, after the migrations created them.
  *
+ * What the barrier does not cover: the heartbeat batch (agents.repository.ts). A heartbeat's
+ * agent row (last-seen time, the beat counter, version, metrics, VPN state) is committed by its own
+ * 50 ms timer, as with `normal`, through `outsideBarrier`, and the heartbeat's answer does not wait
+ * for a sync: nothing in it is lost for good by a power cut. It is liveness, refreshed every 5 s;
+ * the rest is sent again: an agent sends everything after each new connection (and at least every
+ * 10 minutes), and a control plane that lost power comes back on new connections, so its first
+ * beat after the restart writes what the lost beats held. What a heartbeat writes that is not sent
+ * again in that sense stays covered: the lease extensions of the commands it runs (a lost extension
+ * would let the reaper hand a running command to another agent after a restart, a rerun before the
+ * lease the agent was granted had expired), so a heartbeat that names running commands, or whose
+ * answer lists cancellations (state another answer acknowledges), awaits the barrier like any
+ * other answer (queue.service.ts). Nothing else waits for the heartbeat batch: the batch's commit
+ * does not move the count, so it makes no other answer wait.
+ *
  * `normal` durability (today's behaviour) has no barrier: a commit survives `kill -9` but a power
  * cut can roll back the last transactions. With `TETHER_SQLITE_SYNCHRONOUS=FULL`, SQLite itself
- * syncs the WAL at every commit, on the main thread; `full` then only commits the held-back writes
- * before each answer (kept to compare against, see docs/performance.md "Durability"). On
+ * syncs the WAL at every commit, on the main thread, the heartbeat batch's too; `full` then has
+ * nothing to wait for (kept to compare against, see docs/performance.md "Durability"). On
  * PostgreSQL a commit is durable when it returns: the barrier is `noBarrier`.
  */
 import { closeSync, fdatasync, fsyncSync, openSync } from 'node:fs';
@@ -73,24 +92,36 @@ export interface Durability {
    * already so (no promise to await on the hot path).
    */
   barrier(): Promise<void> | undefined;
-  /** fsyncs done, and commits-or-held-writes acknowledged per fsync (for the bench and /metrics). */
+  /** fsyncs done, and the barriers they answered (for the bench and /metrics). */
   stats(): { syncs: number; waiters: number };
   close(): void;
 }
 
-/** Writes a repository holds back to batch them (the heartbeats): committed before each sync. */
-export interface HeldWrites {
-  pending(): boolean;
-  /** Commits what is held; throws the storage error when that commit failed. */
-  commit(): void;
+/** Rows changed by uncovered writes, per connection, and its `total_changes()` statement. */
+const uncovered = new WeakMap<SQLite.Database, { rows: number; total: SQLite.Statement }>();
+
+/**
+ * Runs a synchronous write the barrier does not cover (the heartbeat batch) and counts the rows it
+ * changed, committed or not, so that the barrier leaves them out of its count. Never call it with
+ * a transaction of someone else's open on the connection.
+ */
+export function outsideBarrier<T>(sqlite: SQLite.Database, write: () => T): T {
+  let u = uncovered.get(sqlite);
+  if (!u) uncovered.set(sqlite, (u = { rows: 0, total: sqlite.prepare('SELECT total_changes()').pluck() }));
+  const before = Number(u.total.get());
+  try {
+    return write();
+  } finally {
+    if (sqlite.open) u.rows += Number(u.total.get()) - before;
+  }
 }
 
-const held = new WeakMap<SQLite.Database, HeldWrites[]>();
-export function registerHeldWrites(sqlite: SQLite.Database, w: HeldWrites): void {
-  const list = held.get(sqlite) ?? [];
-  list.push(w);
-  held.set(sqlite, list);
-}
+/**
+ * Test seam (tests only, never set by the server): when it returns a promise, each WAL sync of the
+ * group commit waits for it after taking its count and before its fdatasync, so a test can hold a
+ * sync open and see which answers wait for it.
+ */
+export const walSyncHoldForTests: { hold: (() => Promise<void> | undefined) | undefined } = { hold: undefined };
 
 /** `normal`: nothing to wait for (a commit is a WAL append). */
 export const noBarrier: Durability = { mode: 'normal', method: 'none', barrier: () => undefined, stats: () => ({ syncs: 0, waiters: 0 }), close: () => {} };
@@ -132,7 +163,7 @@ export function storageUnavailable(cause: unknown): TetherError {
 export function openDurability(o: { db: Db; sqlite: SQLite.Database; file: string; mode: DurabilityMode }): Durability {
   if (o.mode === 'normal') return noBarrier;
   const synchronous = Number(o.sqlite.pragma('synchronous', { simple: true }));
-  if (synchronous >= 2) return new PerCommitSync(o.db, o.sqlite);
+  if (synchronous >= 2) return new PerCommitSync();
   if (synchronous !== 1) throw new Error('the durability barrier needs synchronous=NORMAL (with OFF a checkpoint does not sync)');
   return new GroupCommit(o.db, o.sqlite, o.file);
 }
@@ -173,26 +204,19 @@ class GroupCommit implements Durability {
     this.durable = this.count();
   }
 
+  /** The covered changes: every row changed on this connection but those of outsideBarrier. */
   private count(): number {
-    return Number(this.changes.get());
-  }
-
-  private heldPending(): boolean {
-    for (const w of held.get(this.sqlite) ?? []) if (w.pending()) return true;
-    return false;
+    return Number(this.changes.get()) - (uncovered.get(this.sqlite)?.rows ?? 0);
   }
 
   barrier(): Promise<void> | undefined {
-    if (!this.heldPending()) {
-      const now = this.count();
-      if (now === this.durable) return undefined;
-      if (this.failed) return Promise.reject(this.failed);
-      if (this.running && now === this.running.changes) {
-        this.running.d.waiters++;
-        return this.running.d.promise;
-      }
-    }
+    const now = this.count();
+    if (now === this.durable) return undefined;
     if (this.failed) return Promise.reject(this.failed);
+    if (this.running && now === this.running.changes) {
+      this.running.d.waiters++;
+      return this.running.d.promise;
+    }
     const d = (this.next ??= deferred());
     d.waiters++;
     if (!this.running && !this.looping) void this.run();
@@ -212,18 +236,12 @@ class GroupCommit implements Durability {
     while (this.next && !this.failed) {
       const d = this.next;
       this.next = undefined;
-      let covered: number;
-      try {
-        // A consistent point: no Kysely transaction open (its changes would be counted uncommitted).
-        covered = this.sqlite.inTransaction ? await this.db.connection().execute(async () => this.commitHeld()) : this.commitHeld();
-      } catch (err) {
-        // The held writes could not be committed (disk full): this group's answers fail, the
-        // barrier itself is not broken (nothing was synced wrongly).
-        d.reject(storageUnavailable(err));
-        continue;
-      }
+      // A consistent point: no Kysely transaction open (its changes would be counted uncommitted).
+      const covered = this.sqlite.inTransaction ? await this.db.connection().execute(async () => this.count()) : this.count();
       this.running = { changes: covered, d };
       try {
+        const hold = walSyncHoldForTests.hold?.();
+        if (hold) await hold;
         await new Promise<void>((resolve, reject) => fdatasync(this.fd, (err) => (err ? reject(err) : resolve())));
         this.durable = covered;
         this.syncs++;
@@ -241,12 +259,6 @@ class GroupCommit implements Durability {
     }
   }
 
-  /** Commits the held-back writes, then reads the count the next sync covers. */
-  private commitHeld(): number {
-    for (const w of held.get(this.sqlite) ?? []) if (w.pending()) w.commit();
-    return this.count();
-  }
-
   stats() {
     return { syncs: this.syncs, waiters: this.waiters };
   }
@@ -256,37 +268,15 @@ class GroupCommit implements Durability {
   }
 }
 
-/** `synchronous=FULL`: SQLite syncs at each commit; the held-back writes are committed before each answer. */
+/** `synchronous=FULL`: SQLite syncs at each commit (the heartbeat batch's too), so an answer has nothing to wait for. */
 class PerCommitSync implements Durability {
   readonly mode = 'full';
   readonly method = 'fsync-per-commit';
-  private readonly db: Db;
-  private readonly sqlite: SQLite.Database;
-  private commits = 0;
-  constructor(db: Db, sqlite: SQLite.Database) {
-    this.db = db;
-    this.sqlite = sqlite;
-  }
   barrier(): Promise<void> | undefined {
-    const list = held.get(this.sqlite) ?? [];
-    if (!list.some((w) => w.pending())) return undefined;
-    const commit = () => {
-      for (const w of list) {
-        if (!w.pending()) continue;
-        w.commit();
-        this.commits++;
-      }
-    };
-    try {
-      if (!this.sqlite.inTransaction) return void commit();
-    } catch (err) {
-      return Promise.reject(storageUnavailable(err));
-    }
-    // Not inside another request's open Kysely transaction: after it, on the connection's lock.
-    return this.db.connection().execute(async () => commit()).catch((err: unknown) => Promise.reject(storageUnavailable(err)));
+    return undefined;
   }
   stats() {
-    return { syncs: this.commits, waiters: this.commits };
+    return { syncs: 0, waiters: 0 };
   }
   close(): void {}
 }

@@ -64,7 +64,7 @@ interface Route {
   status?: number;
   /** The handler may hold the request (long-poll): give it a signal for the client leaving. */
   holds?: boolean;
-  /** The handler waits for the durability barrier itself (a claim: queue.poll), so the answer does not wait again. */
+  /** The handler waits for the durability barrier itself (a claim: queue.poll; a heartbeat: queue.heartbeat), so the answer does not wait again. */
   durable?: boolean;
   /** The agent's request-rate class (agent-rate.ts); others are 'other'. */
   rate?: AgentRouteClass;
@@ -127,7 +127,8 @@ export class AgentApi {
           return queue.poll(c.agent, waitMs, c.signal);
         },
       },
-      { method: 'POST', path: /^\/v1\/agent\/heartbeat$/, rate: 'heartbeat', run: (c) => queue.heartbeat(c.agent, heartbeatRequestSchema.parse(c.body)) },
+      // Not behind the durability barrier as a whole: queue.heartbeat waits only for what it must.
+      { method: 'POST', path: /^\/v1\/agent\/heartbeat$/, durable: true, rate: 'heartbeat', run: (c) => queue.heartbeat(c.agent, heartbeatRequestSchema.parse(c.body)) },
       {
         method: 'POST',
         path: /^\/v1\/agent\/commands\/([^/]+)\/result$/,
@@ -223,8 +224,9 @@ export class AgentApi {
         signal = ac.signal;
       }
       const out = await route.run({ agent, params: params!, search: q < 0 ? '' : url.slice(q + 1), body, signal });
-      // Answered only once what it acknowledges (a result, logs, a heartbeat) is on disk; a claim
-      // waited in queue.poll (where a claim whose agent left meanwhile is given back).
+      // Answered only once what it acknowledges (a result, logs) is on disk; a claim waited in
+      // queue.poll (where a claim whose agent left meanwhile is given back), a heartbeat in
+      // queue.heartbeat (for its lease extensions only: db/durability.ts).
       const durable = route.durable ? undefined : this.d.durability.barrier();
       if (durable) await durable;
       if (signal.aborted) return;

@@ -1,6 +1,7 @@
 /**
  * Express side of the durability barrier (db/durability.ts): an answer of the admin API, bundles,
- * VPN and bootstrap routes leaves only once everything committed before it is on disk. The answer
+ * VPN and bootstrap routes leaves only once everything committed before it is on disk (all but the
+ * heartbeat batch, which the barrier does not cover: db/durability.ts). The answer
  * is held at `res.end` (where Express's `res.json`/`send` finish), so every route, present or
  * future, is covered without a line of its own. A failed sync turns the answer into 503
  * `storage_unavailable` when its headers are still unsent.

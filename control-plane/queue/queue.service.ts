@@ -64,7 +64,10 @@ export interface QueueDeps {
   dispatcher: Dispatcher;
   metrics: Metrics;
   log: Logger;
-  /** The claim is answered once it is on disk; a poll whose agent left meanwhile gives it back. */
+  /**
+   * The claim is answered once it is on disk (a poll whose agent left meanwhile gives it back), and
+   * a heartbeat that extends leases or lists cancellations once they are.
+   */
   durability?: Durability;
   /** The per-agent log rate; default in this process (LogQuota), shared across replicas on PostgreSQL. */
   logRate?: LogRate;
@@ -240,7 +243,16 @@ export class QueueService {
     });
     await commands.extendLeases(db, agent.agentId, hb.running, now + config.leaseSeconds * 1000, config.timeoutGraceSeconds * 1000);
     this.d.metrics.heartbeats.inc();
-    return { cancel: await commands.cancelRequestedFor(db, agent.agentId) };
+    const cancel = await commands.cancelRequestedFor(db, agent.agentId);
+    // The agent's row is outside the durability barrier (db/durability.ts): a beat that only says
+    // "alive" is answered without waiting for a sync. Lease extensions are covered (a lost one
+    // would let a running command be handed out again after a power cut), and so is a cancellation
+    // the answer tells of: such a beat waits like any acknowledgment.
+    if (hb.running.length > 0 || cancel.length > 0) {
+      const durable = this.d.durability?.barrier();
+      if (durable) await durable;
+    }
+    return { cancel };
   }
 
   /** A command the agent may report on: same account and cluster, and its own node's or the cluster's. */

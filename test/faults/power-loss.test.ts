@@ -4,7 +4,8 @@
  * of the server and of lazyfs at the same moment: every write no fsync has made durable is gone,
  * as in a machine that lost power (the page cache), and the folder is mounted again with what
  * reached its durable image only. Each iteration runs a burst of concurrent submissions and an
- * agent claiming and reporting, cuts the power at a random moment, mounts the folder again,
+ * agent claiming, reporting and heartbeating (heartbeats are outside the durability barrier: their
+ * batch commits interleave with the acknowledged writes), cuts the power at a random moment, mounts the folder again,
  * restarts the server on it and checks that every submission answered 202 and every result
  * answered 200 is there, and that `PRAGMA integrity_check` is ok.
  *
@@ -219,7 +220,20 @@ async function powerCuts(bin: string, mode: 'full' | 'normal', cycles: number, u
           }
         }
       };
-      const traffic = [...Array.from({ length: CLIENTS }, submitter), worker(), worker()];
+      // Heartbeats beside them: their batch commits (outside the durability barrier) interleave
+      // with the acknowledged writes in the WAL, and must not cost any of them.
+      let beats = 0;
+      const heartbeater = async () => {
+        while (!stop) {
+          try {
+            await agent.heartbeat({ metrics: { uptimeSeconds: ++beats } });
+          } catch {
+            /* the server is gone (the cut) */
+          }
+          await sleep(150); // under the agent's heartbeat rate (10/s)
+        }
+      };
+      const traffic = [...Array.from({ length: CLIENTS }, submitter), worker(), worker(), heartbeater()];
       // Cut at a random moment once the burst is flowing (submissions and results acknowledged).
       const t0 = Date.now();
       while ((acked.size < a0 + 20 || results.size < r0 + 2) && Date.now() - t0 < 60_000) await sleep(10);
@@ -256,7 +270,7 @@ async function powerCuts(bin: string, mode: 'full' | 'normal', cycles: number, u
       }
       out.push({ acked: acked.size - a0, results: results.size - r0, lostAcked, lostResults, cutAfterMs });
       console.log(
-        `      ${mode} cycle ${cycle + 1}: cut ${cutAfterMs} ms into the burst; acknowledged ${acked.size - a0} submissions, ${results.size - r0} results this cycle (${acked.size}, ${results.size} in all); lost ${lostAcked} submissions, ${lostResults} results`,
+        `      ${mode} cycle ${cycle + 1}: cut ${cutAfterMs} ms into the burst; acknowledged ${acked.size - a0} submissions, ${results.size - r0} results, ${beats} heartbeats sent this cycle (${acked.size}, ${results.size} in all); lost ${lostAcked} submissions, ${lostResults} results`,
       );
       if (untilLoss && (lostAcked > 0 || lostResults > 0)) break;
       // Forget what was lost (normal mode) so each cycle counts its own losses.
