@@ -46,7 +46,8 @@ if stale "$out" "$root/node-agent" "$root/common"; then
   # built-in: esbuild's import interop copies a CommonJS module's own properties, and reading the
   # descriptors of node:util's lazy exports loads them too; through the prototype, a name is
   # looked up only when used. The banner's require() gives built-ins the same way and falls back to
-  # createRequire for anything else.
+  # createRequire for anything else. A dynamic import('node:x') would get only a default export from
+  # the alias: the node agent's code calls process.getBuiltinModule() there instead.
   shims="$root/dist/.node-builtins"
   mkdir -p "$shims"
   builtin_alias=()
