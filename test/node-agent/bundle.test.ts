@@ -22,6 +22,8 @@ interface Metafile {
 
 /** Sources no daemon should load unless a command needs them, and sources no node agent needs at all. */
 const NEVER_IDLE = [/node_modules\/zod\/v4\/classic\//, /node_modules\/zod\/v4\/locales\/(?!en\.js)/, /^common\/specs\.ts$/, /^common\/wire\.ts$/, /^cluster-agent\//, /node_modules\/commander\//, /node_modules\/node-forge\//, /^node-agent\/(preflight|install|register)\//, /^node-agent\/cli\/commands\.ts$/, /^common\/node-specs\.ts$/, /node_modules\/(pino|thread-stream|sonic-boom|yaml)\//];
+/** The Node and V8 flags `bin/tether-node agent` runs the daemon with, in order. */
+const DAEMON_FLAGS = ['--max-semi-space-size=1', '--lite-mode', '--minor-ms', '--single-threaded', '--v8-pool-size=1', '--disable-sigusr1'];
 /** Node built-ins an idle daemon does not load (the ES facades of node:util, node:crypto and node:net did). */
 const NEVER_IDLE_BUILTINS = ['NativeModule worker_threads', 'NativeModule internal/worker', 'NativeModule internal/crypto/webcrypto', 'NativeModule internal/util/parse_args/parse_args', 'NativeModule internal/util/diff', 'NativeModule internal/blocklist'];
 const NEVER = [/node_modules\/zod\/v4\/classic\//, /^common\/specs\.ts$/, /^cluster-agent\//];
@@ -105,6 +107,11 @@ describe('node agent: what the daemon loads (bundle)', function () {
     daemon = startDaemon(config, { env: { NODE_OPTIONS: `--import=${hook}` } });
     const agents = async () => (await t.admin.request<{ agents: AgentView[] }>('GET', '/v1/agents?cluster=nb1')).body.agents;
     await eventually(async () => (await agents())[0]?.status === 'healthy', 20_000, 'a heartbeat');
+    // bin/tether-node execs node with the daemon's memory settings (docs/performance.md, issue 18).
+    const argv = readFileSync(`/proc/${daemon.proc.pid}/cmdline`, 'utf8').split('\0');
+    assert.deepEqual(argv.slice(1, 1 + DAEMON_FLAGS.length), DAEMON_FLAGS, argv.join(' '));
+    const environ = readFileSync(`/proc/${daemon.proc.pid}/environ`, 'utf8').split('\0');
+    for (const e of ['MALLOC_ARENA_MAX=2', 'MALLOC_TRIM_THRESHOLD_=131072']) assert.ok(environ.includes(e), e);
     // A few more heartbeats and the held poll: whatever idling loads is loaded by now.
     const seen = (await agents())[0]!.lastHeartbeatAt;
     await eventually(async () => (await agents())[0]!.lastHeartbeatAt !== seen, 10_000, 'a later heartbeat');
