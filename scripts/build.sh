@@ -37,10 +37,31 @@ out="$root/dist/tether-node.mjs"
 if stale "$out" "$root/node-agent" "$root/common"; then
   tmp="$root/dist/.node.$$.tmp"
   rm -rf "$tmp"
+  # Node's built-ins through process.getBuiltinModule(), not `import … from 'node:x'`: an ES import
+  # of a built-in builds its ES facade, which reads every export and so loads the built-in's lazy
+  # parts (node:util's worker_threads, parseArgs and diff code, node:crypto's webcrypto), and the
+  # banner's createRequire loads node:module and its source-map code; ~0.5 MiB an idle daemon kept
+  # (docs/performance.md, issue 18, third round). Each built-in is aliased to a one-line CommonJS
+  # module (a stable path, so chunk hashes stay stable) exporting an object whose prototype is the
+  # built-in: esbuild's import interop copies a CommonJS module's own properties, and reading the
+  # descriptors of node:util's lazy exports loads them too; through the prototype, a name is
+  # looked up only when used. The banner's require() gives built-ins the same way and falls back to
+  # createRequire for anything else. A dynamic import('node:x') would get only a default export from
+  # the alias: the node agent's code calls process.getBuiltinModule() there instead.
+  shims="$root/dist/.node-builtins"
+  mkdir -p "$shims"
+  builtin_alias=()
+  for m in $(node -p "require('node:module').builtinModules.filter((m) => !m.startsWith('_')).map((m) => m.replace(/^node:/, '')).join(' ')"); do
+    f="$shims/${m//\//_}.cjs"
+    line="const m = process.getBuiltinModule('node:$m'); module.exports = typeof m === 'function' ? m : Object.create(m);"
+    [ "$(cat "$f" 2>/dev/null)" = "$line" ] || echo "$line" > "$f"
+    builtin_alias+=("--alias:node:$m=$f")
+  done
   # The daemon's bundle also shortens identifiers (its idle chunks ~360 -> ~270 KB of source, which
   # V8 keeps); --keep-names keeps functions' and classes' names, so stack traces, error names and
   # the journal read as before.
-  "${esbuild[@]}" --minify-identifiers --keep-names "$root/node-agent/cli/main.ts" --splitting --outdir="$tmp" \
+  "${esbuild[@]}" "${builtin_alias[@]}" --minify-identifiers --keep-names "$root/node-agent/cli/main.ts" --splitting --outdir="$tmp" \
+    "--banner:js=const require = (id) => process.getBuiltinModule(id) ?? process.getBuiltinModule('node:module').createRequire(import.meta.url)(id);" \
     --entry-names=tether-node --chunk-names=node-chunk-[hash] --out-extension:.js=.mjs --metafile="$tmp/meta.json"
   for f in "$tmp"/node-chunk-*.mjs; do [ -e "$root/dist/${f##*/}" ] || mv "$f" "$root/dist/"; done
   # Which sources each chunk holds (test/node-agent/bundle.test.ts: what the idle daemon loads).

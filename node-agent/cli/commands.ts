@@ -100,7 +100,7 @@ program
     } catch (err) {
       if (o.config || !(err instanceof ConfigError)) throw err; // an explicit config must load; the default may be absent before register
     }
-    const { readFileSync } = await import('node:fs');
+    const { readFileSync } = process.getBuiltinModule('node:fs'); // not import(): scripts/build.sh, built-ins
     const [{ runPreflight }, { renderReport }, { exitCodeFor }] = await Promise.all([import('../preflight/preflight.run.ts'), import('../preflight/preflight.report.ts'), import('../preflight/preflight.checks.ts')]);
     const caFile = o.caFile ?? c?.caFile;
     const server = o.server ?? c?.server;
@@ -135,7 +135,7 @@ program
     }
     const joinToken = o.joinToken ?? process.env.TETHER_JOIN_TOKEN;
     if (o.joinEndpoint && !(joinToken && o.caCertHash)) throw new UsageError('--join-endpoint needs --join-token (or TETHER_JOIN_TOKEN) and --ca-cert-hash');
-    const { resolve } = await import('node:path');
+    const { resolve } = process.getBuiltinModule('node:path'); // not import(): scripts/build.sh, built-ins
     const { runInstall } = await import('../install/install.command.ts');
     const r = await runInstall({
       config: c,
@@ -205,7 +205,7 @@ program
   .option('-n, --lines <n>', 'lines to show', '200')
   .action(async (o: { follow?: boolean; lines: string }) => {
     if (!/^\d+$/.test(o.lines)) throw new UsageError('--lines must be a number');
-    const { spawn } = await import('node:child_process');
+    const { spawn } = process.getBuiltinModule('node:child_process'); // not import(): scripts/build.sh, built-ins
     const args = ['-u', 'tether-node', '--no-pager', '-o', 'cat', '-n', o.lines, ...(o.follow ? ['-f'] : [])];
     const code = await new Promise<number>((resolve) => {
       const p = spawn('journalctl', args, { stdio: 'inherit' });

@@ -6,6 +6,8 @@
  * chunk holds. While it idles (registered, heartbeating, polling) the daemon loads no classic zod
  * (only zod/mini), no command schemas (common/specs.ts, the cluster agent's among them), no pino
  * (journal-logger.ts) and no command code; a claimed command loads its own chunks, and still no classic zod nor specs.ts.
+ * Node's own list of loaded built-ins (process.moduleLoadList) shows the built-ins' lazy parts an
+ * ES import would have run (worker_threads, webcrypto, parseArgs) are not loaded either.
  */
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -20,6 +22,10 @@ interface Metafile {
 
 /** Sources no daemon should load unless a command needs them, and sources no node agent needs at all. */
 const NEVER_IDLE = [/node_modules\/zod\/v4\/classic\//, /node_modules\/zod\/v4\/locales\/(?!en\.js)/, /^common\/specs\.ts$/, /^common\/wire\.ts$/, /^cluster-agent\//, /node_modules\/commander\//, /node_modules\/node-forge\//, /^node-agent\/(preflight|install|register)\//, /^node-agent\/cli\/commands\.ts$/, /^common\/node-specs\.ts$/, /node_modules\/(pino|thread-stream|sonic-boom|yaml)\//];
+/** The Node and V8 flags `bin/tether-node agent` runs the daemon with, in order. */
+const DAEMON_FLAGS = ['--max-semi-space-size=1', '--lite-mode', '--minor-ms', '--single-threaded', '--v8-pool-size=1', '--disable-sigusr1'];
+/** Node built-ins an idle daemon does not load (the ES facades of node:util, node:crypto and node:net did). */
+const NEVER_IDLE_BUILTINS = ['NativeModule worker_threads', 'NativeModule internal/worker', 'NativeModule internal/crypto/webcrypto', 'NativeModule internal/util/parse_args/parse_args', 'NativeModule internal/util/diff', 'NativeModule internal/blocklist'];
 const NEVER = [/node_modules\/zod\/v4\/classic\//, /^common\/specs\.ts$/, /^cluster-agent\//];
 
 function readMeta(): Map<string, string[]> {
@@ -88,15 +94,24 @@ describe('node agent: what the daemon loads (bundle)', function () {
     assert.equal(r.code, 0, r.stderr);
     const hook = join(dir, 'hook.mjs');
     const logFile = join(dir, 'loaded.txt');
+    const builtinsFile = join(dir, 'builtins.txt');
     writeFileSync(logFile, '');
+    // The hook takes node:fs through getBuiltinModule (an ES import of a built-in runs its lazy
+    // getters) and writes down Node's own list of loaded built-ins (process.moduleLoadList) as it grows.
     writeFileSync(
       hook,
-      `import { registerHooks } from 'node:module';\nimport { appendFileSync } from 'node:fs';\n` +
-        `registerHooks({ load(url, context, next) { appendFileSync(${JSON.stringify(logFile)}, url + '\\n'); return next(url, context); } });\n`,
+      `import { registerHooks } from 'node:module';\nconst { appendFileSync, writeFileSync } = process.getBuiltinModule('node:fs');\n` +
+        `registerHooks({ load(url, context, next) { appendFileSync(${JSON.stringify(logFile)}, url + '\\n'); return next(url, context); } });\n` +
+        `let n = 0;\nsetInterval(() => { if (process.moduleLoadList.length !== n) { n = process.moduleLoadList.length; writeFileSync(${JSON.stringify(builtinsFile)}, process.moduleLoadList.join('\\n')); } }, 100).unref();\n`,
     );
     daemon = startDaemon(config, { env: { NODE_OPTIONS: `--import=${hook}` } });
     const agents = async () => (await t.admin.request<{ agents: AgentView[] }>('GET', '/v1/agents?cluster=nb1')).body.agents;
     await eventually(async () => (await agents())[0]?.status === 'healthy', 20_000, 'a heartbeat');
+    // bin/tether-node execs node with the daemon's memory settings (docs/performance.md, issue 18).
+    const argv = readFileSync(`/proc/${daemon.proc.pid}/cmdline`, 'utf8').split('\0');
+    assert.deepEqual(argv.slice(1, 1 + DAEMON_FLAGS.length), DAEMON_FLAGS, argv.join(' '));
+    const environ = readFileSync(`/proc/${daemon.proc.pid}/environ`, 'utf8').split('\0');
+    for (const e of ['MALLOC_ARENA_MAX=2', 'MALLOC_TRIM_THRESHOLD_=131072']) assert.ok(environ.includes(e), e);
     // A few more heartbeats and the held poll: whatever idling loads is loaded by now.
     const seen = (await agents())[0]!.lastHeartbeatAt;
     await eventually(async () => (await agents())[0]!.lastHeartbeatAt !== seen, 10_000, 'a later heartbeat');
@@ -108,6 +123,11 @@ describe('node agent: what the daemon loads (bundle)', function () {
     assert.deepEqual(offending(idle.sources, NEVER_IDLE), [], 'loaded by an idle daemon');
     for (const needed of ['node-agent/daemon/agent.ts', 'common/agent/runtime.ts', 'common/agent-wire.ts']) assert.ok(idle.sources.has(needed), `the idle daemon runs ${needed}`);
     assert.ok([...idle.sources].some((s) => s.includes('node_modules/zod/v4/mini/')), 'zod/mini validates the answers');
+    // Built-ins come through process.getBuiltinModule (scripts/build.sh), not ES imports, whose
+    // facades would run every lazy getter: node:util's load worker_threads and parseArgs, node:crypto's webcrypto.
+    const builtins = readFileSync(builtinsFile, 'utf8').split('\n');
+    assert.ok(builtins.includes('NativeModule http2') && builtins.includes('NativeModule child_process'), `the list is the daemon's: ${builtins.length} entries`);
+    assert.deepEqual(builtins.filter((b) => NEVER_IDLE_BUILTINS.includes(b)), [], 'built-ins loaded by an idle daemon');
 
     // A command: its spec schema (zod/mini) and its code are loaded now, and still nothing of NEVER.
     const id = (await t.admin.request<{ id: number }>('POST', '/v1/commands', { target: { cluster: 'nb1', node: 'b1' }, type: 'install', spec: { dryRun: true } })).body.id;
