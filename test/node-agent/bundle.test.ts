@@ -23,7 +23,7 @@ interface Metafile {
 /** Sources no daemon should load unless a command needs them, and sources no node agent needs at all. */
 const NEVER_IDLE = [/node_modules\/zod\/v4\/classic\//, /node_modules\/zod\/v4\/locales\/(?!en\.js)/, /^common\/specs\.ts$/, /^common\/wire\.ts$/, /^cluster-agent\//, /node_modules\/commander\//, /node_modules\/node-forge\//, /^node-agent\/(preflight|install|register)\//, /^node-agent\/cli\/commands\.ts$/, /^common\/node-specs\.ts$/, /node_modules\/(pino|thread-stream|sonic-boom|yaml)\//];
 /** The Node and V8 flags `bin/tether-node agent` runs the daemon with, in order. */
-const DAEMON_FLAGS = ['--max-semi-space-size=1', '--lite-mode', '--minor-ms', '--single-threaded', '--v8-pool-size=1', '--disable-sigusr1'];
+const DAEMON_FLAGS = ['--max-semi-space-size=1', '--lite-mode'];
 /** Node built-ins an idle daemon does not load (the ES facades of node:util, node:crypto and node:net did). */
 const NEVER_IDLE_BUILTINS = ['NativeModule worker_threads', 'NativeModule internal/worker', 'NativeModule internal/crypto/webcrypto', 'NativeModule internal/util/parse_args/parse_args', 'NativeModule internal/util/diff', 'NativeModule internal/blocklist'];
 const NEVER = [/node_modules\/zod\/v4\/classic\//, /^common\/specs\.ts$/, /^cluster-agent\//];
