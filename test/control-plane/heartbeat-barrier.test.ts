@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { walSyncHoldForTests } from '../../control-plane/db/durability.ts';
 import { sqliteOf } from '../../control-plane/db/database.ts';
 import { eventually, startTestControlPlane, type TestAgent, type TestControlPlane } from '../support/control-plane.ts';
-import { onPostgres } from '../support/postgres.ts';
+import { sqliteOnly } from '../support/postgres.ts';
 
 describe('heartbeats outside the durability barrier (server on SQLite, group commit)', function () {
   this.timeout(60_000);
@@ -22,11 +22,8 @@ describe('heartbeats outside the durability barrier (server on SQLite, group com
   };
 
   before(async function () {
-    if (onPostgres) {
-      // On PostgreSQL a commit is durable when it returns: there is no group commit to hold.
-      process.stdout.write('      (SQLite group commit only: not repeated on PostgreSQL)\n');
-      this.skip();
-    }
+    // On PostgreSQL a commit is durable when it returns: there is no group commit to hold.
+    sqliteOnly(this, 'the group commit it holds is SQLite\'s; on PostgreSQL a commit is durable when it returns');
     t = await startTestControlPlane();
     await t.createCluster('hbeat');
   });
