@@ -1,0 +1,198 @@
+/**
+ * What the control plane does per second with many agents held (issue 18): a probe preloaded into
+ * the bench's server, and the summaries of what it and `--cpu-prof` wrote. Three uses:
+ *
+ *   BENCH_HELD_PROBE_OUT=/tmp/probe npm run bench -- --only held --held 5000 --window 30 \
+ *       --server-node-args=--import=$PWD/bench/held-probe.ts
+ *     the server appends one JSON line a second to /tmp/probe-<pid>.jsonl: its GCs (count and
+ *     milliseconds by kind, from PerformanceObserver), the event loop's delay (monitorEventLoopDelay,
+ *     max and p99 of the second), and with BENCH_HELD_PROBE_COUNT=1 every SQLite statement run (by
+ *     its SQL) and every setTimeout/setInterval made (counting costs CPU: the CPU figures of such a
+ *     run are not the server's own)
+ *   node bench/held-probe.ts /tmp/probe-<pid>.jsonl <from ISO time> <seconds>
+ *     the per-second rates over the window the bench measured ("held 5000: measuring for 30 s")
+ *   kill -USR2 <server pid> (starts V8's CPU profiler), again N s later (writes <out>-<pid>-<ms>.cpuprofile)
+ *   node bench/held-probe.ts --profile <file.cpuprofile>
+ *     a CPU profile (the probe's or --cpu-prof's) by self time: by function, by the nearest frame of Tether's own code
+ *     (control-plane/, common/), and GC/idle/program as V8 names them
+ */
+import { readFileSync, appendFileSync, writeFileSync, readdirSync } from 'node:fs';
+import { Session } from 'node:inspector';
+import { createRequire } from 'node:module';
+import { PerformanceObserver, constants, monitorEventLoopDelay } from 'node:perf_hooks';
+
+const out = process.env.BENCH_HELD_PROBE_OUT;
+if (import.meta.url !== `file://${process.argv[1]}`) {
+  // Preloaded (--import): only into the control plane, not into the programs it starts.
+  if (out && process.argv[1]?.endsWith('control-plane/cli/main.ts')) probe(`${out}-${process.pid}.jsonl`);
+} else {
+  summarize(process.argv.slice(2));
+}
+
+function probe(file: string) {
+  const gcKinds: Record<number, string> = {
+    [constants.NODE_PERFORMANCE_GC_MINOR]: 'minor',
+    [constants.NODE_PERFORMANCE_GC_MAJOR]: 'major',
+    [constants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental',
+    [constants.NODE_PERFORMANCE_GC_WEAKCB]: 'weakcb',
+  };
+  const gc: Record<string, { n: number; ms: number; maxMs: number }> = {};
+  let secMax = 0;
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      const kind = gcKinds[(e as unknown as { detail: { kind: number } }).detail.kind] ?? 'other';
+      const g = (gc[kind] ??= { n: 0, ms: 0, maxMs: 0 });
+      g.n++;
+      g.ms += e.duration;
+      g.maxMs = Math.max(g.maxMs, e.duration);
+      secMax = Math.max(secMax, e.duration);
+    }
+  }).observe({ entryTypes: ['gc'] });
+  const eld = monitorEventLoopDelay({ resolution: 5 });
+  eld.enable();
+  const counts = new Map<string, number>();
+  const count = (k: string) => counts.set(k, (counts.get(k) ?? 0) + 1);
+  if (process.env.BENCH_HELD_PROBE_COUNT === '1') {
+    const st = globalThis.setTimeout;
+    const si = globalThis.setInterval;
+    globalThis.setTimeout = ((...a: Parameters<typeof setTimeout>) => (count('setTimeout'), st(...a))) as typeof setTimeout;
+    globalThis.setInterval = ((...a: Parameters<typeof setInterval>) => (count('setInterval'), si(...a))) as typeof setInterval;
+    // The same better-sqlite3 the server loads (module cache): count every run/get/all by its SQL.
+    const req = createRequire(process.argv[1]!); // the server's own node_modules (BENCH_SERVER_ROOT's too)
+    try {
+      const Database = req('better-sqlite3') as { prototype: { prepare: (sql: string) => unknown } };
+      const prepare = Database.prototype.prepare;
+      Database.prototype.prepare = function (this: unknown, sql: string) {
+        const s = prepare.call(this, sql) as Record<string, (...a: unknown[]) => unknown>;
+        const key = sql.replace(/\s+/g, ' ').slice(0, 90);
+        for (const m of ['run', 'get', 'all'] as const) {
+          const f = s[m]!;
+          s[m] = (...a: unknown[]) => (count(`sql ${m} ${key}`), f.apply(s, a));
+        }
+        return s;
+      };
+    } catch (err) {
+      console.error('held-probe: better-sqlite3 not found from', process.argv[1], err);
+    }
+  }
+  // SIGUSR2 starts V8's CPU profiler, the next one writes <out>-<pid>.cpuprofile: a profile of the
+  // bench's window alone, without the ramp's handshakes (sent by hand when the bench says "measuring").
+  let session: Session | undefined;
+  process.on('SIGUSR2', () => {
+    if (!session) {
+      session = new Session();
+      session.connect();
+      session.post('Profiler.enable');
+      session.post('Profiler.start');
+      return;
+    }
+    const s = session;
+    session = undefined;
+    s.post('Profiler.stop', (err, r) => {
+      if (err) console.error('held-probe: profile', err);
+      else writeFileSync(file.replace(/\.jsonl$/, `-${Date.now()}.cpuprofile`), JSON.stringify(r.profile));
+      s.disconnect();
+    });
+  });
+  let last = process.cpuUsage();
+  const t = setInterval(() => {
+    const cpu = process.cpuUsage(last);
+    last = process.cpuUsage();
+    const line = {
+      t: new Date().toISOString(),
+      cpuMs: (cpu.user + cpu.system) / 1000,
+      gc,
+      gcMaxMs: secMax,
+      loopDelayMs: { max: eld.max / 1e6, p99: eld.percentile(99) / 1e6, mean: eld.mean / 1e6 },
+      threads: threadCpu(),
+      // The main thread's time waiting for a core while runnable (schedstat's run delay): the other
+      // processes' share of the cores (load generators, other work), not the server's own.
+      mainRunDelayMs: Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[1]) / 1e6,
+      counts: Object.fromEntries(counts),
+    };
+    eld.reset();
+    secMax = 0;
+    appendFileSync(file, `${JSON.stringify(line)}\n`);
+  }, 1000);
+  t.unref();
+}
+
+/** CPU ms (utime+stime) of each of this process's threads so far, summed by thread name. */
+function threadCpu(): Record<string, number> {
+  const r: Record<string, number> = {};
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const name = readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim().replace(/[0-9]+$/, '');
+      r[name] = (r[name] ?? 0) + ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+    } catch {
+      // the thread ended
+    }
+  }
+  return r;
+}
+
+type Line = { t: string; cpuMs: number; gcMaxMs: number; mainRunDelayMs: number; threads: Record<string, number>; gc: Record<string, { n: number; ms: number; maxMs: number }>; loopDelayMs: { max: number; p99: number }; counts: Record<string, number> };
+
+function summarize(args: string[]) {
+  if (args[0] === '--profile') return profile(args[1]!);
+  const [file, from, secs] = args;
+  const lines = readFileSync(file!, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Line);
+  const t0 = from ? Date.parse(from) : Date.parse(lines[0]!.t);
+  const t1 = t0 + Number(secs ?? 30) * 1000;
+  const inWin = lines.filter((l) => Date.parse(l.t) > t0 && Date.parse(l.t) <= t1);
+  const before = lines.filter((l) => Date.parse(l.t) <= t0).at(-1) ?? { gc: {}, counts: {} } as unknown as Line;
+  const after = inWin.at(-1)!;
+  const s = inWin.length;
+  console.log(`${s} s from ${new Date(t0).toISOString()}; server CPU ${(inWin.reduce((a, l) => a + l.cpuMs, 0) / s).toFixed(1)} ms/s`);
+  for (const [k, g] of Object.entries(after.gc)) {
+    const b = before.gc[k] ?? { n: 0, ms: 0 };
+    console.log(`gc ${k}: ${((g.n - b.n) / s).toFixed(2)}/s, ${((g.ms - b.ms) / s).toFixed(2)} ms/s, longest so far ${g.maxMs.toFixed(1)} ms`);
+  }
+  const first = before.threads ?? inWin[0]!.threads;
+  for (const [k, v] of Object.entries(after.threads ?? {}).sort((a, b) => b[1] - a[1])) console.log(`thread ${k}: ${((v - (first[k] ?? 0)) / s).toFixed(1)} ms/s`);
+  if (after.mainRunDelayMs !== undefined) console.log(`main thread waiting for a core while runnable: ${((after.mainRunDelayMs - (before.mainRunDelayMs ?? inWin[0]!.mainRunDelayMs)) / s).toFixed(1)} ms/s`);
+  const both = inWin.map((l) => `${l.loopDelayMs.max.toFixed(0)}/${(l.gcMaxMs ?? 0).toFixed(0)}`);
+  console.log(`per second, the event loop's longest delay / the longest GC pause (ms): ${both.join(' ')}`);
+  const maxes = inWin.map((l) => l.loopDelayMs.max).sort((a, b) => a - b);
+  console.log(`event loop delay, max per second: median ${maxes[Math.floor(s / 2)]?.toFixed(1)} ms, worst ${maxes.at(-1)?.toFixed(1)} ms; seconds over 10 ms: ${maxes.filter((m) => m > 10).length}`);
+  const rows = Object.entries(after.counts).map(([k, n]) => [k, (n - (before.counts[k] ?? 0)) / s] as const).filter(([, r]) => r > 0).sort((a, b) => b[1] - a[1]);
+  for (const [k, r] of rows) console.log(`${r.toFixed(1).padStart(8)}/s  ${k}`);
+}
+
+interface ProfNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  children?: number[];
+}
+
+function profile(file: string) {
+  const p = JSON.parse(readFileSync(file, 'utf8')) as { nodes: ProfNode[]; startTime: number; samples: number[]; timeDeltas: number[] };
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const self = new Map<string, number>();
+  const ours = new Map<string, number>();
+  let total = 0;
+  const name = (n: ProfNode) => `${n.callFrame.functionName || '(anonymous)'} ${n.callFrame.url.replace(/^.*\/(control-plane|common|node_modules)\//, '$1/').replace(/^node:/, 'node:')}:${n.callFrame.lineNumber + 1}`;
+  for (let i = 0; i < p.samples.length; i++) {
+    const dt = p.timeDeltas[i + 1] ?? 0;
+    const n = byId.get(p.samples[i]!)!;
+    total += dt;
+    const k = n.callFrame.url ? name(n) : n.callFrame.functionName;
+    self.set(k, (self.get(k) ?? 0) + dt);
+    let o: ProfNode | undefined = n;
+    while (o && !/\/(control-plane|common)\//.test(o.callFrame.url)) o = byId.get(parent.get(o.id) ?? -1);
+    const ok = o ? name(o) : n.callFrame.url ? '(no frame of ours)' : n.callFrame.functionName;
+    ours.set(ok, (ours.get(ok) ?? 0) + dt);
+  }
+  const busy = total - (self.get('(idle)') ?? 0);
+  console.log(`${(total / 1e6).toFixed(1)} s profiled, busy ${(busy / 1e6).toFixed(2)} s (${((busy / total) * 100).toFixed(1)} %); shares below are of the busy time`);
+  const show = (title: string, m: Map<string, number>) => {
+    console.log(`\n${title}`);
+    for (const [k, v] of [...m].filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, 30)) console.log(`${((v / busy) * 100).toFixed(1).padStart(6)} %  ${(v / 1000).toFixed(0).padStart(7)} ms  ${k}`);
+  };
+  show('by function (self time)', self);
+  show('by nearest frame of ours (control-plane/, common/)', ours);
+}
