@@ -177,4 +177,55 @@ describe('agent API on raw HTTP/2 streams: the answer of a complete request', fu
       await new Promise((r) => server.close(r));
     }
   });
+
+  it('completes the write of an answer to a read body before its stream is destroyed, so Node builds no ERR_STREAM_DESTROYED for it', async () => {
+    // Node's Writable builds an ERR_STREAM_DESTROYED error (stack trace, util.format) whenever a write
+    // completes on a destroyed stream, listened for or not; and Node destroys a stream whose request
+    // body was read to its end as soon as nghttp2 has sent our END_STREAM. Each server stream's
+    // _write is watched: was the stream already destroyed when the write completed?
+    const late: string[] = [];
+    let writes = 0;
+    const server = http2.createServer();
+    server.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number) => {
+      const path = String(headers[':path']);
+      const w = stream as unknown as { _write: (chunk: Buffer, enc: string, cb: (err?: Error | null) => void) => void };
+      const write = w._write.bind(stream);
+      w._write = (chunk, enc, cb) => {
+        writes++;
+        write(chunk, enc, (err) => {
+          if (stream.destroyed) late.push(path);
+          cb(err);
+        });
+      };
+      serveAgentStream(stream, headers, flags, 5000, async (req, apiRes) => {
+        const res = apiRes as unknown as StreamResponse;
+        if (req.method === 'POST') {
+          await new Promise<void>((r) => {
+            req.on('data', () => undefined);
+            req.once('end', () => r());
+          });
+        }
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(Buffer.from('{"cancel":[]}'));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const session = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    try {
+      for (let i = 0; i < 20; i++) {
+        const hb = await call(session, { ':method': 'POST', ':path': '/heartbeat', 'content-type': 'application/json' }, '{"metrics":{}}');
+        assert.equal(hb.status, 200);
+        assert.deepEqual(JSON.parse(hb.body), { cancel: [] });
+        const poll = await call(session, { ':method': 'GET', ':path': '/poll' });
+        assert.equal(poll.status, 200);
+        assert.deepEqual(JSON.parse(poll.body), { cancel: [] });
+      }
+      await new Promise((r) => setTimeout(r, 100)); // the last streams' write completions have run
+      assert.equal(writes, 40, 'every answer wrote its body');
+      assert.deepEqual(late, [], 'no answer completed its write on a destroyed stream');
+    } finally {
+      session.destroy();
+      await new Promise((r) => server.close(r));
+    }
+  });
 });
