@@ -90,7 +90,13 @@ const MAX_BUCKETS = 200_000;
 
 export class AgentRateLimiter {
   private readonly rates: Record<AgentRouteClass, AgentRate>;
-  private readonly buckets = new Map<string, Bucket>();
+  /**
+   * The buckets, one map per class keyed by agent id: the id is the authenticated principal's
+   * string, the same one request after request, so a lookup hashes nothing new (a `class\0agent`
+   * key built per request was a new string to hash every time: issue 18's held profile).
+   */
+  private readonly buckets = new Map<AgentRouteClass, Map<string, Bucket>>(AGENT_ROUTE_CLASSES.map((c) => [c, new Map()]));
+  private size = 0;
   private readonly now: () => number;
   private readonly onRefused: (cls: AgentRouteClass) => void;
 
@@ -103,13 +109,14 @@ export class AgentRateLimiter {
   /** Takes one request of `cls` from the agent's bucket, or throws AgentRateLimited taking nothing. */
   take(agentId: string, cls: AgentRouteClass): void {
     const r = this.rates[cls];
-    const key = `${cls}\0${agentId}`;
+    const map = this.buckets.get(cls)!;
     const now = this.now();
-    let b = this.buckets.get(key);
+    let b = map.get(agentId);
     if (!b) {
-      if (this.buckets.size >= MAX_BUCKETS) this.prune(now);
+      if (this.size >= MAX_BUCKETS) this.prune(now);
       b = { tokens: r.burst, at: now, refused: false };
-      this.buckets.set(key, b);
+      map.set(agentId, b);
+      this.size++;
     }
     b.tokens = Math.min(r.burst, b.tokens + ((now - b.at) / 1000) * r.perSecond);
     b.at = now;
@@ -125,10 +132,15 @@ export class AgentRateLimiter {
 
   /** Forgets buckets that would be full again (they start full anyway). */
   private prune(now: number): void {
-    for (const [k, b] of this.buckets) {
-      const r = this.rates[k.slice(0, k.indexOf('\0')) as AgentRouteClass];
-      if (b.tokens + ((now - b.at) / 1000) * r.perSecond >= r.burst) this.buckets.delete(k);
+    for (const [cls, map] of this.buckets) {
+      const r = this.rates[cls];
+      for (const [k, b] of map) if (b.tokens + ((now - b.at) / 1000) * r.perSecond >= r.burst) map.delete(k);
     }
-    if (this.buckets.size >= MAX_BUCKETS) this.buckets.clear();
+    this.size = 0;
+    for (const map of this.buckets.values()) this.size += map.size;
+    if (this.size >= MAX_BUCKETS) {
+      for (const map of this.buckets.values()) map.clear();
+      this.size = 0;
+    }
   }
 }
