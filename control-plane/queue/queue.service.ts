@@ -21,7 +21,7 @@ import {
 import type { Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
 import { iso } from '../../common/clock.ts';
-import type { Db } from '../db/database.ts';
+import { isPostgres, type Db } from '../db/database.ts';
 import { claimNext } from '../db/claim.ts';
 import * as commands from '../db/commands.repository.ts';
 import { getCluster } from '../db/accounts.repository.ts';
@@ -173,7 +173,7 @@ export class QueueService {
     const key = Dispatcher.key(agent.aid, agent.cid, agent.role === 'node' ? agent.nid : null);
     const deadline = Date.now() + waitMs;
     for (;;) {
-      const claimed = await this.tryClaim(agent);
+      const claimed = await this.tryClaim(agent, key);
       if (claimed) {
         const durable = this.d.durability?.barrier();
         if (durable) await durable;
@@ -198,15 +198,24 @@ export class QueueService {
     }
   }
 
-  private async tryClaim(agent: AgentPrincipal) {
+  private async tryClaim(agent: AgentPrincipal, key: string) {
     const now = this.d.clock.now();
+    // Nothing was queued for this target since this process's last pick found none (dispatcher.ts
+    // knownEmpty: why that is safe): the idle agent's re-poll skips the statement.
+    const { dispatcher } = this.d;
+    if (dispatcher.knownEmpty(key, now)) return undefined;
+    const wakeUps = dispatcher.wakeUpCount;
     const row = await claimNext(
       this.d.db,
       { aid: agent.aid, cid: agent.cid, nid: agent.role === 'node' ? agent.nid : null },
       // Drawn only when there is a command to claim (most polls find none).
       { agentId: agent.agentId, leaseId: newLeaseId, leaseExpiresAt: now + this.d.config.leaseSeconds * 1000, now },
     );
-    if (!row) return undefined;
+    if (!row) {
+      // SQLite only: PostgreSQL's claim skips rows another claim has locked (and may give back).
+      if (!isPostgres(this.d.db)) dispatcher.markEmpty(key, agent.agentId, wakeUps, now);
+      return undefined;
+    }
     const leaseId = row.lease_id!;
     this.d.metrics.submitToClaim.observe(Math.max(0, now - row.created_at) / 1000);
     this.hotLog.info({ commandId: row.id, agentId: agent.agentId, attempt: row.attempts }, 'command claimed');
