@@ -107,6 +107,9 @@ function probe(file: string) {
       threads: threadCpu(),
       // The main thread's time waiting for a core while runnable (schedstat's run delay): the other
       // processes' share of the cores (load generators, other work), not the server's own.
+      // Bytes this process wrote (write(2) and the like, page cache included): WAL appends, and a
+      // checkpoint's copy into the database file as a burst.
+      wcharBytes: Number(/wchar: (\d+)/.exec(readFileSync('/proc/self/io', 'utf8'))?.[1] ?? 0),
       mainRunDelayMs: Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[1]) / 1e6,
       counts: Object.fromEntries(counts),
     };
@@ -133,7 +136,7 @@ function threadCpu(): Record<string, number> {
   return r;
 }
 
-type Line = { t: string; cpuMs: number; gcMaxMs: number; mainRunDelayMs: number; threads: Record<string, number>; gc: Record<string, { n: number; ms: number; maxMs: number }>; loopDelayMs: { max: number; p99: number }; counts: Record<string, number> };
+type Line = { t: string; cpuMs: number; gcMaxMs: number; mainRunDelayMs: number; wcharBytes?: number; threads: Record<string, number>; gc: Record<string, { n: number; ms: number; maxMs: number }>; loopDelayMs: { max: number; p99: number }; counts: Record<string, number> };
 
 function summarize(args: string[]) {
   if (args[0] === '--profile') return profile(args[1]!);
@@ -153,8 +156,12 @@ function summarize(args: string[]) {
   const first = before.threads ?? inWin[0]!.threads;
   for (const [k, v] of Object.entries(after.threads ?? {}).sort((a, b) => b[1] - a[1])) console.log(`thread ${k}: ${((v - (first[k] ?? 0)) / s).toFixed(1)} ms/s`);
   if (after.mainRunDelayMs !== undefined) console.log(`main thread waiting for a core while runnable: ${((after.mainRunDelayMs - (before.mainRunDelayMs ?? inWin[0]!.mainRunDelayMs)) / s).toFixed(1)} ms/s`);
-  const both = inWin.map((l) => `${l.loopDelayMs.max.toFixed(0)}/${(l.gcMaxMs ?? 0).toFixed(0)}`);
-  console.log(`per second, the event loop's longest delay / the longest GC pause (ms): ${both.join(' ')}`);
+  const both = inWin.map((l, i) => {
+    const prev = i === 0 ? before : inWin[i - 1]!;
+    const mbWritten = l.wcharBytes !== undefined && prev?.wcharBytes !== undefined ? `/${((l.wcharBytes - prev.wcharBytes) / 1e6).toFixed(1)}` : '';
+    return `${l.loopDelayMs.max.toFixed(0)}/${(l.gcMaxMs ?? 0).toFixed(0)}${mbWritten}`;
+  });
+  console.log(`per second, the event loop's longest delay / the longest GC pause (ms) / MB written: ${both.join(' ')}`);
   const maxes = inWin.map((l) => l.loopDelayMs.max).sort((a, b) => a - b);
   console.log(`event loop delay, max per second: median ${maxes[Math.floor(s / 2)]?.toFixed(1)} ms, worst ${maxes.at(-1)?.toFixed(1)} ms; seconds over 10 ms: ${maxes.filter((m) => m > 10).length}`);
   const rows = Object.entries(after.counts).map(([k, n]) => [k, (n - (before.counts[k] ?? 0)) / s] as const).filter(([, r]) => r > 0).sort((a, b) => b[1] - a[1]);
