@@ -211,18 +211,10 @@ const params = (id: string, hb: Pending) => ({ id, now: hb.now, version: hb.vers
  * (or HEARTBEAT_BATCH_MAX agents), one UPDATE per agent with its latest values and the count of
  * beats since the last batch. A commit per heartbeat was most of a heartbeat's storage cost.
  *
- * Why a second and not 50 ms (issue 18, docs/performance.md "Held agents: what a heartbeat costs
- * beyond itself"): with thousands of agents, the rows of one batch's beats are almost all on
- * different pages of the table, so every beat of a 50 ms batch wrote a page of its own to the WAL
- * (0.94 pages per beat with 5,000 agents at 1,000 beats/s), and the WAL's automatic checkpoint
- * copied them all again every few seconds on the event loop. A window of a second lets the beats of
- * a second share their pages (0.37 per beat there). Nothing reads a stale beat because of it: every
- * read of what beats write (last-seen time, version, metrics, VPN state) flushes first (below).
- *
  * The batch is outside the durability barrier (durability.ts, "What the barrier does not
  * cover"): its commits are not waited for by any answer, the heartbeat's included, and do not
  * count as changes an answer must wait for. What a crash can lose: after `kill -9`, the
- * heartbeats of the last window (up to a second); after a power cut, every batch since the last WAL
+ * heartbeats of the last window (up to 50 ms); after a power cut, every batch since the last WAL
  * sync (another answer's sync or a checkpoint), i.e. the agents' last-seen time, version, metrics
  * and VPN state, and those beats of the counter. That is liveness data, refreshed by every agent
  * every 5 s, and what an agent sends only when it changes it sends again whole on its first
@@ -237,7 +229,7 @@ const params = (id: string, hb: Pending) => ({ id, now: hb.now, version: hb.vers
  * closing the database. A batch that fails (disk full) is dropped; the heartbeats after it are
  * written one at a time, and refused with the storage error, until one of them succeeds.
  */
-const HEARTBEAT_BATCH_MS = 1000;
+const HEARTBEAT_BATCH_MS = 50;
 const HEARTBEAT_BATCH_MAX = 2000;
 
 class HeartbeatBatch {
@@ -344,7 +336,6 @@ export async function countAgentsByHeartbeatAge(db: Db, healthySince: number, de
 
 /** The versions a cluster's active cluster agents last reported, with their last heartbeat (what may claim its next job). */
 export async function clusterAgentVersions(db: Db, aid: string, cid: string): Promise<{ version: string | null; last_heartbeat_at: number | null }[]> {
-  flushHeartbeats(db); // the version a beat just reported counts
   return db
     .selectFrom('agents')
     .select(['version', 'last_heartbeat_at'])

@@ -56,7 +56,7 @@
  *
  * What the barrier does not cover: the heartbeat batch (agents.repository.ts). A heartbeat's
  * agent row (last-seen time, the beat counter, version, metrics, VPN state) is committed by its own
- * timer (a window of a second), as with `normal`, through `outsideBarrier`, and the heartbeat's answer does not wait
+ * 50 ms timer, as with `normal`, through `outsideBarrier`, and the heartbeat's answer does not wait
  * for a sync: nothing in it is lost for good by a power cut. It is liveness, refreshed every 5 s;
  * the rest is sent again: an agent sends everything after each new connection (and at least every
  * 10 minutes), and a control plane that lost power comes back on new connections, so its first
