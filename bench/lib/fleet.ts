@@ -43,7 +43,10 @@ class LoadgenProc {
       });
       this.child.on('message', (m: { type?: string }) => this.emit(m));
     } else {
-      this.child = spawn('prlimit', [`--nofile=${NOFILE}:${NOFILE}`, '--', loadgenGoBinary()], { stdio: ['pipe', 'pipe', 'inherit'] });
+      // GOMAXPROCS=1 unless set: on these 2 cores one P costs ~26 % less CPU per heartbeat than two
+      // (0.167 against 0.226 ms at 1,000 agents × 1/s: fewer threads woken and spinning) and keeps up.
+      const env = { ...process.env, GOMAXPROCS: process.env.GOMAXPROCS ?? '1' };
+      this.child = spawn('prlimit', [`--nofile=${NOFILE}:${NOFILE}`, '--', loadgenGoBinary()], { stdio: ['pipe', 'pipe', 'inherit'], env });
       this.child.stdin!.on('error', () => undefined); // a write after it exited: its exit is what is reported
       createInterface({ input: this.child.stdout! }).on('line', (l) => this.emit(JSON.parse(l) as { type?: string }));
     }

@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -171,6 +172,13 @@ func startAgents(m *startMsg) {
 
 func main() {
 	honourRetryAfter = os.Getenv("BENCH_AGENT_RETRY_AFTER") != "0"
+	// BENCH_LOADGEN_CPUPROFILE=<file>: a CPU profile of the whole run (go tool pprof), written at stop.
+	if f := os.Getenv("BENCH_LOADGEN_CPUPROFILE"); f != "" {
+		w, err := os.Create(f)
+		if err != nil || pprof.StartCPUProfile(w) != nil {
+			fail("cannot profile to %s", f)
+		}
+	}
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 64<<10), 16<<20)
 	for in.Scan() {
@@ -214,5 +222,6 @@ func stop() {
 		a.stop()
 	}
 	time.Sleep(200 * time.Millisecond)
+	pprof.StopCPUProfile()
 	os.Exit(0)
 }
