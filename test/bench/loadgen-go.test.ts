@@ -47,6 +47,7 @@ describe('bench: the Go load generator', function () {
   after(async () => {
     await fleet?.stop();
     await s?.stop();
+    await new Promise((r) => setTimeout(r, 50)); // the exited server's process handle closes on the next turn of the loop
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -94,11 +95,20 @@ describe('bench: the Go load generator', function () {
     // A command for agent 2: claimed over its held poll, reported, and succeeded through the API.
     const { id } = (await s.admin.request<{ id: number }>('POST', '/v1/commands', { target: { cluster: clusterOf(2) }, type: 'manifest', spec: { manifests: 'apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}\n' } })).body;
     await until('the command succeeded', 20_000, async () => ((await srv.admin.request<{ state: string }>('GET', `/v1/commands/${id}`)).body.state === 'succeeded' ? true : undefined));
-    const after = await fleet.stats(false);
-    assert.deepEqual(after.claims.map((x) => x.id), [id]);
-    assert.deepEqual(after.resultDone.map((x) => x.id), [id]);
+    // The control plane commits before it answers: the agent may count its 200 a moment after the API shows the state.
+    const claims: LoadgenStats['claims'] = [];
+    const done: LoadgenStats['resultDone'] = [];
+    const after = await until('the result counted by the load generator', 10_000, async () => {
+      const r = await fleet!.stats(false); // claims and results since the last report
+      claims.push(...r.claims);
+      done.push(...r.resultDone);
+      return r.resultsOk >= 1 ? r : undefined;
+    });
+    assert.deepEqual(claims.map((x) => x.id), [id]);
+    assert.deepEqual(done.map((x) => x.id), [id]);
     assert.equal(after.resultsOk, 1);
-    assert.ok(after.claims[0]!.at <= after.resultDone[0]!.at);
+    assert.equal(after.resultsErr, 0);
+    assert.ok(claims[0]!.at <= done[0]!.at);
     assert.ok(after.pollOk >= 1, 'the answered poll was counted');
 
     // A restart on the same port: every agent back (heartbeat and poll after the mark), over resumed sessions.
