@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startServer, metric, NOFILE, NOFILE_WANTED, withNofile, type BenchServer } from './lib/server.ts';
 import { ensureIdentities, identityDir, clusterOf } from './lib/identities.ts';
-import { Fleet } from './lib/fleet.ts';
+import { Fleet, parseLoadgenKind } from './lib/fleet.ts';
 import { CountingProxy } from './lib/proxy.ts';
 import { freePort } from './lib/net.ts';
 import { run, stopAgentInNetns } from './lib/netns.ts';
@@ -52,7 +52,8 @@ const { values: flags } = parseArgs({
     durability: { type: 'string' },
     database: { type: 'string' },
     duration: { type: 'string' },
-    replicas: { type: 'string' }, // --only replicas: agents=500,commands=5000,dispatch=500,window=30,pg-durable=on|off,setups=sqlite+pg1+pg2 (bench/replicas.ts)
+    replicas: { type: 'string' },
+    loadgen: { type: 'string' }, // node (bench/loadgen.ts, the default) | go (bench/loadgen-go/) // --only replicas: agents=500,commands=5000,dispatch=500,window=30,pg-durable=on|off,setups=sqlite+pg1+pg2 (bench/replicas.ts)
   },
   allowPositionals: false,
 });
@@ -65,6 +66,8 @@ if (databaseUrl) process.env.TETHER_DATABASE_URL = databaseUrl;
 const redactUrls = (s: string) => s.replace(/(postgres(?:ql)?:\/\/[^:@/\s]*:)[^@\s]*@/gi, '$1***@');
 
 const quick = flags.quick!;
+/** Which load generator simulates the agents (bench/lib/fleet.ts). */
+const loadgen = parseLoadgenKind(flags.loadgen);
 const list = (s: string | undefined, d: number[]) => (s ? s.split(',').map((x) => Number(x.trim())) : d);
 const num = (s: string | undefined, d: number) => (s === undefined ? d : Number(s));
 const cfg = {
@@ -117,7 +120,7 @@ async function identities(s: BenchServer, n: number) {
 }
 
 async function fleet(s: BenchServer, agents: number, mode: 'ack' | 'hold', rampMs: number) {
-  return Fleet.start({ url: s.url, caPem: s.caPem, identityDir: identityDir(s.caPem), agents, perProcess: cfg.perProcess, heartbeatMs: 5000, pollWaitSeconds: 25, rampMs, mode, localAddresses: 8 });
+  return Fleet.start({ url: s.url, caPem: s.caPem, identityDir: identityDir(s.caPem), agents, perProcess: cfg.perProcess, heartbeatMs: 5000, pollWaitSeconds: 25, rampMs, mode, localAddresses: 8, loadgen });
 }
 
 /** Agents connect at --ramp-rate per second, 200 by default, at most 100 above 10,000 agents (each a full TLS handshake with RSA signatures on both sides, all on these 2 cores). */
@@ -157,10 +160,12 @@ async function held(n: number) {
       await sleep(10_000);
       await f.stats(true);
       w.reset();
+      const lg0 = f.cpuMs();
       log(`held ${n}: measuring for ${cfg.window} s`);
       await sleep(cfg.window * 1000);
       const st = await f.stats(true);
       const p = w.read();
+      const loadgenCpuMs = f.cpuMs() - lg0;
       const heldPolls = await metric(s, 'tether_long_polls_held');
       // Per agent = per connection the server actually holds (an overloaded run may not have all N).
       const connections = (await metric(s, 'tether_connections', 'protocol="http2"')) || n;
@@ -186,11 +191,17 @@ async function held(n: number) {
         serverCpuMsPerHeartbeat: Math.round(((p.cpuPercent * 10) / (st.hbOk / p.seconds)) * 1000) / 1000,
         heartbeatErrors: st.hbErr,
         heartbeatLatencyMs: hb,
+        // The load generators' own CPU time (utime+stime) per heartbeat answered: what simulating the agents costs.
+        loadgen,
+        loadgenCpuMsPerHeartbeat: st.hbOk > 0 ? Math.round((loadgenCpuMs / st.hbOk) * 1000) / 1000 : NaN,
+        loadgenCpuPercent: Math.round((loadgenCpuMs / (p.seconds * 1000)) * 1000) / 10,
+        loadAverage: loadAverage(),
         errors: st.errors,
       };
       results[`held_${n}`] = r;
       row('1 held agents', `N=${n} RSS (per agent / per conn)`, `${r.rssMB} MB (${r.rssPerAgentKB} KB / ${r.rssPerConnectionKB} KB; ${r.allocator})${connections < n * 0.98 ? `, only ${connections} connected` : ''}`);
       row('1 held agents', `N=${n} CPU, heartbeats/s`, `${r.cpuPercent} % of a core, ${r.heartbeatsPerSecond}/s (${r.serverCpuMsPerHeartbeat} ms server CPU per heartbeat)`);
+      row('1 held agents', `N=${n} load generator (${loadgen})`, `${r.loadgenCpuPercent} % of a core, ${r.loadgenCpuMsPerHeartbeat} ms CPU per heartbeat`);
       row('1 held agents', `N=${n} heartbeat latency`, `p50 ${hb.p50} ms, p99 ${hb.p99} ms (${st.hbErr} errors, ${heldPolls} polls held)`);
       return r;
     } finally {
@@ -224,6 +235,7 @@ async function dispatchAndThroughput() {
         log(`dispatch: ${cfg.dispatchCommands} commands, one at a time every 20 ms, to random agents of ${n} waiting`);
         const sent = new Map<number, number>();
         w.reset();
+        const lg0 = f.cpuMs();
         for (let k = 0; k < cfg.dispatchCommands; k++) {
           const t0 = nowMs();
           const { id } = (await submit(submitters[0]!, Math.floor(Math.random() * n))).body;
@@ -239,7 +251,7 @@ async function dispatchAndThroughput() {
           if (t0 !== undefined) lat.push(c.at - t0);
         }
         const d = summarize(lat);
-        results.dispatch = { agents: n, commands: cfg.dispatchCommands, claimed: lat.length, submitToClaimMs: d, cpuPercent: p.cpuPercent, rssMB: mb(p.rssBytes) };
+        results.dispatch = { agents: n, commands: cfg.dispatchCommands, claimed: lat.length, submitToClaimMs: d, cpuPercent: p.cpuPercent, rssMB: mb(p.rssBytes), loadgen, loadgenCpuPercent: Math.round(((f.cpuMs() - lg0) / (p.seconds * 1000)) * 1000) / 10, loadAverage: loadAverage() };
         row('2 dispatch', `submit → claim, ${n} agents waiting`, `p50 ${d.p50} ms, p99 ${d.p99} ms (${lat.length}/${cfg.dispatchCommands} claimed)`, 'p50 ≤ 5 ms, p99 ≤ 25 ms', d.p50 <= 5 && d.p99 <= 25 && lat.length === cfg.dispatchCommands);
         const all = lat.length === cfg.dispatchCommands;
         targets.add({ name: `submit → claim p50, ${n} agents`, value: d.p50, unit: 'ms', comparison: '<=', target: 5, conditionsMet: all, ...(all ? {} : { note: `${lat.length}/${cfg.dispatchCommands} claimed` }) });
@@ -259,6 +271,7 @@ async function dispatchAndThroughput() {
         const idle = w.read();
         const idleCpuMsPerSecond = idle.seconds > 0 ? idle.cpuMs / idle.seconds : NaN;
         w.reset();
+        const lg0 = f.cpuMs();
         const t0 = nowMs();
         let next = 0;
         let submitted = 0;
@@ -305,6 +318,10 @@ async function dispatchAndThroughput() {
           serverIdleCpuMsPerSecond: Math.round(idleCpuMsPerSecond * 10) / 10,
           serverCpuMsPerCommandNet: netCpuMsPerCommand,
           rssMB: mb(p.rssBytes),
+          // The load generators' own CPU over the same window (% of one core; the machine has cpus().length).
+          loadgen,
+          loadgenCpuPercent: Math.round(((f.cpuMs() - lg0) / (p.seconds * 1000)) * 1000) / 10,
+          loadAverage: loadAverage(),
         };
         row('3 throughput', `end-to-end, ${n} agents`, `${rate} commands/s (${done}/${m} applied, ${after - before} durable succeeded) at ${p.cpuPercent} % CPU, ${cpuMsPerCommand} ms server CPU per command (${netCpuMsPerCommand} ms above the idle agents' ${Math.round(idleCpuMsPerSecond)} ms/s)`, '≥ 2,000 commands/s', rate >= 2000 && after - before >= m);
         targets.add({ name: 'commands end to end', value: rate, unit: 'commands/s', comparison: '>=', target: 2000, conditionsMet: after - before >= m, ...(after - before >= m ? {} : { note: `${after - before}/${m} durable succeeded` }) });
@@ -361,6 +378,7 @@ async function storm() {
     const tUp = nowMs();
     log(`storm: down in ${Math.round(tDown - t0)} ms, up again after ${Math.round(tUp - t0)} ms`);
     const w = new ProcWatcher(s.pid);
+    const lgUp = f.cpuMs();
     // The new server's own CPU (utime+stime) from serving to all polling: what each returning agent costs it, whatever the load generators get.
     const cpuUp = procSample(s.pid);
     let cpuAllPolled: ReturnType<typeof procSample>;
@@ -422,6 +440,9 @@ async function storm() {
       // What the recovery took, from SIGTERM to all polling: handshakes and every request attempt, failed ones apart (a timed-out attempt is done again).
       attempts: { handshakes, handshakesPerAgent: Math.round((handshakes / n) * 100) / 100, heartbeats: st.hbOk + st.hbErr, heartbeatsFailed: st.hbErr, polls: st.pollOk + st.pollErr, pollsFailed: st.pollErr, resultsFailed: st.resultsErr, retryAfterWaits: st.retryAfterWaits },
       agentsHonourRetryAfter: process.env.BENCH_AGENT_RETRY_AFTER !== '0',
+      loadgen,
+      // The load generators' own CPU from the new server's start to the end of the delivery checks.
+      loadgenCpuPercentAfterRestart: Math.round(((f.cpuMs() - lgUp) / (p.seconds * 1000)) * 1000) / 10,
       loadAverage: loadAverage(),
       errors: st.errors,
     };
@@ -721,6 +742,7 @@ try {
     machine: { cores: cpus().length, cpuModel: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, loadAverageAtStart: load0, loadAverageAtEnd: loadAverage() },
     openFilesLimit: { wanted: NOFILE_WANTED, applied: NOFILE, how: 'prlimit --nofile=N:N on every spawned control plane, load generator and node agent', maxAgents },
     note: flags.note,
+    loadgen,
     durability: durability?.mode ?? null,
     durabilityMethod: durability?.method ?? null,
     sqliteSynchronous: process.env.TETHER_SQLITE_SYNCHRONOUS === 'FULL' ? 'FULL' : 'NORMAL',

@@ -1,0 +1,3 @@
+module tether.bench/loadgen-go
+
+go 1.26
