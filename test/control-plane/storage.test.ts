@@ -117,6 +117,23 @@ describe('storage hot paths (control-plane/db)', () => {
     assert.match(plan(`SELECT osid FROM instances WHERE aid = ? AND last_job_id = ? AND last_action = 'apply'`), /USING INDEX instances_last_job/);
   });
 
+  it('a claim and a result rewrite no index by agent (0017): the cancellation lookup has its own index of running commands with a cancellation requested, the lease extension goes by id', async () => {
+    const plan = (q: string) => (o.sqlite.prepare(`EXPLAIN QUERY PLAN ${q}`).all() as { detail: string }[]).map((r) => r.detail).join('; ');
+    const indexes = (o.sqlite.prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'commands' AND sql LIKE '%claimed_by%'`).pluck().all() as string[]).sort();
+    assert.deepEqual(indexes, ['commands_cancel_requested'], 'the only index on claimed_by holds cancellations only');
+    assert.match(plan(`SELECT id FROM commands WHERE claimed_by = 'x' AND state = 'running' AND cancel_requested_at IS NOT NULL`), /USING INDEX commands_cancel_requested \(claimed_by=\?\)/);
+    assert.match(plan(`SELECT DISTINCT claimed_by FROM commands WHERE state = 'running' AND cancel_requested_at IS NOT NULL`), /USING INDEX commands_cancel_requested/);
+    assert.match(plan(`UPDATE commands SET lease_expires_at = 1 WHERE claimed_by = 'x' AND state = 'running' AND id IN (SELECT value FROM json_each('[1]'))`), /USING INTEGER PRIMARY KEY/);
+    // The index is empty while no cancellation is pending: a claim and a result leave it so.
+    const { row } = await submit();
+    await claim('ca-aaaaaaaaaa', 'L1');
+    const entries = () => o.sqlite.prepare(`SELECT count(*) FROM commands INDEXED BY commands_cancel_requested WHERE state = 'running' AND cancel_requested_at IS NOT NULL`).pluck().get();
+    assert.equal(entries(), 0);
+    await requestCancel(o.db, 'a1', row.id, 3000);
+    assert.equal(entries(), 1);
+    assert.deepEqual(await cancelRequestedFor(o.db, 'ca-aaaaaaaaaa'), [row.id]);
+  });
+
   it('stores a log batch in order with one INSERT per 64 lines; the cap and its marker as before', async () => {
     const { row } = await submit();
     const stmt = Object.getPrototypeOf(o.sqlite.prepare('SELECT 1')) as Record<string, (...a: unknown[]) => unknown>;
