@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { openDatabase, migrate, type OpenedDatabase } from '../../control-plane/db/database.ts';
 import { insertAccount, insertCluster } from '../../control-plane/db/accounts.repository.ts';
 import { getAgent, insertAgent, recordHeartbeat } from '../../control-plane/db/agents.repository.ts';
-import { cancelRequestedFor, completeAttempt, getCommandById, insertCommand, requestCancel } from '../../control-plane/db/commands.repository.ts';
+import { PICK_SQL, cancelRequestedFor, completeAttempt, getCommandById, insertCommand, requestCancel } from '../../control-plane/db/commands.repository.ts';
 import { claimNext } from '../../control-plane/db/claim.ts';
 import { appendLogs, readLogs } from '../../control-plane/db/logs.repository.ts';
 
@@ -132,6 +132,13 @@ describe('storage hot paths (control-plane/db)', () => {
     await requestCancel(o.db, 'a1', row.id, 3000);
     assert.equal(entries(), 1);
     assert.deepEqual(await cancelRequestedFor(o.db, 'ca-aaaaaaaaaa'), [row.id]);
+  });
+
+  it("the claim's pick, its parameters written +? (no re-prepare per call), still probes commands_queued on all three columns, for a cluster's and a node's target", () => {
+    for (const nid of [null, 'n1']) {
+      const plan = (o.sqlite.prepare(`EXPLAIN QUERY PLAN ${PICK_SQL}`).all('a1', 'c1', nid) as { detail: string }[]).map((r) => r.detail).join('; ');
+      assert.equal(plan, 'SEARCH commands USING COVERING INDEX commands_queued (aid=? AND cid=? AND nid=?)');
+    }
   });
 
   it('stores a log batch in order with one INSERT per 64 lines; the cap and its marker as before', async () => {
