@@ -19,6 +19,7 @@ import * as m0011 from './migrations/0011_shared_secrets.ts';
 import * as m0013 from './migrations/0013_source_bundle.ts';
 import * as m0014 from './migrations/0014_rate_limits.ts';
 import * as m0015 from './migrations/0015_instances_last_job.ts';
+import * as m0017 from './migrations/0017_commands_cancel_index.ts';
 import type { Database } from './schema.ts';
 import { postgresSchema } from './postgres-schema.ts';
 
@@ -39,6 +40,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0013_source_bundle': m0013,
   '0014_rate_limits': m0014,
   '0015_instances_last_job': m0015,
+  '0017_commands_cancel_index': m0017,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { openDatabase, migrate, type OpenedDatabase } from '../../control-plane/db/database.ts';
 import { insertAccount, insertCluster } from '../../control-plane/db/accounts.repository.ts';
 import { getAgent, insertAgent, recordHeartbeat } from '../../control-plane/db/agents.repository.ts';
-import { cancelRequestedFor, completeAttempt, getCommandById, insertCommand, requestCancel } from '../../control-plane/db/commands.repository.ts';
+import { PICK_SQL, cancelRequestedFor, completeAttempt, getCommandById, insertCommand, requestCancel } from '../../control-plane/db/commands.repository.ts';
 import { claimNext } from '../../control-plane/db/claim.ts';
 import { appendLogs, readLogs } from '../../control-plane/db/logs.repository.ts';
 
@@ -115,6 +115,30 @@ describe('storage hot paths (control-plane/db)', () => {
     const plan = (q: string) => (o.sqlite.prepare(`EXPLAIN QUERY PLAN ${q}`).all('a1', 7) as { detail: string }[]).map((r) => r.detail).join('; ');
     assert.match(plan(`SELECT osid FROM instances WHERE aid = ? AND sync_job_id = ?`), /USING INDEX instances_sync_job/);
     assert.match(plan(`SELECT osid FROM instances WHERE aid = ? AND last_job_id = ? AND last_action = 'apply'`), /USING INDEX instances_last_job/);
+  });
+
+  it('a claim and a result rewrite no index by agent (0017): the cancellation lookup has its own index of running commands with a cancellation requested, the lease extension goes by id', async () => {
+    const plan = (q: string) => (o.sqlite.prepare(`EXPLAIN QUERY PLAN ${q}`).all() as { detail: string }[]).map((r) => r.detail).join('; ');
+    const indexes = (o.sqlite.prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'commands' AND sql LIKE '%claimed_by%'`).pluck().all() as string[]).sort();
+    assert.deepEqual(indexes, ['commands_cancel_requested'], 'the only index on claimed_by holds cancellations only');
+    assert.match(plan(`SELECT id FROM commands WHERE claimed_by = 'x' AND state = 'running' AND cancel_requested_at IS NOT NULL`), /USING INDEX commands_cancel_requested \(claimed_by=\?\)/);
+    assert.match(plan(`SELECT DISTINCT claimed_by FROM commands WHERE state = 'running' AND cancel_requested_at IS NOT NULL`), /USING INDEX commands_cancel_requested/);
+    assert.match(plan(`UPDATE commands SET lease_expires_at = 1 WHERE claimed_by = 'x' AND state = 'running' AND id IN (SELECT value FROM json_each('[1]'))`), /USING INTEGER PRIMARY KEY/);
+    // The index is empty while no cancellation is pending: a claim and a result leave it so.
+    const { row } = await submit();
+    await claim('ca-aaaaaaaaaa', 'L1');
+    const entries = () => o.sqlite.prepare(`SELECT count(*) FROM commands INDEXED BY commands_cancel_requested WHERE state = 'running' AND cancel_requested_at IS NOT NULL`).pluck().get();
+    assert.equal(entries(), 0);
+    await requestCancel(o.db, 'a1', row.id, 3000);
+    assert.equal(entries(), 1);
+    assert.deepEqual(await cancelRequestedFor(o.db, 'ca-aaaaaaaaaa'), [row.id]);
+  });
+
+  it("the claim's pick, its parameters written +? (no re-prepare per call), still probes commands_queued on all three columns, for a cluster's and a node's target", () => {
+    for (const nid of [null, 'n1']) {
+      const plan = (o.sqlite.prepare(`EXPLAIN QUERY PLAN ${PICK_SQL}`).all('a1', 'c1', nid) as { detail: string }[]).map((r) => r.detail).join('; ');
+      assert.equal(plan, 'SEARCH commands USING COVERING INDEX commands_queued (aid=? AND cid=? AND nid=?)');
+    }
   });
 
   it('stores a log batch in order with one INSERT per 64 lines; the cap and its marker as before', async () => {
