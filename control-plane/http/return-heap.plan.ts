@@ -9,8 +9,10 @@
  * limit) that was 34 full mark-compacts in 12 s, the concurrent marking threads using about as much
  * CPU as the main thread (docs/performance.md, "The restart storm, per returning agent"). While
  * agents return, V8's own heuristics decide the growth (percent 0: up to ×4 when the mutator
- * allocates fast); after the window the configured percent applies again from the next full GC on,
- * and the limit it computes from what survived brings the heap back to its steady size.
+ * allocates fast); at the window's end the configured percent applies again, and one full GC
+ * started then (return-heap.ts) sets the limit from what survived, bringing the heap back to its
+ * steady size (left to the next full GC V8 starts itself, the window's limit stayed for minutes:
+ * 135 KB per held agent against 88).
  *
  * V8 reads the flag each time it computes a limit (MemoryController::GrowingFactor), so setting it
  * at run time (v8.setFlagsFromString) changes the next limit and nothing else.
