@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { mkdirSync, writeFileSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -338,6 +338,41 @@ async function dispatchAndThroughput() {
 
 // ------------------------------------------------------------------ 4. reconnect storm
 
+/**
+ * A process's CPU (utime + stime, ms) by thread name (the main thread, `V8Worker`: GC marking and
+ * compiling helpers, libuv's pool): where the recovery's CPU goes, which a main-thread profile does not see.
+ */
+function threadCpuMs(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out; // the process ended
+  }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(name, (out.get(name) ?? 0) + ((Number(f[11]) + Number(f[12])) * 1000) / 100);
+    } catch {
+      /* the thread ended */
+    }
+  }
+  return out;
+}
+
+/** The CPU each thread name used between two samples, in ms. */
+function threadCpuDelta(a: Map<string, number>, b: Map<string, number>): Record<string, number> {
+  const d: Record<string, number> = {};
+  for (const [name, ms] of b) {
+    const v = Math.round(ms - (a.get(name) ?? 0));
+    if (v > 0) d[name] = v;
+  }
+  return d;
+}
+
 async function storm() {
   let n = cfg.stormAgents;
   if (n > maxAgents) {
@@ -381,6 +416,8 @@ async function storm() {
     const lgUp = f.cpuMs();
     // The new server's own CPU (utime+stime) from serving to all polling: what each returning agent costs it, whatever the load generators get.
     const cpuUp = procSample(s.pid);
+    const threadsUp = threadCpuMs(s.pid);
+    let threadsAllPolled: Map<string, number> | undefined;
     let cpuAllPolled: ReturnType<typeof procSample>;
     let allPolled = NaN;
     let heldMax = 0;
@@ -391,12 +428,14 @@ async function storm() {
       if (held >= n) {
         allPolled = nowMs() - t0;
         cpuAllPolled = procSample(s.pid);
+        threadsAllPolled = threadCpuMs(s.pid);
         break;
       }
       await sleep(250);
     }
     const st = await f.stats(false);
     cpuAllPolled ??= procSample(s.pid);
+    const byThread = threadCpuDelta(threadsUp, threadsAllPolled ?? threadCpuMs(s.pid));
     const hbBack = summarize(st.recoveredHb);
     const recoveryCpuMs = cpuUp && cpuAllPolled ? cpuAllPolled.cpuMs - cpuUp.cpuMs : NaN;
     const startCpuMs = cpuUp?.cpuMs ?? NaN;
@@ -436,7 +475,7 @@ async function storm() {
       cpuPercentAfterRestart: p.cpuPercent,
       // Load-independent: the new server's CPU from serving again to all polling, per agent (its start-up apart).
       // (It includes the heartbeats of the agents already back: steadyPercent is the server with all of them back, before the restart.)
-      serverCpu: { startMs: Math.round(startCpuMs), recoveryMs: Math.round(recoveryCpuMs), msPerReturningAgent: Math.round((recoveryCpuMs / n) * 100) / 100, steadyPercent: steadyCpuPercent },
+      serverCpu: { startMs: Math.round(startCpuMs), recoveryMs: Math.round(recoveryCpuMs), msPerReturningAgent: Math.round((recoveryCpuMs / n) * 100) / 100, steadyPercent: steadyCpuPercent, byThreadMs: byThread },
       // What the recovery took, from SIGTERM to all polling: handshakes and every request attempt, failed ones apart (a timed-out attempt is done again).
       attempts: { handshakes, handshakesPerAgent: Math.round((handshakes / n) * 100) / 100, heartbeats: st.hbOk + st.hbErr, heartbeatsFailed: st.hbErr, polls: st.pollOk + st.pollErr, pollsFailed: st.pollErr, resultsFailed: st.resultsErr, retryAfterWaits: st.retryAfterWaits },
       agentsHonourRetryAfter: process.env.BENCH_AGENT_RETRY_AFTER !== '0',
@@ -449,6 +488,7 @@ async function storm() {
     const lost = ids.length - (states.succeeded ?? 0);
     row('4 reconnect storm', `${n} agents: all polling again`, Number.isNaN(back) ? `not within 60 s (max ${heldMax} held)` : `${back.toFixed(1)} s after the restart (up after ${(tUp - t0) / 1000} s)`, '≤ 15 s', !Number.isNaN(back) && back <= 15);
     row('4 reconnect storm', 'server CPU per returning agent', `${(recoveryCpuMs / n).toFixed(2)} ms (${Math.round(recoveryCpuMs)} ms from serving to all polling, heartbeats of those back included; start-up ${Math.round(startCpuMs)} ms; ${steadyCpuPercent} % of a core before the restart)`);
+    row('4 reconnect storm', 'server CPU by thread over the recovery', Object.entries(byThread).map(([k, v]) => `${k} ${v} ms`).join(', '));
     row('4 reconnect storm', 'recovery attempts', `${handshakes} handshakes (${(handshakes / n).toFixed(2)}/agent), heartbeats ${st.hbOk + st.hbErr} (${st.hbErr} failed), polls ${st.pollOk + st.pollErr} (${st.pollErr} failed), ${st.retryAfterWaits} Retry-After waits`);
     row('4 reconnect storm', 'TLS sessions resumed on reconnect', `${st.tlsResumed - tlsBefore.tlsResumed}/${st.tlsConnects - tlsBefore.tlsConnects}`);
     row('4 reconnect storm', `commands queued before`, `${states.succeeded ?? 0}/${ids.length} succeeded (${Math.round(tAllDelivered / 1000)} s), ${lost} lost`, 'nothing lost', lost === 0);

@@ -3,15 +3,20 @@
  *
  * - The control plane said when to come back: a `Retry-After` on a 503 or 429 (a draining
  *   control plane spreads its agents' returns this way, so that after a restart they arrive over a
- *   few seconds instead of all at once). The agent waits that long plus a jitter of up to a fifth
- *   of it (at least a second: Retry-After has whole seconds, and agents told the same second should
- *   not come back in step), bounded by {@link MAX_RETRY_AFTER_MS} whatever the header says.
+ *   few seconds instead of all at once). The agent waits that long plus a jitter of up to a second
+ *   (Retry-After has whole seconds: agents told the same second spread over the next one instead of
+ *   coming back in step), bounded by {@link MAX_RETRY_AFTER_MS} whatever the header says. Not more:
+ *   the control plane spreads its agents itself (control-plane/queue/drain.plan.ts), and a jitter
+ *   growing with the wait (a fifth of it, before) put the last of a 10,000-agent drain's returns
+ *   2.4 s after the time it planned for them.
  * - Otherwise its own backoff: `min` doubling per failed attempt up to `max`, each randomised by
  *   ×1–2 (p-retry's formula), so a fleet does not retry in step.
  */
 
 /** The longest wait an agent accepts from a Retry-After: a control plane cannot park its agents for longer. */
 export const MAX_RETRY_AFTER_MS = 60_000;
+/** Added to a Retry-After, times a random number in [0, 1): the header's granularity. */
+export const RETRY_AFTER_JITTER_MS = 1000;
 
 /**
  * A `Retry-After` value in milliseconds: delta-seconds (`120`) or an HTTP-date (RFC 9110 §10.2.3),
@@ -44,7 +49,7 @@ export type RetryDelay = { ms: number; cause: 'retry_after' | 'backoff' };
 export function retryDelay(i: RetryInput): RetryDelay {
   if (i.retryAfterMs !== undefined && Number.isFinite(i.retryAfterMs) && i.retryAfterMs >= 0) {
     const asked = Math.min(MAX_RETRY_AFTER_MS, i.retryAfterMs);
-    const jitter = Math.max(1000, asked / 5) * i.random;
+    const jitter = RETRY_AFTER_JITTER_MS * i.random;
     return { ms: Math.round(Math.min(MAX_RETRY_AFTER_MS, asked + jitter)), cause: 'retry_after' };
   }
   const ms = Math.min(i.maxBackoffMs, Math.round((1 + i.random) * i.minBackoffMs * 2 ** (Math.max(1, i.attempt) - 1)));

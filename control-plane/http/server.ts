@@ -27,6 +27,7 @@ import type { Logger } from '../../common/logger.ts';
 import { AgentApi } from './agent.routes.ts';
 import { serveAgentStream } from './agent-stream.ts';
 import { ConnectionGuard, defaultUnauthenticatedTotal } from './connection-guard.ts';
+import { relaxHeapGrowthWhileAgentsReturn } from './return-heap.ts';
 
 /** The transport limits (config.ts), all in milliseconds except the caps. */
 export interface TransportLimits {
@@ -81,6 +82,8 @@ export class ApiServer {
   private readonly idle: (() => void)[] = [];
   private readonly rotation: NodeJS.Timeout;
   private closing = false;
+  /** Ends the heap's start-up window (return-heap.plan.ts). */
+  private endReturnHeap: (() => void) | undefined;
   private publicCert: { context: tls.SecureContext; serves(servername: string): boolean } | undefined;
   private readonly h1: http.Server;
   readonly guard: ConnectionGuard;
@@ -217,6 +220,8 @@ export class ApiServer {
       // A restart has every agent reconnecting at once: a deep accept queue keeps their SYNs.
       this.tlsServer.listen({ port, host, backlog: 8192 }, () => res());
     });
+    // The agents come back now (after a restart, at the drain's rate): V8 may grow the heap for them.
+    this.endReturnHeap = relaxHeapGrowthWhileAgentsReturn();
     return (this.tlsServer.address() as AddressInfo).port;
   }
 
@@ -229,6 +234,7 @@ export class ApiServer {
   async close(graceMs = 1000): Promise<void> {
     this.closing = true;
     clearInterval(this.rotation);
+    this.endReturnHeap?.();
     const closed = new Promise<void>((res) => this.tlsServer.close(() => res()));
     for (const s of this.sessions) s.close(); // GOAWAY: no new streams, open ones finish
     if (this.inFlight > 0) {
