@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import type SQLite from 'better-sqlite3';
 import { ManualClock } from '../../common/clock.ts';
 import { sqliteOf } from '../../control-plane/db/database.ts';
+import { PICK_SQL } from '../../control-plane/db/commands.repository.ts';
 import { EMPTY_PICK_TRUST_MS } from '../../control-plane/queue/dispatcher.ts';
 import { startTestControlPlane, removeDir, type TestAgent, type TestControlPlane } from '../support/control-plane.ts';
 import { sqliteOnly } from '../support/postgres.ts';
@@ -35,7 +36,7 @@ describe('poll: the pick skipped for a target known to be empty', function () {
     const proto = Object.getPrototypeOf(sqlite.prepare('SELECT 1')) as { get: SQLite.Statement['get'] };
     const get = proto.get;
     proto.get = function (this: SQLite.Statement, ...args: unknown[]) {
-      if (this.source.includes("state = 'queued' AND aid = ?")) picks++;
+      if (this.source === PICK_SQL) picks++;
       return get.apply(this, args as never);
     } as SQLite.Statement['get'];
     restore = () => (proto.get = get);
