@@ -53,7 +53,7 @@ const { values: flags } = parseArgs({
     database: { type: 'string' },
     duration: { type: 'string' },
     replicas: { type: 'string' },
-    loadgen: { type: 'string' }, // node (bench/loadgen.ts, the default) | go (bench/loadgen-go/) // --only replicas: agents=500,commands=5000,dispatch=500,window=30,pg-durable=on|off,setups=sqlite+pg1+pg2 (bench/replicas.ts)
+    loadgen: { type: 'string' }, // go (bench/loadgen-go/, the default) | node (bench/loadgen.ts) // --only replicas: agents=500,commands=5000,dispatch=500,window=30,pg-durable=on|off,setups=sqlite+pg1+pg2 (bench/replicas.ts)
   },
   allowPositionals: false,
 });

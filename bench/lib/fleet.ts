@@ -14,8 +14,9 @@ import { REPO_ROOT, procSample, sleep } from './util.ts';
 
 export type LoadgenKind = 'node' | 'go';
 
+/** `npm run bench`'s --loadgen: the Go load generator unless `node` is asked (docs/performance.md, A load generator in Go). */
 export function parseLoadgenKind(s: string | undefined): LoadgenKind {
-  if (s === undefined || s === 'node' || s === 'go') return s ?? 'node';
+  if (s === undefined || s === 'node' || s === 'go') return s ?? 'go';
   throw new Error(`--loadgen must be node or go (got ${s})`);
 }
 
