@@ -421,10 +421,14 @@ async function storm() {
     let cpuAllPolled: ReturnType<typeof procSample>;
     let allPolled = NaN;
     let heldMax = 0;
+    /** Polls held by the new server, about once a second after the restart: how the returns kept up with the drain's plan. */
+    const timeline: { s: number; held: number }[] = [];
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline) {
       const held = await metric(s, 'tether_long_polls_held').catch(() => NaN);
       heldMax = Math.max(heldMax, held || 0);
+      const at = Math.round((nowMs() - t0) / 100) / 10;
+      if (!timeline.length || at - timeline.at(-1)!.s >= 1) timeline.push({ s: at, held: held || 0 });
       if (held >= n) {
         allPolled = nowMs() - t0;
         cpuAllPolled = procSample(s.pid);
@@ -467,6 +471,7 @@ async function storm() {
       restartUpMs: Math.round(tUp - t0),
       allPolledAgainSeconds: Math.round(back * 100) / 100,
       heldPollsMax: heldMax,
+      heldTimeline: timeline,
       heartbeatBack: { agents: st.recoveredHb.length, secondsP50: hbBack.p50 / 1000, secondsP99: hbBack.p99 / 1000, secondsMax: hbBack.max / 1000 },
       reconnects: { tls: st.tlsConnects - tlsBefore.tlsConnects, resumed: st.tlsResumed - tlsBefore.tlsResumed },
       commandsBefore: ids.length,
