@@ -141,18 +141,8 @@ describe('agent API on raw HTTP/2 streams: the answer of a complete request', fu
         }
         return end(...args);
       };
-      serveAgentStream(stream, headers, flags, 5000, async (req, apiRes) => {
-        const res = apiRes as unknown as StreamResponse;
-        // Like AgentApi.handle: a refusal answers before reading the upload; anything else reads it first.
-        if (path !== '/refuse' && req.method === 'POST') {
-          await new Promise<void>((r) => {
-            req.on('data', () => undefined);
-            req.once('end', () => r());
-          });
-        }
-        res.writeHead(path === '/refuse' ? 413 : 200, { 'content-type': 'application/json' });
-        res.end(Buffer.from('{"ok":true}'));
-      });
+      // Like AgentApi.handle: a refusal answers before reading the upload; anything else reads it first.
+      answerAfterBody(stream, headers, flags, path === '/refuse' ? 413 : 200, '{"ok":true}');
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const session = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
@@ -197,17 +187,7 @@ describe('agent API on raw HTTP/2 streams: the answer of a complete request', fu
           cb(err);
         });
       };
-      serveAgentStream(stream, headers, flags, 5000, async (req, apiRes) => {
-        const res = apiRes as unknown as StreamResponse;
-        if (req.method === 'POST') {
-          await new Promise<void>((r) => {
-            req.on('data', () => undefined);
-            req.once('end', () => r());
-          });
-        }
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(Buffer.from('{"cancel":[]}'));
-      });
+      answerAfterBody(stream, headers, flags, 200, '{"cancel":[]}');
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const session = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
@@ -229,3 +209,18 @@ describe('agent API on raw HTTP/2 streams: the answer of a complete request', fu
     }
   });
 });
+
+/** Serves one stream as the agent API does: a POST's body read to its end first (unless refused with a 4xx), then `status` and `body`. */
+function answerAfterBody(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, status: number, body: string): void {
+  serveAgentStream(stream, headers, flags, 5000, async (req, apiRes) => {
+    const res = apiRes as unknown as StreamResponse;
+    if (status < 400 && req.method === 'POST') {
+      await new Promise<void>((r) => {
+        req.on('data', () => undefined);
+        req.once('end', () => r());
+      });
+    }
+    res.writeHead(status, { 'content-type': 'application/json' });
+    res.end(Buffer.from(body));
+  });
+}
