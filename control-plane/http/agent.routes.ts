@@ -12,7 +12,7 @@ import type { TLSSocket } from 'node:tls';
 import { resolve } from 'node:path';
 import { Router } from 'express';
 import { z } from 'zod';
-import { bootstrapRequestSchema, heartbeatRequestSchema, logsRequestSchema, renewRequestSchema, resultRequestSchema } from '../../common/wire.ts';
+import { bootstrapRequestSchema, logsRequestSchema, renewRequestSchema, resultRequestSchema, type HeartbeatResponse } from '../../common/wire.ts';
 import { TetherError, errorBody, forbidden } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { IdentityService } from '../identity/identity.service.ts';
@@ -22,6 +22,7 @@ import { vpnRegisterSchema } from '../vpn/vpn.schemas.ts';
 import type { Config } from '../config.ts';
 import type { Durability } from '../db/durability.ts';
 import { authenticateAgent } from './auth.ts';
+import { parseHeartbeat } from './heartbeat-body.ts';
 import { describeError, idParam, logRefusal } from './errors.ts';
 import type { FailureLimits } from './rate-limit.ts';
 import { AgentRateLimited, type AgentRateLimiter, type AgentRouteClass } from './agent-rate.ts';
@@ -90,6 +91,8 @@ export function pollWaitSeconds(search: string): number | undefined {
   return pollQuery.parse(Object.fromEntries(new URLSearchParams(search))).wait;
 }
 const NEVER = new AbortController().signal;
+/** The heartbeat's usual answer, serialised once (send() writes a Buffer as it is). */
+const NOTHING_TO_CANCEL = Buffer.from(JSON.stringify({ cancel: [] } satisfies HeartbeatResponse));
 
 /** An agent's open connection, and its HTTP/2 session when it speaks HTTP/2. */
 interface AgentConnection {
@@ -128,7 +131,18 @@ export class AgentApi {
         },
       },
       // Not behind the durability barrier as a whole: queue.heartbeat waits only for what it must.
-      { method: 'POST', path: /^\/v1\/agent\/heartbeat$/, durable: true, rate: 'heartbeat', run: (c) => queue.heartbeat(c.agent, heartbeatRequestSchema.parse(c.body)) },
+      {
+        method: 'POST',
+        path: /^\/v1\/agent\/heartbeat$/,
+        durable: true,
+        rate: 'heartbeat',
+        // The body's common shape is checked without zod (heartbeat-body.ts); the usual answer
+        // (nothing to cancel) is one buffer, not an object serialised per heartbeat.
+        run: async (c) => {
+          const out = await queue.heartbeat(c.agent, parseHeartbeat(c.body));
+          return out.cancel.length === 0 ? NOTHING_TO_CANCEL : out;
+        },
+      },
       {
         method: 'POST',
         path: /^\/v1\/agent\/commands\/([^/]+)\/result$/,
@@ -267,7 +281,8 @@ class MethodNotAllowed extends TetherError {
 
 function send(res: ApiResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   if (res.destroyed) return;
-  const buf = Buffer.from(JSON.stringify(body ?? null));
+  // A Buffer is an answer already serialised (shared between requests: written, never changed).
+  const buf = Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body ?? null));
   res.sendDate = false; // agents have no use for it, and on HTTP/2 it is the one header HPACK cannot index away
   // Both response kinds take (status, headers); their overloads just don't unify in TypeScript.
   (res as ServerResponse).writeHead(status, { ...headers, 'content-type': 'application/json; charset=utf-8', 'content-length': buf.length });
