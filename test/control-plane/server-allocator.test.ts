@@ -4,7 +4,8 @@
  * TETHER_MALLOC=system, and refuses any other value. Checked on the real process: the libraries
  * mapped in /proc/<pid>/maps. CI installs Debian's libmimalloc2.0 (.ci/run). And its V8 flags take
  * effect: the semi-space size bin/tether asks for is the one V8 resolves from the real process's
- * flags (an implication such as --optimize-for-size's 1 MB would silently override it).
+ * flags (an implication such as --optimize-for-size's 1 MB would silently override it), and it is
+ * the 16 MB measured with ~20,000 agents held.
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
@@ -85,6 +86,10 @@ describe('control plane memory allocator (bin/tether server)', function () {
     assert.equal(v8.status, 0, v8.stderr);
     const effective = /^--max-semi-space-size=(\d+)$/m.exec(v8.stdout)?.[1];
     assert.equal(effective, asked, `V8 runs the server's flags (${flags.join(' ')}) with --max-semi-space-size=${effective}`);
+    // With thousands of agents held, 2 MB semi-spaces promoted every heartbeat still in flight and
+    // had V8 mark the held agents' old generation every ~3 s (docs/performance.md, "Heartbeats with
+    // ~20,000 held (issue 18)"): the young generation is 16 MB.
+    assert.equal(Number(effective), 16, `the server's semi-space is ${effective} MB, not the 16 MB measured for held agents`);
   });
 
   it('refuses another TETHER_MALLOC value with a message and exit 2', async () => {
