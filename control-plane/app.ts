@@ -221,6 +221,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
     },
     connections: () => server.connections,
     instancesBySyncStatus: async () => Object.fromEntries((await countInstancesBySyncStatus(db)).map((r) => [r.status, Number(r.n)])),
+    durability: () => barrier.stats(),
   });
   // Replicas on PostgreSQL count the rate limits together in the database; one SQLite process in memory.
   const shared = storage.dialect === 'postgres';

@@ -22,6 +22,8 @@ export function createMetrics(collect: {
   connections: () => { tls: number; http2: number };
   /** Instances not deleted, by sync status (synced, drifted, error, unknown). */
   instancesBySyncStatus?: () => Promise<Record<string, number>>;
+  /** The durability barrier's counts so far (db/durability.ts): WAL syncs, and the answers that waited for one. */
+  durability?: () => { syncs: number; waiters: number };
 }): Metrics {
   const registry = new Registry();
   // The process's CPU and memory, chosen by hand: prom-client's default set also walks every
@@ -108,5 +110,21 @@ export function createMetrics(collect: {
   for (const result of ['synced', 'drifted', 'error']) driftChecks.inc({ result }, 0);
   const autoSyncs = new Counter({ name: 'tether_auto_syncs_total', help: 'Syncs submitted by autoSync after a drift check found drift', registers: [registry] });
   const agentRateLimited = new Counter({ name: 'tether_agent_requests_rate_limited_total', help: "Agent API requests refused 429 by the agent's request rate, by route class", labelNames: ['class'] as const, registers: [registry] });
+  // Counters read from the barrier at each scrape (it counts; prom-client only reports the difference).
+  const fromBarrier = (name: string, help: string, read: (s: { syncs: number; waiters: number }) => number) => {
+    let seen = 0;
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const now = collect.durability ? read(collect.durability()) : 0;
+        if (now > seen) this.inc(now - seen);
+        seen = Math.max(seen, now);
+      },
+    });
+  };
+  fromBarrier('tether_durability_syncs_total', 'WAL syncs made by the group commit (SQLite, durability full); 0 where a commit is durable itself', (s) => s.syncs);
+  fromBarrier('tether_durability_sync_waiters_total', 'Answers that waited for a group-commit WAL sync (several share one sync)', (s) => s.waiters);
   return { registry, heartbeats, longPollsHeld, submitToClaim, commandsByState, agentsByStatus, driftChecks, autoSyncs, agentRateLimited };
 }

@@ -127,8 +127,14 @@ export class QueueService {
     // never deleted); one with another cluster answers only when the named one exists too (404 as before).
     if (!created && row.cid !== input.target.cluster && !(await getCluster(db, aid, input.target.cluster))) throw noCluster();
     if (created) {
-      this.d.dispatcher.notify(Dispatcher.key(row.aid, row.cid, row.nid));
+      const woke = this.d.dispatcher.notify(Dispatcher.key(row.aid, row.cid, row.nid));
       this.hotLog.info({ commandId: row.id, type: row.type, cid: row.cid, nid: row.nid }, 'command queued');
+      // A held poll was woken for it: let its claim commit before this submission's answer asks
+      // for its sync (durableAcks), so that the one WAL sync covers both. Without the turn the
+      // submission's sync starts first, the claim's write misses it, and the claim waits for a
+      // second sync behind it: two fsyncs between submit and claim instead of one (group commit
+      // only; where a commit is durable itself there is nothing to share).
+      if (woke && this.d.durability?.method === 'group-commit') await new Promise<void>((r) => setImmediate(r));
     }
     // A new row's spec is the one just validated: no need to parse it back.
     return { command: toView(row, created && row.spec === specJson ? spec.data : undefined), created };
