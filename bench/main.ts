@@ -234,6 +234,8 @@ async function dispatchAndThroughput() {
       if (scenarios.has('dispatch')) {
         log(`dispatch: ${cfg.dispatchCommands} commands, one at a time every 20 ms, to random agents of ${n} waiting`);
         const sent = new Map<number, number>();
+        // The group commit's WAL syncs over the scenario (0 where a commit is durable itself; NaN, null in the JSON, from a server without the counter).
+        const syncs0 = await metric(s, 'tether_durability_syncs_total');
         w.reset();
         const lg0 = f.cpuMs();
         for (let k = 0; k < cfg.dispatchCommands; k++) {
@@ -244,6 +246,7 @@ async function dispatchAndThroughput() {
         }
         await sleep(2000);
         const p = w.read();
+        const syncs = (await metric(s, 'tether_durability_syncs_total')) - syncs0;
         const st = await f.stats(true);
         const lat: number[] = [];
         for (const c of st.claims) {
@@ -251,7 +254,7 @@ async function dispatchAndThroughput() {
           if (t0 !== undefined) lat.push(c.at - t0);
         }
         const d = summarize(lat);
-        results.dispatch = { agents: n, commands: cfg.dispatchCommands, claimed: lat.length, submitToClaimMs: d, cpuPercent: p.cpuPercent, rssMB: mb(p.rssBytes), loadgen, loadgenCpuPercent: Math.round(((f.cpuMs() - lg0) / (p.seconds * 1000)) * 1000) / 10, loadAverage: loadAverage() };
+        results.dispatch = { agents: n, commands: cfg.dispatchCommands, claimed: lat.length, submitToClaimMs: d, walSyncsPerCommand: Math.round((syncs / cfg.dispatchCommands) * 100) / 100, cpuPercent: p.cpuPercent, rssMB: mb(p.rssBytes), loadgen, loadgenCpuPercent: Math.round(((f.cpuMs() - lg0) / (p.seconds * 1000)) * 1000) / 10, loadAverage: loadAverage() };
         row('2 dispatch', `submit → claim, ${n} agents waiting`, `p50 ${d.p50} ms, p99 ${d.p99} ms (${lat.length}/${cfg.dispatchCommands} claimed)`, 'p50 ≤ 5 ms, p99 ≤ 25 ms', d.p50 <= 5 && d.p99 <= 25 && lat.length === cfg.dispatchCommands);
         const all = lat.length === cfg.dispatchCommands;
         targets.add({ name: `submit → claim p50, ${n} agents`, value: d.p50, unit: 'ms', comparison: '<=', target: 5, conditionsMet: all, ...(all ? {} : { note: `${lat.length}/${cfg.dispatchCommands} claimed` }) });
@@ -263,6 +266,7 @@ async function dispatchAndThroughput() {
         const m = cfg.throughputCommands;
         log(`throughput: ${m} commands across ${n} agents (64 submitters)`);
         const before = await metric(s, 'tether_commands', 'state="succeeded"');
+        const syncs0 = await metric(s, 'tether_durability_syncs_total');
         await f.stats(true);
         // The server's CPU with the agents held and nothing submitted (their heartbeats and re-polls),
         // per second, is subtracted below: a slower run (a loaded machine) has more of it per command.
@@ -299,6 +303,7 @@ async function dispatchAndThroughput() {
         const p = w.read();
         const elapsed = (lastDone - t0) / 1000;
         const after = await metric(s, 'tether_commands', 'state="succeeded"');
+        const syncs = (await metric(s, 'tether_durability_syncs_total')) - syncs0;
         const rate = Math.round(done / elapsed);
         // The server's own utime+stime per applied command: the figure that does not depend on the load generators' share of the cores.
         const cpuMsPerCommand = done > 0 ? Math.round((p.cpuMs / done) * 1000) / 1000 : NaN;
@@ -317,6 +322,7 @@ async function dispatchAndThroughput() {
           serverCpuMsPerCommand: cpuMsPerCommand,
           serverIdleCpuMsPerSecond: Math.round(idleCpuMsPerSecond * 10) / 10,
           serverCpuMsPerCommandNet: netCpuMsPerCommand,
+          walSyncsPerCommand: done > 0 ? Math.round((syncs / done) * 100) / 100 : NaN,
           rssMB: mb(p.rssBytes),
           // The load generators' own CPU over the same window (% of one core; the machine has cpus().length).
           loadgen,
