@@ -16,6 +16,9 @@ import (
 // maxRetryAfterMs is MAX_RETRY_AFTER_MS: the longest wait an agent accepts from a Retry-After.
 const maxRetryAfterMs = 60_000.0
 
+// retryAfterJitterMs is RETRY_AFTER_JITTER_MS: added to a Retry-After, times a random number in [0, 1).
+const retryAfterJitterMs = 1000.0
+
 var (
 	deltaSeconds = regexp.MustCompile(`^[0-9]{1,9}$`)
 	httpDateHead = regexp.MustCompile(`^[A-Za-z]{3},? `)
@@ -49,12 +52,13 @@ const (
 	causeRetryAfter
 )
 
-// retryDelay is retryDelay: the control plane's Retry-After (bounded, jittered by at least a
-// second or a fifth of it) when it gave one, else min doubling per attempt up to max, ×1–2.
+// retryDelay is retryDelay: the control plane's Retry-After (bounded, plus up to a second of
+// jitter) when it gave one, else min doubling per attempt up to max, ×1–2. Checked against the
+// TypeScript plan's own answers by retry_test.go (test/bench/loadgen-go-retry.test.ts).
 func retryDelay(attempt int, retryAfterMs float64, hasRetryAfter bool, minBackoffMs, maxBackoffMs float64, random float64) (time.Duration, retryCause) {
 	if hasRetryAfter && !math.IsInf(retryAfterMs, 0) && !math.IsNaN(retryAfterMs) && retryAfterMs >= 0 {
 		asked := math.Min(maxRetryAfterMs, retryAfterMs)
-		jitter := math.Max(1000, asked/5) * random
+		jitter := retryAfterJitterMs * random
 		return msDuration(math.Round(math.Min(maxRetryAfterMs, asked+jitter))), causeRetryAfter
 	}
 	ms := math.Min(maxBackoffMs, math.Round((1+random)*minBackoffMs*math.Pow(2, float64(max(1, attempt)-1))))
