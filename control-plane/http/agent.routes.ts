@@ -199,8 +199,26 @@ export class AgentApi {
     return url !== undefined && url.startsWith(AGENT_API_PREFIX);
   }
 
-  /** Serves one request; never throws (every failure becomes a JSON error response). */
+  /**
+   * Serves one request; never throws (every failure becomes a JSON error response, or nothing when
+   * the client is gone). Its callers do not wait for it (`void handle(…)`): a throw here would be an
+   * unhandled rejection, on which `tether server` exits.
+   */
   async handle(req: ApiRequest, res: ApiResponse, socket: TLSSocket): Promise<void> {
+    try {
+      await this.serve(req, res, socket);
+    } catch (err) {
+      // Only a bug in the error path itself comes here: logged, the request ended, the server serving.
+      this.d.log.error({ err, method: req.method, route: req.url }, 'agent request failed while answering an error');
+      if (!res.destroyed) res.end();
+    }
+  }
+
+  private async serve(req: ApiRequest, res: ApiResponse, socket: TLSSocket): Promise<void> {
+    // Read while the connection is surely there: an HTTP/2 session's socket is a proxy that throws
+    // ERR_HTTP2_SOCKET_UNBOUND on every access once the session lost it (the client left while
+    // its request waited), and the error path below needs the address after any wait.
+    const peer = peerAddress(socket);
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
@@ -247,12 +265,17 @@ export class AgentApi {
       answered = true;
       send(res, route.status ?? 200, out);
     } catch (err) {
+      // The client's connection is gone (it left while this request waited): nobody to answer.
+      if ((err as { code?: unknown }).code === 'ERR_HTTP2_SOCKET_UNBOUND' || res.destroyed) {
+        this.d.log.debug({ method, route: path, code: (err as { code?: unknown }).code, peer }, 'request ended: the client is gone');
+        return;
+      }
       const d = describeError(err, this.hide);
       // A flooding agent's refusals are logged once per burst, not once each. A drain answers every
       // held poll 503 with when to come back: expected, counted once in the stop's log line, not an
       // error (with its stack) per agent while thousands are answered.
       if (err instanceof RetryLater) this.d.log.debug({ method, route: path, code: d.code, retryAfterSeconds: err.retryAfterSeconds }, 'request answered: retry later');
-      else if (!(err instanceof AgentRateLimited && !err.first)) logRefusal(this.d.log, err, d, { method, route: path, peer: socket.remoteAddress ?? null });
+      else if (!(err instanceof AgentRateLimited && !err.first)) logRefusal(this.d.log, err, d, { method, route: path, peer });
       if (res.headersSent) return void res.end();
       // An unread upload is not drained: HTTP/1.1 closes the connection after the answer.
       if ((d.status === 413 || !req.complete) && 'shouldKeepAlive' in res) res.shouldKeepAlive = false;
@@ -267,6 +290,15 @@ export class AgentApi {
               : {};
       send(res, d.status, errorBody(d.code, d.message), extra);
     }
+  }
+}
+
+/** The peer's address, or null when the socket cannot tell (an HTTP/2 session's socket already detached). */
+function peerAddress(socket: TLSSocket): string | null {
+  try {
+    return socket.remoteAddress ?? null;
+  } catch {
+    return null;
   }
 }
 
