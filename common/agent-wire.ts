@@ -51,3 +51,18 @@ export type PollResponse = z.infer<typeof pollResponseSchema>;
 
 export const heartbeatResponseSchema = z.object({ cancel: z.array(z.int()), serverTime: z.optional(z.string()) });
 export type HeartbeatResponse = z.infer<typeof heartbeatResponseSchema>;
+
+/**
+ * The answer to a result (POST /v1/agent/commands/{id}/result): `applied`, or `duplicate` for a
+ * result already stored for this attempt, and the command's state after it. With `?next=N`, also
+ * `next`: what GET /v1/agent/poll?wait=N would have answered (the next command claimed, or none
+ * after up to N s; cancellations to act on). A control plane without `next` answers without it.
+ */
+export const resultResponseSchema = z.object({
+  status: z.enum(['applied', 'duplicate']),
+  state: z.string(),
+  next: z.optional(pollResponseSchema),
+});
+export type ResultResponse = z.infer<typeof resultResponseSchema>;
+/** The answer with `?next=N`: `next` always present. */
+export type ResultNextResponse = ResultResponse & { next: PollResponse };

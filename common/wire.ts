@@ -15,11 +15,14 @@ export {
   heartbeatResponseSchema,
   pollResponseSchema,
   renewResponseSchema,
+  resultResponseSchema,
   type AgentRole,
   type BootstrapResponse,
   type ClaimedCommand,
   type HeartbeatResponse,
   type PollResponse,
+  type ResultNextResponse,
+  type ResultResponse,
 } from './agent-wire.ts';
 import { DURATION_RE, parseDurationSeconds } from './duration.ts';
 

@@ -7,7 +7,7 @@ import { isIP } from 'node:net';
 import { HttpClient, HttpError } from '../http-client.ts';
 import { Http2Client } from '../http2-client.ts';
 // The answers' schemas from agent-wire.ts (zod/mini), not wire.ts: the node agent's daemon loads no classic zod.
-import { bootstrapResponseSchema, heartbeatResponseSchema, pollResponseSchema, renewResponseSchema, type BootstrapResponse, type HeartbeatResponse, type PollResponse } from '../agent-wire.ts';
+import { bootstrapResponseSchema, heartbeatResponseSchema, pollResponseSchema, renewResponseSchema, resultResponseSchema, type BootstrapResponse, type HeartbeatResponse, type PollResponse, type ResultResponse } from '../agent-wire.ts';
 import type { HeartbeatRequest, LogLine, ResultRequest } from '../wire.ts';
 import type { KeyPair } from '../csr.ts';
 import { describeEndpoint, expandEndpoints, failoverReason, nextEndpoint, parseControlPlaneUrls, type Endpoint, type FailoverReason } from './failover.plan.ts';
@@ -201,6 +201,17 @@ export class AgentClient {
 
   async report(commandId: number, result: ResultRequest): Promise<{ status: string; state: string }> {
     return (await this.call((h) => h.request<{ status: string; state: string }>('POST', `/v1/agent/commands/${commandId}/result`, result))).body;
+  }
+
+  /**
+   * Reports a result and, in the same request, claims the next command (`?next=waitSeconds`: held
+   * like poll(waitSeconds) when nothing is queued). The answer's `next` is that poll's answer; it
+   * is absent when the control plane does not know `next` (one from before it ignores the query):
+   * the caller then polls on its own.
+   */
+  async reportAndPoll(commandId: number, result: ResultRequest, waitSeconds: number, signal?: AbortSignal): Promise<ResultResponse> {
+    const res = await this.call((h) => h.request('POST', `/v1/agent/commands/${commandId}/result?next=${waitSeconds}`, result, { signal, timeoutMs: (waitSeconds + 15) * 1000 }));
+    return resultResponseSchema.parse(res.body);
   }
 
   async logs(commandId: number, leaseId: string, lines: LogLine[]): Promise<void> {

@@ -106,11 +106,29 @@ export class AgentRateLimiter {
     this.onRefused = o.onRefused ?? (() => undefined);
   }
 
-  /** Takes one request of `cls` from the agent's bucket, or throws AgentRateLimited taking nothing. */
-  take(agentId: string, cls: AgentRouteClass): void {
+  /**
+   * Takes one request of `cls` from the agent's bucket, and one of `also` when given (a request
+   * that is two in one: a result that also claims the next command counts as a result and a
+   * poll), or throws AgentRateLimited taking nothing from either.
+   */
+  take(agentId: string, cls: AgentRouteClass, also?: AgentRouteClass): void {
+    const now = this.now();
+    const b = this.refill(agentId, cls, now);
+    const b2 = also === undefined || also === cls ? undefined : this.refill(agentId, also, now);
+    if (b.tokens < 1) this.refuse(cls, b);
+    if (b2 && b2.tokens < 1) this.refuse(also!, b2);
+    b.tokens -= 1;
+    b.refused = false;
+    if (b2) {
+      b2.tokens -= 1;
+      b2.refused = false;
+    }
+  }
+
+  /** The agent's bucket of `cls`, made or refilled up to `now`. */
+  private refill(agentId: string, cls: AgentRouteClass, now: number): Bucket {
     const r = this.rates[cls];
     const map = this.buckets.get(cls)!;
-    const now = this.now();
     let b = map.get(agentId);
     if (!b) {
       if (this.size >= MAX_BUCKETS) this.prune(now);
@@ -120,14 +138,15 @@ export class AgentRateLimiter {
     }
     b.tokens = Math.min(r.burst, b.tokens + ((now - b.at) / 1000) * r.perSecond);
     b.at = now;
-    if (b.tokens < 1) {
-      const first = !b.refused;
-      b.refused = true;
-      this.onRefused(cls);
-      throw new AgentRateLimited(cls, r, Math.max(1, Math.ceil((1 - b.tokens) / r.perSecond)), first);
-    }
-    b.tokens -= 1;
-    b.refused = false;
+    return b;
+  }
+
+  private refuse(cls: AgentRouteClass, b: Bucket): never {
+    const r = this.rates[cls];
+    const first = !b.refused;
+    b.refused = true;
+    this.onRefused(cls);
+    throw new AgentRateLimited(cls, r, Math.max(1, Math.ceil((1 - b.tokens) / r.perSecond)), first);
   }
 
   /** Forgets buckets that would be full again (they start full anyway). */

@@ -26,6 +26,7 @@ import { parseHeartbeat } from './heartbeat-body.ts';
 import { describeError, idParam, logRefusal } from './errors.ts';
 import type { FailureLimits } from './rate-limit.ts';
 import { AgentRateLimited, type AgentRateLimiter, type AgentRouteClass } from './agent-rate.ts';
+import { reportAndPoll, resultNextSeconds, type ResultNextDeps } from './result-next.ts';
 
 export function bootstrapRoutes(deps: { identity: IdentityService; limiter: FailureLimits }): Router {
   const r = Router();
@@ -63,12 +64,14 @@ interface Route {
   path: RegExp;
   role?: AgentPrincipal['role'];
   status?: number;
-  /** The handler may hold the request (long-poll): give it a signal for the client leaving. */
-  holds?: boolean;
-  /** The handler waits for the durability barrier itself (a claim: queue.poll; a heartbeat: queue.heartbeat), so the answer does not wait again. */
-  durable?: boolean;
+  /** The handler may hold the request (long-poll): give it a signal for the client leaving. A function: per query string. */
+  holds?: boolean | ((search: string) => boolean);
+  /** The handler waits for the durability barrier itself (a claim: queue.poll; a heartbeat: queue.heartbeat), so the answer does not wait again. A function: per query string. */
+  durable?: boolean | ((search: string) => boolean);
   /** The agent's request-rate class (agent-rate.ts); others are 'other'. */
   rate?: AgentRouteClass;
+  /** A second class the request also counts against, per query string (a result with `next` is a poll too). */
+  alsoRate?: (search: string) => AgentRouteClass | undefined;
   run(c: Call): Promise<unknown> | unknown;
 }
 
@@ -91,6 +94,8 @@ export function pollWaitSeconds(search: string): number | undefined {
   return pollQuery.parse(Object.fromEntries(new URLSearchParams(search))).wait;
 }
 const NEVER = new AbortController().signal;
+/** Whether a result's query asks for the next command (`next=`; a bad value is refused by resultNextSeconds before anything runs). */
+const hasNext = (search: string): boolean => search !== '' && resultNextSeconds(search) !== undefined;
 /** The heartbeat's usual answer, serialised once (send() writes a Buffer as it is). */
 const NOTHING_TO_CANCEL = Buffer.from(JSON.stringify({ cancel: [] } satisfies HeartbeatResponse));
 
@@ -111,10 +116,12 @@ export class AgentApi {
 
   /** Paths error messages must not show (the data folder). */
   private readonly hide: string[];
+  private readonly resultNext: ResultNextDeps;
 
   constructor(deps: { identity: IdentityService; queue: QueueService; vpn: VpnService; config: Config; log: Logger; durability: Durability; rate?: AgentRateLimiter | undefined }) {
     this.d = deps;
     this.hide = [resolve(deps.config.dataDir)];
+    this.resultNext = { queue: deps.queue, durability: deps.durability, log: deps.log, longPollSeconds: deps.config.longPollSeconds };
     const { queue, vpn, identity, config } = deps;
     this.routes = [
       { method: 'GET', path: /^\/v1\/agent\/whoami$/, run: (c) => c.agent },
@@ -143,11 +150,22 @@ export class AgentApi {
           return out.cancel.length === 0 ? NOTHING_TO_CANCEL : out;
         },
       },
+      // With `?next=N` the result also claims the next command (result-next.ts): held like a poll,
+      // counted as a poll too, and it waits for the barrier itself; without, as it always was.
       {
         method: 'POST',
         path: /^\/v1\/agent\/commands\/([^/]+)\/result$/,
         rate: 'result',
-        run: (c) => queue.report(c.agent, idParam(c.params[0]), resultRequestSchema.parse(c.body)),
+        alsoRate: (search) => (resultNextSeconds(search) === undefined ? undefined : 'poll'),
+        holds: hasNext,
+        durable: hasNext,
+        run: (c) => {
+          const next = resultNextSeconds(c.search);
+          const id = idParam(c.params[0]);
+          const result = resultRequestSchema.parse(c.body);
+          if (next === undefined) return queue.report(c.agent, id, result);
+          return reportAndPoll(this.resultNext, c.agent, id, result, next, c.signal);
+        },
       },
       {
         method: 'POST',
@@ -242,11 +260,12 @@ export class AgentApi {
       this.remember(agent.agentId, socket, req);
       if (route.role && agent.role !== route.role) throw forbidden(`this route is for ${route.role} agents only`, 'wrong_role');
       // Each agent's request rate per route class, before its body is read (agent-rate.ts).
-      this.d.rate?.take(agent.agentId, route.rate ?? 'other');
+      const search = q < 0 ? '' : url.slice(q + 1);
+      this.d.rate?.take(agent.agentId, route.rate ?? 'other', route.alsoRate?.(search));
       const body = method === 'GET' ? undefined : await readJsonBody(req, this.d.config.bodyLimitBytes);
       let signal = NEVER;
       let answered = false;
-      if (route.holds) {
+      if (route.holds === true || (route.holds && route.holds(search))) {
         // 'close' before we answered = the client left (HTTP/2 responses report writableFinished
         // on a reset stream too, so our own flag decides).
         const ac = new AbortController();
@@ -255,11 +274,11 @@ export class AgentApi {
         });
         signal = ac.signal;
       }
-      const out = await route.run({ agent, params: params!, search: q < 0 ? '' : url.slice(q + 1), body, signal });
+      const out = await route.run({ agent, params: params!, search, body, signal });
       // Answered only once what it acknowledges (a result, logs) is on disk; a claim waited in
       // queue.poll (where a claim whose agent left meanwhile is given back), a heartbeat in
       // queue.heartbeat (for its lease extensions only: db/durability.ts).
-      const durable = route.durable ? undefined : this.d.durability.barrier();
+      const durable = route.durable === true || (route.durable && route.durable(search)) ? undefined : this.d.durability.barrier();
       if (durable) await durable;
       if (signal.aborted) return;
       answered = true;

@@ -9,13 +9,14 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { AGENT_ROLES, COMMAND_STATES, bootstrapRequestSchema, bootstrapResponseSchema, cidSchema, createApiTokenSchema, createBootstrapTokenSchema, createClusterSchema, heartbeatRequestSchema, heartbeatResponseSchema, logsRequestSchema, pollResponseSchema, renewRequestSchema, renewResponseSchema, resultRequestSchema, submitCommandSchema } from '../../common/wire.ts';
+import { AGENT_ROLES, COMMAND_STATES, bootstrapRequestSchema, bootstrapResponseSchema, cidSchema, createApiTokenSchema, createBootstrapTokenSchema, createClusterSchema, heartbeatRequestSchema, heartbeatResponseSchema, logsRequestSchema, pollResponseSchema, renewRequestSchema, renewResponseSchema, resultRequestSchema, resultResponseSchema, submitCommandSchema } from '../../common/wire.ts';
 import { dnsLabel } from '../../common/specs.ts';
 import { vpnConfigSchema, vpnRegisterSchema } from '../../common/vpn.ts';
 import { deploySchema, desiredStateSchema, driftSettingsSchema, osidParam, redeploySchema, registerBundleSchema } from '../bundles/bundles.wire.ts';
 import { createVpnUserSchema } from '../vpn/vpn.schemas.ts';
 import { agentIdSchema, listAgentsQuery, listApiTokensQuery, listBootstrapTokensQuery, listCommandsQuery, logsQuery } from './admin.routes.ts';
 import { pollQuery } from './agent.routes.ts';
+import { resultNextQuery } from './result-next.ts';
 import { deleteQuery, listInstancesQuery, versionParam, versionsQuery } from './bundles.routes.ts';
 import { userId } from './vpn.routes.ts';
 import { createSessionSchema } from './sessions.routes.ts';
@@ -235,7 +236,7 @@ export const ROUTES: RouteDoc[] = [
   { method: 'get', path: '/v1/agent/whoami', auth: 'mtls', summary: 'the agent of this certificate', ok: { 200: principal }, errors: [429] },
   { method: 'get', path: '/v1/agent/poll', auth: 'mtls', summary: 'long-poll for the next command (held up to wait seconds)', query: pollQuery, ok: { 200: pollResponseSchema }, errors: [429] },
   { method: 'post', path: '/v1/agent/heartbeat', auth: 'mtls', summary: 'heartbeat with host metrics; answers cancellations', body: heartbeatRequestSchema, ok: { 200: heartbeatResponseSchema }, errors: [429] },
-  { method: 'post', path: '/v1/agent/commands/{id}/result', auth: 'mtls', summary: "report a claimed command's outcome", params: id, body: resultRequestSchema, ok: { 200: z.looseObject({ status: z.string() }) }, errors: [404, 409, 429] },
+  { method: 'post', path: '/v1/agent/commands/{id}/result', auth: 'mtls', summary: "report a claimed command's outcome; with next=N (seconds, as the poll's wait) also claim the next command in the same request: `next` is what GET /v1/agent/poll?wait=N would answer (held up to N s when nothing is queued; empty when the replica drains, the agent is revoked or storage fails meanwhile: the result is stored all the same)", params: id, query: resultNextQuery, body: resultRequestSchema, ok: { 200: resultResponseSchema }, errors: [404, 409, 429] },
   { method: 'post', path: '/v1/agent/commands/{id}/logs', auth: 'mtls', summary: "append log lines of a claimed command (capped per command, rate-limited per agent)", params: id, body: logsRequestSchema, ok: { 200: z.object({ stored: z.number().int() }) }, errors: [404, 409, 429] },
   { method: 'post', path: '/v1/agent/certificate', auth: 'mtls', summary: 'renew this agent\'s certificate from a CSR (once at most half its lifetime is left, one at a time)', body: renewRequestSchema, ok: { 201: renewResponseSchema }, errors: [429] },
   { method: 'put', path: '/v1/agent/vpn/node', auth: 'mtls', role: 'node', summary: "register this node's WireGuard keys, ports and endpoint", body: vpnRegisterSchema, ok: { 200: vpnConfigSchema }, errors: [409, 429] },

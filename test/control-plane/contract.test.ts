@@ -209,7 +209,8 @@ describe('API contract: every operation against the OpenAPI document (real contr
         const claimed = (await clusterAgent.client.poll(0)).command;
         assert.ok(claimed, 'a command to report on');
         const body = key.endsWith('result') ? { leaseId: claimed.leaseId, outcome: 'succeeded', outputs: { n: 1 } } : { leaseId: claimed.leaseId, lines: [{ stream: 'stdout', text: 'hello' }] };
-        return { params: { id: String(claimed.id) }, body };
+        // A result also claims the next command with next=N: 0 answers at once (nothing is queued).
+        return { params: { id: String(claimed.id) }, ...(key.endsWith('result') ? { query: { next: '0' } } : {}), body };
       }
       case 'post /v1/agent/certificate':
         return { body: { csr: createCsr(clusterAgent.keys, 'renew') } };
