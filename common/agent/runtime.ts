@@ -12,7 +12,7 @@
 import pRetry from 'p-retry';
 import type { Logger } from '../logger.ts';
 import { COMMAND_ERRORS, TetherError, classifyFailure, errorMessage, type CommandErrorCode } from '../errors.ts';
-import type { AgentMetrics, ClaimedCommand, LogLine, ResultRequest } from '../wire.ts';
+import type { AgentMetrics, ClaimedCommand, LogLine, PollResponse, ResultRequest } from '../wire.ts';
 import type { AgentClient } from './agent-client.ts';
 import { MemoryOutbox, type Outbox, type OutboxEntry } from './outbox.ts';
 import { Masker } from './masker.ts';
@@ -80,7 +80,8 @@ export interface RuntimeOptions {
 interface Running {
   command: ClaimedCommand;
   controller: AbortController;
-  done: Promise<void>;
+  /** The execution ended; its result is in the outbox (the entry), or was reported directly (undefined). */
+  done: Promise<OutboxEntry | undefined>;
 }
 
 export class AgentRuntime {
@@ -142,12 +143,17 @@ export class AgentRuntime {
 
   private async pollLoop(slot: number): Promise<void> {
     const log = this.o.log.child({ slot });
-    while (!this.stopping.signal.aborted) {
+    // The next command as the last result's answer gave it (reportNext): handled like a poll's answer.
+    let next: PollResponse | undefined;
+    // A command that answer claimed is run even if a stop came meanwhile (as a poll's would be).
+    while (!this.stopping.signal.aborted || next?.command) {
       // The attempt the backoff counts from: a Retry-After waited out starts it again (the control
       // plane said when to come back; not being there yet then is a first failure, not the nth).
       let backoffFrom = 0;
       try {
-        const res = await pRetry(async () => {
+        const given = next;
+        next = undefined;
+        const res = given ?? await pRetry(async () => {
           await this.flushOutbox(); // results first: a reconnect delivers what was produced while away
           return this.o.client.poll(this.o.pollWaitSeconds, this.stopping.signal);
         }, {
@@ -170,7 +176,9 @@ export class AgentRuntime {
         this.cancel(res.cancel);
         if (res.command) {
           const r = this.startExecution(res.command);
-          await r.done;
+          const entry = await r.done;
+          // Its result, and the next command in the same request; without one, the poll above.
+          next = await this.reportNext(entry);
         }
       } catch (err) {
         if (this.stopping.signal.aborted) break;
@@ -249,16 +257,18 @@ export class AgentRuntime {
       ctx.emit(`${outcome.status}${'error' in outcome ? `: ${outcome.error.code}: ${outcome.error.message}` : 'message' in outcome && outcome.message ? `: ${outcome.message}` : ''}`);
       await shipper.close();
       const result = toResult(command.leaseId, outcome, masker);
+      let stored = true;
       try {
         await this.o.outbox.put({ commandId: command.id, result });
       } catch (err) {
+        stored = false;
         // Without a durable outbox the result can still be delivered directly (and is lost only if that fails too).
         log.error({ err }, 'cannot store the result in the outbox; reporting it directly');
         await this.deliver({ commandId: command.id, result }).catch(() => undefined);
       }
       this.running.delete(command.id);
       secrets.close();
-      await this.flushOutbox();
+      return stored ? { commandId: command.id, result } : undefined;
     })();
     const r: Running = { command, controller, done };
     this.running.set(command.id, r);
@@ -270,16 +280,17 @@ export class AgentRuntime {
   private flushing: Promise<void> | undefined;
 
   /** Delivers stored results. A refusal (4xx: stale lease, unknown job) is final and drops the entry. */
-  flushOutbox(timeoutMs?: number): Promise<void> {
+  flushOutbox(timeoutMs?: number, except?: OutboxEntry): Promise<void> {
     if (!this.flushing) {
-      this.flushing = this.deliverAll(timeoutMs).finally(() => {
+      this.flushing = this.deliverAll(timeoutMs, except).finally(() => {
         this.flushing = undefined;
       });
     }
     return this.flushing;
   }
 
-  private async deliverAll(timeoutMs?: number): Promise<void> {
+  /** Every stored result but `except` (a slot's own, which it delivers with its next poll: reportNext). */
+  private async deliverAll(timeoutMs?: number, except?: OutboxEntry): Promise<void> {
     const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
     let entries: OutboxEntry[];
     try {
@@ -290,15 +301,37 @@ export class AgentRuntime {
     }
     for (const entry of entries) {
       if (deadline !== undefined && Date.now() > deadline) return;
+      if (except && entry.commandId === except.commandId && entry.result.leaseId === except.result.leaseId) continue;
       await this.deliver(entry);
     }
   }
 
-  private async deliver(entry: OutboxEntry): Promise<void> {
+  /**
+   * A slot's own result, just put in the outbox: the other results waiting there go first (as
+   * today), then this one with the next poll in the same request (`?next=`, one request per
+   * command). Returns the answer's next command (a poll's answer), or undefined: stopping, a
+   * control plane that does not know `next` (it answers without), or a failure, after which the
+   * result stays in the outbox and the slot's next poll delivers it first, as before.
+   */
+  private async reportNext(entry: OutboxEntry | undefined): Promise<PollResponse | undefined> {
+    if (!entry || this.stopping.signal.aborted) {
+      await this.flushOutbox();
+      return undefined;
+    }
+    await this.flushOutbox(undefined, entry);
+    if (this.stopping.signal.aborted) return undefined;
+    const r = await this.deliver(entry, this.o.pollWaitSeconds);
+    return r?.next;
+  }
+
+  private async deliver(entry: OutboxEntry, nextWaitSeconds?: number): Promise<{ status: string; state: string; next?: PollResponse } | undefined> {
     try {
-      const r = await this.o.client.report(entry.commandId, entry.result);
+      const r = nextWaitSeconds === undefined
+        ? await this.o.client.report(entry.commandId, entry.result)
+        : await this.o.client.reportAndPoll(entry.commandId, entry.result, nextWaitSeconds, this.stopping.signal);
       this.o.log.info({ commandId: entry.commandId, outcome: entry.result.outcome, status: r.status, state: r.state }, 'result delivered');
       await this.o.outbox.remove(entry).catch((err: unknown) => this.o.log.error({ err }, 'cannot remove a delivered result from the outbox'));
+      return r;
     } catch (err) {
       if (err instanceof TetherError && !err.retryable && err.status >= 400 && err.status < 500) {
         this.o.log.warn({ commandId: entry.commandId, err }, 'result refused by the control plane; dropping it');
@@ -306,6 +339,7 @@ export class AgentRuntime {
       } else {
         this.o.log.warn({ commandId: entry.commandId, err }, 'result not delivered yet; kept in the outbox');
       }
+      return undefined;
     }
   }
 
