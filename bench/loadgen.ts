@@ -16,6 +16,11 @@ import { retryDelay } from '../common/agent/retry.plan.ts';
 
 /** BENCH_AGENT_RETRY_AFTER=0: the simulated agents ignore Retry-After, as agents before issue 18 did (before/after runs). */
 const HONOUR_RETRY_AFTER = process.env.BENCH_AGENT_RETRY_AFTER !== '0';
+/**
+ * BENCH_AGENT_RESULT_NEXT=0: a result, then a poll (two requests per command, as before issue 18's
+ * result?next=N); by default the result claims the next command in the same request, as the runtime.
+ */
+export const RESULT_NEXT = process.env.BENCH_AGENT_RESULT_NEXT !== '0';
 /** Poll retries that waited out a Retry-After (since the last reset). */
 let retryAfterWaits = 0;
 
@@ -51,6 +56,10 @@ export interface LoadgenStats {
   claims: { id: number; at: number }[];
   resultsOk: number;
   resultsErr: number;
+  /** Result requests sent (every attempt; with next or not). Poll requests are pollOk + pollErr. */
+  resultRequests: number;
+  /** Answers to a result with next that carried `next` (a poll's answer, no poll sent for it). */
+  resultNext: number;
   resultDone: { id: number; at: number }[];
   /** Since the last mark: agents that had a successful heartbeat, and their times (ms after the mark). */
   recoveredHb: number[];
@@ -67,7 +76,8 @@ export interface LoadgenStats {
 let cfg: LoadgenStart;
 let stopped = false;
 const hbLat = new Reservoir(100_000);
-const stats = { hbOk: 0, hbErr: 0, pollOk: 0, pollErr: 0, resultsOk: 0, resultsErr: 0 };
+const stats = { hbOk: 0, hbErr: 0, pollOk: 0, pollErr: 0, resultsOk: 0, resultsErr: 0, resultRequests: 0, resultNext: 0 };
+type PollAnswer = { command?: { id: number; leaseId: string } | null };
 let claims: { id: number; at: number }[] = [];
 let resultDone: { id: number; at: number }[] = [];
 const errors: Record<string, number> = {};
@@ -152,7 +162,18 @@ class SimAgent {
 
   private async pollLoop(): Promise<void> {
     let attempt = 0;
+    // The next command as a result's answer gave it (result?next=N): taken as a poll's answer.
+    let given: PollAnswer | undefined;
     while (!stopped) {
+      if (given) {
+        const cmd = given.command;
+        given = undefined;
+        if (cmd) {
+          claims.push({ id: cmd.id, at: nowMs() });
+          if (cfg.mode === 'ack') given = await this.report(cmd);
+        }
+        continue;
+      }
       const t0 = nowMs();
       const held = setTimeout(() => {
         // Still held 2 s after it was sent: the control plane has this agent's poll.
@@ -171,7 +192,7 @@ class SimAgent {
         const cmd = r.json?.command as { id: number; leaseId: string } | null | undefined;
         if (cmd) {
           claims.push({ id: cmd.id, at: nowMs() });
-          if (cfg.mode === 'ack') await this.report(cmd);
+          if (cfg.mode === 'ack') given = await this.report(cmd);
         }
       } catch (err) {
         clearTimeout(held);
@@ -202,20 +223,28 @@ class SimAgent {
     }
   }
 
-  /** Delivers a result like the runtime's outbox: retried until applied or refused. */
-  private async report(cmd: { id: number; leaseId: string }): Promise<void> {
+  /**
+   * Delivers a result like the runtime: first with the next poll in the same request (RESULT_NEXT),
+   * whose answer's `next` is returned; a retry (the runtime's outbox) is the result alone.
+   */
+  private async report(cmd: { id: number; leaseId: string }): Promise<PollAnswer | undefined> {
     for (let i = 0; i < 30 && !stopped; i++) {
       try {
-        const r = await this.request('POST', `/v1/agent/commands/${cmd.id}/result`, { leaseId: cmd.leaseId, outcome: 'succeeded', outputs: { bench: true } }, 15_000);
+        const next = RESULT_NEXT && i === 0;
+        const path = `/v1/agent/commands/${cmd.id}/result${next ? `?next=${cfg.pollWaitSeconds}` : ''}`;
+        stats.resultRequests++;
+        const r = await this.request('POST', path, { leaseId: cmd.leaseId, outcome: 'succeeded', outputs: { bench: true } }, next ? (cfg.pollWaitSeconds + 15) * 1000 : 15_000);
         if (r.status === 200) {
           stats.resultsOk++;
           resultDone.push({ id: cmd.id, at: nowMs() });
-          return;
+          const given = (r.json as { next?: PollAnswer } | undefined)?.next;
+          if (given) stats.resultNext++;
+          return given;
         }
         if (r.status >= 400 && r.status < 500) {
           stats.resultsErr++;
           errors[`result_${r.status}`] = (errors[`result_${r.status}`] ?? 0) + 1;
-          return;
+          return undefined;
         }
       } catch (err) {
         count(err);
@@ -223,6 +252,7 @@ class SimAgent {
       await sleep(Math.min(10_000, 500 * 2 ** i));
     }
     stats.resultsErr++;
+    return undefined;
   }
 }
 

@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { HttpClient } from '../common/http-client.ts';
 import { Fleet } from './lib/fleet.ts';
+import { lastFinished, waitApplied } from './lib/applied.ts';
 import { clusterOf, ensureIdentities, identityDir } from './lib/identities.ts';
 import { freePort } from './lib/net.ts';
 import { startPostgres, type BenchPostgres } from './lib/postgres.ts';
@@ -146,26 +147,35 @@ async function runSetup(ctx: ReplicasContext, setup: Setup, pgServer: BenchPostg
 
     // Throughput: N commands from 64 submitters (alternating replicas), results reported by the agents.
     log(`replicas ${setup}: throughput, ${cfg.commands} commands over ${n} agents`);
+    const before = await metric(servers[0]!, 'tether_commands', 'state="succeeded"');
+    await stats(true);
     const t0 = nowMs();
     let next = 0;
+    let minId = Number.POSITIVE_INFINITY;
+    let maxId = 0;
     await Promise.all(
       Array.from({ length: 64 }, async () => {
         while (next < cfg.commands) {
           const k = next++;
-          await submitOn(k, Math.floor(Math.random() * n));
+          const { id } = (await submitOn(k, Math.floor(Math.random() * n))).body;
+          minId = Math.min(minId, id);
+          maxId = Math.max(maxId, id);
         }
       }),
     );
-    let done = 0;
-    let lastDone = t0;
-    const deadline = Date.now() + 300_000;
-    while (done < cfg.commands && Date.now() < deadline) {
-      await sleep(250);
-      const st = await stats(false);
-      done += st.resultDone.length;
-      for (const r of st.resultDone) lastDone = Math.max(lastDone, r.at);
-    }
-    const seconds = (lastDone - t0) / 1000;
+    // Done when the control plane says (bench/lib/applied.ts: with result?next the agents' last answers wait out a hold).
+    await waitApplied({
+      m: cfg.commands,
+      deadlineMs: 300_000,
+      poll: async () => {
+        const all = await Promise.all(fleets.map((f) => f.stats(false)));
+        return { resultRequests: all.reduce((a, s) => a + s.resultRequests, 0), resultDone: all.flatMap((s) => s.resultDone) };
+      },
+      succeeded: async () => (await metric(servers[0]!, 'tether_commands', 'state="succeeded"')) - before,
+    });
+    const fin = await lastFinished(submitters[0]!, minId, maxId);
+    const done = fin.applied;
+    const seconds = (Math.max(t0, fin.lastFinishedAt) - t0) / 1000;
     const throughput = { commands: cfg.commands, done, seconds: Math.round(seconds * 100) / 100, commandsPerSecond: Math.round(done / seconds) };
 
     // Quiet window: heartbeats only (every agent every 5 s); CPU of the control planes and of PostgreSQL.

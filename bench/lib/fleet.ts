@@ -123,9 +123,9 @@ export class Fleet {
         return r;
       }),
     );
-    const sum: LoadgenStats = { type: 'stats', agents: 0, healthy: 0, connected: 0, hbOk: 0, hbErr: 0, hbLatency: [], pollOk: 0, pollErr: 0, claims: [], resultsOk: 0, resultsErr: 0, resultDone: [], recoveredHb: [], recoveredPoll: [], tlsConnects: 0, tlsResumed: 0, retryAfterWaits: 0, errors: {} };
+    const sum: LoadgenStats = { type: 'stats', agents: 0, healthy: 0, connected: 0, hbOk: 0, hbErr: 0, hbLatency: [], pollOk: 0, pollErr: 0, claims: [], resultsOk: 0, resultsErr: 0, resultRequests: 0, resultNext: 0, resultDone: [], recoveredHb: [], recoveredPoll: [], tlsConnects: 0, tlsResumed: 0, retryAfterWaits: 0, errors: {} };
     for (const s of all) {
-      for (const k of ['agents', 'healthy', 'connected', 'hbOk', 'hbErr', 'pollOk', 'pollErr', 'resultsOk', 'resultsErr', 'tlsConnects', 'tlsResumed', 'retryAfterWaits'] as const) sum[k] += s[k];
+      for (const k of ['agents', 'healthy', 'connected', 'hbOk', 'hbErr', 'pollOk', 'pollErr', 'resultsOk', 'resultsErr', 'resultRequests', 'resultNext', 'tlsConnects', 'tlsResumed', 'retryAfterWaits'] as const) sum[k] += s[k];
       for (const k of ['hbLatency', 'claims', 'resultDone', 'recoveredHb', 'recoveredPoll'] as const) (sum[k] as unknown[]).push(...(s[k] as unknown[]));
       for (const [k, v] of Object.entries(s.errors)) sum.errors[k] = (sum.errors[k] ?? 0) + v;
     }

@@ -26,6 +26,10 @@ import (
 // honourRetryAfter: BENCH_AGENT_RETRY_AFTER=0 makes the agents ignore Retry-After, as loadgen.ts.
 var honourRetryAfter = true
 
+// resultNext: a result claims the next command in the same request (result?next=N, as the
+// runtime); BENCH_AGENT_RESULT_NEXT=0 gives the result and then a poll, as loadgen.ts.
+var resultNext = true
+
 type response struct {
 	status        int
 	body          []byte
@@ -216,10 +220,30 @@ type pollAnswer struct {
 	} `json:"command"`
 }
 
+// resultAnswer: a result's answer; Next only with ?next=N (what the poll would have answered).
+type resultAnswer struct {
+	Next *pollAnswer `json:"next"`
+}
+
 func (a *agent) pollLoop(cfg *startMsg) {
 	attempt := 0
 	path := "/v1/agent/poll?wait=" + strconv.Itoa(cfg.PollWaitSeconds)
+	// The next command as a result's answer gave it: taken as a poll's answer, no poll sent.
+	var given *pollAnswer
 	for !stopped.Load() {
+		if given != nil {
+			ans := given
+			given = nil
+			if ans.Command != nil {
+				mu.Lock()
+				st.claims = append(st.claims, stamp{ans.Command.ID, nowMs()})
+				mu.Unlock()
+				if cfg.Mode == "ack" {
+					given = a.report(ans.Command.ID, ans.Command.LeaseID, cfg.PollWaitSeconds)
+				}
+			}
+			continue
+		}
 		t0 := nowMs()
 		// Still held 2 s after it was sent: the control plane has this agent's poll.
 		held := time.AfterFunc(2*time.Second, func() {
@@ -249,7 +273,7 @@ func (a *agent) pollLoop(cfg *startMsg) {
 			}
 			mu.Unlock()
 			if ans.Command != nil && cfg.Mode == "ack" {
-				a.report(ans.Command.ID, ans.Command.LeaseID)
+				given = a.report(ans.Command.ID, ans.Command.LeaseID, cfg.PollWaitSeconds)
 			}
 			continue
 		}
@@ -286,25 +310,42 @@ func (a *agent) pollLoop(cfg *startMsg) {
 	}
 }
 
-// report delivers a result like the runtime's outbox (and loadgen.ts): retried until applied or refused.
-func (a *agent) report(id int64, leaseID string) {
+// report delivers a result like the runtime (and loadgen.ts): first with the next poll in the
+// same request (resultNext), whose answer's next is returned; retried alone (the runtime's outbox)
+// until applied or refused.
+func (a *agent) report(id int64, leaseID string, pollWaitSeconds int) *pollAnswer {
 	body := map[string]any{"leaseId": leaseID, "outcome": "succeeded", "outputs": map[string]bool{"bench": true}}
 	path := "/v1/agent/commands/" + strconv.FormatInt(id, 10) + "/result"
 	for i := 0; i < 30 && !stopped.Load(); i++ {
-		r, err := a.request("POST", path, body, 15*time.Second)
+		next := resultNext && i == 0
+		p, timeout := path, 15*time.Second
+		if next {
+			p, timeout = path+"?next="+strconv.Itoa(pollWaitSeconds), time.Duration(pollWaitSeconds+15)*time.Second
+		}
+		mu.Lock()
+		st.resultRequests++
+		mu.Unlock()
+		r, err := a.request("POST", p, body, timeout)
 		if err == nil && r.status == 200 {
+			var ans resultAnswer
+			if next {
+				_ = json.Unmarshal(r.body, &ans)
+			}
 			mu.Lock()
 			st.resultsOk++
 			st.resultDone = append(st.resultDone, stamp{id, nowMs()})
+			if ans.Next != nil {
+				st.resultNext++
+			}
 			mu.Unlock()
-			return
+			return ans.Next
 		}
 		if err == nil && r.status >= 400 && r.status < 500 {
 			mu.Lock()
 			st.resultsErr++
 			countLocked(fmt.Sprintf("result_%d", r.status))
 			mu.Unlock()
-			return
+			return nil
 		}
 		if err != nil {
 			mu.Lock()
@@ -316,6 +357,7 @@ func (a *agent) report(id int64, leaseID string) {
 	mu.Lock()
 	st.resultsErr++
 	mu.Unlock()
+	return nil
 }
 
 func (a *agent) stop() { a.tr.CloseIdleConnections() }

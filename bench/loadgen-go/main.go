@@ -172,6 +172,7 @@ func startAgents(m *startMsg) {
 
 func main() {
 	honourRetryAfter = os.Getenv("BENCH_AGENT_RETRY_AFTER") != "0"
+	resultNext = os.Getenv("BENCH_AGENT_RESULT_NEXT") != "0"
 	// BENCH_LOADGEN_CPUPROFILE=<file>: a CPU profile of the whole run (go tool pprof), written at stop.
 	if f := os.Getenv("BENCH_LOADGEN_CPUPROFILE"); f != "" {
 		w, err := os.Create(f)

@@ -39,6 +39,7 @@ var (
 	markAt float64
 	st     struct {
 		hbOk, hbErr, pollOk, pollErr, resultsOk, resultsErr, retryAfterWaits int
+		resultRequests, resultNext                                           int
 		hbLat                                                                reservoir
 		claims, resultDone                                                   []stamp
 		errors                                                               map[string]int
@@ -66,6 +67,8 @@ type loadgenStats struct {
 	Claims          []stamp        `json:"claims"`
 	ResultsOk       int            `json:"resultsOk"`
 	ResultsErr      int            `json:"resultsErr"`
+	ResultRequests  int            `json:"resultRequests"`
+	ResultNext      int            `json:"resultNext"`
 	ResultDone      []stamp        `json:"resultDone"`
 	RecoveredHb     []float64      `json:"recoveredHb"`
 	RecoveredPoll   []float64      `json:"recoveredPoll"`
@@ -83,6 +86,7 @@ func snapshot(reset bool) loadgenStats {
 	s := loadgenStats{
 		Type: "stats", Agents: len(agents),
 		HbOk: st.hbOk, HbErr: st.hbErr, PollOk: st.pollOk, PollErr: st.pollErr, ResultsOk: st.resultsOk, ResultsErr: st.resultsErr,
+		ResultRequests: st.resultRequests, ResultNext: st.resultNext,
 		HbLatency: append([]float64{}, st.hbLat.values...), Claims: st.claims, ResultDone: st.resultDone,
 		RecoveredHb: []float64{}, RecoveredPoll: []float64{},
 		TLSConnects: st.tlsConnects.Load(), TLSResumed: st.tlsResumed.Load(), RetryAfterWaits: st.retryAfterWaits,
@@ -114,6 +118,7 @@ func snapshot(reset bool) loadgenStats {
 	st.claims, st.resultDone = nil, nil
 	if reset {
 		st.hbOk, st.hbErr, st.pollOk, st.pollErr, st.resultsOk, st.resultsErr, st.retryAfterWaits = 0, 0, 0, 0, 0, 0, 0
+		st.resultRequests, st.resultNext = 0, 0
 		st.hbLat = reservoir{}
 		st.errors = nil
 	}

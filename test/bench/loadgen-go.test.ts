@@ -3,7 +3,8 @@
  * bench starts it): a handful of simulated agents, each with its own certificate issued through the
  * bootstrap flow, driven through bench/lib/fleet.ts as the bench drives it. Checks what the bench
  * reads from it: heartbeats answered, polls held by the control plane, a command claimed and its
- * result applied (the command `succeeded` through the API), and after a restart of the control
+ * result applied (the command `succeeded` through the API) in one request with the next poll
+ * (result?next=N: its answer carries `next`), and after a restart of the control
  * plane the agents back, over resumed TLS sessions.
  *
  * Go is the toolchain's (test/toolchain/install.sh builds etcd and the Kubernetes binaries with it):
@@ -93,8 +94,15 @@ describe('bench: the Go load generator', function () {
     assert.equal(st.tlsConnects, AGENTS, 'one TLS connection per agent');
 
     // A command for agent 2: claimed over its held poll, reported, and succeeded through the API.
-    const { id } = (await s.admin.request<{ id: number }>('POST', '/v1/commands', { target: { cluster: clusterOf(2) }, type: 'manifest', spec: { manifests: 'apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}\n' } })).body;
+    const submit = async () => (await srv.admin.request<{ id: number }>('POST', '/v1/commands', { target: { cluster: clusterOf(2) }, type: 'manifest', spec: { manifests: 'apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}\n' } })).body.id;
+    const id = await submit();
     await until('the command succeeded', 20_000, async () => ((await srv.admin.request<{ state: string }>('GET', `/v1/commands/${id}`)).body.state === 'succeeded' ? true : undefined));
+    // Its result went with the next poll in one request (result?next=25), held now as agent 2's
+    // poll: every agent's poll is held again and no poll was sent after the result.
+    await until('every poll held after the result', 20_000, async () => ((await metric(srv, 'tether_long_polls_held')) === AGENTS ? true : undefined));
+    // A second command is claimed through that request: its answer is the first result's, with `next`.
+    const id2 = await submit();
+    await until('the second command succeeded', 20_000, async () => ((await srv.admin.request<{ state: string }>('GET', `/v1/commands/${id2}`)).body.state === 'succeeded' ? true : undefined));
     // The control plane commits before it answers: the agent may count its 200 a moment after the API shows the state.
     const claims: LoadgenStats['claims'] = [];
     const done: LoadgenStats['resultDone'] = [];
@@ -102,14 +110,17 @@ describe('bench: the Go load generator', function () {
       const r = await fleet!.stats(false); // claims and results since the last report
       claims.push(...r.claims);
       done.push(...r.resultDone);
-      return r.resultsOk >= 1 ? r : undefined;
+      return r.resultsOk >= 1 && claims.length >= 2 ? r : undefined;
     });
-    assert.deepEqual(claims.map((x) => x.id), [id]);
+    assert.deepEqual(claims.map((x) => x.id), [id, id2]);
+    // The second result is answered after its own next poll's hold (25 s): only the first is counted.
     assert.deepEqual(done.map((x) => x.id), [id]);
     assert.equal(after.resultsOk, 1);
     assert.equal(after.resultsErr, 0);
     assert.ok(claims[0]!.at <= done[0]!.at);
     assert.ok(after.pollOk >= 1, 'the answered poll was counted');
+    assert.equal(after.resultRequests, 2, 'one request per result');
+    assert.equal(after.resultNext, 1, "the first result's answer carried the second command");
 
     // A restart on the same port: every agent back (heartbeat and poll after the mark), over resumed sessions.
     await fleet.mark();
