@@ -140,7 +140,9 @@ describe('replicas: an agent with several control-plane URLs', function () {
     assert.ok(lines.includes('finished on whichever replica answers') && lines.includes('succeeded'), JSON.stringify(lines));
     assert.ok(moves.length >= 1 && moves[0]!.from === a.url && moves[0]!.to === b.url, JSON.stringify(moves));
     assert.ok(moves.every((m) => m.reason === 'unreachable' || m.reason === 'draining'), JSON.stringify(moves));
-    // Delivered once (the outbox is empty); a report under another lease is fenced on B as on A.
+    // Delivered once (the outbox is empty: once the answer came, which with result?next waits out
+    // the next poll's hold, up to pollWaitSeconds); a report under another lease is fenced on B as on A.
+    await eventually(async () => (await new FileOutbox(outboxDir).list()).length === 0, 10_000, 'the outbox emptied once the result was acknowledged');
     assert.deepEqual(await new FileOutbox(outboxDir).list(), []);
     await assert.rejects(client.report(id, { leaseId: 'not-this-attempts-lease', outcome: 'failed' }), (e: HttpError) => e.status === 409 && e.code === 'stale_lease');
     assert.equal((await job(b, id)).state, 'succeeded');
