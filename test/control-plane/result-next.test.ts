@@ -11,7 +11,10 @@ import assert from 'node:assert/strict';
 import https from 'node:https';
 import { z } from 'zod';
 import { DEFAULT_AGENT_RATES } from '../../control-plane/http/agent-rate.ts';
-import { resultNextQuery, resultNextSeconds } from '../../control-plane/http/result-next.ts';
+import { reportAndPoll, resultNextQuery, resultNextSeconds, type ResultNextDeps } from '../../control-plane/http/result-next.ts';
+import { RetryLater } from '../../control-plane/queue/queue.service.ts';
+import { TetherError, forbidden } from '../../common/errors.ts';
+import { silentLogger } from '../../common/logger.ts';
 import type { HttpError } from '../../common/http-client.ts';
 import type { CommandView, ResultResponse } from '../../common/wire.ts';
 import { eventually, removeDir, startTestControlPlane, type TestAgent, type TestControlPlane } from '../support/control-plane.ts';
@@ -246,4 +249,33 @@ describe('result next query (agent API)', () => {
       assert.equal(viaFastPath(search), want);
     });
   }
+});
+
+describe('result + next: what the poll part throws (result-next.ts, the queue stubbed)', () => {
+  const agent = { agentId: 'ag', aid: 'aaaaa', cid: 'c1', role: 'cluster-agent' as const, nid: null };
+  const result = { leaseId: 'l', outcome: 'succeeded' as const };
+  const deps = (poll: () => Promise<never>, barrier: () => Promise<void> | undefined = () => undefined) => ({
+    queue: { report: async () => ({ status: 'applied' as const, state: 'succeeded' as const }), poll } as unknown as ResultNextDeps['queue'],
+    durability: { barrier } as unknown as ResultNextDeps['durability'],
+    log: silentLogger(),
+    longPollSeconds: 25,
+  });
+
+  it('a storage failure while claiming answers the stored result with an empty next', async () => {
+    const storage = Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR_WRITE' });
+    const r = await reportAndPoll(deps(() => Promise.reject(storage)), agent, 1, result, 5, new AbortController().signal);
+    assert.deepEqual(r, { status: 'applied', state: 'succeeded', next: EMPTY });
+  });
+
+  it('so does any other failure of the poll part (a drain, a revocation, a bug)', async () => {
+    for (const err of [new RetryLater('draining', 'draining', 3), forbidden('revoked', 'certificate_revoked'), new TypeError('bug')]) {
+      const r = await reportAndPoll(deps(() => Promise.reject(err)), agent, 1, result, 5, new AbortController().signal);
+      assert.deepEqual(r.next, EMPTY, String(err));
+    }
+  });
+
+  it('but a failed barrier (the result itself not known on disk) is an error, not a 200', async () => {
+    const eio = new TetherError('storage_unavailable', 'fsync failed', { status: 503 });
+    await assert.rejects(reportAndPoll(deps(() => Promise.reject(new Error('x')), () => Promise.reject(eio)), agent, 1, result, 5, new AbortController().signal), (e) => e === eio);
+  });
 });
