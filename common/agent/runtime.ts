@@ -11,45 +11,16 @@
  */
 import pRetry from 'p-retry';
 import type { Logger } from '../logger.ts';
-import { COMMAND_ERRORS, TetherError, classifyFailure, errorMessage, type CommandErrorCode } from '../errors.ts';
-import type { AgentMetrics, ClaimedCommand, LogLine, PollResponse, ResultRequest } from '../wire.ts';
+import { TetherError, classifyFailure, errorMessage } from '../errors.ts';
+import type { AgentMetrics, ClaimedCommand, PollResponse } from '../wire.ts';
 import type { AgentClient } from './agent-client.ts';
 import { MemoryOutbox, type Outbox, type OutboxEntry } from './outbox.ts';
 import { Masker } from './masker.ts';
 import { retryDelay } from './retry.plan.ts';
+import { LogShipper } from './log-shipper.ts';
+import { StopReason, fromStopReason, toResult, type ExecutionContext, type Executor, type Outcome } from './outcome.ts';
 
-export type Outcome =
-  | { status: 'succeeded'; outputs?: Record<string, unknown> }
-  | { status: 'failed'; error: { code: CommandErrorCode; message: string }; outputs?: Record<string, unknown> }
-  | { status: 'cancelled'; message?: string }
-  | { status: 'timed_out'; message?: string };
-
-/** Why an execution's signal was aborted. */
-export class StopReason extends Error {
-  readonly kind: 'cancelled' | 'timed_out' | 'shutdown';
-  constructor(kind: 'cancelled' | 'timed_out' | 'shutdown', message: string) {
-    super(message);
-    this.kind = kind;
-  }
-}
-
-export interface ExecutionContext {
-  commandId: number;
-  attempt: number;
-  /** Aborted on cancellation, timeout or shutdown; `signal.reason` is a {@link StopReason}. */
-  signal: AbortSignal;
-  /** Local structured log (stays on the agent). */
-  log: Logger;
-  /** A line for the command's log on the control plane; registered secret values are masked. */
-  emit(text: string, stream?: LogLine['stream']): void;
-  /**
-   * Registers a secret value (for as long as this execution runs) with the agent's one masker: it
-   * never appears in an emitted line, the outputs or error of the result, or the agent's own log.
-   */
-  mask(value: string): void;
-}
-
-export type Executor = (command: ClaimedCommand, ctx: ExecutionContext) => Promise<Outcome>;
+export { StopReason, type ExecutionContext, type Executor, type Outcome };
 
 export interface RuntimeOptions {
   client: AgentClient;
@@ -386,93 +357,6 @@ export class AgentRuntime {
       this.o.log.warn({ err, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) }, 'heartbeat failed');
     } finally {
       this.heartbeating = false;
-    }
-  }
-}
-
-function fromStopReason(reason: unknown, outcome: Outcome): Outcome {
-  if (reason instanceof StopReason) {
-    if (reason.kind === 'timed_out') return { status: 'timed_out', message: reason.message };
-    return { status: 'cancelled', message: reason.message };
-  }
-  return outcome;
-}
-
-/** The result as sent: every string of the outputs and the error message masked (the one masker). */
-function toResult(leaseId: string, o: Outcome, masker: Masker): ResultRequest {
-  switch (o.status) {
-    case 'succeeded':
-      return { leaseId, outcome: 'succeeded', ...(o.outputs ? { outputs: masker.applyDeep(o.outputs) } : {}) };
-    case 'failed':
-      return {
-        leaseId,
-        outcome: 'failed',
-        error: { code: o.error.code, message: masker.apply(o.error.message).slice(0, 16_000), retryable: COMMAND_ERRORS[o.error.code].retryable },
-        ...(o.outputs ? { outputs: masker.applyDeep(o.outputs) } : {}),
-      };
-    case 'cancelled':
-      return { leaseId, outcome: 'cancelled', error: { code: 'cancelled', message: masker.apply(o.message ?? 'cancelled'), retryable: false } };
-    case 'timed_out':
-      return { leaseId, outcome: 'timed_out', error: { code: 'timed_out', message: masker.apply(o.message ?? 'timed out'), retryable: false } };
-  }
-}
-
-/** Batches a command's log lines to the control plane (best effort, bounded memory). */
-class LogShipper {
-  private buf: LogLine[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private sending: Promise<void> = Promise.resolve();
-  private dropped = 0;
-  private readonly client: AgentClient;
-  private readonly command: ClaimedCommand;
-  private readonly masker: Masker;
-  private readonly log: Logger;
-
-  constructor(client: AgentClient, command: ClaimedCommand, masker: Masker, log: Logger) {
-    this.client = client;
-    this.command = command;
-    this.masker = masker;
-    this.log = log;
-  }
-
-  push(stream: LogLine['stream'], text: string): void {
-    // Masked whole before it is split: a multi-line value in one emitted text is masked whole.
-    for (const line of this.masker.apply(text).split('\n')) {
-      if (this.buf.length >= 10_000) {
-        this.dropped++;
-        continue;
-      }
-      this.buf.push({ ts: new Date().toISOString(), stream, text: line.slice(0, 16_000) });
-    }
-    if (this.buf.length >= 500) this.flush();
-    else this.timer ??= setTimeout(() => this.flush(), 500);
-  }
-
-  private flush(): Promise<void> {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    this.sending = this.sending.then(async () => {
-      while (this.buf.length) {
-        const batch = this.buf.slice(0, 1000);
-        try {
-          await this.client.logs(this.command.id, this.command.leaseId, batch);
-          this.buf.splice(0, batch.length);
-        } catch (err) {
-          this.log.debug({ err }, 'log lines not shipped');
-          return;
-        }
-      }
-    });
-    return this.sending;
-  }
-
-  async close(): Promise<void> {
-    if (this.dropped) this.buf.push({ ts: new Date().toISOString(), stream: 'system', text: `[${this.dropped} log lines dropped]` });
-    await this.flush();
-    // Not shipped (the replica went away; the client has moved to the next): twice more, a second apart.
-    for (let i = 0; i < 2 && this.buf.length; i++) {
-      await new Promise((r) => setTimeout(r, 1000));
-      await this.flush();
     }
   }
 }
