@@ -11,7 +11,6 @@ import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import { resolve } from 'node:path';
 import { Router } from 'express';
-import { z } from 'zod';
 import { bootstrapRequestSchema, logsRequestSchema, renewRequestSchema, resultRequestSchema, type HeartbeatResponse } from '../../common/wire.ts';
 import { TetherError, errorBody, forbidden } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
@@ -23,6 +22,7 @@ import type { Config } from '../config.ts';
 import type { Durability } from '../db/durability.ts';
 import { authenticateAgent } from './auth.ts';
 import { parseHeartbeat } from './heartbeat-body.ts';
+import { secondsQuery } from './seconds-query.ts';
 import { describeError, idParam, logRefusal } from './errors.ts';
 import type { FailureLimits } from './rate-limit.ts';
 import { AgentRateLimited, type AgentRateLimiter, type AgentRouteClass } from './agent-rate.ts';
@@ -76,23 +76,10 @@ interface Route {
 }
 
 const AGENT_API_PREFIX = '/v1/agent/';
-export const pollQuery = z.object({ wait: z.coerce.number().min(0).max(120).optional() });
-const PLAIN_WAIT = /^wait=(\d{1,3})$/;
-
-/**
- * The poll's `wait` (seconds). The query every agent sends (`wait=N`, or none) is read without a
- * URLSearchParams, an object and a zod parse per poll (two polls per command: ~2 KB of garbage
- * each, issue 18's heap profile); anything else goes through pollQuery, its coercions and errors.
- */
-export function pollWaitSeconds(search: string): number | undefined {
-  if (search === '') return undefined;
-  const m = PLAIN_WAIT.exec(search);
-  if (m) {
-    const n = Number(m[1]);
-    if (n <= 120) return n;
-  }
-  return pollQuery.parse(Object.fromEntries(new URLSearchParams(search))).wait;
-}
+/** The poll's `wait` (seconds), or undefined when the query has none (seconds-query.ts). */
+const waitQuery = secondsQuery('wait');
+export const pollQuery = waitQuery.schema;
+export const pollWaitSeconds = waitQuery.read;
 const NEVER = new AbortController().signal;
 /** Whether a result's query asks for the next command (`next=`; a bad value is refused by resultNextSeconds before anything runs). */
 const hasNext = (search: string): boolean => search !== '' && resultNextSeconds(search) !== undefined;

@@ -14,31 +14,17 @@
  * status and state and an empty `next`. The agent then polls on its own, and that poll gets the
  * drain's Retry-After, the revocation's refusal or the storage error as any poll does.
  */
-import { z } from 'zod';
 import type { PollResponse, ResultRequest, ResultNextResponse } from '../../common/wire.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { Durability } from '../db/durability.ts';
 import { RetryLater, type AgentPrincipal, type QueueService } from '../queue/queue.service.ts';
 import { describeError } from './errors.ts';
+import { secondsQuery } from './seconds-query.ts';
 
-/** `next`'s bounds are the poll's `wait`'s (agent.routes.ts pollQuery). */
-export const resultNextQuery = z.object({ next: z.coerce.number().min(0).max(120).optional() });
-const PLAIN_NEXT = /^next=(\d{1,3})$/;
-
-/**
- * The result's `next` (seconds), or undefined when the query has none (a result alone, as before).
- * The query an agent sends (`next=N`) is read without URLSearchParams and zod, like the poll's
- * `wait` (pollWaitSeconds); anything else goes through resultNextQuery (a ZodError: 400).
- */
-export function resultNextSeconds(search: string): number | undefined {
-  if (search === '') return undefined;
-  const m = PLAIN_NEXT.exec(search);
-  if (m) {
-    const n = Number(m[1]);
-    if (n <= 120) return n;
-  }
-  return resultNextQuery.parse(Object.fromEntries(new URLSearchParams(search))).next;
-}
+/** A result's `next` (seconds, the poll's `wait`'s bounds), or undefined when the query has none (a result alone, as before). */
+const nextQuery = secondsQuery('next');
+export const resultNextQuery = nextQuery.schema;
+export const resultNextSeconds = nextQuery.read;
 
 /** What the poll part answers when it cannot claim (drain, revocation, storage): nothing. */
 function emptyNext(): PollResponse {
