@@ -76,7 +76,7 @@ describe('upgrade: a data folder from release 93cc861', function () {
       chmodSync(join(dir, f), f === 'ca.crt' ? 0o644 : 0o600);
     }
     // No reaper: the fixture's running commands are checked as they were written, then reaped by
-    // hand with the clock moved an hour on (their leases expired even if the fixture is fresh).
+    // hand with the clock an hour past their leases' expiry (not today's date: see that test).
     t = await startTestControlPlane({ dataDir: dir }, { reaper: false, clock });
   });
   after(async () => {
@@ -172,7 +172,13 @@ describe('upgrade: a data folder from release 93cc861', function () {
   });
 
   it('reaps the old expired leases: the running command is requeued, the one being cancelled ends cancelled', async () => {
-    clock.advance(3600_000);
+    // An hour after the fixture's leases expired, whatever today's date: its running commands (a
+    // day's timeout from their claim on the day the fixture was made) are then past their lease
+    // but not their deadline. The real date would have them timed out from a day after that.
+    const db = new SQLite(join(dir, 'tether.db'), { readonly: true, fileMustExist: true });
+    const expired = Number(db.prepare("SELECT max(lease_expires_at) FROM commands WHERE state = 'running'").pluck().get());
+    db.close();
+    clock.set(expired + 3600_000);
     assert.ok((await t.cp.queue.reapExpired()) >= 2);
     clock.set(Date.now()); // back to real time: certificates issued from here on are valid now
     const requeued = await command(fx.commands.running!.id);
