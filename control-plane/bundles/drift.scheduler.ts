@@ -145,6 +145,9 @@ export class DriftScheduler {
    * unknown (it did not).
    */
   private async jobEnded(e: CommandEnded): Promise<void> {
+    // An instance's jobs (deploys, diffs, syncs, destroys) are flows: any other command that ended
+    // is none of them, without the two index probes (most of the queue's commands, at its rate).
+    if (e.type !== 'flow') return;
     const applied = await repo.instanceOfEndedJob(this.o.db, e.aid, e.id);
     if (!applied) return;
     if (applied.kind === 'check') return this.record(e.aid, applied.osid, e.id);

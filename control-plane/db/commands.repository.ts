@@ -43,7 +43,7 @@ const stmts = prepared((s) => ({
   completeFinal: s.prepare(
     `UPDATE commands SET state = @state, outputs = @outputs, error = @error, finished_at = @now, lease_expires_at = NULL
      WHERE id = @id AND claimed_by = @agentId AND lease_id = @leaseId AND state = 'running'
-     RETURNING id, aid, cid, nid, state`,
+     RETURNING id, aid, cid, nid, state, type`,
   ),
   completeRetry: s.prepare(
     `UPDATE commands SET
@@ -55,7 +55,7 @@ const stmts = prepared((s) => ({
        claimed_by = CASE WHEN attempts < max_attempts THEN NULL ELSE claimed_by END,
        finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE @now END
      WHERE id = @id AND claimed_by = @agentId AND lease_id = @leaseId AND state = 'running'
-     RETURNING id, aid, cid, nid, state`,
+     RETURNING id, aid, cid, nid, state, type`,
   ),
   extend: s.prepare(
     `UPDATE commands SET lease_expires_at = min(@until, claimed_at + timeout_seconds * 1000 + @graceMs)
@@ -261,14 +261,14 @@ export async function completeAttempt(
   db: Db,
   f: { id: number; agentId: string; leaseId: string; now: number },
   c: Completion,
-): Promise<Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state'> | undefined> {
+): Promise<Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state' | 'type'> | undefined> {
   const sqlite = directOf(db);
   if (!sqlite) return completeAttemptPostgres(db, f, c);
   return exclusive(db, sqlite, () => {
     const q = stmts(sqlite);
     const p = { id: f.id, agentId: f.agentId, leaseId: f.leaseId, now: f.now, error: c.error };
     return (c.kind === 'retry' ? firstRow(q.completeRetry, { ...p, outputs: c.outputs ?? null }) : firstRow(q.completeFinal, { ...p, state: c.state, outputs: c.outputs })) as
-      | Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state'>
+      | Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state' | 'type'>
       | undefined;
   });
 }
@@ -279,8 +279,8 @@ export async function completeAttempt(
  * concurrent second report or the reaper see the first one's result and match nothing).
  */
 async function completeAttemptPostgres(db: Db, f: { id: number; agentId: string; leaseId: string; now: number }, c: Completion) {
-  type Ended = Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state'>;
-  const fence = sql`WHERE id = ${f.id} AND claimed_by = ${f.agentId} AND lease_id = ${f.leaseId} AND state = 'running' RETURNING id, aid, cid, nid, state`;
+  type Ended = Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state' | 'type'>;
+  const fence = sql`WHERE id = ${f.id} AND claimed_by = ${f.agentId} AND lease_id = ${f.leaseId} AND state = 'running' RETURNING id, aid, cid, nid, state, type`;
   if (c.kind === 'final') {
     const r = await sql<Ended>`UPDATE commands SET state = ${c.state}, outputs = ${c.outputs}::text, error = ${c.error}::text, finished_at = ${f.now}::bigint, lease_expires_at = NULL ${fence}`.execute(db);
     return r.rows[0];

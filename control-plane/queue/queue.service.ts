@@ -53,6 +53,8 @@ export interface CommandEnded {
   aid: string;
   id: number;
   state: CommandState;
+  /** The command's type: a listener can pass over types it has no use for without a lookup. */
+  type: CommandType;
 }
 
 export type CommandEvent = { kind: 'log'; id: number; ts: number; stream: string; text: string } | { kind: 'state'; state: CommandState };
@@ -354,12 +356,12 @@ export class QueueService {
     return rows.length;
   }
 
-  private emitState(row: Pick<CommandRow, 'id' | 'aid' | 'state'>) {
+  private emitState(row: Pick<CommandRow, 'id' | 'aid' | 'state' | 'type'>) {
     this.events.emit(`cmd:${row.id}`, { kind: 'state', state: row.state } satisfies CommandEvent);
     this.d.dispatcher.commandChanged(row.id);
     // Every place a command reaches a terminal state comes through here (result, lease expiry,
     // cancellation): listeners such as the drift scheduler record what ended at once.
-    if (isTerminal(row.state)) this.events.emit('ended', { aid: row.aid, id: row.id, state: row.state } satisfies CommandEnded);
+    if (isTerminal(row.state)) this.events.emit('ended', { aid: row.aid, id: row.id, state: row.state, type: row.type } satisfies CommandEnded);
   }
 }
 

@@ -9,6 +9,7 @@ import type { AgentView, CommandView } from '../../common/wire.ts';
 import { startTestControlPlane, removeDir, type TestAgent, type TestControlPlane } from '../support/control-plane.ts';
 import { sqliteOnly } from '../support/postgres.ts';
 import { sqliteOf } from '../../control-plane/db/database.ts';
+import type { CommandEnded } from '../../control-plane/queue/queue.service.ts';
 
 const manifest = (name: string) => ({ manifests: `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ${name}}\n` });
 
@@ -223,6 +224,33 @@ describe('command queue', () => {
     const c = (await t.admin.request<CommandView>('POST', `/v1/commands/${id}/cancel`)).body;
     assert.equal(c.state, 'cancelled');
     assert.equal((await alpha.client.poll(0)).command, null, 'a cancelled command is never claimed');
+  });
+
+  it("'ended' says each command's type, from a result, a cancellation and a lease expiry (the drift scheduler passes over what is not a flow)", async () => {
+    const ended: CommandEnded[] = [];
+    const on = (e: CommandEnded) => ended.push(e);
+    t.cp.queue.events.on('ended', on);
+    try {
+      await drain(alpha);
+      const reported = await submit({ target: { cluster: 'alpha' }, type: 'manifest', spec: manifest('ended-result') });
+      await drain(alpha);
+      const cancelled = await submit({ target: { cluster: 'alpha' }, type: 'manifest', spec: manifest('ended-cancel') });
+      await t.admin.request('POST', `/v1/commands/${cancelled.id}/cancel`);
+      const expired = await submit({ target: { cluster: 'alpha' }, type: 'manifest', spec: manifest('ended-lease'), maxAttempts: 1 });
+      assert.equal((await alpha.client.poll(0)).command?.id, expired.id);
+      clock.advance(31_000);
+      await t.cp.queue.reapExpired();
+      assert.deepEqual(
+        ended.map((e) => [e.id, e.state, e.type]),
+        [
+          [reported.id, 'succeeded', 'manifest'],
+          [cancelled.id, 'cancelled', 'manifest'],
+          [expired.id, 'failed', 'manifest'],
+        ],
+      );
+    } finally {
+      t.cp.queue.events.off('ended', on);
+    }
   });
 
   it('cancels a running command through its agent (heartbeat and held poll)', async function () {
