@@ -46,6 +46,7 @@ const { values: flags } = parseArgs({
     'cpu-prof': { type: 'boolean', default: false },
     'server-node-args': { type: 'string' },
     'ramp-rate': { type: 'string' },
+    'poll-wait': { type: 'string' }, // seconds each simulated agent asks a poll to be held (the agents' default); also the server's --long-poll-seconds
     'server-log-level': { type: 'string' },
     note: { type: 'string' },
     'drift-instances': { type: 'string' },
@@ -86,6 +87,8 @@ const cfg = {
   hostileAgents: num(flags['hostile-agents'], 1000),
   hostileSeconds: num(flags['hostile-seconds'], quick ? 20 : 60),
   cliRuns: num(flags['cli-runs'], quick ? 5 : 10),
+  /** The agents' default hold (common/agent/runtime.ts); with --poll-wait the servers are started with it as --long-poll-seconds. */
+  pollWait: num(flags['poll-wait'], 25),
 };
 const scenarios = new Set((flags.only ?? 'held,dispatch,throughput,storm,footprint,storage,cli').split(','));
 if (flags['server-log-level']) process.env.BENCH_SERVER_LOG_LEVEL = flags['server-log-level'];
@@ -111,7 +114,8 @@ const targets = new Targets();
 const serverNodeArgs = (name: string) => [...(flags['server-node-args']?.split(/\s+/).filter(Boolean) ?? []), ...(flags['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(runDir, `prof-${name}`)}`] : [])];
 
 async function server(name: string, extra: string[] = [], port?: number): Promise<BenchServer> {
-  const s = await startServer({ dataDir, port: port ?? (await freePort()), logFile: join(runDir, `server-${name}.log`), extraArgs: extra, nodeArgs: serverNodeArgs(name) });
+  const pollArgs = flags['poll-wait'] ? ['--long-poll-seconds', String(cfg.pollWait)] : [];
+  const s = await startServer({ dataDir, port: port ?? (await freePort()), logFile: join(runDir, `server-${name}.log`), extraArgs: [...pollArgs, ...extra], nodeArgs: serverNodeArgs(name) });
   durability ??= s.durability;
   return s;
 }
@@ -121,7 +125,7 @@ async function identities(s: BenchServer, n: number) {
 }
 
 async function fleet(s: BenchServer, agents: number, mode: 'ack' | 'hold', rampMs: number) {
-  return Fleet.start({ url: s.url, caPem: s.caPem, identityDir: identityDir(s.caPem), agents, perProcess: cfg.perProcess, heartbeatMs: 5000, pollWaitSeconds: 25, rampMs, mode, localAddresses: 8, loadgen });
+  return Fleet.start({ url: s.url, caPem: s.caPem, identityDir: identityDir(s.caPem), agents, perProcess: cfg.perProcess, heartbeatMs: 5000, pollWaitSeconds: cfg.pollWait, rampMs, mode, localAddresses: 8, loadgen });
 }
 
 /** Agents connect at --ramp-rate per second, 200 by default, at most 100 above 10,000 agents (each a full TLS handshake with RSA signatures on both sides, all on these 2 cores). */
