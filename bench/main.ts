@@ -46,7 +46,7 @@ const { values: flags } = parseArgs({
     'cpu-prof': { type: 'boolean', default: false },
     'server-node-args': { type: 'string' },
     'ramp-rate': { type: 'string' },
-    'poll-wait': { type: 'string' }, // seconds each simulated agent asks a poll to be held (the agents' default); also the server's --long-poll-seconds
+    'poll-wait': { type: 'string' }, // seconds each simulated agent asks a poll to be held (default 50, the agents'); also the server's --long-poll-seconds
     'server-log-level': { type: 'string' },
     note: { type: 'string' },
     'drift-instances': { type: 'string' },
@@ -87,8 +87,8 @@ const cfg = {
   hostileAgents: num(flags['hostile-agents'], 1000),
   hostileSeconds: num(flags['hostile-seconds'], quick ? 20 : 60),
   cliRuns: num(flags['cli-runs'], quick ? 5 : 10),
-  /** The agents' default hold (common/agent/runtime.ts); with --poll-wait the servers are started with it as --long-poll-seconds. */
-  pollWait: num(flags['poll-wait'], 25),
+  /** The agents' default hold (common/agent/runtime.ts: 50 s); with --poll-wait the servers are started with it as --long-poll-seconds. */
+  pollWait: num(flags['poll-wait'], 50),
 };
 const scenarios = new Set((flags.only ?? 'held,dispatch,throughput,storm,footprint,storage,cli').split(','));
 if (flags['server-log-level']) process.env.BENCH_SERVER_LOG_LEVEL = flags['server-log-level'];

@@ -45,7 +45,7 @@ export const configSchema = z
     concurrency: intFromString(1, 64).default(2),
     workDir: z.string().min(1).default(join(tmpdir(), 'tether-cluster-agent')),
     heartbeatIntervalMs: intFromString(100, 300_000).default(5000),
-    pollWaitSeconds: intFromString(1, 120).default(25),
+    pollWaitSeconds: intFromString(1, 120).default(50),
     shutdownGraceSeconds: intFromString(0, 3600).default(30),
     /** Time a helm/tofu process group gets between SIGTERM and SIGKILL when cancelled. */
     killGraceSeconds: intFromString(0, 600).default(10),

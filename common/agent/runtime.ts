@@ -68,7 +68,7 @@ export class AgentRuntime {
       concurrency: 1,
       heartbeatIntervalMs: 5000,
       fullHeartbeatMs: 600_000,
-      pollWaitSeconds: 25,
+      pollWaitSeconds: 50,
       shutdownGraceMs: 30_000,
       outbox: new MemoryOutbox(),
       masker: new Masker(),

@@ -4,7 +4,7 @@
  * authentication and before the body is read, so a hostile or broken agent flooding heartbeats,
  * polls, results or log batches costs a map lookup per request and a 429 with `Retry-After`, and
  * the other agents keep being served. The defaults are far above what a working agent sends (a
- * heartbeat every 5 s, a poll per 25 s or per claimed command, a result and a few log batches per
+ * heartbeat every 5 s, a poll per 50 s (25 s for older agents) or per claimed command, a result and a few log batches per
  * command); the size and byte limits (body size, log bytes per agent) stay as they were.
  */
 import { z } from 'zod';

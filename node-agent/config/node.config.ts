@@ -64,7 +64,7 @@ export const nodeConfigSchema = z.strictObject({
   /** Root prefix `install` writes its files under. */
   installRoot: z._default(nonEmpty(), '/'),
   heartbeatIntervalMs: z._default(intIn(100, 300_000), 5000),
-  pollWaitSeconds: z._default(intIn(1, 120), 25),
+  pollWaitSeconds: z._default(intIn(1, 120), 50),
   shutdownGraceSeconds: z._default(intIn(0, 3600), 30),
   network: z._default(networkSchema, {
     manageVpn: true,
