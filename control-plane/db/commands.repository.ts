@@ -257,19 +257,20 @@ export type Completion =
  * row only while that attempt is the current one and still running, so a duplicate or a report
  * from an expired attempt updates nothing. Returns the updated row, or undefined if fenced off.
  */
+/** What an applied result returns: enough to notify, log and tell listeners what ended. */
+type Ended = Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state' | 'type'>;
+
 export async function completeAttempt(
   db: Db,
   f: { id: number; agentId: string; leaseId: string; now: number },
   c: Completion,
-): Promise<Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state' | 'type'> | undefined> {
+): Promise<Ended | undefined> {
   const sqlite = directOf(db);
   if (!sqlite) return completeAttemptPostgres(db, f, c);
   return exclusive(db, sqlite, () => {
     const q = stmts(sqlite);
     const p = { id: f.id, agentId: f.agentId, leaseId: f.leaseId, now: f.now, error: c.error };
-    return (c.kind === 'retry' ? firstRow(q.completeRetry, { ...p, outputs: c.outputs ?? null }) : firstRow(q.completeFinal, { ...p, state: c.state, outputs: c.outputs })) as
-      | Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state' | 'type'>
-      | undefined;
+    return (c.kind === 'retry' ? firstRow(q.completeRetry, { ...p, outputs: c.outputs ?? null }) : firstRow(q.completeFinal, { ...p, state: c.state, outputs: c.outputs })) as Ended | undefined;
   });
 }
 
@@ -279,7 +280,6 @@ export async function completeAttempt(
  * concurrent second report or the reaper see the first one's result and match nothing).
  */
 async function completeAttemptPostgres(db: Db, f: { id: number; agentId: string; leaseId: string; now: number }, c: Completion) {
-  type Ended = Pick<CommandRow, 'id' | 'aid' | 'cid' | 'nid' | 'state' | 'type'>;
   const fence = sql`WHERE id = ${f.id} AND claimed_by = ${f.agentId} AND lease_id = ${f.leaseId} AND state = 'running' RETURNING id, aid, cid, nid, state, type`;
   if (c.kind === 'final') {
     const r = await sql<Ended>`UPDATE commands SET state = ${c.state}, outputs = ${c.outputs}::text, error = ${c.error}::text, finished_at = ${f.now}::bigint, lease_expires_at = NULL ${fence}`.execute(db);
