@@ -24,6 +24,7 @@ import { cliBench } from './cli.ts';
 import { driftBench } from './drift.ts';
 import { Targets } from './lib/targets.ts';
 import { nodeSoak, parseDuration } from './node-soak.ts';
+import { LONG_POLL_SECONDS } from '../common/agent-wire.ts';
 
 const { values: flags } = parseArgs({
   options: {
@@ -87,8 +88,8 @@ const cfg = {
   hostileAgents: num(flags['hostile-agents'], 1000),
   hostileSeconds: num(flags['hostile-seconds'], quick ? 20 : 60),
   cliRuns: num(flags['cli-runs'], quick ? 5 : 10),
-  /** The agents' default hold (common/agent/runtime.ts: 50 s); with --poll-wait the servers are started with it as --long-poll-seconds. */
-  pollWait: num(flags['poll-wait'], 50),
+  /** The agents' default hold (LONG_POLL_SECONDS); with --poll-wait the servers are started with it as --long-poll-seconds. */
+  pollWait: num(flags['poll-wait'], LONG_POLL_SECONDS),
 };
 const scenarios = new Set((flags.only ?? 'held,dispatch,throughput,storm,footprint,storage,cli').split(','));
 if (flags['server-log-level']) process.env.BENCH_SERVER_LOG_LEVEL = flags['server-log-level'];

@@ -17,6 +17,14 @@ export const ID_MESSAGES = {
 } as const;
 
 export const AGENT_ROLES = ['node', 'cluster-agent'] as const;
+
+/**
+ * How long an idle poll is held, in seconds: what the agents ask (`wait`, `?next`) and the control
+ * plane's bound (`--long-poll-seconds`), one number for both. 50 s halves an idle fleet's re-polls
+ * against 25 s (docs/performance.md, 2026-12-02); an agent asking less is held less, and an older
+ * control plane holds its own 25 s.
+ */
+export const LONG_POLL_SECONDS = 50;
 export type AgentRole = (typeof AGENT_ROLES)[number];
 
 export const bootstrapResponseSchema = z.object({

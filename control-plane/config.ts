@@ -1,5 +1,6 @@
 /** The control plane's configuration, parsed once with zod at the composition root. */
 import { z } from 'zod';
+import { LONG_POLL_SECONDS } from '../common/agent-wire.ts';
 import { defaultServerSans } from './pki/ca.ts';
 import { DURABILITY_MODES } from './db/durability.ts';
 import { agentRatesSchema } from './http/agent-rate.ts';
@@ -28,12 +29,8 @@ export const configSchema = z.object({
   sans: z.array(z.string().min(1)).default([]),
   /** How long a claim is held without a heartbeat before the command is requeued. */
   leaseSeconds: z.number().int().min(1).max(3600).default(30),
-  /**
-   * Longest time a poll is held open before it answers "nothing". 50 s, as the agents ask (their
-   * pollWaitSeconds): half the re-polls of 25 s, ~4-5 % of the server's CPU per heartbeat with
-   * 5,000 agents held (docs/performance.md, 2026-12-02); an agent asking less is held less.
-   */
-  longPollSeconds: z.number().min(0.05).max(120).default(50),
+  /** Longest time a poll is held open before it answers "nothing" (the agents ask as long). */
+  longPollSeconds: z.number().min(0.05).max(120).default(LONG_POLL_SECONDS),
   /** Added to a command's timeout before the control plane itself declares it timed out. */
   timeoutGraceSeconds: z.number().int().min(0).max(3600).default(30),
   bootstrapTokenTtlSeconds: z.number().int().min(60).default(3600),

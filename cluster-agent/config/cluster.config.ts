@@ -8,6 +8,7 @@ import { Command, Option } from 'commander';
 import { z } from 'zod';
 import { dnsLabel, dnsSubdomain } from '../../common/specs.ts';
 import { parseControlPlaneUrls } from '../../common/agent/failover.plan.ts';
+import { LONG_POLL_SECONDS } from '../../common/agent-wire.ts';
 
 const intFromString = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
@@ -45,7 +46,7 @@ export const configSchema = z
     concurrency: intFromString(1, 64).default(2),
     workDir: z.string().min(1).default(join(tmpdir(), 'tether-cluster-agent')),
     heartbeatIntervalMs: intFromString(100, 300_000).default(5000),
-    pollWaitSeconds: intFromString(1, 120).default(50),
+    pollWaitSeconds: intFromString(1, 120).default(LONG_POLL_SECONDS),
     shutdownGraceSeconds: intFromString(0, 3600).default(30),
     /** Time a helm/tofu process group gets between SIGTERM and SIGKILL when cancelled. */
     killGraceSeconds: intFromString(0, 600).default(10),

@@ -13,6 +13,7 @@ import pRetry from 'p-retry';
 import type { Logger } from '../logger.ts';
 import { TetherError, classifyFailure, errorMessage } from '../errors.ts';
 import type { AgentMetrics, ClaimedCommand, PollResponse } from '../wire.ts';
+import { LONG_POLL_SECONDS } from '../agent-wire.ts';
 import type { AgentClient } from './agent-client.ts';
 import { MemoryOutbox, type Outbox, type OutboxEntry } from './outbox.ts';
 import { Masker } from './masker.ts';
@@ -68,7 +69,7 @@ export class AgentRuntime {
       concurrency: 1,
       heartbeatIntervalMs: 5000,
       fullHeartbeatMs: 600_000,
-      pollWaitSeconds: 50,
+      pollWaitSeconds: LONG_POLL_SECONDS,
       shutdownGraceMs: 30_000,
       outbox: new MemoryOutbox(),
       masker: new Masker(),

@@ -8,7 +8,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 // heap), and the daemon reads this file at start and keeps the parser loaded for as long as it runs.
 import { dump, load } from 'js-yaml';
 import * as z from '../../common/zod-mini.ts';
-import { AID_RE, CID_RE, ID_MESSAGES, NID_RE } from '../../common/agent-wire.ts';
+import { AID_RE, CID_RE, ID_MESSAGES, LONG_POLL_SECONDS, NID_RE } from '../../common/agent-wire.ts';
 import { writeFileAtomic } from '../../common/files.ts';
 
 export const DEFAULT_CONFIG_PATH = '/etc/tether/config.yaml';
@@ -64,7 +64,7 @@ export const nodeConfigSchema = z.strictObject({
   /** Root prefix `install` writes its files under. */
   installRoot: z._default(nonEmpty(), '/'),
   heartbeatIntervalMs: z._default(intIn(100, 300_000), 5000),
-  pollWaitSeconds: z._default(intIn(1, 120), 50),
+  pollWaitSeconds: z._default(intIn(1, 120), LONG_POLL_SECONDS),
   shutdownGraceSeconds: z._default(intIn(0, 3600), 30),
   network: z._default(networkSchema, {
     manageVpn: true,
