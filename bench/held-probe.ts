@@ -196,14 +196,17 @@ function summarize(args: string[]) {
   const before = lines.filter((l) => Date.parse(l.t) <= t0).at(-1) ?? { gc: {}, counts: {} } as unknown as Line;
   const after = inWin.at(-1)!;
   const s = inWin.length;
-  console.log(`${s} s from ${new Date(t0).toISOString()}; server CPU ${(inWin.reduce((a, l) => a + l.cpuMs, 0) / s).toFixed(1)} ms/s`);
+  // Rates are over the time the lines span, not their count: a stalled loop writes fewer lines.
+  const start = before.t ? Date.parse(before.t) : Date.parse(inWin[0]!.t) - 1000;
+  const elapsed = (Date.parse(after.t) - start) / 1000;
+  console.log(`${s} lines over ${elapsed.toFixed(0)} s from ${new Date(t0).toISOString()}; server CPU ${(inWin.reduce((a, l) => a + l.cpuMs, 0) / elapsed).toFixed(1)} ms/s`);
   for (const [k, g] of Object.entries(after.gc)) {
     const b = before.gc[k] ?? { n: 0, ms: 0 };
-    console.log(`gc ${k}: ${((g.n - b.n) / s).toFixed(2)}/s, ${((g.ms - b.ms) / s).toFixed(2)} ms/s, longest so far ${g.maxMs.toFixed(1)} ms`);
+    console.log(`gc ${k}: ${((g.n - b.n) / elapsed).toFixed(2)}/s, ${((g.ms - b.ms) / elapsed).toFixed(2)} ms/s, longest so far ${g.maxMs.toFixed(1)} ms`);
   }
   const first = before.threads ?? inWin[0]!.threads;
-  for (const [k, v] of Object.entries(after.threads ?? {}).sort((a, b) => b[1] - a[1])) console.log(`thread ${k}: ${((v - (first[k] ?? 0)) / s).toFixed(1)} ms/s`);
-  if (after.mainRunDelayMs !== undefined) console.log(`main thread waiting for a core while runnable: ${((after.mainRunDelayMs - (before.mainRunDelayMs ?? inWin[0]!.mainRunDelayMs)) / s).toFixed(1)} ms/s`);
+  for (const [k, v] of Object.entries(after.threads ?? {}).sort((a, b) => b[1] - a[1])) console.log(`thread ${k}: ${((v - (first[k] ?? 0)) / elapsed).toFixed(1)} ms/s`);
+  if (after.mainRunDelayMs !== undefined) console.log(`main thread waiting for a core while runnable: ${((after.mainRunDelayMs - (before.mainRunDelayMs ?? inWin[0]!.mainRunDelayMs)) / elapsed).toFixed(1)} ms/s`);
   const both = inWin.map((l, i) => {
     const prev = i === 0 ? before : inWin[i - 1]!;
     const mbWritten = l.wcharBytes !== undefined && prev?.wcharBytes !== undefined ? `/${((l.wcharBytes - prev.wcharBytes) / 1e6).toFixed(1)}` : '';
@@ -214,11 +217,11 @@ function summarize(args: string[]) {
     const per = inWin.map((l) => `${l.heartbeatsServedMs?.p99 ?? '-'}/${l.heapUsedMB ?? '-'}`);
     console.log(`per second, the heartbeats' p99 inside the server (ms) / V8 heap used (MB): ${per.join(' ')}`);
     const good = inWin.filter((l) => (l.heartbeatsServedMs?.p99 ?? Infinity) <= 10).length;
-    console.log(`seconds whose heartbeats' p99 inside the server was within 10 ms: ${good} of ${s}`);
+    console.log(`lines (seconds) whose heartbeats' p99 inside the server was within 10 ms: ${good} of ${s}`);
   }
   const maxes = inWin.map((l) => l.loopDelayMs.max).sort((a, b) => a - b);
   console.log(`event loop delay, max per second: median ${maxes[Math.floor(s / 2)]?.toFixed(1)} ms, worst ${maxes.at(-1)?.toFixed(1)} ms; seconds over 10 ms: ${maxes.filter((m) => m > 10).length}`);
-  const rows = Object.entries(after.counts).map(([k, n]) => [k, (n - (before.counts[k] ?? 0)) / s] as const).filter(([, r]) => r > 0).sort((a, b) => b[1] - a[1]);
+  const rows = Object.entries(after.counts).map(([k, n]) => [k, (n - (before.counts[k] ?? 0)) / elapsed] as const).filter(([, r]) => r > 0).sort((a, b) => b[1] - a[1]);
   for (const [k, r] of rows) console.log(`${r.toFixed(1).padStart(8)}/s  ${k}`);
 }
 
