@@ -20,8 +20,6 @@ export class StreamRequest {
   readonly method: string;
   readonly httpVersionMajor = 2;
   private ended: boolean;
-  /** The request had a body, read to its end (see StreamResponse.end). */
-  bodyRead = false;
 
   constructor(stream: http2.ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) {
     this.stream = stream;
@@ -31,10 +29,7 @@ export class StreamRequest {
     // A request whose headers end the stream has no body (and no 'end' unless someone reads).
     this.ended = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
     if (!this.ended) {
-      stream.once('end', () => {
-        this.ended = true;
-        this.bodyRead = true;
-      });
+      stream.once('end', () => (this.ended = true));
     }
   }
 
@@ -106,21 +101,15 @@ export class StreamResponse {
     if (s.destroyed || s.closed) return;
     if (!s.headersSent) s.respond({ ':status': 200 }, this.options());
     if (this.head || s.writableEnded) return;
-    // The whole request arrived (every heartbeat, poll and result). A request whose body was read to
-    // its end (a heartbeat, a result) is destroyed by Node as soon as nghttp2 closes it, i.e. as
-    // soon as our END_STREAM is out, before the write that carried it is reported done; Node's
-    // Writable then builds an ERR_STREAM_DESTROYED error, with its stack trace, for that late
-    // completion whether or not anyone listens (~11 µs, issue 18's held profile: 4.6 % of the
-    // main thread). So the body is written first and the stream ended once the write is done
-    // (END_STREAM in an empty DATA frame after it); a body-less request (a poll) is not destroyed
-    // early and ends with its body as before.
-    if (this.req.complete) {
-      if (!body || !this.req.bodyRead) return void s.end(body);
-      s.write(body, () => {
-        if (!s.destroyed && !s.closed) s.end();
-      });
-      return;
-    }
+    // The whole request arrived (every heartbeat, poll and result): the body and END_STREAM go
+    // together, in the session's next flush. Ending the stream only once the body's write was
+    // reported done (as this did before, to spare Node the ERR_STREAM_DESTROYED it builds when the
+    // write of a stream already closed completes: ~11 µs per heartbeat) held every answer for a
+    // second flush, which Node schedules with setImmediate: it runs once every socket ready in the
+    // loop's turn has been served, so under a backlog every answer waited for the whole backlog
+    // (the heartbeats' p99 of seconds with ~20,000 agents held: docs/performance.md, "where it
+    // comes from").
+    if (this.req.complete) return void s.end(body);
     s.end(body, () => {
       // Answered before the upload ended (a refusal, a body too large): tell the client to stop
       // sending (RST_STREAM NO_ERROR after a complete response, RFC 9113 §8.1) rather than drain it.
