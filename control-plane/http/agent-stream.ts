@@ -107,8 +107,7 @@ export class StreamResponse {
     // write of a stream already closed completes: ~11 µs per heartbeat) held every answer for a
     // second flush, which Node schedules with setImmediate: it runs once every socket ready in the
     // loop's turn has been served, so under a backlog every answer waited for the whole backlog
-    // (the heartbeats' p99 of seconds with ~20,000 agents held: docs/performance.md, "where it
-    // comes from").
+    // (docs/performance.md, "the answers held until a backlog ended").
     if (this.req.complete) return void s.end(body);
     s.end(body, () => {
       // Answered before the upload ended (a refusal, a body too large): tell the client to stop
