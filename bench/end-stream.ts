@@ -15,6 +15,7 @@
 import { fork } from 'node:child_process';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
+import { percentile } from './lib/util.ts';
 
 if (process.argv[2] === '--serve') serve(process.argv[3] === 'split');
 else await main(Number(process.argv[2] ?? 200), Number(process.argv[3] ?? 3));
@@ -38,7 +39,7 @@ function serve(split: boolean) {
 }
 
 async function main(sessions: number, rounds: number) {
-  const q = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))]!;
+  const q = (xs: number[], p: number) => percentile([...xs].sort((a, b) => a - b), p * 100);
   for (const variant of ['split', 'end(body)', 'split', 'end(body)']) {
     const child = fork(new URL(import.meta.url).pathname, ['--serve', variant === 'split' ? 'split' : 'together']);
     const port = await new Promise<number>((r) => child.once('message', (m) => r(Number(m))));

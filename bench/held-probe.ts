@@ -7,7 +7,7 @@
  *     the server appends one JSON line a second to /tmp/probe-<pid>.jsonl: its GCs (count and
  *     milliseconds by kind, from PerformanceObserver), the event loop's delay (monitorEventLoopDelay,
  *     max and p99 of the second), the heartbeats' time inside the server (from the stream's headers
- *     parsed to the stream closed, its answer handed to the socket: p50/p99/max of the second), the
+ *     parsed to the stream closed, its answer handed to the socket: p50/p90/p99/max of the second), the
  *     V8 heap in use, and with BENCH_HELD_PROBE_COUNT=1 every SQLite statement run (by
  *     its SQL) and every setTimeout/setInterval made (counting costs CPU: the CPU figures of such a
  *     run are not the server's own)
@@ -24,6 +24,7 @@ import { createRequire } from 'node:module';
 import http2 from 'node:http2';
 import { PerformanceObserver, constants, monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import v8 from 'node:v8';
+import { summarize as latencies, type LatencySummary } from './lib/util.ts';
 
 const out = process.env.BENCH_HELD_PROBE_OUT;
 if (import.meta.url !== `file://${process.argv[1]}`) {
@@ -124,7 +125,7 @@ function probe(file: string) {
       gc,
       gcMaxMs: secMax,
       loopDelayMs: { max: eld.max / 1e6, p99: eld.percentile(99) / 1e6, mean: eld.mean / 1e6 },
-      heartbeatsServedMs: quantiles(served),
+      heartbeatsServedMs: latencies(served),
       heapUsedMB: Math.round(v8.getHeapStatistics().used_heap_size / 1048576),
       threads: threadCpu(),
       // The main thread's time waiting for a core while runnable (schedstat's run delay): the other
@@ -155,13 +156,6 @@ function readProc(path: string): string {
   }
 }
 
-/** n, p50, p99 and max of the second's samples (sorted in place). */
-function quantiles(xs: number[]): { n: number; p50: number; p99: number; max: number } {
-  xs.sort((a, b) => a - b);
-  const at = (q: number) => (xs.length === 0 ? 0 : Math.round(xs[Math.min(xs.length - 1, Math.floor(q * xs.length))]! * 10) / 10);
-  return { n: xs.length, p50: at(0.5), p99: at(0.99), max: at(1) };
-}
-
 /** CPU ms (utime+stime) of each of this process's threads so far, summed by thread name. */
 function threadCpu(): Record<string, number> {
   const r: Record<string, number> = {};
@@ -184,7 +178,7 @@ function threadCpu(): Record<string, number> {
   return r;
 }
 
-type Line = { t: string; cpuMs: number; gcMaxMs: number; mainRunDelayMs: number; wcharBytes?: number; threads: Record<string, number>; gc: Record<string, { n: number; ms: number; maxMs: number }>; loopDelayMs: { max: number; p99: number }; counts: Record<string, number>; heartbeatsServedMs?: { n: number; p50: number; p99: number; max: number }; heapUsedMB?: number };
+type Line = { t: string; cpuMs: number; gcMaxMs: number; mainRunDelayMs: number; wcharBytes?: number; threads: Record<string, number>; gc: Record<string, { n: number; ms: number; maxMs: number }>; loopDelayMs: { max: number; p99: number }; counts: Record<string, number>; heartbeatsServedMs?: LatencySummary; heapUsedMB?: number };
 
 function summarize(args: string[]) {
   if (args[0] === '--profile') return profile(args[1]!);
