@@ -16,6 +16,7 @@ import { TetherError, errorBody, forbidden } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { IdentityService } from '../identity/identity.service.ts';
 import { RetryLater, type AgentPrincipal, type QueueService } from '../queue/queue.service.ts';
+import { HoldSignal } from '../queue/dispatcher.ts';
 import type { VpnService } from '../vpn/vpn.service.ts';
 import { vpnRegisterSchema } from '../vpn/vpn.schemas.ts';
 import type { Config } from '../config.ts';
@@ -55,8 +56,8 @@ interface Call {
   /** The query string, without '?' (parsed only by the route that has one). */
   search: string;
   body: unknown;
-  /** Aborted when the client goes away (only for routes that hold the request). */
-  signal: AbortSignal;
+  /** Aborted when the client goes away (only for routes that hold the request; HoldSignal.never otherwise). */
+  signal: HoldSignal;
 }
 
 interface Route {
@@ -80,7 +81,6 @@ const AGENT_API_PREFIX = '/v1/agent/';
 const waitQuery = secondsQuery('wait');
 export const pollQuery = waitQuery.schema;
 export const pollWaitSeconds = waitQuery.read;
-const NEVER = new AbortController().signal;
 /** Whether a result's query asks for the next command (`next=`; a bad value is refused by resultNextSeconds before anything runs). */
 const hasNext = (search: string): boolean => search !== '' && resultNextSeconds(search) !== undefined;
 /** The heartbeat's usual answer, serialised once (send() writes a Buffer as it is). */
@@ -193,7 +193,7 @@ export class AgentApi {
     if (conns?.has(socket)) return;
     if (!conns) this.connections.set(agentId, (conns = new Map()));
     conns.set(socket, { socket, session: 'stream' in req ? req.stream.session : undefined });
-    socket.once('close', () => {
+    socket.on('close', () => {
       const now = this.connections.get(agentId);
       now?.delete(socket);
       if (now?.size === 0) this.connections.delete(agentId);
@@ -210,16 +210,6 @@ export class AgentApi {
    * unhandled rejection, on which `tether server` exits.
    */
   async handle(req: ApiRequest, res: ApiResponse, socket: TLSSocket): Promise<void> {
-    try {
-      await this.serve(req, res, socket);
-    } catch (err) {
-      // Only a bug in the error path itself comes here: logged, the request ended, the server serving.
-      this.d.log.error({ err, method: req.method, route: req.url }, 'agent request failed while answering an error');
-      if (!res.destroyed) res.end();
-    }
-  }
-
-  private async serve(req: ApiRequest, res: ApiResponse, socket: TLSSocket): Promise<void> {
     // Read while the connection is surely there: an HTTP/2 session's socket is a proxy that throws
     // ERR_HTTP2_SOCKET_UNBOUND on every access once the session lost it (the client left while
     // its request waited), and the error path below needs the address after any wait.
@@ -250,16 +240,16 @@ export class AgentApi {
       const search = q < 0 ? '' : url.slice(q + 1);
       this.d.rate?.take(agent.agentId, route.rate ?? 'other', route.alsoRate?.(search));
       const body = method === 'GET' ? undefined : await readJsonBody(req, this.d.config.bodyLimitBytes);
-      let signal = NEVER;
+      let signal = HoldSignal.never;
       let answered = false;
       if (route.holds === true || (route.holds && route.holds(search))) {
         // 'close' before we answered = the client left (HTTP/2 responses report writableFinished
         // on a reset stream too, so our own flag decides).
-        const ac = new AbortController();
-        res.once('close', () => {
-          if (!answered) ac.abort();
+        const hold = new HoldSignal();
+        res.on('close', () => {
+          if (!answered) hold.abort();
         });
-        signal = ac.signal;
+        signal = hold;
       }
       const out = await route.run({ agent, params: params!, search, body, signal });
       // Answered only once what it acknowledges (a result, logs) is on disk; a claim waited in
@@ -271,31 +261,43 @@ export class AgentApi {
       answered = true;
       send(res, route.status ?? 200, out);
     } catch (err) {
-      // The client's connection is gone (it left while this request waited): nobody to answer.
-      if ((err as { code?: unknown }).code === 'ERR_HTTP2_SOCKET_UNBOUND' || res.destroyed) {
-        this.d.log.debug({ method, route: path, code: (err as { code?: unknown }).code, peer }, 'request ended: the client is gone');
-        return;
+      // One async function, not a wrapper awaiting this one (as it was): each held poll kept both suspended.
+      try {
+        this.answerError(req, res, err, method, path, peer);
+      } catch (bug) {
+        // Only a bug in the error path itself comes here: logged, the request ended, the server serving.
+        this.d.log.error({ err: bug, method, route: path }, 'agent request failed while answering an error');
+        if (!res.destroyed) res.end();
       }
-      const d = describeError(err, this.hide);
-      // A flooding agent's refusals are logged once per burst, not once each. A drain answers every
-      // held poll 503 with when to come back: expected, counted once in the stop's log line, not an
-      // error (with its stack) per agent while thousands are answered.
-      if (err instanceof RetryLater) this.d.log.debug({ method, route: path, code: d.code, retryAfterSeconds: err.retryAfterSeconds }, 'request answered: retry later');
-      else if (!(err instanceof AgentRateLimited && !err.first)) logRefusal(this.d.log, err, d, { method, route: path, peer });
-      if (res.headersSent) return void res.end();
-      // An unread upload is not drained: HTTP/1.1 closes the connection after the answer.
-      if ((d.status === 413 || !req.complete) && 'shouldKeepAlive' in res) res.shouldKeepAlive = false;
-      // 503 (draining, storage): try again shortly — an agent with several replicas moves to the next.
-      const extra: Record<string, string> =
-        err instanceof MethodNotAllowed
-          ? { allow: err.allow.join(', ') }
-          : err instanceof AgentRateLimited
-            ? { 'retry-after': String(err.retryAfterSeconds) }
-            : d.status === 503
-              ? { 'retry-after': String(err instanceof RetryLater ? err.retryAfterSeconds : 1) }
-              : {};
-      send(res, d.status, errorBody(d.code, d.message), extra);
     }
+  }
+
+  /** The error path: a JSON error answer, or nothing when the client is gone. */
+  private answerError(req: ApiRequest, res: ApiResponse, err: unknown, method: string, path: string, peer: string | null): void {
+    // The client's connection is gone (it left while this request waited): nobody to answer.
+    if ((err as { code?: unknown }).code === 'ERR_HTTP2_SOCKET_UNBOUND' || res.destroyed) {
+      this.d.log.debug({ method, route: path, code: (err as { code?: unknown }).code, peer }, 'request ended: the client is gone');
+      return;
+    }
+    const d = describeError(err, this.hide);
+    // A flooding agent's refusals are logged once per burst, not once each. A drain answers every
+    // held poll 503 with when to come back: expected, counted once in the stop's log line, not an
+    // error (with its stack) per agent while thousands are answered.
+    if (err instanceof RetryLater) this.d.log.debug({ method, route: path, code: d.code, retryAfterSeconds: err.retryAfterSeconds }, 'request answered: retry later');
+    else if (!(err instanceof AgentRateLimited && !err.first)) logRefusal(this.d.log, err, d, { method, route: path, peer });
+    if (res.headersSent) return void res.end();
+    // An unread upload is not drained: HTTP/1.1 closes the connection after the answer.
+    if ((d.status === 413 || !req.complete) && 'shouldKeepAlive' in res) res.shouldKeepAlive = false;
+    // 503 (draining, storage): try again shortly — an agent with several replicas moves to the next.
+    const extra: Record<string, string> =
+      err instanceof MethodNotAllowed
+        ? { allow: err.allow.join(', ') }
+        : err instanceof AgentRateLimited
+          ? { 'retry-after': String(err.retryAfterSeconds) }
+          : d.status === 503
+            ? { 'retry-after': String(err instanceof RetryLater ? err.retryAfterSeconds : 1) }
+            : {};
+    send(res, d.status, errorBody(d.code, d.message), extra);
   }
 }
 

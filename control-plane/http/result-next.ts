@@ -18,6 +18,7 @@ import type { PollResponse, ResultRequest, ResultNextResponse } from '../../comm
 import type { Logger } from '../../common/logger.ts';
 import type { Durability } from '../db/durability.ts';
 import { RetryLater, type AgentPrincipal, type QueueService } from '../queue/queue.service.ts';
+import type { HoldSignal } from '../queue/dispatcher.ts';
 import { describeError } from './errors.ts';
 import { secondsQuery } from './seconds-query.ts';
 
@@ -49,7 +50,7 @@ export async function reportAndPoll(
   id: number,
   result: ResultRequest,
   nextSeconds: number,
-  signal: AbortSignal,
+  signal: HoldSignal,
 ): Promise<ResultNextResponse> {
   const reported = await d.queue.report(agent, id, result);
   const waitMs = Math.min(nextSeconds, d.longPollSeconds) * 1000;

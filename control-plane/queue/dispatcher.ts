@@ -10,6 +10,7 @@
  */
 import { InProcessNotifier, type Notifier, type NotifyTopic } from './notifier.ts';
 import { drainSpreadSeconds } from './drain.plan.ts';
+import { Deadlines } from './deadlines.ts';
 
 /**
  * Why a held poll ended: work for its key, something for its agent, its time is up, its client
@@ -23,11 +24,48 @@ export interface DispatcherOptions {
   notifier?: Notifier;
 }
 
-interface Waiter {
-  key: string;
-  agentId: string;
-  resolve: (r: WakeReason) => void;
+/**
+ * The client of a held request leaving: `aborted` once it left, and the held poll, if any, ended
+ * then. One plain object per held request, where an `AbortController` brought an `AbortSignal`, its
+ * event-target state and a listener record per poll (docs/performance.md, "what each held agent
+ * keeps in the V8 heap").
+ */
+export class HoldSignal {
+  /** A request that is not held: never aborted, never attached to a waiter. */
+  static readonly never = new HoldSignal();
+  aborted = false;
+  /** The waiter holding the request, while one does. */
+  waiter: Waiter | undefined = undefined;
+
+  abort(): void {
+    if (this.aborted || this === HoldSignal.never) return;
+    this.aborted = true;
+    this.waiter?.owner.finish(this.waiter, 'aborted', true);
+  }
 }
+
+/** One held poll: a plain record in the dispatcher's tables and its deadline heap (no closure or timer of its own). */
+class Waiter {
+  ended = false;
+  readonly owner: Dispatcher;
+  readonly key: string;
+  readonly agentId: string;
+  readonly deadline: number;
+  resolve: ((r: WakeReason) => void) | undefined;
+  hold: HoldSignal | undefined;
+
+  constructor(owner: Dispatcher, key: string, agentId: string, deadline: number, resolve: (r: WakeReason) => void, hold: HoldSignal | undefined) {
+    this.owner = owner;
+    this.key = key;
+    this.agentId = agentId;
+    this.deadline = deadline;
+    this.resolve = resolve;
+    this.hold = hold;
+  }
+}
+
+/** Waiters by key or agent: most keys hold one, kept as it is; a second makes it a Set (insertion order: the oldest first). */
+type Slot = Waiter | Set<Waiter>;
 
 /**
  * How long an empty pick is trusted (see Dispatcher.knownEmpty): an idle agent re-polls every
@@ -38,7 +76,7 @@ export const EMPTY_PICK_TRUST_MS = 60_000;
 const EMPTY_PICK_MARKS_MAX = 100_000;
 
 export class Dispatcher {
-  private readonly byKey = new Map<string, Set<Waiter>>();
+  private readonly byKey = new Map<string, Slot>();
   /**
    * Keys whose last pick (the claim's read of the oldest queued command) found nothing, and when;
    * used only when this process is alone on its database (the notifier is not shared). Every
@@ -47,7 +85,9 @@ export class Dispatcher {
    */
   private readonly emptyPicks = new Map<string, number>();
   private wakeUps = 0;
-  private readonly byAgent = new Map<string, Set<Waiter>>();
+  private readonly byAgent = new Map<string, Slot>();
+  private heldCount = 0;
+  private readonly deadlines = new Deadlines<Waiter>((w) => this.finish(w, 'timeout', false));
   /** Agents revoked while this process runs: a poll of theirs that got past authentication before the revocation is never held. */
   private readonly revoked = new Set<string>();
   private draining = false;
@@ -63,7 +103,7 @@ export class Dispatcher {
     this.notifier.onResync?.(() => {
       this.wakeUps++;
       this.emptyPicks.clear();
-      for (const set of [...this.byKey.values()]) for (const w of [...set]) w.resolve('sweep');
+      for (const w of this.all()) this.finish(w, 'sweep', true);
       for (const f of this.resyncHandlers) f();
     });
   }
@@ -90,38 +130,57 @@ export class Dispatcher {
 
   /** Waiters currently held (the long-polls gauge). */
   get held(): number {
-    let n = 0;
-    for (const s of this.byKey.values()) n += s.size;
-    return n;
+    return this.heldCount;
   }
 
   static key(aid: string, cid: string, nid: string | null): string {
     return nid === null ? `${aid}/${cid}` : `${aid}/${cid}/${nid}`;
   }
 
-  wait(key: string, agentId: string, timeoutMs: number, signal?: AbortSignal): Promise<WakeReason> {
+  /** Holds a poll of `key` until it is woken, `timeoutMs` passes, or `hold` is aborted (its client left). */
+  wait(key: string, agentId: string, timeoutMs: number, hold?: HoldSignal): Promise<WakeReason> {
     return new Promise((resolve) => {
-      if (signal?.aborted) return resolve('aborted');
+      if (hold?.aborted) return resolve('aborted');
       // Once draining (shutdown) nothing is held any more: a poll arriving late is answered at once.
       if (this.draining) return resolve('draining');
       if (this.revoked.has(agentId)) return resolve('revoked');
-      let timer: NodeJS.Timeout | undefined;
-      const waiter: Waiter = {
-        key,
-        agentId,
-        resolve: (r) => {
-          clearTimeout(timer);
-          signal?.removeEventListener('abort', onAbort);
-          this.remove(waiter);
-          resolve(r);
-        },
-      };
-      const onAbort = () => waiter.resolve('aborted');
-      timer = setTimeout(() => waiter.resolve('timeout'), timeoutMs);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      add(this.byKey, key, waiter);
-      add(this.byAgent, agentId, waiter);
+      const attach = hold !== undefined && hold !== HoldSignal.never;
+      const w = new Waiter(this, key, agentId, Date.now() + timeoutMs, resolve, attach ? hold : undefined);
+      if (attach) hold.waiter = w;
+      this.heldCount++;
+      add(this.byKey, key, w);
+      add(this.byAgent, agentId, w);
+      this.deadlines.add(w);
     });
+  }
+
+  /**
+   * Ends a held poll (once): out of the tables, detached from its request, its promise resolved.
+   * `early`: before its deadline (the heap then drops its entry later). For Waiter and HoldSignal only.
+   */
+  finish(w: Waiter, reason: WakeReason, early: boolean): void {
+    const resolve = w.resolve;
+    if (resolve === undefined) return;
+    w.resolve = undefined;
+    w.ended = true;
+    if (w.hold) w.hold.waiter = undefined;
+    w.hold = undefined;
+    del(this.byKey, w.key, w);
+    del(this.byAgent, w.agentId, w);
+    // Nothing held: the timer stops (a closing server is not kept up by a poll's deadline).
+    if (--this.heldCount === 0) this.deadlines.clear();
+    else if (early) this.deadlines.ended();
+    resolve(reason);
+  }
+
+  /** Every held poll, copied (ending them changes the tables). */
+  private all(): Waiter[] {
+    const out: Waiter[] = [];
+    for (const slot of this.byKey.values()) {
+      if (slot instanceof Set) out.push(...slot);
+      else out.push(slot);
+    }
+    return out;
   }
 
   /** Work was queued for `key`: wake its oldest waiter here, and tell the other replicas. Returns whether one was woken here. */
@@ -177,10 +236,9 @@ export class Dispatcher {
   private wake(key: string): boolean {
     this.wakeUps++;
     this.emptyPicks.delete(key);
-    const set = this.byKey.get(key);
-    const first = set?.values().next().value;
+    const first = oldest(this.byKey.get(key));
     if (!first) return false;
-    first.resolve('work');
+    this.finish(first, 'work', true);
     return true;
   }
 
@@ -195,9 +253,9 @@ export class Dispatcher {
     this.wakeUps++;
     for (const key of keys) {
       this.emptyPicks.delete(key);
-      const first = this.byKey.get(key)?.values().next().value;
+      const first = oldest(this.byKey.get(key));
       if (first) {
-        first.resolve('sweep');
+        this.finish(first, 'sweep', true);
         n++;
       }
     }
@@ -211,7 +269,9 @@ export class Dispatcher {
   }
 
   private wakeAgent(agentId: string, reason: WakeReason): void {
-    for (const w of [...(this.byAgent.get(agentId) ?? [])]) w.resolve(reason);
+    const slot = this.byAgent.get(agentId);
+    if (slot === undefined) return;
+    for (const w of slot instanceof Set ? [...slot] : [slot]) this.finish(w, reason, true);
   }
 
   /** The agent was revoked: its held polls end now (answered as revoked) on every replica, and it is never held again. */
@@ -258,23 +318,24 @@ export class Dispatcher {
   drain(): void {
     this.draining = true;
     this.drainSpreadSeconds = drainSpreadSeconds(this.held);
-    for (const set of [...this.byKey.values()]) for (const w of [...set]) w.resolve('draining');
-  }
-
-  private remove(w: Waiter) {
-    del(this.byKey, w.key, w);
-    del(this.byAgent, w.agentId, w);
+    for (const w of this.all()) this.finish(w, 'draining', true);
   }
 }
 
-function add<K, V>(m: Map<K, Set<V>>, k: K, v: V) {
-  let s = m.get(k);
-  if (!s) m.set(k, (s = new Set()));
-  s.add(v);
+function oldest(slot: Slot | undefined): Waiter | undefined {
+  return slot instanceof Set ? slot.values().next().value : slot;
 }
-function del<K, V>(m: Map<K, Set<V>>, k: K, v: V) {
-  const s = m.get(k);
-  if (!s) return;
-  s.delete(v);
-  if (s.size === 0) m.delete(k);
+function add(m: Map<string, Slot>, k: string, w: Waiter) {
+  const slot = m.get(k);
+  if (slot === undefined) m.set(k, w);
+  else if (slot instanceof Set) slot.add(w);
+  else m.set(k, new Set([slot, w]));
+}
+function del(m: Map<string, Slot>, k: string, w: Waiter) {
+  const slot = m.get(k);
+  if (slot === w) m.delete(k);
+  else if (slot instanceof Set) {
+    slot.delete(w);
+    if (slot.size === 0) m.delete(k);
+  }
 }

@@ -31,7 +31,7 @@ import type { CommandRow } from '../db/commands.repository.ts';
 import type { Config } from '../config.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Durability } from '../db/durability.ts';
-import { Dispatcher } from './dispatcher.ts';
+import { Dispatcher, type HoldSignal } from './dispatcher.ts';
 import { drainRetryAfterSeconds } from './drain.plan.ts';
 import { redactText } from './redact.ts';
 import { LogQuota, type LogRate } from './log-quota.ts';
@@ -177,7 +177,7 @@ export class QueueService {
    * Long-poll: claims the oldest queued command of the agent's target, or holds the request until
    * one is queued (woken in-process), the agent has a cancellation to learn of, or `waitMs` passes.
    */
-  async poll(agent: AgentPrincipal, waitMs: number, signal: AbortSignal): Promise<PollResponse> {
+  async poll(agent: AgentPrincipal, waitMs: number, signal: HoldSignal): Promise<PollResponse> {
     const key = Dispatcher.key(agent.aid, agent.cid, agent.role === 'node' ? agent.nid : null);
     const deadline = Date.now() + waitMs;
     for (;;) {
@@ -196,7 +196,9 @@ export class QueueService {
       const remaining = deadline - Date.now();
       if (remaining <= 0 || signal.aborted) return { command: null, cancel: await commands.cancelRequestedFor(this.d.db, agent.agentId) };
       this.d.metrics.longPollsHeld.inc();
-      const reason = await this.d.dispatcher.wait(key, agent.agentId, remaining, signal).finally(() => this.d.metrics.longPollsHeld.dec());
+      // wait() only resolves (never rejects): no finally, whose promise and closure every held poll kept.
+      const reason = await this.d.dispatcher.wait(key, agent.agentId, remaining, signal);
+      this.d.metrics.longPollsHeld.dec();
       if (reason === 'revoked') throw forbidden('the client certificate has been revoked', 'certificate_revoked');
       if (reason === 'draining') throw draining(drainRetryAfterSeconds(this.d.dispatcher.drainSpreadSeconds, Math.random()));
       if (reason === 'aborted' || reason === 'timeout') return { command: null, cancel: reason === 'timeout' ? await commands.cancelRequestedFor(this.d.db, agent.agentId) : [] };

@@ -13,6 +13,7 @@ import { z } from 'zod';
 import { DEFAULT_AGENT_RATES } from '../../control-plane/http/agent-rate.ts';
 import { reportAndPoll, resultNextQuery, resultNextSeconds, type ResultNextDeps } from '../../control-plane/http/result-next.ts';
 import { RetryLater } from '../../control-plane/queue/queue.service.ts';
+import { HoldSignal } from '../../control-plane/queue/dispatcher.ts';
 import { TetherError, forbidden } from '../../common/errors.ts';
 import { silentLogger } from '../../common/logger.ts';
 import type { HttpError } from '../../common/http-client.ts';
@@ -263,19 +264,19 @@ describe('result + next: what the poll part throws (result-next.ts, the queue st
 
   it('a storage failure while claiming answers the stored result with an empty next', async () => {
     const storage = Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR_WRITE' });
-    const r = await reportAndPoll(deps(() => Promise.reject(storage)), agent, 1, result, 5, new AbortController().signal);
+    const r = await reportAndPoll(deps(() => Promise.reject(storage)), agent, 1, result, 5, new HoldSignal());
     assert.deepEqual(r, { status: 'applied', state: 'succeeded', next: EMPTY });
   });
 
   it('so does any other failure of the poll part (a drain, a revocation, a bug)', async () => {
     for (const err of [new RetryLater('draining', 'draining', 3), forbidden('revoked', 'certificate_revoked'), new TypeError('bug')]) {
-      const r = await reportAndPoll(deps(() => Promise.reject(err)), agent, 1, result, 5, new AbortController().signal);
+      const r = await reportAndPoll(deps(() => Promise.reject(err)), agent, 1, result, 5, new HoldSignal());
       assert.deepEqual(r.next, EMPTY, String(err));
     }
   });
 
   it('but a failed barrier (the result itself not known on disk) is an error, not a 200', async () => {
     const eio = new TetherError('storage_unavailable', 'fsync failed', { status: 503 });
-    await assert.rejects(reportAndPoll(deps(() => Promise.reject(new Error('x')), () => Promise.reject(eio)), agent, 1, result, 5, new AbortController().signal), (e) => e === eio);
+    await assert.rejects(reportAndPoll(deps(() => Promise.reject(new Error('x')), () => Promise.reject(eio)), agent, 1, result, 5, new HoldSignal()), (e) => e === eio);
   });
 });
