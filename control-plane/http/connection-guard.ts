@@ -76,7 +76,8 @@ export class ConnectionGuard {
     this.entries.set(key, { raw, address: raw.remoteAddress!, secured: false, counted: true });
     this.handshaking.add(key);
     this.total++;
-    raw.once('close', () => {
+    // on, not once: 'close' comes once, and once() would wrap the listener in a closure of its own.
+    raw.on('close', () => {
       this.release(key);
       this.entries.delete(key);
     });

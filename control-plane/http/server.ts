@@ -134,7 +134,7 @@ export class ApiServer {
     });
     h2.on('session', (s) => {
       this.sessions.add(s);
-      s.once('close', () => this.sessions.delete(s));
+      s.on('close', () => this.sessions.delete(s));
       s.on('error', (err) => o.log.debug({ err }, 'HTTP/2 session error'));
       idleSessionGuard(s, lim.idleTimeoutMs);
     });
@@ -168,7 +168,7 @@ export class ApiServer {
         return;
       }
       this.sockets.add(socket);
-      socket.once('close', () => this.sockets.delete(socket));
+      socket.on('close', () => this.sockets.delete(socket));
       (socket.alpnProtocol === 'h2' ? h2 : h1).emit('connection', socket);
     });
     // Node does not close a socket whose handshake failed (or timed out) when this event has a listener.
@@ -207,12 +207,18 @@ export class ApiServer {
     return { tls: this.sockets.size, http2: this.sessions.size, unauthenticated: this.guard.unauthenticated };
   }
 
-  private track(res: { once(event: 'close', fn: () => void): unknown }) {
+  private track(res: { on(event: 'close', fn: () => void): unknown }) {
     this.inFlight++;
-    res.once('close', () => {
-      if (--this.inFlight === 0) for (const f of this.idle.splice(0)) f();
-    });
+    // on, not once, here and for the sessions', sockets' and streams' 'close' below: it comes once,
+    // and once() wraps each listener in a closure, a context and a property array of its own, which
+    // every held agent kept (docs/performance.md, "what each held agent keeps in the V8 heap").
+    res.on('close', this.untrack);
   }
+
+  /** One function for every request's 'close', not a closure per request. */
+  private readonly untrack = (): void => {
+    if (--this.inFlight === 0) for (const f of this.idle.splice(0)) f();
+  };
 
   async listen(port: number, host: string): Promise<number> {
     await new Promise<void>((res, rej) => {
@@ -287,14 +293,17 @@ function idleSessionGuard(s: http2.ServerHttp2Session, ms: number): void {
     }, ms);
     timer.unref();
   };
+  const closed = () => {
+    if (--open === 0 && !s.closed) arm();
+  };
   s.on('stream', (stream: http2.ServerHttp2Stream) => {
     open++;
+    // Dropped, not only cleared: a held session would keep its spent Timeout otherwise.
     clearTimeout(timer);
-    stream.once('close', () => {
-      if (--open === 0 && !s.closed) arm();
-    });
+    timer = undefined;
+    stream.on('close', closed);
   });
-  s.once('close', () => clearTimeout(timer));
+  s.on('close', () => clearTimeout(timer));
   arm();
 }
 
