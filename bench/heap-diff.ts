@@ -19,6 +19,12 @@ interface Snapshot {
   strings: string[];
 }
 
+/** Where each node field sits in the flat `nodes` array (a node is `width` numbers). */
+function nodeLayout(s: Snapshot) {
+  const f = s.snapshot.meta.node_fields;
+  return { width: f.length, iType: f.indexOf('type'), iName: f.indexOf('name'), iSize: f.indexOf('self_size'), iEdges: f.indexOf('edge_count'), types: s.snapshot.meta.node_types[0] };
+}
+
 interface Tally {
   count: number;
   bytes: number;
@@ -31,12 +37,7 @@ interface Tally {
  */
 export function tally(file: string, byOwner = false): { kinds: Map<string, Tally>; total: Tally } {
   const s = JSON.parse(readFileSync(file, 'utf8')) as Snapshot;
-  const f = s.snapshot.meta.node_fields;
-  const width = f.length;
-  const iType = f.indexOf('type');
-  const iName = f.indexOf('name');
-  const iSize = f.indexOf('self_size');
-  const types = s.snapshot.meta.node_types[0];
+  const { width, iType, iName, iSize, types } = nodeLayout(s);
   const owner = byOwner ? owners(s) : undefined;
   const kinds = new Map<string, Tally>();
   const total = { count: 0, bytes: 0 };
@@ -60,17 +61,12 @@ export function tally(file: string, byOwner = false): { kinds: Map<string, Tally
 
 /** The first retainer of every node that has one: "type name.edge" (index: node ordinal). */
 function owners(s: Snapshot): Map<number, string> {
-  const f = s.snapshot.meta.node_fields;
-  const width = f.length;
-  const iType = f.indexOf('type');
-  const iName = f.indexOf('name');
-  const iEdges = f.indexOf('edge_count');
+  const { width, iType, iName, iEdges, types: ntypes } = nodeLayout(s);
   const ef = s.snapshot.meta.edge_fields;
   const ew = ef.length;
   const eType = ef.indexOf('type');
   const eName = ef.indexOf('name_or_index');
   const eTo = ef.indexOf('to_node');
-  const ntypes = s.snapshot.meta.node_types[0];
   const etypes = s.snapshot.meta.edge_types[0];
   const out = new Map<number, string>();
   let e = 0;
