@@ -220,6 +220,7 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
       return countAgentsByHeartbeatAge(db, now - HEALTHY_BELOW_S * 1000, now - OFFLINE_FROM_S * 1000);
     },
     connections: () => server.connections,
+    heldPolls: () => dispatcher.held,
     instancesBySyncStatus: async () => Object.fromEntries((await countInstancesBySyncStatus(db)).map((r) => [r.status, Number(r.n)])),
     durability: () => barrier.stats(),
   });

@@ -20,6 +20,8 @@ export function createMetrics(collect: {
   commandsByState: () => Promise<Record<string, number>>;
   agentsByStatus: () => Promise<Record<string, number>>;
   connections: () => { tls: number; http2: number };
+  /** Agent long-polls held now (queue/dispatcher.ts: its count, read at each scrape). */
+  heldPolls: () => number;
   /** Instances not deleted, by sync status (synced, drifted, error, unknown). */
   instancesBySyncStatus?: () => Promise<Record<string, number>>;
   /** The durability barrier's counts so far (db/durability.ts): WAL syncs, and the answers that waited for one. */
@@ -68,7 +70,14 @@ export function createMetrics(collect: {
     },
   });
   const heartbeats = new Counter({ name: 'tether_heartbeats_total', help: 'Agent heartbeats received', registers: [registry] });
-  const longPollsHeld = new Gauge({ name: 'tether_long_polls_held', help: 'Agent long-polls currently held open', registers: [registry] });
+  const longPollsHeld = new Gauge({
+    name: 'tether_long_polls_held',
+    help: 'Agent long-polls currently held open',
+    registers: [registry],
+    collect() {
+      this.set(collect.heldPolls());
+    },
+  });
   const submitToClaim = new Histogram({
     name: 'tether_submit_to_claim_seconds',
     help: 'Time from a command being queued to an agent claiming it',

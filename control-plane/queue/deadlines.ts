@@ -12,9 +12,9 @@
 
 /** What the heap keeps: a deadline, and whether the entry ended before it. */
 export interface DeadlineEntry {
-  deadline: number;
-  /** Set by the owner when the entry ended early; the heap then only drops it. */
-  ended: boolean;
+  readonly deadline: number;
+  /** True once the owner ended the entry (early, or at its deadline); the heap then only drops it. */
+  readonly ended: boolean;
 }
 
 /** Ended entries tolerated before a rebuild, at least (below it a rebuild would cost more than it frees). */
@@ -27,12 +27,10 @@ export class Deadlines<E extends DeadlineEntry> {
   /** The deadline the timer is armed for (Infinity: none). */
   private armedFor = Infinity;
   private readonly expire: (e: E) => void;
-  private readonly now: () => number;
 
   /** `expire` runs for each entry whose deadline passed before it ended (the owner ends it there). */
-  constructor(expire: (e: E) => void, now: () => number = Date.now) {
+  constructor(expire: (e: E) => void) {
     this.expire = expire;
-    this.now = now;
   }
 
   /** Entries in the heap, the ended ones not yet dropped included (for tests and the rebuild rule). */
@@ -47,7 +45,7 @@ export class Deadlines<E extends DeadlineEntry> {
     if (e.deadline < this.armedFor) this.arm(e.deadline);
   }
 
-  /** The owner marked `e` ended (e.ended = true) before its deadline. */
+  /** An entry ended before its deadline (its `ended` now reads true). */
   ended(): void {
     this.endedCount++;
     if (this.endedCount >= REBUILD_MIN && this.endedCount * 2 > this.heap.length) this.rebuild();
@@ -65,13 +63,13 @@ export class Deadlines<E extends DeadlineEntry> {
   private arm(at: number): void {
     clearTimeout(this.timer);
     this.armedFor = at;
-    this.timer = setTimeout(this.fire, Math.max(0, at - this.now()));
+    this.timer = setTimeout(this.fire, Math.max(0, at - Date.now()));
   }
 
   private readonly fire = (): void => {
     this.timer = undefined;
     this.armedFor = Infinity;
-    const now = this.now();
+    const now = Date.now();
     // `expire` may clear the heap (its owner's last entry ended): read it afresh each time.
     while (this.heap.length > 0 && (this.heap[0]!.ended || this.heap[0]!.deadline <= now)) {
       const top = popTop(this.heap);

@@ -46,7 +46,6 @@ export class HoldSignal {
 
 /** One held poll: a plain record in the dispatcher's tables and its deadline heap (no closure or timer of its own). */
 class Waiter {
-  ended = false;
   readonly owner: Dispatcher;
   readonly key: string;
   readonly agentId: string;
@@ -61,6 +60,11 @@ class Waiter {
     this.deadline = deadline;
     this.resolve = resolve;
     this.hold = hold;
+  }
+
+  /** Ended (woken, timed out, its client gone …): its promise is resolved. What the deadline heap reads. */
+  get ended(): boolean {
+    return this.resolve === undefined;
   }
 }
 
@@ -162,7 +166,6 @@ export class Dispatcher {
     const resolve = w.resolve;
     if (resolve === undefined) return;
     w.resolve = undefined;
-    w.ended = true;
     if (w.hold) w.hold.waiter = undefined;
     w.hold = undefined;
     del(this.byKey, w.key, w);

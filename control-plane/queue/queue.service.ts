@@ -195,10 +195,7 @@ export class QueueService {
       }
       const remaining = deadline - Date.now();
       if (remaining <= 0 || signal.aborted) return { command: null, cancel: await commands.cancelRequestedFor(this.d.db, agent.agentId) };
-      this.d.metrics.longPollsHeld.inc();
-      // wait() only resolves (never rejects): no finally, whose promise and closure every held poll kept.
       const reason = await this.d.dispatcher.wait(key, agent.agentId, remaining, signal);
-      this.d.metrics.longPollsHeld.dec();
       if (reason === 'revoked') throw forbidden('the client certificate has been revoked', 'certificate_revoked');
       if (reason === 'draining') throw draining(drainRetryAfterSeconds(this.d.dispatcher.drainSpreadSeconds, Math.random()));
       if (reason === 'aborted' || reason === 'timeout') return { command: null, cancel: reason === 'timeout' ? await commands.cancelRequestedFor(this.d.db, agent.agentId) : [] };
