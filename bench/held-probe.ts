@@ -1,6 +1,6 @@
 /**
  * What the control plane does per second with many agents held (issue 18): a probe preloaded into
- * the bench's server, and the summaries of what it and `--cpu-prof` wrote. Three uses:
+ * the bench's server, and the summaries of what it and `--cpu-prof` wrote. Four uses:
  *
  *   BENCH_HELD_PROBE_OUT=/tmp/probe npm run bench -- --only held --held 5000 --window 30 \
  *       --server-node-args=--import=$PWD/bench/held-probe.ts
@@ -13,6 +13,9 @@
  *     run are not the server's own)
  *   node bench/held-probe.ts /tmp/probe-<pid>.jsonl <from ISO time> <seconds>
  *     the per-second rates over the window the bench measured ("held 5000: measuring for 30 s")
+ *   node bench/held-probe.ts --answers /tmp/probe-<pid>-answers.jsonl bench/results/<run>.json
+ *     the dispatch scenario's late claims beside the server's answers that carried them: the
+ *     probe also writes, per answer handing an agent a command, when the stream was ended and closed
  *   kill -USR2 <server pid> (starts V8's CPU profiler), again N s later (writes <out>-<pid>-<ms>.cpuprofile)
  *   node bench/held-probe.ts --profile <file.cpuprofile>
  *     a CPU profile (the probe's or --cpu-prof's) by self time: by function, by the nearest frame of Tether's own code
@@ -20,11 +23,12 @@
  */
 import { readFileSync, writeFileSync, readdirSync, openSync, writeSync } from 'node:fs';
 import { Session } from 'node:inspector';
-import { createRequire } from 'node:module';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
+import fs from 'node:fs';
 import http2 from 'node:http2';
 import { PerformanceObserver, constants, monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import v8 from 'node:v8';
-import { summarize as latencies, type LatencySummary } from './lib/util.ts';
+import { nowMs, summarize as latencies, type LatencySummary } from './lib/util.ts';
 
 const out = process.env.BENCH_HELD_PROBE_OUT;
 if (import.meta.url !== `file://${process.argv[1]}`) {
@@ -64,12 +68,43 @@ function probe(file: string) {
   http2.createServer = ((...a: Parameters<typeof http2.createServer>) => {
     const server = createServer(...a);
     server.prependListener('stream', (stream, headers) => {
-      if (headers[':path'] !== '/v1/agent/heartbeat') return;
-      const t0 = performance.now();
-      stream.once('close', () => served.push(performance.now() - t0));
+      const path = headers[':path'] ?? '';
+      if (path === '/v1/agent/heartbeat') {
+        const t0 = performance.now();
+        stream.once('close', () => served.push(performance.now() - t0));
+      } else if (path.startsWith('/v1/agent/poll') || path.includes('next=')) recordAnswer(stream);
     });
     return server;
   }) as typeof http2.createServer;
+  // Each answer that hands an agent a command (a poll's, or a result's with ?next): the command's
+  // id, when the server ended the stream with it and when the stream closed (its last frame handed
+  // to the socket), in wall-clock ms as the load generators stamp a claim's receipt. Set beside the
+  // bench's late claims it tells an answer the server wrote late from one received late.
+  const answers = openSync(file.replace(/\.jsonl$/, '-answers.jsonl'), 'a');
+  const recordAnswer = (stream: http2.ServerHttp2Stream) => {
+    const end = stream.end;
+    stream.end = function (this: http2.ServerHttp2Stream, ...a: unknown[]) {
+      const body = a[0];
+      const text = typeof body === 'string' ? body : Buffer.isBuffer(body) ? body.toString('utf8', 0, 200) : '';
+      const id = /"command":\{"id":(\d+)/.exec(text)?.[1];
+      if (id !== undefined) {
+        const endAt = nowMs();
+        stream.once('close', () => writeSync(answers, `${JSON.stringify({ id: Number(id), endAt, closeAt: nowMs() })}\n`));
+      }
+      return (end as (...x: unknown[]) => http2.ServerHttp2Stream).apply(this, a);
+    } as typeof stream.end;
+  };
+  // Each WAL sync of the group commit (db/durability.ts: fdatasync on the thread pool), from the
+  // call to its callback, on the same file: the answers above wait for the sync after their claim.
+  const fdatasync = fs.fdatasync;
+  fs.fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
+    const startAt = nowMs();
+    fdatasync(fd, (err) => {
+      writeSync(answers, `${JSON.stringify({ syncStartAt: startAt, syncEndAt: nowMs() })}\n`);
+      cb(err);
+    });
+  }) as typeof fs.fdatasync;
+  syncBuiltinESMExports(); // the server's `import { fdatasync } from 'node:fs'` sees the wrapper
   const counts = new Map<string, number>();
   const count = (k: string) => counts.set(k, (counts.get(k) ?? 0) + 1);
   if (process.env.BENCH_HELD_PROBE_COUNT === '1') {
@@ -182,6 +217,7 @@ type Line = { t: string; cpuMs: number; gcMaxMs: number; mainRunDelayMs: number;
 
 function summarize(args: string[]) {
   if (args[0] === '--profile') return profile(args[1]!);
+  if (args[0] === '--answers') return lateAnswers(args[1]!, args[2]!);
   const [file, from, secs] = args;
   const lines = readFileSync(file!, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Line);
   const t0 = from ? Date.parse(from) : Date.parse(lines[0]!.t);
@@ -217,6 +253,39 @@ function summarize(args: string[]) {
   console.log(`event loop delay, max per second: median ${maxes[Math.floor(s / 2)]?.toFixed(1)} ms, worst ${maxes.at(-1)?.toFixed(1)} ms; seconds over 10 ms: ${maxes.filter((m) => m > 10).length}`);
   const rows = Object.entries(after.counts).map(([k, n]) => [k, (n - (before.counts[k] ?? 0)) / elapsed] as const).filter(([, r]) => r > 0).sort((a, b) => b[1] - a[1]);
   for (const [k, r] of rows) console.log(`${r.toFixed(1).padStart(8)}/s  ${k}`);
+}
+
+/**
+ * The dispatch scenario's late claims (a results file's dispatch.late.rows) beside the server's
+ * record of their answers (the probe's -answers.jsonl): for each, when the server ended the stream
+ * with the command (after its claim), when the stream closed, and when the load generator stamped
+ * it received, relative to the server's end of the stream.
+ */
+function lateAnswers(answersFile: string, resultsFile: string) {
+  const byId = new Map<number, { endAt: number; closeAt: number }>();
+  const syncs: { syncStartAt: number; syncEndAt: number }[] = [];
+  for (const l of readFileSync(answersFile, 'utf8').trim().split('\n')) {
+    const a = JSON.parse(l) as { id: number; endAt: number; closeAt: number } | { syncStartAt: number; syncEndAt: number };
+    if ('syncEndAt' in a) syncs.push(a);
+    else byId.set(a.id, a);
+  }
+  // The sync an answer waited for: the last one to end before the server ended the answer's stream.
+  const syncBefore = (t: number) => syncs.filter((x) => x.syncEndAt <= t).at(-1);
+  const r = JSON.parse(readFileSync(resultsFile, 'utf8')) as { results: { dispatch?: { late?: { rows: { id: number; atS: number; ms: number; serverMs: number | null; receivedAt?: number }[] } } } };
+  const rows = r.results.dispatch?.late?.rows ?? [];
+  console.log('id      at s   submit→received ms  created→claimed ms (server)  sync before end ms  end→close ms  end→received ms');
+  const after: number[] = [];
+  for (const row of rows) {
+    const a = byId.get(row.id);
+    const close = a ? (a.closeAt - a.endAt).toFixed(1) : '-';
+    const recv = a && row.receivedAt !== undefined ? row.receivedAt - a.endAt : undefined;
+    if (recv !== undefined) after.push(recv);
+    const sy = a ? syncBefore(a.endAt) : undefined;
+    const sync = sy ? (sy.syncEndAt - sy.syncStartAt).toFixed(1) : '-';
+    console.log(`${String(row.id).padEnd(8)}${row.atS.toFixed(1).padStart(5)}  ${String(row.ms).padStart(17)}  ${String(row.serverMs ?? '-').padStart(27)}  ${sync.padStart(18)}  ${close.padStart(12)}  ${recv === undefined ? '-'.padStart(15) : recv.toFixed(0).padStart(15)}`);
+  }
+  if (after.length) console.log(`end→received over ${after.length} late claims: ${JSON.stringify(latencies(after))}`);
+  if (syncs.length) console.log(`every WAL sync recorded (${syncs.length}), ms: ${JSON.stringify(latencies(syncs.map((x) => x.syncEndAt - x.syncStartAt)))}`);
 }
 
 interface ProfNode {

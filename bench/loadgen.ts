@@ -71,6 +71,8 @@ export interface LoadgenStats {
   /** Poll retries that waited out the control plane's Retry-After. */
   retryAfterWaits: number;
   errors: Record<string, number>;
+  /** The Go load generator's own GC since start (cycles, CPU ms, of it mark assists, live heap); absent from this one. */
+  gc?: { cycles: number; cpuMs: number; assistCpuMs: number; heapLiveMB: number };
 }
 
 let cfg: LoadgenStart;

@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import { startServer, metric, NOFILE, NOFILE_WANTED, withNofile, type BenchServer } from './lib/server.ts';
 import { ensureIdentities, identityDir, clusterOf } from './lib/identities.ts';
 import { Fleet, parseLoadgenKind } from './lib/fleet.ts';
+import type { LoadgenStats } from './loadgen.ts';
 import { lastFinished, waitApplied } from './lib/applied.ts';
 import { CountingProxy } from './lib/proxy.ts';
 import { freePort } from './lib/net.ts';
@@ -164,7 +165,7 @@ async function held(n: number) {
     try {
       const c = await f.waitConnected(ramp + 60_000, log);
       await sleep(10_000);
-      await f.stats(true);
+      const gc0 = (await f.stats(true)).gc;
       w.reset();
       const lg0 = f.cpuMs();
       log(`held ${n}: measuring for ${cfg.window} s`);
@@ -201,6 +202,7 @@ async function held(n: number) {
         loadgen,
         loadgenCpuMsPerHeartbeat: st.hbOk > 0 ? Math.round((loadgenCpuMs / st.hbOk) * 1000) / 1000 : NaN,
         loadgenCpuPercent: Math.round((loadgenCpuMs / (p.seconds * 1000)) * 1000) / 10,
+        loadgenGc: loadgenGc(gc0, st.gc),
         loadAverage: loadAverage(),
         errors: st.errors,
       };
@@ -223,6 +225,16 @@ async function held(n: number) {
 
 const manifest = { manifests: 'apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}\n' };
 
+/**
+ * The Go load generator's own GC between two of its reports (null from the Node one), with
+ * GOGC as it ran: its mark assists stall the very goroutines whose latency the bench measures.
+ */
+function loadgenGc(a: LoadgenStats['gc'], b: LoadgenStats['gc']) {
+  if (!a || !b) return null;
+  const r = (x: number) => Math.round(x * 10) / 10;
+  return { gogc: process.env.GOGC ?? null, cycles: b.cycles - a.cycles, cpuMs: r(b.cpuMs - a.cpuMs), assistCpuMs: r(b.assistCpuMs - a.assistCpuMs), heapLiveMB: r(b.heapLiveMB) };
+}
+
 /** A claim later than this (submit → the agent has it) is listed on its own in the dispatch results. */
 const LATE_CLAIM_MS = 100;
 
@@ -233,11 +245,12 @@ const LATE_CLAIM_MS = 100;
  * one the server made late waited for a poll. Also when they were submitted: together, or spread.
  */
 async function lateClaims(c: HttpClient, late: { id: number; at: number; ms: number }[], start: number) {
-  const rows: { id: number; atS: number; ms: number; serverMs: number | null }[] = [];
+  const rows: { id: number; atS: number; ms: number; serverMs: number | null; receivedAt: number }[] = [];
   for (const l of late.slice(0, 200)) {
     const v = (await c.request<{ createdAt: string; claimedAt: string | null }>('GET', `/v1/commands/${l.id}`)).body;
     const serverMs = v.claimedAt === null ? null : Date.parse(v.claimedAt) - Date.parse(v.createdAt);
-    rows.push({ id: l.id, atS: Math.round((l.at - start) / 100) / 10, ms: Math.round(l.ms), serverMs });
+    // receivedAt: wall-clock ms, as bench/held-probe.ts stamps the server's answers (its -answers.jsonl).
+    rows.push({ id: l.id, atS: Math.round((l.at - start) / 100) / 10, ms: Math.round(l.ms), serverMs, receivedAt: Math.round(l.at + l.ms) });
   }
   rows.sort((a, b) => a.atS - b.atS);
   return {
@@ -262,7 +275,7 @@ async function dispatchAndThroughput() {
     try {
       await f.waitConnected(rampFor(n) + 60_000, log);
       await sleep(3000);
-      await f.stats(true);
+      const gc0 = (await f.stats(true)).gc;
       const submit = (c: HttpClient, i: number) => c.request<{ id: number }>('POST', '/v1/commands', { target: { cluster: clusterOf(i) }, type: 'manifest', spec: manifest, maxAttempts: 3 });
 
       if (scenarios.has('dispatch')) {
@@ -293,7 +306,7 @@ async function dispatchAndThroughput() {
         }
         const d = summarize(lat);
         const late = await lateClaims(submitters[0]!, lateIds, start);
-        results.dispatch = { agents: n, commands: cfg.dispatchCommands, claimed: lat.length, submitToClaimMs: d, late, walSyncsPerCommand: Math.round((syncs / cfg.dispatchCommands) * 100) / 100, cpuPercent: p.cpuPercent, rssMB: mb(p.rssBytes), loadgen, loadgenCpuPercent: Math.round(((f.cpuMs() - lg0) / (p.seconds * 1000)) * 1000) / 10, loadAverage: loadAverage() };
+        results.dispatch = { agents: n, commands: cfg.dispatchCommands, claimed: lat.length, submitToClaimMs: d, late, walSyncsPerCommand: Math.round((syncs / cfg.dispatchCommands) * 100) / 100, cpuPercent: p.cpuPercent, rssMB: mb(p.rssBytes), loadgen, loadgenCpuPercent: Math.round(((f.cpuMs() - lg0) / (p.seconds * 1000)) * 1000) / 10, loadgenGc: loadgenGc(gc0, st.gc), loadAverage: loadAverage() };
         if (late.count > 0) row('2 dispatch', `claims later than ${LATE_CLAIM_MS} ms`, `${late.count}: ${late.claimedLateByServer} claimed late by the server, the rest answered late; submitted from ${late.firstAtS} s to ${late.lastAtS} s of the run`);
         row('2 dispatch', `submit → claim, ${n} agents waiting`, `p50 ${d.p50} ms, p99 ${d.p99} ms (${lat.length}/${cfg.dispatchCommands} claimed)`, 'p50 ≤ 5 ms, p99 ≤ 25 ms', d.p50 <= 5 && d.p99 <= 25 && lat.length === cfg.dispatchCommands);
         const all = lat.length === cfg.dispatchCommands;

@@ -128,6 +128,10 @@ export class Fleet {
       for (const k of ['agents', 'healthy', 'connected', 'hbOk', 'hbErr', 'pollOk', 'pollErr', 'resultsOk', 'resultsErr', 'resultRequests', 'resultNext', 'tlsConnects', 'tlsResumed', 'retryAfterWaits'] as const) sum[k] += s[k];
       for (const k of ['hbLatency', 'claims', 'resultDone', 'recoveredHb', 'recoveredPoll'] as const) (sum[k] as unknown[]).push(...(s[k] as unknown[]));
       for (const [k, v] of Object.entries(s.errors)) sum.errors[k] = (sum.errors[k] ?? 0) + v;
+      if (s.gc) {
+        sum.gc ??= { cycles: 0, cpuMs: 0, assistCpuMs: 0, heapLiveMB: 0 };
+        for (const k of ['cycles', 'cpuMs', 'assistCpuMs', 'heapLiveMB'] as const) sum.gc[k] += s.gc[k];
+      }
     }
     return sum;
   }

@@ -6,6 +6,7 @@ package main
 import (
 	"math"
 	"math/rand/v2"
+	"runtime/metrics"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,6 +77,23 @@ type loadgenStats struct {
 	TLSResumed      int64          `json:"tlsResumed"`
 	RetryAfterWaits int            `json:"retryAfterWaits"`
 	Errors          map[string]int `json:"errors"`
+	GC              *gcStats       `json:"gc"`
+}
+
+// gcStats: the load generator's own garbage collector since start (runtime/metrics), never reset.
+// Its mark assists stall the goroutine that allocates (a heartbeat's, a poll's) while it marks:
+// time the bench would otherwise count as the control plane's latency.
+type gcStats struct {
+	Cycles      uint64  `json:"cycles"`
+	CPUMs       float64 `json:"cpuMs"`
+	AssistCPUMs float64 `json:"assistCpuMs"`
+	HeapLiveMB  float64 `json:"heapLiveMB"`
+}
+
+func readGC() *gcStats {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}, {Name: "/cpu/classes/gc/total:cpu-seconds"}, {Name: "/cpu/classes/gc/mark/assist:cpu-seconds"}, {Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	return &gcStats{Cycles: s[0].Value.Uint64(), CPUMs: s[1].Value.Float64() * 1000, AssistCPUMs: s[2].Value.Float64() * 1000, HeapLiveMB: float64(s[3].Value.Uint64()) / 1048576}
 }
 
 // snapshot is loadgen.ts's snapshot: claims and results since the last report; the counters,
@@ -90,7 +108,7 @@ func snapshot(reset bool) loadgenStats {
 		HbLatency: append([]float64{}, st.hbLat.values...), Claims: st.claims, ResultDone: st.resultDone,
 		RecoveredHb: []float64{}, RecoveredPoll: []float64{},
 		TLSConnects: st.tlsConnects.Load(), TLSResumed: st.tlsResumed.Load(), RetryAfterWaits: st.retryAfterWaits,
-		Errors: map[string]int{},
+		Errors: map[string]int{}, GC: readGC(),
 	}
 	if s.Claims == nil {
 		s.Claims = []stamp{}
