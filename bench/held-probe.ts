@@ -16,6 +16,8 @@
  *   node bench/held-probe.ts --answers /tmp/probe-<pid>-answers.jsonl bench/results/<run>.json
  *     the dispatch scenario's late claims beside the server's answers that carried them: the
  *     probe also writes, per answer handing an agent a command, when the stream was ended and closed
+ *   BENCH_HELD_PROBE_V8_FLAGS='--trace-gc-nvp' (with the first use): V8 flags NODE_OPTIONS refuses,
+ *     set in the server at start (--trace-gc-nvp: each GC's phases, in the server's log)
  *   kill -USR2 <server pid> (starts V8's CPU profiler), again N s later (writes <out>-<pid>-<ms>.cpuprofile)
  *   node bench/held-probe.ts --profile <file.cpuprofile>
  *     a CPU profile (the probe's or --cpu-prof's) by self time: by function, by the nearest frame of Tether's own code
@@ -39,6 +41,8 @@ if (import.meta.url !== `file://${process.argv[1]}`) {
 }
 
 function probe(file: string) {
+  // V8 flags NODE_OPTIONS refuses (--trace-gc-nvp: each GC's phases, in the server's log), set at run time.
+  if (process.env.BENCH_HELD_PROBE_V8_FLAGS) v8.setFlagsFromString(process.env.BENCH_HELD_PROBE_V8_FLAGS);
   const gcKinds: Record<number, string> = {
     [constants.NODE_PERFORMANCE_GC_MINOR]: 'minor',
     [constants.NODE_PERFORMANCE_GC_MAJOR]: 'major',

@@ -46,7 +46,13 @@ class LoadgenProc {
     } else {
       // GOMAXPROCS=1 unless set: on these 2 cores one P costs ~26 % less CPU per heartbeat than two
       // (0.167 against 0.226 ms at 1,000 agents × 1/s: fewer threads woken and spinning) and keeps up.
-      const env = { ...process.env, GOMAXPROCS: process.env.GOMAXPROCS ?? '1' };
+      // GOGC=400 unless set: one process simulating 10,000 agents holds ~370 MB live (a real agent
+      // holds its own few MB), and with Go's default 100 a GC cycle came every ~10 s whose mark
+      // assists stalled the goroutines that allocate (those receiving a claim, sending a heartbeat)
+      // for up to ~1.1 s: submit → claim p99 875 and 1,016 ms at 10,000 held with 2 cycles and
+      // 1.2-1.3 s of assists in the window, 68 ms twice with 400 and none; the server had answered
+      // in time (bench/held-probe.ts --answers; docs/performance.md, issue 18).
+      const env = { ...process.env, GOMAXPROCS: process.env.GOMAXPROCS ?? '1', GOGC: process.env.GOGC ?? '400' };
       this.child = spawn('prlimit', [`--nofile=${NOFILE}:${NOFILE}`, '--', loadgenGoBinary()], { stdio: ['pipe', 'pipe', 'inherit'], env });
       this.child.stdin!.on('error', () => undefined); // a write after it exited: its exit is what is reported
       createInterface({ input: this.child.stdout! }).on('line', (l) => this.emit(JSON.parse(l) as { type?: string }));
