@@ -20,10 +20,15 @@
  * If the worker fails (it cannot open the file, or stops), the main connection's automatic
  * checkpoints go on alone, as before.
  *
- * Opt-in (`TETHER_SQLITE_CHECKPOINT=worker`): bench/checkpoint.ts measured no difference on this
- * project's machine (main-thread CPU per command, event-loop delay p99 and max, a command's life,
- * the WAL's size), because a checkpoint in a commit stalled the loop ~10-40 ms at most there. It
- * is kept for disks whose fsync is slow, where that stall grows; measure there before turning it on.
+ * On by default since 2026-12-03 (`TETHER_SQLITE_CHECKPOINT=inline` turns it off). bench/checkpoint.ts
+ * had measured no difference with commands alone (their commits touch few pages: a checkpoint in a
+ * commit stalled the loop ~10-40 ms at most). With 10,000 agents held, the heartbeat batch's
+ * commits touch pages all over the agents table, the WAL reached the threshold every ~2.2 s, and
+ * the checkpoint inside that commit stalled the event loop 45-85 ms (two fsyncs of ~10 and ~30 ms
+ * among them): a stall over 40 ms in 15-17 seconds of each 30, heartbeat p99 115-175 ms. With the
+ * worker, 4 such seconds (the major GCs'), the main thread's fsyncs ~0.5 ms, p99 85-110 ms, the
+ * same CPU per heartbeat, ~25 MB more RSS (docs/performance.md, "The WAL's checkpoint off the
+ * event loop").
  */
 import { Worker } from 'node:worker_threads';
 import { EventEmitter } from 'node:events';
@@ -153,6 +158,13 @@ class WorkerCheckpoints extends EventEmitter<{ checkpoint: [Extract<CheckpointMe
   }
 }
 
+/** `TETHER_SQLITE_CHECKPOINT`: `worker` (the default) or `inline`; anything else is refused at start. */
+export function checkpointModeFromEnv(value: string | undefined): 'worker' | 'inline' {
+  if (value === undefined || value === '' || value === 'worker') return 'worker';
+  if (value === 'inline') return 'inline';
+  throw new Error(`TETHER_SQLITE_CHECKPOINT must be worker or inline (got ${JSON.stringify(value.slice(0, 40))})`);
+}
+
 /**
  * Starts checkpointing `file` (opened in WAL mode by openDatabase) off the main thread.
  * `intervalMs`: how often the worker copies; `startAfterMs`: the thread starts that much later
@@ -160,9 +172,7 @@ class WorkerCheckpoints extends EventEmitter<{ checkpoint: [Extract<CheckpointMe
  * answers undefined.
  */
 export function startCheckpointer(sqlite: SQLite.Database, file: string, o: { intervalMs?: number; mode?: 'worker' | 'inline'; startAfterMs?: number } = {}): Checkpointer {
-  // Off unless asked for: measured on this project's machine, the worker changed neither the main
-  // thread's CPU per command nor the event loop's stalls (docs/performance.md, issue 18).
-  const mode = o.mode ?? (process.env.TETHER_SQLITE_CHECKPOINT === 'worker' ? 'worker' : 'inline');
+  const mode = o.mode ?? checkpointModeFromEnv(process.env.TETHER_SQLITE_CHECKPOINT);
   if (mode === 'inline') return new InlineCheckpoints();
   return new WorkerCheckpoints(sqlite, { file, intervalMs: o.intervalMs ?? 200 }, o.startAfterMs ?? 0);
 }

@@ -26,7 +26,7 @@
  *   could overwrite synced frames whose database pages were never synced: the barrier therefore
  *   requires NORMAL, and the database layer sets it.) A checkpoint that runs between a commit and
  *   its sync only syncs more.
- * - With TETHER_SQLITE_CHECKPOINT=worker the server also checkpoints from a worker thread's own
+ * - By default (TETHER_SQLITE_CHECKPOINT=worker) the server also checkpoints from a worker thread's own
  *   connection (checkpoint.ts), beside this connection's automatic checkpoint. The argument above holds unchanged: the syncs around the
  *   copy belong to the connection that checkpoints, and the worker's runs `synchronous=NORMAL`
  *   too; the copied mark (nBackfill) is shared memory (the -shm file) that SQLite advances only

@@ -38,10 +38,10 @@ export function openStorage(c: StorageConfig, onIdleError?: (err: Error) => void
   }
   const file = join(c.dataDir, 'tether.db');
   const { db, sqlite } = openDatabase(file);
-  // With TETHER_SQLITE_CHECKPOINT=worker, a worker thread copies the WAL beside the commits
-  // (checkpoint.ts), started after 5 s (TETHER_SQLITE_CHECKPOINT_START_MS): a server runs for
-  // hours, a test's for seconds (until then the main connection's checkpoints do it all).
-  // Otherwise the main connection's automatic checkpoints alone, as before.
+  // A worker thread copies the WAL beside the commits (checkpoint.ts), started after 5 s
+  // (TETHER_SQLITE_CHECKPOINT_START_MS): a server runs for hours, a test's for seconds (until then
+  // the main connection's checkpoints do it all). TETHER_SQLITE_CHECKPOINT=inline: the main
+  // connection's automatic checkpoints alone, as before 2026-12-03.
   const startAfterMs = Number(process.env.TETHER_SQLITE_CHECKPOINT_START_MS ?? 5000);
   const checkpointer = startCheckpointer(sqlite, file, { startAfterMs: Number.isFinite(startAfterMs) ? startAfterMs : 5000 });
   return {

@@ -1,6 +1,6 @@
 /**
- * Checkpoints off the request path (control-plane/db/checkpoint.ts, opt-in): the storage the
- * server opens has a worker thread copying the WAL when asked for; a pass of the worker alone lets the next commit start the
+ * Checkpoints off the request path (control-plane/db/checkpoint.ts, on by default): the storage the
+ * server opens has a worker thread copying the WAL; a pass of the worker alone lets the next commit start the
  * WAL over (it stays at one round of commits, where without any checkpoint it grows with every
  * commit); under commits that never pause (a pass never finds the WAL whole) the main connection's
  * threshold still bounds it, and finds most of it copied by the worker; a worker that cannot work
@@ -39,21 +39,30 @@ describe('checkpoints on a worker thread', () => {
     removeDir(dir);
   });
 
-  it('the server storage checkpoints inline by default, and on a worker with TETHER_SQLITE_CHECKPOINT=worker', async function () {
+  it('the server storage checkpoints on a worker by default, inline with TETHER_SQLITE_CHECKPOINT=inline, and refuses other values', async function () {
     this.timeout(30_000);
-    const byDefault = openStorage({ dataDir: dir, databasePoolSize: 1, databaseStatementTimeoutMs: 1000 });
-    try {
-      assert.equal(byDefault.dialect === 'sqlite' && byDefault.checkpointer.mode, 'inline');
-    } finally {
-      await byDefault.close();
-    }
     const before = process.env.TETHER_SQLITE_CHECKPOINT;
-    process.env.TETHER_SQLITE_CHECKPOINT = 'worker';
+    const withEnv = (value: string) => {
+      process.env.TETHER_SQLITE_CHECKPOINT = value;
+      try {
+        return openStorage({ dataDir: dir, databasePoolSize: 1, databaseStatementTimeoutMs: 1000 });
+      } finally {
+        if (before === undefined) delete process.env.TETHER_SQLITE_CHECKPOINT;
+        else process.env.TETHER_SQLITE_CHECKPOINT = before;
+      }
+    };
+    const inline = withEnv('inline');
+    try {
+      assert.equal(inline.dialect === 'sqlite' && inline.checkpointer.mode, 'inline');
+    } finally {
+      await inline.close();
+    }
+    assert.throws(() => withEnv('workers'), /TETHER_SQLITE_CHECKPOINT must be worker or inline/);
+    delete process.env.TETHER_SQLITE_CHECKPOINT;
     try {
       storage = openStorage({ dataDir: dir, databasePoolSize: 1, databaseStatementTimeoutMs: 1000 });
     } finally {
-      if (before === undefined) delete process.env.TETHER_SQLITE_CHECKPOINT;
-      else process.env.TETHER_SQLITE_CHECKPOINT = before;
+      if (before !== undefined) process.env.TETHER_SQLITE_CHECKPOINT = before;
     }
     assert.equal(storage.dialect, 'sqlite');
     if (storage.dialect !== 'sqlite') return;
