@@ -101,6 +101,10 @@ program
     const { createLogger } = (await import(new URL('common/logger.ts', ROOT).href)) as typeof import('../../common/logger.ts');
     const log = createLogger('tether-control-plane');
     ((await import(new URL('common/process-net.ts', ROOT).href)) as typeof import('../../common/process-net.ts')).installProcessNet(log);
+    const { gcThreadsNiceFromEnv, lowerGcThreads } = (await import(new URL('control-plane/gc-threads.ts', ROOT).href)) as typeof import('../gc-threads.ts');
+    const gcNice = gcThreadsNiceFromEnv(process.env.TETHER_GC_THREADS_NICE);
+    if (typeof gcNice === 'object') throw new UsageError(gcNice.error);
+    if (gcNice > 0) log.debug(lowerGcThreads(gcNice), "V8's helper threads below the event loop");
     const m = /^(.*):(\d{1,5})$/.exec(o.listen);
     if (!m) throw new UsageError(`--listen must be host:port (got ${o.listen})`);
     const host = m[1]!.replace(/^\[(.*)\]$/, '$1') || '0.0.0.0';

@@ -5,12 +5,14 @@
  * mapped in /proc/<pid>/maps. CI installs Debian's libmimalloc2.0 (.ci/run). And its V8 flags take
  * effect: the semi-space size bin/tether asks for is the one V8 resolves from the real process's
  * flags (an implication such as --optimize-for-size's 1 MB would silently override it), and it is
- * the 16 MB measured with ~20,000 agents held.
+ * the 16 MB measured with ~20,000 agents held. V8's helper threads (concurrent marking) run at nice
+ * 10 below the event loop (control-plane/gc-threads.ts), TETHER_GC_THREADS_NICE sets it or refuses.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { getPriority } from 'node:os';
 import { REPO_ROOT, freePort, removeDir, stopProcess, tempDir } from '../support/control-plane.ts';
 
 const MIMALLOC = ['/usr/lib/x86_64-linux-gnu/libmimalloc.so.2', '/usr/lib/aarch64-linux-gnu/libmimalloc.so.2'];
@@ -30,6 +32,16 @@ function startBin(dataDir: string, port: number, env: NodeJS.ProcessEnv): Promis
     proc.stdout!.on('data', seen);
     proc.stderr!.on('data', seen);
     proc.on('close', (code) => resolve({ proc, ready: false, code, output }));
+  });
+}
+
+/** Each thread of the process: its name and nice value (/proc/<pid>/task/<tid>/stat, field 19). */
+function threads(pid: number): { tid: number; name: string; nice: number }[] {
+  return readdirSync(`/proc/${pid}/task`).map((tid) => {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // from field 3 (state) on
+    return { tid: Number(tid), name, nice: Number(fields[19 - 3]) };
   });
 }
 
@@ -90,6 +102,34 @@ describe('control plane memory allocator (bin/tether server)', function () {
     // had V8 mark the held agents' old generation every ~3 s (docs/performance.md, "Heartbeats with
     // ~20,000 held (issue 18)"): the young generation is 16 MB.
     assert.equal(Number(effective), 16, `the server's semi-space is ${effective} MB, not the 16 MB measured for held agents`);
+  });
+
+  it("runs V8's helper threads (concurrent marking) at nice 10, below the event loop; TETHER_GC_THREADS_NICE=0 keeps them level", async () => {
+    const r = await startBin(dataDir, await freePort(), { NODE_OPTIONS: '', TETHER_GC_THREADS_NICE: '' });
+    proc = r.proc;
+    assert.ok(r.ready, r.output);
+    const all = threads(r.proc.pid!);
+    const helpers = all.filter((t) => /^V8Worker|^DelayedTaskSche/.test(t.name));
+    assert.ok(helpers.length >= 2, `V8's helper threads: ${JSON.stringify(all)}`);
+    // Relative to the nice value the server was started with (this process's, inherited).
+    const base = getPriority();
+    for (const t of helpers) assert.equal(t.nice, Math.min(19, base + 10), JSON.stringify(t));
+    const main = all.find((t) => t.tid === r.proc.pid);
+    assert.equal(main?.nice, base, 'the event loop keeps its priority');
+    // Every other thread too (libuv's pool syncs the WAL; the checkpoint worker copies it).
+    for (const t of all.filter((x) => !helpers.includes(x))) assert.equal(t.nice, base, JSON.stringify(t));
+    await stopProcess(r.proc);
+    const level = await startBin(dataDir, await freePort(), { NODE_OPTIONS: '', TETHER_GC_THREADS_NICE: '0' });
+    proc = level.proc;
+    assert.ok(level.ready, level.output);
+    for (const t of threads(level.proc.pid!)) assert.equal(t.nice, base, JSON.stringify(t));
+  });
+
+  it('refuses a TETHER_GC_THREADS_NICE outside 0-19 with a message and a non-zero exit', async () => {
+    const r = await startBin(dataDir, await freePort(), { TETHER_GC_THREADS_NICE: '20' });
+    assert.equal(r.ready, false);
+    assert.notEqual(r.code, 0);
+    assert.match(r.output, /TETHER_GC_THREADS_NICE must be a whole number from 0 to 19 \(got "20"\)/);
   });
 
   it('refuses another TETHER_MALLOC value with a message and exit 2', async () => {
