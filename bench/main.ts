@@ -232,8 +232,11 @@ const manifest = { manifests: 'apiVersion: v1\nkind: Namespace\nmetadata: {name:
 function loadgenGc(a: LoadgenStats['gc'], b: LoadgenStats['gc']) {
   if (!a || !b) return null;
   const r = (x: number) => Math.round(x * 10) / 10;
-  return { gogc: process.env.GOGC ?? '400 (bench/lib/fleet.ts)', cycles: b.cycles - a.cycles, cpuMs: r(b.cpuMs - a.cpuMs), assistCpuMs: r(b.assistCpuMs - a.assistCpuMs), heapLiveMB: r(b.heapLiveMB) };
+  return { gogc: process.env.GOGC || process.env.GOMEMLIMIT ? `GOGC=${process.env.GOGC ?? ''} GOMEMLIMIT=${process.env.GOMEMLIMIT ?? ''}` : 'off, GOMEMLIMIT=6GiB (bench/lib/fleet.ts)', cycles: b.cycles - a.cycles, cpuMs: r(b.cpuMs - a.cpuMs), assistCpuMs: r(b.assistCpuMs - a.assistCpuMs), heapLiveMB: r(b.heapLiveMB) };
 }
+
+/** Environment variables of the control plane and the Go load generator whose values the results record. */
+const MEASURED_ENV = ['TETHER_SQLITE_CHECKPOINT', 'TETHER_GC_THREADS_NICE', 'TETHER_MALLOC', 'TETHER_AGENT_RATE_LIMITS', 'GOGC', 'GOMEMLIMIT', 'GOMAXPROCS'];
 
 /** A claim later than this (submit → the agent has it) is listed on its own in the dispatch results. */
 const LATE_CLAIM_MS = 100;
@@ -871,6 +874,9 @@ try {
     durability: durability?.mode ?? null,
     durabilityMethod: durability?.method ?? null,
     sqliteSynchronous: process.env.TETHER_SQLITE_SYNCHRONOUS === 'FULL' ? 'FULL' : 'NORMAL',
+    // The environment of the control plane and the Go load generator that changes what is measured
+    // (null: unset, the default).
+    environment: Object.fromEntries(MEASURED_ENV.map((k) => [k, process.env[k] ?? null])),
     seconds: Math.round((Date.now() - started) / 1000),
     config: cfg,
     table: rows,

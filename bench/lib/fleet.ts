@@ -46,13 +46,17 @@ class LoadgenProc {
     } else {
       // GOMAXPROCS=1 unless set: on these 2 cores one P costs ~26 % less CPU per heartbeat than two
       // (0.167 against 0.226 ms at 1,000 agents × 1/s: fewer threads woken and spinning) and keeps up.
-      // GOGC=400 unless set: one process simulating 10,000 agents holds ~370 MB live (a real agent
-      // holds its own few MB), and with Go's default 100 a GC cycle came every ~10 s whose mark
-      // assists stalled the goroutines that allocate (those receiving a claim, sending a heartbeat)
-      // for up to ~1.1 s: submit → claim p99 875 and 1,016 ms at 10,000 held with 2 cycles and
-      // 1.2-1.3 s of assists in the window, 68 ms twice with 400 and none; the server had answered
-      // in time (bench/held-probe.ts --answers; docs/performance.md, issue 18).
-      const env = { ...process.env, GOMAXPROCS: process.env.GOMAXPROCS ?? '1', GOGC: process.env.GOGC ?? '400' };
+      // Its GC off, bounded by GOMEMLIMIT=6GiB (unless GOGC or GOMEMLIMIT is set): one process
+      // simulating 10,000 agents holds ~310-370 MB live (20,000: ~800 MB; a real agent holds its own
+      // few MB), and each GC cycle's mark assists stalled the goroutines that allocate (those
+      // receiving a claim, sending a heartbeat) for up to ~1.1 s, a stall no real fleet has: with
+      // Go's default GOGC=100, submit → claim p99 875 and 1,016 ms at 10,000 held (2 cycles, 1.2-1.3 s
+      // of assists in the window), 68 ms twice with GOGC=400 and no cycle, the server having
+      // answered in time (bench/held-probe.ts --answers); with 400 a cycle still came in some
+      // windows (heartbeat p99 493 ms in one, 85-110 ms in those without). The results report the
+      // cycles in the window (loadgenGc; docs/performance.md, issue 18).
+      const gcEnv = process.env.GOGC || process.env.GOMEMLIMIT ? {} : { GOGC: 'off', GOMEMLIMIT: '6GiB' };
+      const env = { ...process.env, GOMAXPROCS: process.env.GOMAXPROCS ?? '1', ...gcEnv };
       this.child = spawn('prlimit', [`--nofile=${NOFILE}:${NOFILE}`, '--', loadgenGoBinary()], { stdio: ['pipe', 'pipe', 'inherit'], env });
       this.child.stdin!.on('error', () => undefined); // a write after it exited: its exit is what is reported
       createInterface({ input: this.child.stdout! }).on('line', (l) => this.emit(JSON.parse(l) as { type?: string }));
