@@ -104,7 +104,12 @@ program
     const { gcThreadsNiceFromEnv, lowerGcThreads } = (await import(new URL('control-plane/gc-threads.ts', ROOT).href)) as typeof import('../gc-threads.ts');
     const gcNice = gcThreadsNiceFromEnv(process.env.TETHER_GC_THREADS_NICE);
     if (typeof gcNice === 'object') throw new UsageError(gcNice.error);
-    if (gcNice > 0) log.debug(lowerGcThreads(gcNice), "V8's helper threads below the event loop");
+    if (gcNice > 0) {
+      const lowered = lowerGcThreads(gcNice);
+      // A sandbox refusing setpriority (a seccomp filter without it) costs latency, not correctness: say so once.
+      if (lowered.failed > 0) log.warn(lowered, "V8's helper threads could not be put below the event loop (setpriority refused?)");
+      else log.debug(lowered, "V8's helper threads below the event loop");
+    }
     const m = /^(.*):(\d{1,5})$/.exec(o.listen);
     if (!m) throw new UsageError(`--listen must be host:port (got ${o.listen})`);
     const host = m[1]!.replace(/^\[(.*)\]$/, '$1') || '0.0.0.0';

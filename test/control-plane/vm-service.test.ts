@@ -118,7 +118,7 @@ describe('control plane: systemd service', function () {
     ]) {
       assert.deepEqual(get(k!), [v], `${k}=${v}`);
     }
-    assert.deepEqual(get('SystemCallFilter'), ['@system-service', '~@privileged @resources']);
+    assert.deepEqual(get('SystemCallFilter'), ['@system-service', '~@privileged @resources', 'setpriority']);
     assert.deepEqual(get('RestrictAddressFamilies'), ['AF_UNIX AF_INET AF_INET6']);
     // The sysusers entry creates that user with the state folder as its home.
     assert.match(readFileSync(join(REPO_ROOT, 'control-plane/systemd/tether-server.sysusers'), 'utf8'), /^u tether - "Tether control plane" \/var\/lib\/tether-server$/m);
