@@ -30,6 +30,11 @@ var honourRetryAfter = true
 // runtime); BENCH_AGENT_RESULT_NEXT=0 gives the result and then a poll, as loadgen.ts.
 var resultNext = true
 
+// extraHeaders: BENCH_AGENT_EXTRA_HEADERS=<n> adds n headers (x-bench-pad-<i>) to every request. Each
+// header value a Node HTTP/2 server receives becomes one external string (node_http_common.h); the
+// knob measures what they cost the server's major GC (docs/performance.md).
+var extraHeaders [][2]string
+
 type response struct {
 	status        int
 	body          []byte
@@ -121,6 +126,9 @@ func (a *agent) request(method, path string, body any, timeout time.Duration) (r
 		req.Header.Set("content-type", "application/json")
 	}
 	req.Header.Set("user-agent", "tether-agent")
+	for _, h := range extraHeaders {
+		req.Header.Set(h[0], h[1])
+	}
 	var release sync.Once
 	a.gate.Lock()
 	unlock := func() { release.Do(a.gate.Unlock) }

@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -173,6 +174,15 @@ func startAgents(m *startMsg) {
 func main() {
 	honourRetryAfter = os.Getenv("BENCH_AGENT_RETRY_AFTER") != "0"
 	resultNext = os.Getenv("BENCH_AGENT_RESULT_NEXT") != "0"
+	if v := os.Getenv("BENCH_AGENT_EXTRA_HEADERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 64 {
+			fail("BENCH_AGENT_EXTRA_HEADERS must be 0-64 (got %q)", v)
+		}
+		for i := 0; i < n; i++ {
+			extraHeaders = append(extraHeaders, [2]string{fmt.Sprintf("x-bench-pad-%d", i), fmt.Sprintf("pad-%d", i)})
+		}
+	}
 	// BENCH_LOADGEN_CPUPROFILE=<file>: a CPU profile of the whole run (go tool pprof), written at stop.
 	if f := os.Getenv("BENCH_LOADGEN_CPUPROFILE"); f != "" {
 		w, err := os.Create(f)
