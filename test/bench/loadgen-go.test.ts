@@ -11,6 +11,7 @@
  * without it the build fails and so does this test.
  */
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -135,5 +136,13 @@ describe('bench: the Go load generator', function () {
     assert.ok(back.tlsResumed >= AGENTS, `TLS sessions resumed on reconnect: ${back.tlsResumed} of ${back.tlsConnects}`);
     const srv2 = s;
     await until('every poll held again', 20_000, async () => ((await metric(srv2, 'tether_long_polls_held')) === AGENTS ? true : undefined));
+  });
+
+  it('refuses a BENCH_AGENT_EXTRA_HEADERS that is not a count from 0 to 64, before doing anything', () => {
+    for (const v of ['65', '-1', 'x', '1e3']) {
+      const r = spawnSync(loadgenGoBinary(), [], { input: '', encoding: 'utf8', env: { ...process.env, BENCH_AGENT_EXTRA_HEADERS: v }, timeout: 30_000 });
+      assert.equal(r.status, 1, `exit status for ${v}`);
+      assert.match(r.stderr, /BENCH_AGENT_EXTRA_HEADERS must be 0-64/, `message for ${v}`);
+    }
   });
 });
