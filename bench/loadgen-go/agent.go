@@ -58,6 +58,10 @@ type agent struct {
 	// Guarded by the global mu (stats.go): the recovery times since the last mark (-1: none yet) and the Retry-After quiet time.
 	recHb, recPoll float64
 	quietUntil     time.Time
+	// As the runtime: heartbeats failed in a row without a Retry-After, and the time before which
+	// none goes (retry.go, heartbeatDelay). Guarded by mu.
+	hbFailures  int
+	hbNotBefore time.Time
 }
 
 func newAgent(idx int, cfg *startMsg, cert tls.Certificate, roots *tlsRoots) *agent {
@@ -159,7 +163,7 @@ func (a *agent) start(cfg *startMsg) {
 	if stopped.Load() {
 		return
 	}
-	go a.heartbeat()
+	go a.heartbeat(cfg)
 	go func() {
 		t := time.NewTicker(time.Duration(cfg.HeartbeatMs) * time.Millisecond)
 		defer t.Stop()
@@ -168,16 +172,16 @@ func (a *agent) start(cfg *startMsg) {
 			case <-rootCtx.Done():
 				return
 			case <-t.C:
-				go a.heartbeat()
+				go a.heartbeat(cfg)
 			}
 		}
 	}()
 	go a.pollLoop(cfg)
 }
 
-func (a *agent) heartbeat() {
+func (a *agent) heartbeat(cfg *startMsg) {
 	mu.Lock()
-	quiet := time.Now().Before(a.quietUntil)
+	quiet := time.Now().Before(a.quietUntil) || time.Now().Before(a.hbNotBefore)
 	mu.Unlock()
 	if stopped.Load() || quiet || !a.hbInFlight.CompareAndSwap(false, true) {
 		return
@@ -189,6 +193,7 @@ func (a *agent) heartbeat() {
 	if err == nil && r.hasRetryAfter {
 		d, _ := retryDelay(1, r.retryAfterMs, true, 1000, 60_000, rand.Float64())
 		mu.Lock()
+		a.hbFailures = 0 // the control plane answered: it said when, and the backoff starts again
 		if until := time.Now().Add(d); until.After(a.quietUntil) {
 			a.quietUntil = until
 		}
@@ -202,6 +207,10 @@ func (a *agent) heartbeat() {
 		mu.Lock()
 		st.hbErr++
 		countLocked(err.Error())
+		if !r.hasRetryAfter {
+			a.hbFailures++
+			a.hbNotBefore = time.Now().Add(heartbeatDelay(a.hbFailures, float64(cfg.HeartbeatMs), 60_000, rand.Float64()))
+		}
 		mu.Unlock()
 		return
 	}
@@ -209,6 +218,7 @@ func (a *agent) heartbeat() {
 	a.healthy.Store(true)
 	a.connected.Store(true)
 	mu.Lock()
+	a.hbFailures = 0
 	st.hbOk++
 	st.hbLat.add(t1 - t0)
 	if markAt > 0 && a.recHb < 0 && t0 >= markAt {

@@ -66,3 +66,13 @@ func retryDelay(attempt int, retryAfterMs float64, hasRetryAfter bool, minBackof
 }
 
 func msDuration(ms float64) time.Duration { return time.Duration(ms * float64(time.Millisecond)) }
+
+// heartbeatDelay is heartbeatDelay: 0 (the next tick) after one failure, then the heartbeat
+// interval doubling per further failure, ×1–2, up to max. Checked against the TypeScript plan by
+// retry_test.go (test/bench/loadgen-go-retry.test.ts).
+func heartbeatDelay(failures int, intervalMs, maxBackoffMs, random float64) time.Duration {
+	if failures < 2 {
+		return 0
+	}
+	return msDuration(math.Min(maxBackoffMs, math.Round((1+random)*intervalMs*math.Pow(2, float64(min(30, failures-2))))))
+}

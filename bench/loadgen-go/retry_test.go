@@ -57,3 +57,40 @@ func TestRetryDelayMatchesThePlan(t *testing.T) {
 		t.Errorf("%d of %d cases differ from retry.plan.ts", bad, len(cases))
 	}
 }
+
+type heartbeatCase struct {
+	Failures     int     `json:"failures"`
+	IntervalMs   float64 `json:"intervalMs"`
+	MaxBackoffMs float64 `json:"maxBackoffMs"`
+	Random       float64 `json:"random"`
+	Ms           float64 `json:"ms"`
+}
+
+func TestHeartbeatDelayMatchesThePlan(t *testing.T) {
+	path := os.Getenv("HEARTBEAT_CASES")
+	if path == "" {
+		t.Fatal("HEARTBEAT_CASES is not set: the cases come from common/agent/retry.plan.ts (test/bench/loadgen-go-retry.test.ts)")
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases []heartbeatCase
+	if err := json.Unmarshal(raw, &cases); err != nil {
+		t.Fatal(err)
+	}
+	if len(cases) == 0 {
+		t.Fatal("no cases")
+	}
+	bad := 0
+	for _, c := range cases {
+		if got := float64(heartbeatDelay(c.Failures, c.IntervalMs, c.MaxBackoffMs, c.Random).Milliseconds()); got != c.Ms {
+			if bad++; bad <= 10 {
+				t.Errorf("%d failures, interval %v ms, max %v ms, random %v: got %v ms, the plan says %v ms", c.Failures, c.IntervalMs, c.MaxBackoffMs, c.Random, got, c.Ms)
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d cases differ from retry.plan.ts", bad, len(cases))
+	}
+}

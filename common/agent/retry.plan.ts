@@ -11,6 +11,12 @@
  *   2.4 s after the time it planned for them.
  * - Otherwise its own backoff: `min` doubling per failed attempt up to `max`, each randomised by
  *   ×1–2 (p-retry's formula), so a fleet does not retry in step.
+ *
+ * Heartbeats back off too ({@link heartbeatDelay}), from the heartbeat interval: a heartbeat is
+ * what reconnects an agent, and a fleet whose heartbeats all failed kept dialling every 5 s, so a
+ * control plane that fell behind spent its CPU on handshakes that timed out and never caught up
+ * (with ~20,000 agents on 2 cores its listen queue overflowed for minutes and its operator could
+ * not connect: docs/performance.md, "Heartbeats back off").
  */
 
 /** The longest wait an agent accepts from a Retry-After: a control plane cannot park its agents for longer. */
@@ -54,4 +60,26 @@ export function retryDelay(i: RetryInput): RetryDelay {
   }
   const ms = Math.min(i.maxBackoffMs, Math.round((1 + i.random) * i.minBackoffMs * 2 ** (Math.max(1, i.attempt) - 1)));
   return { ms, cause: 'backoff' };
+}
+
+export interface HeartbeatDelayInput {
+  /** Heartbeats failed in a row without a Retry-After, this one included (from 1). */
+  failures: number;
+  intervalMs: number;
+  maxBackoffMs: number;
+  /** A number in [0, 1) (Math.random() in use; fixed in tests). */
+  random: number;
+}
+
+/**
+ * How long after a failed heartbeat the next one may go (0: at the interval's next tick, as usual).
+ * One failure changes nothing; from the second in a row the interval doubles per failure, ×1–2,
+ * up to `maxBackoffMs`: with 5 s heartbeats and the 60 s cap 5–10, 10–20, 20–40, then 40–60 s. A
+ * control plane back after a restart of a few seconds sees its agents at the usual pace; one that
+ * stayed unreachable sees each agent at most every 40–60 s. The interval's timer still ticks, so
+ * the heartbeat goes at the first tick after the wait (up to one interval later).
+ */
+export function heartbeatDelay(i: HeartbeatDelayInput): number {
+  if (i.failures < 2) return 0;
+  return Math.min(i.maxBackoffMs, Math.round((1 + i.random) * i.intervalMs * 2 ** Math.min(30, i.failures - 2)));
 }

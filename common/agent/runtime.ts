@@ -2,8 +2,9 @@
  * The agents' consumer loop, shared by the cluster agent and the node agent: long-poll for work,
  * run it with an AbortSignal per execution, heartbeat every 5 s, ship logs, and deliver results
  * through an on-disk outbox. Every error is logged and retried with backoff (1 s doubling to
- * 60 s, jittered), or after the control plane's Retry-After when it gave one (bounded, jittered:
- * retry.plan.ts); nothing here ends the process.
+ * 60 s, jittered; heartbeats from their interval after two failures in a row), or after the
+ * control plane's Retry-After when it gave one (bounded, jittered: retry.plan.ts); nothing here
+ * ends the process.
  *
  * The executor never sees the wire: it gets the claimed command and a context, and returns an
  * outcome (succeeded | failed{code} | cancelled | timed_out); whether a failure is retryable
@@ -17,7 +18,7 @@ import { LONG_POLL_SECONDS } from '../agent-wire.ts';
 import type { AgentClient } from './agent-client.ts';
 import { MemoryOutbox, type Outbox, type OutboxEntry } from './outbox.ts';
 import { Masker } from './masker.ts';
-import { retryDelay } from './retry.plan.ts';
+import { heartbeatDelay, retryDelay } from './retry.plan.ts';
 import { LogShipper } from './log-shipper.ts';
 import { StopReason, fromStopReason, toResult, type ExecutionContext, type Executor, type Outcome } from './outcome.ts';
 
@@ -321,8 +322,12 @@ export class AgentRuntime {
   /** What the control plane has acknowledged: heartbeats carry only what differs from it. */
   private acked: { metrics: Record<string, unknown>; vpn?: string; fullAt: number; connections: number } = { metrics: {}, fullAt: 0, connections: -1 };
 
+  /** Heartbeats failed in a row without a Retry-After, and the time before which none goes (retry.plan.ts, heartbeatDelay). */
+  private heartbeatFailures = 0;
+  private heartbeatNotBefore = 0;
+
   private async heartbeatOnce(): Promise<void> {
-    if (this.heartbeating || Date.now() < this.quietUntil) return;
+    if (this.heartbeating || Date.now() < this.quietUntil || Date.now() < this.heartbeatNotBefore) return;
     this.heartbeating = true;
     try {
       const [metrics, vpn] = await Promise.all([this.o.collectMetrics(), this.o.collectVpn?.()]);
@@ -348,14 +353,24 @@ export class AgentRuntime {
         connections,
       };
       this.lastHeartbeatOk = Date.now();
+      this.heartbeatFailures = 0;
       this.reachable.abort();
       this.reachable = new AbortController();
       this.cancel(res.cancel);
       void this.flushOutbox(); // the control plane is reachable: deliver anything still waiting
     } catch (err) {
       const retryAfterMs = await this.o.client.retryAfter(err);
-      if (retryAfterMs !== undefined) this.quietUntil = Math.max(this.quietUntil, Date.now() + retryDelay({ attempt: 1, retryAfterMs, minBackoffMs: this.o.minBackoffMs, maxBackoffMs: this.o.maxBackoffMs, random: Math.random() }).ms);
-      this.o.log.warn({ err, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) }, 'heartbeat failed');
+      if (retryAfterMs !== undefined) {
+        // The control plane answered: it said when, and the backoff starts again.
+        this.heartbeatFailures = 0;
+        this.quietUntil = Math.max(this.quietUntil, Date.now() + retryDelay({ attempt: 1, retryAfterMs, minBackoffMs: this.o.minBackoffMs, maxBackoffMs: this.o.maxBackoffMs, random: Math.random() }).ms);
+        this.o.log.warn({ err, retryAfterMs }, 'heartbeat failed');
+      } else {
+        this.heartbeatFailures++;
+        const backoffMs = heartbeatDelay({ failures: this.heartbeatFailures, intervalMs: this.o.heartbeatIntervalMs, maxBackoffMs: this.o.maxBackoffMs, random: Math.random() });
+        this.heartbeatNotBefore = Date.now() + backoffMs;
+        this.o.log.warn({ err, failures: this.heartbeatFailures, ...(backoffMs > 0 ? { backoffMs } : {}) }, 'heartbeat failed');
+      }
     } finally {
       this.heartbeating = false;
     }

@@ -13,7 +13,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { retryDelay } from '../../common/agent/retry.plan.ts';
+import { heartbeatDelay, retryDelay } from '../../common/agent/retry.plan.ts';
 
 const SRC = resolve(import.meta.dirname, '../../bench/loadgen-go');
 
@@ -42,6 +42,35 @@ describe('bench: the Go load generator waits as the agent runtime does', functio
         cwd: SRC,
         encoding: 'utf8',
         env: { ...process.env, RETRY_CASES: file, CGO_ENABLED: '0', GOWORK: 'off', GOFLAGS: '-buildvcs=false -mod=mod' },
+      });
+      assert.equal(r.status, 0, `go test failed (${r.error?.message ?? `exit ${r.status}`}):\n${r.stdout}\n${r.stderr}`);
+      assert.match(r.stdout, /^ok\s/m, r.stdout);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("gives retry.plan.ts's heartbeat backoff after failures in a row", () => {
+    let seed = 7;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const cases = [];
+    for (const failures of [0, 1, 2, 3, 4, 5, 6, 9, 40, 1000]) {
+      for (const [intervalMs, maxBackoffMs] of [[5000, 60_000], [100, 1600], [250, 60_000]] as const) {
+        for (const r of [0, 0.5, 0.999, random(), random()]) {
+          const input = { failures, intervalMs, maxBackoffMs, random: r };
+          cases.push({ ...input, ms: heartbeatDelay(input) });
+        }
+      }
+    }
+    assert.ok(cases.some((c) => c.failures === 3 && c.intervalMs === 5000 && c.random === 0.5 && c.ms === 15_000), 'three failures at 5 s: 10-20 s');
+    const dir = mkdtempSync(join(tmpdir(), 'tether-heartbeat-cases-'));
+    try {
+      const file = join(dir, 'cases.json');
+      writeFileSync(file, JSON.stringify(cases));
+      const r = spawnSync('go', ['test', '-count=1', '-run', 'TestHeartbeatDelayMatchesThePlan', '.'], {
+        cwd: SRC,
+        encoding: 'utf8',
+        env: { ...process.env, HEARTBEAT_CASES: file, CGO_ENABLED: '0', GOWORK: 'off', GOFLAGS: '-buildvcs=false -mod=mod' },
       });
       assert.equal(r.status, 0, `go test failed (${r.error?.message ?? `exit ${r.status}`}):\n${r.stdout}\n${r.stderr}`);
       assert.match(r.stdout, /^ok\s/m, r.stdout);

@@ -1,6 +1,6 @@
 /** When an agent tries again (common/agent/retry.plan.ts): pure, no I/O. */
 import assert from 'node:assert/strict';
-import { MAX_RETRY_AFTER_MS, parseRetryAfter, retryDelay } from '../../common/agent/retry.plan.ts';
+import { MAX_RETRY_AFTER_MS, heartbeatDelay, parseRetryAfter, retryDelay } from '../../common/agent/retry.plan.ts';
 import { toResponse, HttpError } from '../../common/http-client.ts';
 
 const base = { attempt: 1, minBackoffMs: 1000, maxBackoffMs: 60_000 };
@@ -68,5 +68,21 @@ describe('agent retries: Retry-After and backoff', () => {
     assert.equal(retryDelay({ ...base, attempt: 4, random: 0 }).ms, 8000);
     assert.equal(retryDelay({ ...base, attempt: 7, random: 0.9 }).ms, 60_000);
     assert.equal(retryDelay({ ...base, attempt: 5000, random: 0.9 }).ms, 60_000);
+  });
+
+  it('heartbeats: the usual pace after one failure, then the interval doubling per failure, ×1–2, up to the cap', () => {
+    const hb = { intervalMs: 5000, maxBackoffMs: 60_000 };
+    assert.equal(heartbeatDelay({ ...hb, failures: 0, random: 0.9 }), 0);
+    assert.equal(heartbeatDelay({ ...hb, failures: 1, random: 0.9 }), 0, 'one failure: the next tick, as usual');
+    assert.equal(heartbeatDelay({ ...hb, failures: 2, random: 0 }), 5000);
+    assert.equal(heartbeatDelay({ ...hb, failures: 2, random: 0.5 }), 7500);
+    assert.equal(heartbeatDelay({ ...hb, failures: 3, random: 0 }), 10_000);
+    assert.equal(heartbeatDelay({ ...hb, failures: 4, random: 0.999 }), 39_980);
+    assert.equal(heartbeatDelay({ ...hb, failures: 5, random: 0 }), 40_000);
+    assert.equal(heartbeatDelay({ ...hb, failures: 5, random: 0.9 }), 60_000);
+    assert.equal(heartbeatDelay({ ...hb, failures: 1e9, random: 0.9 }), 60_000, 'never more than the cap, whatever the count');
+    // A fleet does not come back in step: the waits after the same failures spread over [d, 2d).
+    const seen = new Set(Array.from({ length: 100 }, (_, i) => heartbeatDelay({ ...hb, failures: 3, random: i / 100 })));
+    assert.equal(seen.size, 100);
   });
 });

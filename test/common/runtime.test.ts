@@ -273,6 +273,45 @@ describe('agent runtime (common/agent)', function () {
     assert.deepEqual(j.outputs, { back: true });
   });
 
+  it('backs its heartbeats off while the control plane stays unreachable, and is back at the usual pace once one gets through', async () => {
+    const port = t.cp.port;
+    await t.cp.close();
+    const beats: number[] = [];
+    const client = new Proxy(agent.client, {
+      get(target, p) {
+        const v = Reflect.get(target, p, target) as unknown;
+        if (typeof v !== 'function') return v;
+        return (...args: unknown[]) => {
+          if (p === 'heartbeat') beats.push(Date.now());
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    const lines: { msg: string; failures?: number; backoffMs?: number }[] = [];
+    const log = pino({ level: 'debug' }, { write: (l: string) => void lines.push(JSON.parse(l)) });
+    // Every 100 ms, the cap at 1.6 s: at the interval's pace 30 heartbeats in 3 s; backing off
+    // (0, 100-200, 200-400, 400-800, 800-1,600, then 1,600 ms, each to the next tick) at most 8.
+    runtime(async () => ({ status: 'succeeded' }), { client, log, heartbeatIntervalMs: 100, maxBackoffMs: 1600 });
+    await new Promise((res) => setTimeout(res, 3000));
+    const down = beats.length;
+    const failed = lines.filter((l) => l.msg === 'heartbeat failed');
+    const { startControlPlane } = await import('../../control-plane/app.ts');
+    t.cp = await startControlPlane({ dataDir: t.dataDir, host: '127.0.0.1', port }, { log: silentLogger() });
+    assert.ok(down >= 4 && down <= 8, `${down} heartbeats in 3 s unreachable: ${JSON.stringify(failed.map((l) => [l.failures, l.backoffMs]))}`);
+    assert.deepEqual(failed.map((l) => l.failures), failed.map((_, i) => i + 1), 'each failure counted');
+    assert.equal(failed[0]!.backoffMs, undefined, 'the first failure: the next tick, as usual');
+    assert.ok(failed.slice(1).every((l) => l.backoffMs! > 0 && l.backoffMs! <= 1600), JSON.stringify(failed.map((l) => [l.failures, l.backoffMs])));
+    // Back within the cap (and a tick), then every 100 ms again.
+    const backAt = Date.now();
+    const after = () => beats.filter((b) => b > backAt);
+    await eventually(async () => (after().length >= 6 ? true : undefined), 5000, 'six heartbeats after the restart');
+    const back = after();
+    assert.ok(back[0]! - backAt <= 1600 + 200, `the first heartbeat ${back[0]! - backAt} ms after the restart`);
+    const gaps = back.slice(2).map((b, i) => b - back[i + 1]!);
+    assert.ok(gaps.every((g) => g < 400), `the usual pace again: ${gaps.join(' ')} ms`);
+    assert.equal(lines.filter((l) => l.msg === 'heartbeat failed').length <= failed.length + 1, true, 'at most the heartbeat in flight failed after the restart');
+  });
+
   it('polls again as soon as a heartbeat gets through, not after the backoff it built up while the control plane was down', async () => {
     const port = t.cp.port;
     await t.cp.close();
