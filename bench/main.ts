@@ -16,7 +16,7 @@ import { Fleet, parseLoadgenKind } from './lib/fleet.ts';
 import type { LoadgenStats } from './loadgen.ts';
 import { lastFinished, waitApplied } from './lib/applied.ts';
 import { CountingProxy } from './lib/proxy.ts';
-import { freePort } from './lib/net.ts';
+import { AcceptQueueWatch, freePort, type AcceptQueueSummary } from './lib/net.ts';
 import { run, stopAgentInNetns } from './lib/netns.ts';
 import { BENCH_CACHE, REPO_ROOT, ProcWatcher, loadAverage, mb, nowMs, procSample, sleep, summarize, type LatencySummary } from './lib/util.ts';
 import { HttpClient } from '../common/http-client.ts';
@@ -155,6 +155,7 @@ async function held(n: number) {
   }
   const s = await server(`held-${n}`);
   const w = new ProcWatcher(s.pid);
+  const aq = new AcceptQueueWatch(s.port);
   try {
     await identities(s, n);
     await sleep(2000);
@@ -205,6 +206,8 @@ async function held(n: number) {
         loadgenGc: loadgenGc(gc0, st.gc),
         loadAverage: loadAverage(),
         errors: st.errors,
+        // The server's accept queue from its start to here (a server that falls behind accepts one connection per pass).
+        acceptQueue: aq.stop(),
       };
       results[`held_${n}`] = r;
       row('1 held agents', `N=${n} RSS (per agent / per conn)`, `${r.rssMB} MB (${r.rssPerAgentKB} KB / ${r.rssPerConnectionKB} KB; ${r.allocator})${connections < n * 0.98 ? `, only ${connections} connected` : ''}`);
@@ -215,7 +218,11 @@ async function held(n: number) {
     } finally {
       await f.stop();
     }
+  } catch (err) {
+    // A failed run says what the server's accept queue did (docs/performance.md, "The 20,000-agent ramp that locks out its operator").
+    throw Object.assign(err as Error, { acceptQueue: aq.stop() });
   } finally {
+    aq.stop();
     w.stop();
     await s.stop();
   }
@@ -812,8 +819,9 @@ try {
         if (r) heldRuns.push(r);
       } catch (err) {
         // An overloaded size (the load generators share the 2 cores) is reported, and the run goes on.
-        log(`held ${n}: failed: ${(err as Error).message}`);
-        results[`held_${n}`] = { failed: (err as Error).message };
+        const acceptQueue = (err as { acceptQueue?: AcceptQueueSummary }).acceptQueue;
+        log(`held ${n}: failed: ${(err as Error).message}${acceptQueue ? `; accept queue: ${JSON.stringify(acceptQueue)}` : ''}`);
+        results[`held_${n}`] = { failed: (err as Error).message, ...(acceptQueue ? { acceptQueue } : {}) };
         row('1 held agents', `N=${n}`, `failed: ${(err as Error).message.slice(0, 60)}`);
       }
     }
