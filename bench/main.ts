@@ -243,7 +243,7 @@ function loadgenGc(a: LoadgenStats['gc'], b: LoadgenStats['gc']) {
 }
 
 /** Environment variables of the control plane and the Go load generator whose values the results record. */
-const MEASURED_ENV = ['TETHER_SQLITE_CHECKPOINT', 'TETHER_GC_THREADS_NICE', 'TETHER_MALLOC', 'TETHER_AGENT_RATE_LIMITS', 'GOGC', 'GOMEMLIMIT', 'GOMAXPROCS', 'BENCH_AGENT_EXTRA_HEADERS'];
+const MEASURED_ENV = ['TETHER_SQLITE_CHECKPOINT', 'TETHER_GC_THREADS_NICE', 'TETHER_MALLOC', 'TETHER_AGENT_RATE_LIMITS', 'GOGC', 'GOMEMLIMIT', 'GOMAXPROCS', 'BENCH_AGENT_EXTRA_HEADERS', 'BENCH_ADMIN_LISTEN'];
 
 /** A claim later than this (submit → the agent has it) is listed on its own in the dispatch results. */
 const LATE_CLAIM_MS = 100;

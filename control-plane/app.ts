@@ -61,6 +61,8 @@ import { consoleRoutes } from './http/console.routes.ts';
 export interface ControlPlane {
   url: string;
   port: number;
+  /** `--admin-listen`'s URL (the admin API on a listening socket of its own), when configured. */
+  adminUrl?: string;
   config: Config;
   db: Db;
   ca: CaMaterial;
@@ -329,6 +331,16 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
   }
   const port = await server.listen(config.port, config.host).catch(failedStart);
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  // --admin-listen: the admin API on a listening socket of its own (server.ts, listenAdmin).
+  let adminUrl: string | undefined;
+  if (config.admin) {
+    const adminPort = await server.listenAdmin(config.admin.port, config.admin.host).catch(async (err: unknown) => {
+      await server.close(0).catch(() => {});
+      return failedStart(err);
+    });
+    const h = config.admin.host === '0.0.0.0' || config.admin.host === '::' ? '127.0.0.1' : config.admin.host;
+    adminUrl = `https://${h.includes(':') ? `[${h}]` : h}:${adminPort}`;
+  }
 
   // The bundle cache is collected at start and hourly (sources replaced, entries unused for long).
   const collectCache = () => void bundles.collectCache().catch((err: unknown) => log.error({ err }, 'bundle cache collection failed'));
@@ -386,13 +398,14 @@ export async function startControlPlane(input: Parameters<typeof parseConfig>[0]
 
   const url = `https://${host}:${port}`;
   log.info(
-    { url, listen: `${config.host}:${port}`, dataDir, caFile: join(dataDir, 'ca.crt'), durability: config.durability, durabilityMethod: barrier.method },
+    { url, listen: `${config.host}:${port}`, ...(adminUrl ? { adminUrl } : {}), dataDir, caFile: join(dataDir, 'ca.crt'), durability: config.durability, durabilityMethod: barrier.method },
     'control plane ready',
   );
 
   return {
     url,
     port,
+    ...(adminUrl ? { adminUrl } : {}),
     config,
     db,
     ca,

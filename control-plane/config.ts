@@ -25,6 +25,8 @@ export const configSchema = z.object({
   caKeyEncryptionKey: z.string().max(200).optional(),
   host: z.string().min(1).default('0.0.0.0'),
   port: z.number().int().min(0).max(65535).default(8443),
+  /** `--admin-listen`: the admin API (HTTP/1.1 only) also on this address, a listening socket of its own. */
+  admin: z.object({ host: z.string().min(1), port: z.number().int().min(0).max(65535) }).optional(),
   /** Extra names/IPs for the server certificate (the defaults are always included). */
   sans: z.array(z.string().min(1)).default([]),
   /** How long a claim is held without a heartbeat before the command is requeued. */

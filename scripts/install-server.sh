@@ -47,6 +47,9 @@ if [ ! -e "$conf_dir/server.env" ]; then
   cat > "$conf_dir/server.env" <<'ENV'
 # Settings of tether-server.service (read by systemd as root; `systemctl restart tether-server` after a change).
 #TETHER_LISTEN=0.0.0.0:8443
+# The admin API and the CLI on an address of their own (HTTP/1.1, agents refused), reachable when a
+# large fleet fills the agents' accept queue (docs/control-plane.md).
+#TETHER_ADMIN_LISTEN=127.0.0.1:8444
 # Extra names/IPs on the certificate from the Tether CA (the one agents verify), space-separated.
 #TETHER_SAN=agents.example.com 203.0.113.10
 # A certificate for the public endpoint (e.g. from Let's Encrypt; docs/control-plane.md): copy the

@@ -8,6 +8,7 @@ import { mkdirSync, openSync, readFileSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { HttpClient } from '../../common/http-client.ts';
 import { REPO_ROOT, sleep } from './util.ts';
+import { freePort } from './net.ts';
 
 import { spawnSync } from 'node:child_process';
 
@@ -60,7 +61,12 @@ export async function startServer(o: { dataDir: string; port: number; logFile: s
   const fd = openSync(o.logFile, 'a');
   // Started as deployed: `tether server` (bin/tether sets the control plane's Node flags); extra
   // Node flags for a run (profiling, experiments) go through NODE_OPTIONS.
-  const [cmd, args] = withNofile('bash', [join(process.env.BENCH_SERVER_ROOT ?? REPO_ROOT, 'bin/tether'), 'server', '--data-dir', o.dataDir, '--listen', `127.0.0.1:${o.port}`, ...(o.extraArgs ?? [])]);
+  // The bench is the operator: its admin and metrics clients use an address of their own
+  // (--admin-listen), as an operator of a large fleet would, so that a server whose agents' accept
+  // queue is full still answers them (docs/performance.md, "The 20,000-agent ramp that locks out
+  // its operator"). BENCH_ADMIN_LISTEN=off: the agents' address (and a server older than the flag).
+  const adminPort = process.env.BENCH_ADMIN_LISTEN === 'off' ? undefined : await freePort();
+  const [cmd, args] = withNofile('bash', [join(process.env.BENCH_SERVER_ROOT ?? REPO_ROOT, 'bin/tether'), 'server', '--data-dir', o.dataDir, '--listen', `127.0.0.1:${o.port}`, ...(adminPort ? ['--admin-listen', `127.0.0.1:${adminPort}`] : []), ...(o.extraArgs ?? [])]);
   const nodeOptions = [process.env.NODE_OPTIONS, ...(o.nodeArgs ?? [])].filter(Boolean).join(' ');
   const proc = spawn(cmd, args, {
     // A few simulated agents each send far more than a real agent would (thousands of heartbeats or
@@ -93,7 +99,8 @@ export async function startServer(o: { dataDir: string; port: number; logFile: s
     }
   }
   const adminToken = o.adminToken ?? readFileSync(join(o.dataDir, 'admin-token'), 'utf8').trim();
-  const admin = new HttpClient({ baseUrl: url, ca: caPem, bearerToken: adminToken, timeoutMs: 60_000 });
+  const adminUrl = adminPort ? `https://127.0.0.1:${adminPort}` : url;
+  const admin = new HttpClient({ baseUrl: adminUrl, ca: caPem, bearerToken: adminToken, timeoutMs: 60_000 });
   const durability = await readDurability(o.logFile);
   let metricsToken = adminToken;
   try {
@@ -101,7 +108,7 @@ export async function startServer(o: { dataDir: string; port: number; logFile: s
   } catch {
     /* an older control plane: /metrics without a token of its own */
   }
-  const metrics = new HttpClient({ baseUrl: url, ca: caPem, bearerToken: metricsToken, timeoutMs: 60_000 });
+  const metrics = new HttpClient({ baseUrl: adminUrl, ca: caPem, bearerToken: metricsToken, timeoutMs: 60_000 });
   return {
     proc,
     pid: proc.pid!,

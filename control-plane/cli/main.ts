@@ -69,6 +69,7 @@ program
   .description('run the control plane')
   .option('--data-dir <dir>', 'data folder (database, CA, admin token)', process.env.TETHER_DATA_DIR ?? './data')
   .option('--listen <host:port>', 'address to listen on', process.env.TETHER_LISTEN ?? '0.0.0.0:8443')
+  .option('--admin-listen <host:port>', "the admin API and the CLI also on this address (HTTP/1.1 only, agents refused): its own accept queue, which a fleet filling the agents' cannot fill (env TETHER_ADMIN_LISTEN)", process.env.TETHER_ADMIN_LISTEN || undefined)
   .option('--san <name...>', 'extra DNS names/IPs for the server certificate (env TETHER_SAN, space-separated)', process.env.TETHER_SAN?.split(/[\s,]+/).filter(Boolean))
   .option('--lease-seconds <n>', 'lease held by an agent without a heartbeat', (v) => intArg(v, '--lease-seconds'))
   .option('--long-poll-seconds <n>', 'longest a poll is held', (v) => numArg(v, '--long-poll-seconds'))
@@ -86,7 +87,7 @@ program
   .option('--ca-key-encryption-key-file <file>', 'replicas on PostgreSQL: file with the key (32 bytes, base64 or hex) that encrypts the shared CA key in the database (env TETHER_CA_KEY_ENCRYPTION_KEY holds the key itself)')
   .option('--database-pool-size <n>', 'PostgreSQL connections of this process (env TETHER_DATABASE_POOL_SIZE; default 10)', (v) => intArg(v, '--database-pool-size'))
   .option('--agent-rate-limits <spec>', "each agent's requests: off, or <class>=<per second>/<burst>,… with classes heartbeat, poll, result, logs, other (env TETHER_AGENT_RATE_LIMITS)", process.env.TETHER_AGENT_RATE_LIMITS || undefined)
-  .action(async (o: { agentRateLimits?: string; caKeyEncryptionKeyFile?: string; database?: string; databasePoolSize?: number; dataDir: string; listen: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean; tlsCert?: string; tlsKey?: string; retention: string; durability: string; driftInterval: string }) => {
+  .action(async (o: { agentRateLimits?: string; caKeyEncryptionKeyFile?: string; database?: string; databasePoolSize?: number; dataDir: string; listen: string; adminListen?: string; san?: string[]; leaseSeconds?: number; longPollSeconds?: number; domainRoot?: string; allowFileRoot: string[]; allowHttp?: boolean; allowPrivateAddresses?: boolean; tlsCert?: string; tlsKey?: string; retention: string; durability: string; driftInterval: string }) => {
     process.umask(0o077); // the database, keys and tokens are for this user only
     // bin/tether preloads mimalloc into the control plane alone: not into the programs it runs.
     if (process.env.TETHER_PRELOADED_MALLOC && process.env.LD_PRELOAD === process.env.TETHER_PRELOADED_MALLOC) delete process.env.LD_PRELOAD;
@@ -113,6 +114,9 @@ program
     const m = /^(.*):(\d{1,5})$/.exec(o.listen);
     if (!m) throw new UsageError(`--listen must be host:port (got ${o.listen})`);
     const host = m[1]!.replace(/^\[(.*)\]$/, '$1') || '0.0.0.0';
+    const am = o.adminListen === undefined ? undefined : /^(.*):(\d{1,5})$/.exec(o.adminListen);
+    if (o.adminListen !== undefined && (!am || Number(am[2]) > 65535)) throw new UsageError(`--admin-listen must be host:port (got ${o.adminListen})`);
+    const admin = am ? { host: am[1]!.replace(/^\[(.*)\]$/, '$1') || '0.0.0.0', port: Number(am[2]) } : undefined;
     const fileRoots = [...(process.env.TETHER_ALLOW_FILE_ROOTS ?? '').split(':').filter((d) => d !== ''), ...o.allowFileRoot];
     for (const d of fileRoots) if (!isAbsolute(d)) throw new UsageError(`--allow-file-root takes an absolute folder (got ${d})`);
     const { durationSchema, parseDurationSeconds } = await import('../../common/wire.ts');
@@ -144,6 +148,7 @@ program
       ...(poolSize ? { databasePoolSize: poolSize } : {}),
       host,
       port: Number(m[2]),
+      ...(admin ? { admin } : {}),
       sans: o.san ?? [],
       ...(o.leaseSeconds ? { leaseSeconds: o.leaseSeconds } : {}),
       ...(o.longPollSeconds ? { longPollSeconds: o.longPollSeconds } : {}),
@@ -157,7 +162,7 @@ program
       durability: o.durability,
     }, { log });
     reload = () => void cp.reloadTls();
-    process.stderr.write(`tether: control plane listening on ${cp.url} (data in ${o.dataDir}; CA ${o.dataDir}/ca.crt; admin token ${cp.adminTokenFile}; durability ${o.durability})\n`);
+    process.stderr.write(`tether: control plane listening on ${cp.url}${cp.adminUrl ? ` (admin API also on ${cp.adminUrl})` : ''} (data in ${o.dataDir}; CA ${o.dataDir}/ca.crt; admin token ${cp.adminTokenFile}; durability ${o.durability})\n`);
     await new Promise<void>((resolve) => {
       const stop = () => resolve();
       process.once('SIGINT', stop);

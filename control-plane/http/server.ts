@@ -17,7 +17,7 @@
 import http from 'node:http';
 import http2 from 'node:http2';
 import tls from 'node:tls';
-import type net from 'node:net';
+import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
@@ -87,6 +87,9 @@ export class ApiServer {
   private publicCert: { context: tls.SecureContext; serves(servername: string): boolean } | undefined;
   private readonly h1: http.Server;
   readonly guard: ConnectionGuard;
+  /** `--admin-listen`: a listening socket of its own for the admin API (adminListen below). */
+  private adminServer: net.Server | undefined;
+  private readonly adminRaw = new WeakSet<net.Socket>();
 
   constructor(o: ApiServerOptions) {
     const lim = o.limits;
@@ -160,6 +163,8 @@ export class ApiServer {
     // Counted from the TCP accept (listeners run in order: the TLS server's own comes first).
     this.tlsServer.on('connection', (raw: net.Socket) => void this.guard.accept(raw));
     this.tlsServer.on('secureConnection', (socket: tls.TLSSocket) => {
+      // The admin address serves HTTP/1.1 only: agents (h2) are not let in to fill its queue.
+      if (socket.alpnProtocol === 'h2' && this.adminRaw.has((socket as unknown as { _parent: net.Socket })._parent)) return void socket.destroy();
       if (!this.guard.secured(socket)) {
         o.log.warn({ peer: socket.remoteAddress, limit: lim.unauthenticatedPerAddress }, 'connection refused: too many unauthenticated connections from this address');
         if (socket.alpnProtocol === 'h2') return void socket.destroy();
@@ -232,6 +237,27 @@ export class ApiServer {
   }
 
   /**
+   * A second address for the admin API and the CLI (`--admin-listen`): the same TLS server, limits
+   * and routes over HTTP/1.1, on a listening socket of its own. A server that falls behind accepts
+   * one connection per pass over its ready sockets, per listening socket (libuv accepts once each
+   * time epoll reports it), so with the agents' queue full the operator's connect waited behind
+   * thousands of agents' (docs/performance.md, "The 20,000-agent ramp that locks out its
+   * operator"); here it waits behind other operators only. Agents (HTTP/2) are refused on it.
+   */
+  async listenAdmin(port: number, host: string): Promise<number> {
+    const admin = net.createServer((raw) => {
+      this.adminRaw.add(raw);
+      this.tlsServer.emit('connection', raw);
+    });
+    await new Promise<void>((res, rej) => {
+      admin.once('error', rej);
+      admin.listen({ port, host }, () => res());
+    });
+    this.adminServer = admin;
+    return (admin.address() as AddressInfo).port;
+  }
+
+  /**
    * Stops accepting, lets requests in flight finish (held polls must have been answered by the
    * caller first) for up to `graceMs`, then closes every connection. The grace is short: what is
    * cut (an answer still in a socket buffer) is retried by its agent, and a restart under
@@ -241,6 +267,7 @@ export class ApiServer {
     this.closing = true;
     clearInterval(this.rotation);
     this.endReturnHeap?.();
+    this.adminServer?.close(); // stops listening; its connections are closed below with the rest
     const closed = new Promise<void>((res) => this.tlsServer.close(() => res()));
     for (const s of this.sessions) s.close(); // GOAWAY: no new streams, open ones finish
     if (this.inFlight > 0) {
