@@ -20,22 +20,29 @@ type retryCase struct {
 	Cause        string   `json:"cause"`
 }
 
-func TestRetryDelayMatchesThePlan(t *testing.T) {
-	path := os.Getenv("RETRY_CASES")
+// loadCases reads the cases the TypeScript test wrote to the file named by $env.
+func loadCases[T any](t *testing.T, env string) []T {
+	t.Helper()
+	path := os.Getenv(env)
 	if path == "" {
-		t.Fatal("RETRY_CASES is not set: the cases come from common/agent/retry.plan.ts (test/bench/loadgen-go-retry.test.ts)")
+		t.Fatal(env + " is not set: the cases come from common/agent/retry.plan.ts (test/bench/loadgen-go-retry.test.ts)")
 	}
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cases []retryCase
+	var cases []T
 	if err := json.Unmarshal(raw, &cases); err != nil {
 		t.Fatal(err)
 	}
 	if len(cases) == 0 {
 		t.Fatal("no cases")
 	}
+	return cases
+}
+
+func TestRetryDelayMatchesThePlan(t *testing.T) {
+	cases := loadCases[retryCase](t, "RETRY_CASES")
 	bad := 0
 	for _, c := range cases {
 		after, has := 0.0, c.RetryAfterMs != nil
@@ -67,21 +74,7 @@ type heartbeatCase struct {
 }
 
 func TestHeartbeatDelayMatchesThePlan(t *testing.T) {
-	path := os.Getenv("HEARTBEAT_CASES")
-	if path == "" {
-		t.Fatal("HEARTBEAT_CASES is not set: the cases come from common/agent/retry.plan.ts (test/bench/loadgen-go-retry.test.ts)")
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cases []heartbeatCase
-	if err := json.Unmarshal(raw, &cases); err != nil {
-		t.Fatal(err)
-	}
-	if len(cases) == 0 {
-		t.Fatal("no cases")
-	}
+	cases := loadCases[heartbeatCase](t, "HEARTBEAT_CASES")
 	bad := 0
 	for _, c := range cases {
 		if got := float64(heartbeatDelay(c.Failures, c.IntervalMs, c.MaxBackoffMs, c.Random).Milliseconds()); got != c.Ms {

@@ -17,6 +17,24 @@ import { heartbeatDelay, retryDelay } from '../../common/agent/retry.plan.ts';
 
 const SRC = resolve(import.meta.dirname, '../../bench/loadgen-go');
 
+/** Runs the Go test `name` on `cases`, handed over as a JSON file named by the variable `env`; it must pass. */
+function goTestWith(name: string, env: string, cases: unknown[]): void {
+  const dir = mkdtempSync(join(tmpdir(), 'tether-retry-cases-'));
+  try {
+    const file = join(dir, 'cases.json');
+    writeFileSync(file, JSON.stringify(cases));
+    const r = spawnSync('go', ['test', '-count=1', '-run', name, '.'], {
+      cwd: SRC,
+      encoding: 'utf8',
+      env: { ...process.env, [env]: file, CGO_ENABLED: '0', GOWORK: 'off', GOFLAGS: '-buildvcs=false -mod=mod' },
+    });
+    assert.equal(r.status, 0, `go test failed (${r.error?.message ?? `exit ${r.status}`}):\n${r.stdout}\n${r.stderr}`);
+    assert.match(r.stdout, /^ok\s/m, r.stdout);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe('bench: the Go load generator waits as the agent runtime does', function () {
   this.timeout(300_000); // a cold Go build cache compiles the standard library's test packages
 
@@ -34,20 +52,7 @@ describe('bench: the Go load generator waits as the agent runtime does', functio
     }
     // The wait the port used to give here (20 s asked, 4 s of jitter allowed) must now be the plan's.
     assert.ok(cases.some((c) => c.retryAfterMs === 20_000 && c.random === 0.999 && c.ms === 20_999), 'a 20 s Retry-After waits at most 21 s');
-    const dir = mkdtempSync(join(tmpdir(), 'tether-retry-cases-'));
-    try {
-      const file = join(dir, 'cases.json');
-      writeFileSync(file, JSON.stringify(cases));
-      const r = spawnSync('go', ['test', '-count=1', '-run', 'TestRetryDelayMatchesThePlan', '.'], {
-        cwd: SRC,
-        encoding: 'utf8',
-        env: { ...process.env, RETRY_CASES: file, CGO_ENABLED: '0', GOWORK: 'off', GOFLAGS: '-buildvcs=false -mod=mod' },
-      });
-      assert.equal(r.status, 0, `go test failed (${r.error?.message ?? `exit ${r.status}`}):\n${r.stdout}\n${r.stderr}`);
-      assert.match(r.stdout, /^ok\s/m, r.stdout);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    goTestWith('TestRetryDelayMatchesThePlan', 'RETRY_CASES', cases);
   });
 
   it("gives retry.plan.ts's heartbeat backoff after failures in a row", () => {
@@ -63,19 +68,6 @@ describe('bench: the Go load generator waits as the agent runtime does', functio
       }
     }
     assert.ok(cases.some((c) => c.failures === 3 && c.intervalMs === 5000 && c.random === 0.5 && c.ms === 15_000), 'three failures at 5 s: 10-20 s');
-    const dir = mkdtempSync(join(tmpdir(), 'tether-heartbeat-cases-'));
-    try {
-      const file = join(dir, 'cases.json');
-      writeFileSync(file, JSON.stringify(cases));
-      const r = spawnSync('go', ['test', '-count=1', '-run', 'TestHeartbeatDelayMatchesThePlan', '.'], {
-        cwd: SRC,
-        encoding: 'utf8',
-        env: { ...process.env, HEARTBEAT_CASES: file, CGO_ENABLED: '0', GOWORK: 'off', GOFLAGS: '-buildvcs=false -mod=mod' },
-      });
-      assert.equal(r.status, 0, `go test failed (${r.error?.message ?? `exit ${r.status}`}):\n${r.stdout}\n${r.stderr}`);
-      assert.match(r.stdout, /^ok\s/m, r.stdout);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    goTestWith('TestHeartbeatDelayMatchesThePlan', 'HEARTBEAT_CASES', cases);
   });
 });
