@@ -13,10 +13,9 @@
  *   ×1–2 (p-retry's formula), so a fleet does not retry in step.
  *
  * Heartbeats back off too ({@link heartbeatDelay}), from the heartbeat interval: a heartbeat is
- * what reconnects an agent, and a fleet whose heartbeats all failed kept dialling every 5 s, so a
- * control plane that fell behind spent its CPU on handshakes that timed out and never caught up
- * (with ~20,000 agents on 2 cores its listen queue overflowed for minutes and its operator could
- * not connect: docs/performance.md, "Heartbeats back off").
+ * what reconnects an agent, and without it a fleet that could not get through dialled again every
+ * 5 s, each dial a TLS handshake for a control plane that may already be behind
+ * (docs/performance.md, "Heartbeats back off").
  */
 
 /** The longest wait an agent accepts from a Retry-After: a control plane cannot park its agents for longer. */
