@@ -153,6 +153,10 @@ export class ApiServer {
       honorCipherOrder: true,
       ecdhCurve: 'X25519:prime256v1:secp384r1',
       handshakeTimeout: lim.handshakeTimeoutMs,
+      // Node derives the default from process.argv: a restart with any other flag (another
+      // --admin-listen port, a new --listen) or a replica started differently refused every agent's
+      // session, client certificate and all (OpenSSL checks the context when it verifies peers).
+      sessionIdContext: 'tether-control-plane',
       ticketKeys: o.ticketKeys ?? loadOrCreateTicketKeys(o.ticketKeyFile, o.now?.() ?? Date.now()),
       // A certificate the operator brings is served to clients asking for one of its names;
       // everyone else (agents, by IP or another name) keeps the Tether CA's (setPublicCertificate).
