@@ -59,6 +59,7 @@ describe(`faults: kill -9 of the control plane during submissions, claims and re
     const applied = new Map<number, string>();
     const claims = { n: 0, lost: 0 };
     let stop = false;
+    let drained = false;
     let seq = 0;
 
     const submitOne = async (key: string) => {
@@ -75,12 +76,16 @@ describe(`faults: kill -9 of the control plane during submissions, claims and re
         unanswered.add(key);
       }
     };
+    /** What ended a loop early (an assertion or a 4xx): the test's failure. */
+    let loopError: unknown;
     const submitter = (async () => {
       while (!stop) {
         await submitOne(`k${++seq}`);
         await sleep(5);
       }
-    })();
+    })().catch((err: unknown) => {
+      loopError ??= err;
+    });
     const worker = (async () => {
       while (!stop) {
         let cmd;
@@ -93,12 +98,10 @@ describe(`faults: kill -9 of the control plane during submissions, claims and re
         if (!cmd) continue;
         claims.n++;
         // Report until the control plane answers: applied, duplicate (it had applied it before dying) or stale (requeued).
-        for (;;) {
+        while (!stop) {
+          let status: string;
           try {
-            const r = await agent.report(cmd.id, { leaseId: cmd.leaseId, outcome: 'succeeded', outputs: { lease: cmd.leaseId } });
-            assert.ok(r.status === 'applied' || r.status === 'duplicate', r.status);
-            applied.set(cmd.id, cmd.leaseId);
-            break;
+            status = (await agent.report(cmd.id, { leaseId: cmd.leaseId, outcome: 'succeeded', outputs: { lease: cmd.leaseId } })).status;
           } catch (err) {
             if (err instanceof HttpError && err.status === 409) {
               claims.lost++;
@@ -106,61 +109,89 @@ describe(`faults: kill -9 of the control plane during submissions, claims and re
             }
             if (err instanceof HttpError && err.status < 500) throw err;
             await sleep(50);
+            continue;
           }
+          assert.ok(status === 'applied' || status === 'duplicate', status);
+          applied.set(cmd.id, cmd.leaseId);
+          break;
         }
       }
-    })();
+    })().catch((err: unknown) => {
+      loopError ??= err;
+    });
 
-    for (let i = 0; i < ITERATIONS; i++) {
-      const a0 = acked.size;
-      const c0 = claims.n;
-      // Kill in the middle of the traffic: once submissions and claims have moved on since the last restart.
-      await eventually(() => acked.size >= a0 + 5 && claims.n >= c0 + 2, 20_000, 'traffic before the kill');
-      server!.proc.kill('SIGKILL');
-      await new Promise((r) => server!.proc.once('exit', r));
-      await start();
-      // Everything acknowledged before the kill is in the database, as acknowledged.
-      const rows = new Map(readCommands(dir).map((r) => [r.id, r]));
-      for (const [key, id] of acked) {
-        assert.ok(rows.has(id), `acknowledged submission ${key} (job ${id}) lost`);
-        assert.equal(rows.get(id)!.idempotency_key, key);
+    // The loops end however the test ends: left running after a failure they would hammer the
+    // next test's port, and the drain's poll on a closed client (the after hook) rejects without
+    // I/O, so a loop around it would starve the event loop and hang the whole run.
+    try {
+      for (let i = 0; i < ITERATIONS; i++) {
+        const a0 = acked.size;
+        const c0 = claims.n;
+        // Kill in the middle of the traffic: once submissions and claims have moved on since the last restart.
+        await eventually(() => {
+          if (loopError) throw loopError;
+          return acked.size >= a0 + 5 && claims.n >= c0 + 2;
+        }, 20_000, 'traffic before the kill');
+        server!.proc.kill('SIGKILL');
+        await new Promise((r) => server!.proc.once('exit', r));
+        await start();
+        // Everything acknowledged before the kill is in the database, as acknowledged.
+        const rows = new Map(readCommands(dir).map((r) => [r.id, r]));
+        for (const [key, id] of acked) {
+          assert.ok(rows.has(id), `acknowledged submission ${key} (job ${id}) lost`);
+          assert.equal(rows.get(id)!.idempotency_key, key);
+        }
+        for (const [id, lease] of applied) {
+          const r = rows.get(id)!;
+          assert.ok(TERMINAL.has(r.state) && r.lease_id === lease, `acknowledged result for job ${id} lost (state ${r.state})`);
+        }
       }
-      for (const [id, lease] of applied) {
-        const r = rows.get(id)!;
-        assert.ok(TERMINAL.has(r.state) && r.lease_id === lease, `acknowledged result for job ${id} lost (state ${r.state})`);
+      stop = true;
+      await Promise.all([submitter, worker]);
+      if (loopError) throw loopError;
+      // Unanswered submissions are retried with their key: at most one command per key, ever.
+      for (const key of [...unanswered]) await submitOne(key);
+      assert.equal(unanswered.size, 0);
+
+      // Drain: the agent finishes what is queued or requeued after lease expiry.
+      let drainError: unknown;
+      const drain = (async () => {
+        while (!drained) {
+          try {
+            const p = await agent.poll(1);
+            if (p.command) await agent.report(p.command.id, { leaseId: p.command.leaseId, outcome: 'succeeded', outputs: { lease: p.command.leaseId } });
+          } catch (err) {
+            drainError = err;
+            await sleep(50);
+          }
+        }
+      })();
+      let last: ReturnType<typeof readCommands> = [];
+      const final = await eventually(() => {
+        last = readCommands(dir);
+        return last.every((r) => TERMINAL.has(r.state)) ? last : undefined;
+      }, (LEASE_SECONDS + 10) * 1000, 'every command terminal').catch((err: unknown) => {
+        const open = last.filter((r) => !TERMINAL.has(r.state)).map((r) => `${r.id}:${r.state}(attempts ${r.attempts}, lease to ${r.lease_expires_at}, now ${Date.now()})`);
+        throw new Error(`${String(err)}; not terminal: ${open.join(' ') || '(none read)'}; the drain's last error: ${String(drainError)}; server:\n${server!.output().slice(-3000)}`);
+      });
+      drained = true;
+      await drain;
+
+      const keys = final.map((r) => r.idempotency_key);
+      assert.equal(new Set(keys).size, keys.length, 'a key made two commands');
+      assert.deepEqual(new Set(keys), new Set(acked.keys()), 'exactly the acknowledged submissions exist');
+      for (const r of final) {
+        assert.equal(r.state, 'succeeded', `job ${r.id} ended ${r.state}`);
+        assert.ok(r.attempts >= 1 && r.attempts <= r.max_attempts);
       }
+      // Outputs are in the single-job view (list views leave them out).
+      const views = await Promise.all(final.map(async (r) => (await admin.request<CommandView>('GET', `/v1/commands/${r.id}`)).body));
+      for (const v of views) assert.equal((v.outputs as { lease?: string } | null)?.lease !== undefined, true, `job ${v.id} has the outputs of the attempt that finished it`);
+      console.warn(`      ${ITERATIONS} kills: ${final.length} jobs, ${claims.n} claims, ${claims.lost} late results refused after requeue, ${final.filter((r) => r.attempts > 1).length} jobs ran more than once`);
+    } finally {
+      stop = true;
+      drained = true;
+      await Promise.all([submitter, worker]);
     }
-    stop = true;
-    await Promise.all([submitter, worker]);
-    // Unanswered submissions are retried with their key: at most one command per key, ever.
-    for (const key of [...unanswered]) await submitOne(key);
-    assert.equal(unanswered.size, 0);
-
-    // Drain: the agent finishes what is queued or requeued after lease expiry.
-    stop = false;
-    const drain = (async () => {
-      while (!stop) {
-        const p = await agent.poll(1).catch(() => undefined);
-        if (p?.command) await agent.report(p.command.id, { leaseId: p.command.leaseId, outcome: 'succeeded', outputs: { lease: p.command.leaseId } }).catch(() => undefined);
-      }
-    })();
-    const final = await eventually(() => {
-      const rows = readCommands(dir);
-      return rows.every((r) => TERMINAL.has(r.state)) ? rows : undefined;
-    }, (LEASE_SECONDS + 10) * 1000, 'every command terminal');
-    stop = true;
-    await drain;
-
-    const keys = final.map((r) => r.idempotency_key);
-    assert.equal(new Set(keys).size, keys.length, 'a key made two commands');
-    assert.deepEqual(new Set(keys), new Set(acked.keys()), 'exactly the acknowledged submissions exist');
-    for (const r of final) {
-      assert.equal(r.state, 'succeeded', `job ${r.id} ended ${r.state}`);
-      assert.ok(r.attempts >= 1 && r.attempts <= r.max_attempts);
-    }
-    // Outputs are in the single-job view (list views leave them out).
-    const views = await Promise.all(final.map(async (r) => (await admin.request<CommandView>('GET', `/v1/commands/${r.id}`)).body));
-    for (const v of views) assert.equal((v.outputs as { lease?: string } | null)?.lease !== undefined, true, `job ${v.id} has the outputs of the attempt that finished it`);
-    console.warn(`      ${ITERATIONS} kills: ${final.length} jobs, ${claims.n} claims, ${claims.lost} late results refused after requeue, ${final.filter((r) => r.attempts > 1).length} jobs ran more than once`);
   });
 });
