@@ -13,7 +13,7 @@ import { AgentClient, bootstrapAgent } from '../../common/agent/agent-client.ts'
 import { generateKeyPair } from '../../common/csr.ts';
 import type { CommandView } from '../../common/wire.ts';
 import { eventually, freePort, removeDir, spawnControlPlane, stopProcess, tempDir } from '../support/control-plane.ts';
-import { faultIterations, readCommands } from './support.ts';
+import { faultIterations, readCommands, untilAllTerminal } from './support.ts';
 
 const ITERATIONS = faultIterations(3);
 const LEASE_SECONDS = 2;
@@ -166,14 +166,7 @@ describe(`faults: kill -9 of the control plane during submissions, claims and re
           }
         }
       })();
-      let last: ReturnType<typeof readCommands> = [];
-      const final = await eventually(() => {
-        last = readCommands(dir);
-        return last.every((r) => TERMINAL.has(r.state)) ? last : undefined;
-      }, (LEASE_SECONDS + 10) * 1000, 'every command terminal').catch((err: unknown) => {
-        const open = last.filter((r) => !TERMINAL.has(r.state)).map((r) => `${r.id}:${r.state}(attempts ${r.attempts}, lease to ${r.lease_expires_at}, now ${Date.now()})`);
-        throw new Error(`${String(err)}; not terminal: ${open.join(' ') || '(none read)'}; the drain's last error: ${String(drainError)}; server:\n${server!.output().slice(-3000)}`);
-      });
+      const final = await untilAllTerminal(() => readCommands(dir), (LEASE_SECONDS + 10) * 1000, () => `the drain's last error: ${String(drainError)}; server:\n${server!.output().slice(-3000)}`);
       drained = true;
       await drain;
 

@@ -20,7 +20,7 @@ import { FileOutbox } from '../../common/agent/outbox.ts';
 import { generateKeyPair } from '../../common/csr.ts';
 import { eventually, freePort, removeDir, spawnControlPlane, stopProcess, tempDir } from '../support/control-plane.ts';
 import { freshDatabase, onPostgres } from '../support/postgres.ts';
-import { captureLogger, faultIterations } from './support.ts';
+import { captureLogger, faultIterations, untilAllTerminal } from './support.ts';
 
 const ITERATIONS = faultIterations(3);
 const AGENTS = 4;
@@ -168,12 +168,13 @@ describe(`faults: kill -9 of one of two replicas on PostgreSQL during submission
     for (const key of [...unanswered]) await submitOne(key, 0);
     assert.equal(unanswered.size, 0);
 
-    const final = await eventually(async () => {
-      const rows = (await db.query('SELECT id, state, attempts, max_attempts, lease_id, idempotency_key FROM commands ORDER BY id')).rows as {
-        id: number; state: string; attempts: number; max_attempts: number; lease_id: string; idempotency_key: string;
-      }[];
-      return rows.length > 0 && rows.every((r) => r.state === 'succeeded' || r.state === 'failed' || r.state === 'cancelled' || r.state === 'timed_out') ? rows : undefined;
-    }, (LEASE_SECONDS + 20) * 1000, 'every command terminal');
+    const final = await untilAllTerminal(
+      async () =>
+        (await db.query('SELECT id, state, attempts, max_attempts, lease_id, idempotency_key FROM commands ORDER BY id')).rows as {
+          id: number; state: string; attempts: number; max_attempts: number; lease_id: string; idempotency_key: string;
+        }[],
+      (LEASE_SECONDS + 20) * 1000,
+    );
 
     const keys = final.map((r) => r.idempotency_key);
     assert.equal(new Set(keys).size, keys.length, 'a key made two commands');

@@ -117,3 +117,34 @@ export function rssKiB(pid: number): number {
   if (!m) throw new Error(`no VmRSS for ${pid}`);
   return Number(m[1]);
 }
+
+const TERMINAL_STATES = new Set(['succeeded', 'failed', 'cancelled', 'timed_out']);
+
+/**
+ * Waits until every command `read` returns is terminal, and returns them. The backlog a fault
+ * test's drain works off is whatever its submitters got ahead of its workers, which depends on the
+ * machine (577 commands on a loaded one), so the wait is for progress, not for a time: it fails
+ * when no command has become terminal for `stalledAfterMs`, naming up to 20 that are not and what
+ * `context()` adds (the drain's last error, the server's output).
+ */
+export async function untilAllTerminal<R extends { id: number | string; state: string; attempts: number | string }>(
+  read: () => R[] | Promise<R[]>,
+  stalledAfterMs: number,
+  context: () => string = () => '',
+): Promise<R[]> {
+  let rows = await read();
+  let done = rows.filter((r) => TERMINAL_STATES.has(r.state)).length;
+  let progressAt = Date.now();
+  while (rows.length === 0 || done < rows.length) {
+    if (Date.now() - progressAt > stalledAfterMs) {
+      const open = rows.filter((r) => !TERMINAL_STATES.has(r.state)).slice(0, 20).map((r) => `${r.id}:${r.state}(attempts ${r.attempts})`);
+      throw new Error(`no command became terminal for ${stalledAfterMs} ms; ${rows.length - done} of ${rows.length} are not: ${open.join(' ')}; ${context()}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    rows = await read();
+    const now = rows.filter((r) => TERMINAL_STATES.has(r.state)).length;
+    if (now > done) progressAt = Date.now();
+    done = now;
+  }
+  return rows;
+}
