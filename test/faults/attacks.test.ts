@@ -341,8 +341,10 @@ describe('faults: attacks on identity and isolation', function () {
           ['revoke our agent', c.request('POST', `/v1/agents/${agentA.identity.agentId}/revoke`), 404, 'agent_not_found'],
           ['read our agent', c.request('GET', `/v1/agents/${agentA.identity.agentId}`), 404, 'agent_not_found'],
         ];
-        for (const [what, p, status, code] of tries) {
-          const err = await refusal(p);
+        // Every request is in flight at once: each gets its handler now, not when the loop reaches it.
+        const refusals = tries.map(([what, p, status, code]) => [what, refusal(p), status, code] as const);
+        for (const [what, refused, status, code] of refusals) {
+          const err = await refused;
           assert.equal(err.status, status, what);
           assert.equal(err.code, code, what);
         }
