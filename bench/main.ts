@@ -17,6 +17,7 @@ import type { LoadgenStats } from './loadgen.ts';
 import { lastFinished, waitApplied } from './lib/applied.ts';
 import { CountingProxy } from './lib/proxy.ts';
 import { AcceptQueueWatch, freePort, type AcceptQueueSummary } from './lib/net.ts';
+import { cpuShares, cpuTimes, speedProbeMs } from './lib/machine.ts';
 import { run, stopAgentInNetns } from './lib/netns.ts';
 import { BENCH_CACHE, REPO_ROOT, ProcWatcher, loadAverage, mb, nowMs, procSample, sleep, summarize, type LatencySummary } from './lib/util.ts';
 import { HttpClient } from '../common/http-client.ts';
@@ -806,6 +807,10 @@ async function drift() {
 
 const started = Date.now();
 const load0 = loadAverage();
+// The machine's own speed and the host's steal over the run (bench/lib/machine.ts): runs at other times of day compare only when these agree.
+const probe0 = speedProbeMs();
+const cpu0 = cpuTimes();
+log(`speed probe: cpu ${probe0.cpu} ms, memory ${probe0.memory} ms (bench/lib/machine.ts; lower is faster)`);
 log(`mode ${quick ? 'quick' : 'full'}; open-files limit for the control plane and load generators: ${NOFILE}${NOFILE < NOFILE_WANTED ? ` (wanted ${NOFILE_WANTED}; the hard limit cannot be raised here)` : ''}; at most ${maxAgents} agents`);
 try {
   const heldRuns: Record<string, unknown>[] = [];
@@ -875,7 +880,7 @@ try {
     argv: process.argv.slice(2).map(redactUrls),
     database: databaseUrl ? { dialect: 'postgres', url: redactUrls(databaseUrl) } : { dialect: 'sqlite' },
     mode: quick ? 'quick' : 'full',
-    machine: { cores: cpus().length, cpuModel: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, loadAverageAtStart: load0, loadAverageAtEnd: loadAverage() },
+    machine: { cores: cpus().length, cpuModel: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, loadAverageAtStart: load0, loadAverageAtEnd: loadAverage(), speedProbeMs: { atStart: probe0, atEnd: speedProbeMs() }, cpuOverRun: cpuShares(cpu0, cpuTimes()) ?? null },
     openFilesLimit: { wanted: NOFILE_WANTED, applied: NOFILE, how: 'prlimit --nofile=N:N on every spawned control plane, load generator and node agent', maxAgents },
     note: flags.note,
     loadgen,
@@ -898,11 +903,18 @@ try {
   process.stdout.write(`\nresults: ${file}\n`);
 }
 
-function printTable(doc: { command: string; durability: string | null; durabilityMethod: string | null; machine: { cores: number; loadAverageAtStart: number[]; loadAverageAtEnd: number[] }; openFilesLimit: { applied: number } }) {
+function printTable(doc: {
+  command: string;
+  durability: string | null;
+  durabilityMethod: string | null;
+  machine: { cores: number; loadAverageAtStart: number[]; loadAverageAtEnd: number[]; speedProbeMs: { atStart: { cpu: number; memory: number }; atEnd: { cpu: number; memory: number } }; cpuOverRun: { stealPercent: number; busyPercent: number } | null };
+  openFilesLimit: { applied: number };
+}) {
   const w = [20, 42, 70, 22];
   const line = (c: string[]) => c.map((x, i) => x.padEnd(w[i]!)).join(' | ');
   const out = [
     `command: ${doc.command}   cores: ${doc.machine.cores}   load: ${doc.machine.loadAverageAtStart.join(' ')} → ${doc.machine.loadAverageAtEnd.join(' ')}   open files: ${doc.openFilesLimit.applied}`,
+    `machine: speed probe cpu ${doc.machine.speedProbeMs.atStart.cpu} → ${doc.machine.speedProbeMs.atEnd.cpu} ms, memory ${doc.machine.speedProbeMs.atStart.memory} → ${doc.machine.speedProbeMs.atEnd.memory} ms${doc.machine.cpuOverRun ? `   over the run: ${doc.machine.cpuOverRun.busyPercent} % busy, ${doc.machine.cpuOverRun.stealPercent} % steal` : ''}`,
     `durability: ${doc.durability ?? 'no control plane started'}${doc.durabilityMethod && doc.durabilityMethod !== 'none' ? ` (${doc.durabilityMethod})` : ''}`,
     line(['figure', 'measure', 'value', 'target']) + ' | met',
     w.map((n) => '-'.repeat(n)).join('-|-') + '-|----',
