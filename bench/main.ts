@@ -17,7 +17,7 @@ import type { LoadgenStats } from './loadgen.ts';
 import { lastFinished, waitApplied } from './lib/applied.ts';
 import { CountingProxy } from './lib/proxy.ts';
 import { AcceptQueueWatch, freePort, type AcceptQueueSummary } from './lib/net.ts';
-import { cpuShares, cpuTimes, speedProbeMs } from './lib/machine.ts';
+import { cpuShares, cpuTimes, speedProbeMs, type CpuShares, type SpeedProbe } from './lib/machine.ts';
 import { run, stopAgentInNetns } from './lib/netns.ts';
 import { BENCH_CACHE, REPO_ROOT, ProcWatcher, loadAverage, mb, nowMs, procSample, sleep, summarize, type LatencySummary } from './lib/util.ts';
 import { HttpClient } from '../common/http-client.ts';
@@ -907,7 +907,7 @@ function printTable(doc: {
   command: string;
   durability: string | null;
   durabilityMethod: string | null;
-  machine: { cores: number; loadAverageAtStart: number[]; loadAverageAtEnd: number[]; speedProbeMs: { atStart: { cpu: number; memory: number }; atEnd: { cpu: number; memory: number } }; cpuOverRun: { stealPercent: number; busyPercent: number } | null };
+  machine: { cores: number; loadAverageAtStart: number[]; loadAverageAtEnd: number[]; speedProbeMs: { atStart: SpeedProbe; atEnd: SpeedProbe }; cpuOverRun: CpuShares | null };
   openFilesLimit: { applied: number };
 }) {
   const w = [20, 42, 70, 22];

@@ -37,8 +37,13 @@ export function cpuTimes(): CpuTimes | undefined {
   }
 }
 
+export interface CpuShares {
+  stealPercent: number;
+  busyPercent: number;
+}
+
 /** Steal and busy (neither idle nor iowait) as percentages of all CPU time between two readings. */
-export function cpuShares(a: CpuTimes | undefined, b: CpuTimes | undefined): { stealPercent: number; busyPercent: number } | undefined {
+export function cpuShares(a: CpuTimes | undefined, b: CpuTimes | undefined): CpuShares | undefined {
   if (!a || !b) return undefined;
   const total = b.total - a.total;
   if (total <= 0) return undefined;
@@ -97,7 +102,13 @@ function median9(work: () => number): number {
   return Math.round(times[4]! * 100) / 100;
 }
 
-/** The machine's speed now, lower is faster: `cpu`, the server's kind of work; `memory`, its latency to memory. */
-export function speedProbeMs(): { cpu: number; memory: number } {
+/** The machine's speed now in ms, lower is faster: `cpu`, the server's kind of work; `memory`, its latency to memory. */
+export interface SpeedProbe {
+  cpu: number;
+  memory: number;
+}
+
+/** Times both probes here now (~1.5 s). */
+export function speedProbeMs(): SpeedProbe {
   return { cpu: median9(probeWork), memory: median9(memoryWork) };
 }

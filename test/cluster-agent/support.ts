@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type { CommandView } from '../../common/wire.ts';
+import { isTerminal, type CommandView } from '../../common/wire.ts';
 import { kubeRequest, type Envtest } from '../support/envtest.ts';
 import { eventually, nodeArgs, tempDir, type TestControlPlane } from '../support/control-plane.ts';
 import { toolPath } from '../support/toolchain.ts';
@@ -159,12 +159,10 @@ export async function jobLogs(t: TestControlPlane, id: number): Promise<string> 
   return r.body.lines.map((l) => l.text).join('\n');
 }
 
-const TERMINAL = new Set(['succeeded', 'failed', 'cancelled', 'timed_out']);
-
 export async function waitForJob(t: TestControlPlane, id: number, timeoutMs = 60_000): Promise<CommandView> {
   const view = await eventually(async () => {
     const v = await job(t, id);
-    return TERMINAL.has(v.state) ? v : undefined;
+    return isTerminal(v.state) ? v : undefined;
   }, timeoutMs, `job ${id} to finish`).catch(async (err: Error) => {
     throw new Error(`${err.message}; state ${(await job(t, id)).state}; logs:\n${await jobLogs(t, id)}`);
   });

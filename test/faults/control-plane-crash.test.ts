@@ -13,11 +13,10 @@ import { AgentClient, bootstrapAgent } from '../../common/agent/agent-client.ts'
 import { generateKeyPair } from '../../common/csr.ts';
 import type { CommandView } from '../../common/wire.ts';
 import { eventually, freePort, removeDir, spawnControlPlane, stopProcess, tempDir } from '../support/control-plane.ts';
-import { faultIterations, readCommands, untilAllTerminal } from './support.ts';
+import { faultIterations, readCommands, terminal, untilAllTerminal } from './support.ts';
 
 const ITERATIONS = faultIterations(3);
 const LEASE_SECONDS = 2;
-const TERMINAL = new Set(['succeeded', 'failed', 'cancelled', 'timed_out']);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe(`faults: kill -9 of the control plane during submissions, claims and reports (${ITERATIONS} iterations)`, function () {
@@ -143,7 +142,7 @@ describe(`faults: kill -9 of the control plane during submissions, claims and re
         }
         for (const [id, lease] of applied) {
           const r = rows.get(id)!;
-          assert.ok(TERMINAL.has(r.state) && r.lease_id === lease, `acknowledged result for job ${id} lost (state ${r.state})`);
+          assert.ok(terminal(r.state) && r.lease_id === lease, `acknowledged result for job ${id} lost (state ${r.state})`);
         }
       }
       stop = true;

@@ -26,13 +26,12 @@ import { HttpClient, HttpError } from '../../common/http-client.ts';
 import { AgentClient, bootstrapAgent } from '../../common/agent/agent-client.ts';
 import { generateKeyPair } from '../../common/csr.ts';
 import { REPO_ROOT, freePort, nodeArgs, removeDir, stopProcess, tempDir } from '../support/control-plane.ts';
-import { faultIterations } from './support.ts';
+import { faultIterations, terminal } from './support.ts';
 
 const ITERATIONS = faultIterations(10);
 /** Tries for the old behaviour to show a loss (it shows one nearly every time). */
 const NORMAL_TRIES = 5;
 const CLIENTS = 16;
-const TERMINAL = new Set(['succeeded', 'failed', 'cancelled', 'timed_out']);
 const isRoot = process.getuid?.() === 0;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -266,7 +265,7 @@ async function powerCuts(bin: string, mode: 'full' | 'normal', cycles: number, u
       let lostResults = 0;
       for (const [cmdId, lease] of results) {
         const row = s.rows.get(cmdId);
-        if (!row || !(TERMINAL.has(row.state) && row.lease === lease)) lostResults++;
+        if (!row || !(terminal(row.state) && row.lease === lease)) lostResults++;
       }
       out.push({ acked: acked.size - a0, results: results.size - r0, lostAcked, lostResults, cutAfterMs });
       console.log(

@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { pino, type Logger } from 'pino';
 import { REDACT_PATHS } from '../../common/logger.ts';
+import { isTerminal, type CommandState } from '../../common/wire.ts';
 import { onPostgres, queryRowsSync } from '../support/postgres.ts';
 
 /** `TETHER_FAULT_ITERATIONS` (the long form sets it), else the bounded count for `npm test`. */
@@ -118,7 +119,8 @@ export function rssKiB(pid: number): number {
   return Number(m[1]);
 }
 
-const TERMINAL_STATES = new Set(['succeeded', 'failed', 'cancelled', 'timed_out']);
+/** A command state read from the database (a string there) is terminal: common/wire.ts's list. */
+export const terminal = (state: string): boolean => isTerminal(state as CommandState);
 
 /**
  * Waits until every command `read` returns is terminal, and returns them. The backlog a fault
@@ -133,16 +135,16 @@ export async function untilAllTerminal<R extends { id: number | string; state: s
   context: () => string = () => '',
 ): Promise<R[]> {
   let rows = await read();
-  let done = rows.filter((r) => TERMINAL_STATES.has(r.state)).length;
+  let done = rows.filter((r) => terminal(r.state)).length;
   let progressAt = Date.now();
   while (rows.length === 0 || done < rows.length) {
     if (Date.now() - progressAt > stalledAfterMs) {
-      const open = rows.filter((r) => !TERMINAL_STATES.has(r.state)).slice(0, 20).map((r) => `${r.id}:${r.state}(attempts ${r.attempts})`);
+      const open = rows.filter((r) => !terminal(r.state)).slice(0, 20).map((r) => `${r.id}:${r.state}(attempts ${r.attempts})`);
       throw new Error(`no command became terminal for ${stalledAfterMs} ms; ${rows.length - done} of ${rows.length} are not: ${open.join(' ')}; ${context()}`);
     }
     await new Promise((r) => setTimeout(r, 100));
     rows = await read();
-    const now = rows.filter((r) => TERMINAL_STATES.has(r.state)).length;
+    const now = rows.filter((r) => terminal(r.state)).length;
     if (now > done) progressAt = Date.now();
     done = now;
   }
