@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { HttpClient } from '../../common/http-client.ts';
 import { REPO_ROOT, sleep } from './util.ts';
 import { freePort } from './net.ts';
+import { onCpus, PINNING } from './pin.ts';
 
 import { spawnSync } from 'node:child_process';
 
@@ -66,7 +67,8 @@ export async function startServer(o: { dataDir: string; port: number; logFile: s
   // queue is full still answers them (docs/performance.md, "The 20,000-agent ramp that locks out
   // its operator"). BENCH_ADMIN_LISTEN=off: the agents' address (and a server older than the flag).
   const adminPort = process.env.BENCH_ADMIN_LISTEN === 'off' ? undefined : await freePort();
-  const [cmd, args] = withNofile('bash', [join(process.env.BENCH_SERVER_ROOT ?? REPO_ROOT, 'bin/tether'), 'server', '--data-dir', o.dataDir, '--listen', `127.0.0.1:${o.port}`, ...(adminPort ? ['--admin-listen', `127.0.0.1:${adminPort}`] : []), ...(o.extraArgs ?? [])]);
+  // BENCH_PIN=split: on the control plane's own CPU (bench/lib/pin.ts); taskset and prlimit exec, so the pid is node's.
+  const [cmd, args] = onCpus(PINNING?.server, ...withNofile('bash', [join(process.env.BENCH_SERVER_ROOT ?? REPO_ROOT, 'bin/tether'), 'server', '--data-dir', o.dataDir, '--listen', `127.0.0.1:${o.port}`, ...(adminPort ? ['--admin-listen', `127.0.0.1:${adminPort}`] : []), ...(o.extraArgs ?? [])]));
   const nodeOptions = [process.env.NODE_OPTIONS, ...(o.nodeArgs ?? [])].filter(Boolean).join(' ');
   const proc = spawn(cmd, args, {
     // A few simulated agents each send far more than a real agent would (thousands of heartbeats or
