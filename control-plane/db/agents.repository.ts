@@ -3,6 +3,7 @@ import type SQLite from 'better-sqlite3';
 import { directOf, exclusive, handleOf, onBeforeClose, prepared, type Db } from './database.ts';
 import type { AgentsTable, CertificatesTable } from './agents.table.ts';
 import { outsideBarrier } from './durability.ts';
+import { commitWrites } from './write-batch.ts';
 
 export async function insertAgent(db: Db, a: Omit<AgentsTable, 'revoked_at' | 'last_heartbeat_at' | 'heartbeats' | 'version' | 'metrics' | 'vpn'>) {
   await db.insertInto('agents').values({ ...a, revoked_at: null, last_heartbeat_at: null, heartbeats: 0, version: null, metrics: null, vpn: null }).execute();
@@ -266,6 +267,8 @@ class HeartbeatBatch {
     clearTimeout(this.timer);
     this.timer = undefined;
     if (this.pending.size === 0 || !this.sqlite.open) return;
+    // The direct writes' batch first (write-batch.ts): the heartbeats' own transaction is not part of it.
+    commitWrites(this.sqlite);
     // Never inside a Kysely transaction still open on the connection (it would take the batch with
     // it if it rolled back): try again shortly.
     if (this.sqlite.inTransaction) {
@@ -312,6 +315,7 @@ export async function recordHeartbeat(db: Db, id: string, hb: Heartbeat) {
   const sqlite = directOf(db);
   if (!sqlite) return recordHeartbeatPostgres(db, id, hb);
   const batch = batches(sqlite);
+  if (batch.failure !== undefined) commitWrites(sqlite);
   if (batch.failure !== undefined && !sqlite.inTransaction) batch.writeNow(id, hb);
   else batch.add(id, hb);
 }

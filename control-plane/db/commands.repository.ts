@@ -3,6 +3,7 @@ import type SQLite from 'better-sqlite3';
 import type { CommandState } from '../../common/wire.ts';
 import type { CommandType } from '../../common/specs.ts';
 import { directOf, exclusive, isPostgres, prepared, sqliteOf, type Db } from './database.ts';
+import { batched } from './write-batch.ts';
 import type { CommandsTable } from './commands.table.ts';
 import type { Selectable } from 'kysely';
 
@@ -75,8 +76,9 @@ const stmts = prepared((s) => ({
  * full disk) better-sqlite3 does not raise; the row would be answered as stored while it was rolled
  * back. `.all()` steps to the end, so a failed commit throws (storage_unavailable).
  */
-function firstRow(stmt: SQLite.Statement, params: unknown): unknown {
-  return stmt.all(params)[0];
+function firstRow(sqlite: SQLite.Database, stmt: SQLite.Statement, params: unknown): unknown {
+  // In the turn's write batch (write-batch.ts) when the durability barrier is on.
+  return batched(sqlite, () => stmt.all(params))[0];
 }
 
 /**
@@ -133,7 +135,7 @@ export async function insertCommand(db: Db, c: NewCommand): Promise<{ row: Comma
       if (existing) return { row: existing, created: false };
     }
     try {
-      return { row: firstRow(q.insert, c) as CommandRow, created: true };
+      return { row: firstRow(sqlite, q.insert, c) as CommandRow, created: true };
     } catch (err) {
       if ((err as { code?: unknown }).code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw new ClusterNotFound(c.cid);
       throw err;
@@ -270,7 +272,7 @@ export async function completeAttempt(
   return exclusive(db, sqlite, () => {
     const q = stmts(sqlite);
     const p = { id: f.id, agentId: f.agentId, leaseId: f.leaseId, now: f.now, error: c.error };
-    return (c.kind === 'retry' ? firstRow(q.completeRetry, { ...p, outputs: c.outputs ?? null }) : firstRow(q.completeFinal, { ...p, state: c.state, outputs: c.outputs })) as Ended | undefined;
+    return (c.kind === 'retry' ? firstRow(sqlite, q.completeRetry, { ...p, outputs: c.outputs ?? null }) : firstRow(sqlite, q.completeFinal, { ...p, state: c.state, outputs: c.outputs })) as Ended | undefined;
   });
 }
 
@@ -404,7 +406,7 @@ export function claimDirect(
   const id = q.pick.get(target.aid, target.cid, target.nid) as number | undefined;
   if (id === undefined) return undefined;
   const leaseId = typeof claim.leaseId === 'function' ? claim.leaseId() : claim.leaseId;
-  const row = firstRow(q.claim, { id, agentId: claim.agentId, leaseId, leaseExpiresAt: claim.leaseExpiresAt, now: claim.now }) as CommandRow | undefined;
+  const row = firstRow(sqlite, q.claim, { id, agentId: claim.agentId, leaseId, leaseExpiresAt: claim.leaseExpiresAt, now: claim.now }) as CommandRow | undefined;
   // A command requeued by a retryable failure keeps its cancellation request: its new agent is told.
   if (row && row.cancel_requested_at !== null) candidates(sqlite).add(claim.agentId);
   return row;

@@ -5,6 +5,7 @@
  */
 import SQLite from 'better-sqlite3';
 import { Kysely, SqliteDialect, SqliteDriver, type DatabaseConnection, type SqliteDialectConfig } from 'kysely';
+import { commitWrites, writeBatchOpen } from './write-batch.ts';
 import { Migrator, type Migration, type MigrationProvider } from 'kysely/migration';
 import * as m0001 from './migrations/0001_initial.ts';
 import * as m0002 from './migrations/0002_vpn.ts';
@@ -130,7 +131,8 @@ export function sqliteOf(db: Db): SQLite.Database {
  * (the usual case) it runs at once, without a promise.
  */
 export function exclusive<T>(db: Db, sqlite: SQLite.Database, fn: () => T): T | Promise<T> {
-  if (!sqlite.inTransaction) return fn();
+  // The write batch's transaction is not Kysely's: its statements join it (write-batch.ts).
+  if (!sqlite.inTransaction || writeBatchOpen(sqlite)) return fn();
   return db.connection().execute(async () => fn());
 }
 
@@ -175,6 +177,16 @@ class RollbackSafeSqliteDriver extends SqliteDriver {
   override async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
     if (this.#sqlite.inTransaction) await super.rollbackTransaction(connection);
   }
+  /** Kysely's queries and transactions start with the direct writes' batch committed (write-batch.ts). */
+  override async acquireConnection(): Promise<DatabaseConnection> {
+    const c = await super.acquireConnection();
+    commitWrites(this.#sqlite);
+    return c;
+  }
+  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    commitWrites(this.#sqlite); // a batch opened since the connection was acquired (in the same turn)
+    await super.beginTransaction(connection);
+  }
 }
 
 class RollbackSafeSqliteDialect extends SqliteDialect {
@@ -199,6 +211,7 @@ function withStatementCache(sqlite: SQLite.Database, max = 500) {
   const cache = new Map<string, SQLite.Statement>();
   return {
     close: () => {
+      if (sqlite.open) commitWrites(sqlite);
       if (sqlite.open) runBeforeClose(sqlite);
       sqlite.close();
     },

@@ -3,7 +3,9 @@
  * is on disk, and the waits of many requests share one fsync (group commit). Heartbeats are the
  * exception, on purpose (below: "What the barrier does not cover").
  *
- * Writes commit as before: a WAL append with `synchronous=NORMAL` (no fsync at commit). Before an
+ * Writes commit as a WAL append with `synchronous=NORMAL` (no fsync at commit); the hot paths'
+ * direct writes of one turn share one transaction (write-batch.ts), which the sync below commits
+ * before it reads what it covers. Before an
  * answer is sent, its handler awaits `barrier()`, which resolves once a sync of the WAL that
  * *started after* the caller's commit has finished: `fdatasync` on a descriptor of `<db>-wal`, on
  * libuv's thread pool, so the event loop keeps serving while the disk works. All callers that
@@ -77,6 +79,7 @@
 import { closeSync, fdatasync, fsyncSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type SQLite from 'better-sqlite3';
+import { commitWrites, enableWriteBatching } from './write-batch.ts';
 import { TetherError } from '../../common/errors.ts';
 import type { Db } from './database.ts';
 
@@ -202,6 +205,16 @@ class GroupCommit implements Durability {
       closeSync(dir);
     }
     this.durable = this.count();
+    // The hot paths' writes of one turn share a transaction (write-batch.ts): safe only here, where
+    // every acknowledgment waits for a sync that commits the batch first (loop()).
+    enableWriteBatching(sqlite, (err) => this.fail(err));
+  }
+
+  /** A failed sync, or a write batch SQLite rolled back: every answer that needs a sync is refused from now on. */
+  private fail(err: unknown): void {
+    this.failed ??= storageUnavailable(err);
+    this.next?.reject(this.failed);
+    this.next = undefined;
   }
 
   /** The covered changes: every row changed on this connection but those of outsideBarrier. */
@@ -236,7 +249,13 @@ class GroupCommit implements Durability {
     while (this.next && !this.failed) {
       const d = this.next;
       this.next = undefined;
-      // A consistent point: no Kysely transaction open (its changes would be counted uncommitted).
+      // A consistent point: the turn's write batch committed, and no Kysely transaction open (its
+      // changes would be counted uncommitted).
+      commitWrites(this.sqlite);
+      if (this.failed) {
+        d.reject(this.failed);
+        break;
+      }
       const covered = this.sqlite.inTransaction ? await this.db.connection().execute(async () => this.count()) : this.count();
       this.running = { changes: covered, d };
       try {
@@ -249,12 +268,9 @@ class GroupCommit implements Durability {
         this.running = undefined;
         d.resolve();
       } catch (err) {
-        this.failed = storageUnavailable(err);
         this.running = undefined;
+        this.fail(err);
         d.reject(this.failed);
-        // (TypeScript narrowed `next` to undefined above; barrier() may have set it while we awaited.)
-        (this.next as Deferred | undefined)?.reject(this.failed);
-        this.next = undefined;
       }
     }
   }
