@@ -79,7 +79,7 @@
 import { closeSync, fdatasync, fsyncSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type SQLite from 'better-sqlite3';
-import { commitWrites, enableWriteBatching } from './write-batch.ts';
+import { commitWrites, enableWriteBatching, lostBatches, lostDuringRequest } from './write-batch.ts';
 import { TetherError } from '../../common/errors.ts';
 import type { Db } from './database.ts';
 
@@ -185,6 +185,8 @@ class GroupCommit implements Durability {
   /** Waiters for the sync after the running one. */
   private next: Deferred | undefined;
   private failed: TetherError | undefined;
+  /** The last write batch lost (write-batch.ts): refused to the requests that were in progress then. */
+  private batchLostError: TetherError | undefined;
   /** The sync loop is running (between syncs it may be waiting for a transaction to end). */
   private looping = false;
   private syncs = 0;
@@ -207,13 +209,24 @@ class GroupCommit implements Durability {
     this.durable = this.count();
     // The hot paths' writes of one turn share a transaction (write-batch.ts): safe only here, where
     // every acknowledgment waits for a sync that commits the batch first (loop()).
-    enableWriteBatching(sqlite, (err) => this.fail(err));
+    enableWriteBatching(sqlite, (err) => this.batchLost(err));
   }
 
-  /** A failed sync, or a write batch SQLite rolled back: every answer that needs a sync is refused from now on. */
+  /** A failed sync: every answer that needs a sync is refused from now on (the control plane must be restarted). */
   private fail(err: unknown): void {
     this.failed ??= storageUnavailable(err);
     this.next?.reject(this.failed);
+    this.next = undefined;
+  }
+
+  /**
+   * A write batch SQLite rolled back: the answers waiting for the next sync are refused (their
+   * writes may be among the lost ones), and so is every later one of a request that was in
+   * progress at the loss (barrier(), write-batch.ts). Requests after it are served.
+   */
+  private batchLost(err: unknown): void {
+    this.batchLostError = storageUnavailable(err);
+    this.next?.reject(this.batchLostError);
     this.next = undefined;
   }
 
@@ -223,6 +236,8 @@ class GroupCommit implements Durability {
   }
 
   barrier(): Promise<void> | undefined {
+    // Before anything else: a lost write raised the count as a kept one does, and a later sync covers it.
+    if (this.batchLostError && lostDuringRequest()) return Promise.reject(this.batchLostError);
     const now = this.count();
     if (now === this.durable) return undefined;
     if (this.failed) return Promise.reject(this.failed);
@@ -251,10 +266,11 @@ class GroupCommit implements Durability {
       this.next = undefined;
       // A consistent point: the turn's write batch committed, and no Kysely transaction open (its
       // changes would be counted uncommitted).
+      const lostBefore = lostBatches();
       commitWrites(this.sqlite);
-      if (this.failed) {
-        d.reject(this.failed);
-        break;
+      if (lostBatches() !== lostBefore) {
+        d.reject(this.batchLostError); // their writes went with the batch
+        continue;
       }
       const covered = this.sqlite.inTransaction ? await this.db.connection().execute(async () => this.count()) : this.count();
       this.running = { changes: covered, d };

@@ -18,11 +18,17 @@
  * (`normal`, or SQLite's own FULL) `batched` is a plain autocommit write, as before.
  *
  * What can go wrong: a failing statement undoes only itself (SQLite's statement rollback), unless
- * SQLite rolls the whole transaction back (some I/O and full-disk errors), and a COMMIT can fail.
- * Then writes of the batch other than the failing one were already reported done to their callers:
- * the batch is lost, and `onLost` is told (GroupCommit then refuses every answer that waits for a
- * sync, storage_unavailable, as after a failed fsync: the control plane must be restarted).
+ * SQLite rolls the whole transaction back (some I/O and full-disk errors), and a COMMIT can fail (a
+ * full disk: the WAL is written at COMMIT). Then writes of the batch other than the failing one were
+ * already reported done to their callers: the batch is lost. Its writes' answers must be refused,
+ * and those answers may be awaited later than the loss, by any request that was in progress when it
+ * happened (a held poll whose claim another request's turn made, a handler that awaits more before
+ * answering). So every request runs in `runRequest`, which notes the count of lost batches when it
+ * starts, and the barrier refuses (storage_unavailable) any request that started before a loss
+ * (`lostDuringRequest`); requests that start after it are served as before, so a disk that filled
+ * up and was freed needs no restart. `onLost` is also told, for the waiters already queued.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type SQLite from 'better-sqlite3';
 
 interface Batch {
@@ -35,6 +41,28 @@ interface Batch {
 }
 
 const batches = new WeakMap<SQLite.Database, Batch>();
+
+/** Batches lost since the process started, and the count each request started with. */
+let lost = 0;
+const requestStart = new AsyncLocalStorage<number>();
+
+/** How many batches were lost since the process started. */
+export function lostBatches(): number {
+  return lost;
+}
+
+/** Runs a request's handling (everything it awaits included) with the count of lost batches at its start. */
+export function runRequest<T>(handle: () => T): T {
+  return requestStart.run(lost, handle);
+}
+
+/**
+ * Whether a write batch was lost since the current request started, so that a write of it may be
+ * among the lost ones; outside any request, whether one was ever lost.
+ */
+export function lostDuringRequest(): boolean {
+  return lost > (requestStart.getStore() ?? 0);
+}
 
 /** Direct writes on this connection share a transaction per turn from now on; `onLost` hears of a batch SQLite rolled back. */
 export function enableWriteBatching(sqlite: SQLite.Database, onLost: (err: unknown) => void): void {
@@ -97,5 +125,6 @@ export function commitWrites(sqlite: SQLite.Database): void {
 
 function lose(b: Batch, err: unknown): void {
   b.open = false;
+  lost++;
   b.onLost(err);
 }

@@ -26,6 +26,7 @@ import { writeFileAtomic } from '../../common/files.ts';
 import type { Logger } from '../../common/logger.ts';
 import { AgentApi } from './agent.routes.ts';
 import { serveAgentStream } from './agent-stream.ts';
+import { runRequest } from '../db/write-batch.ts';
 import { ConnectionGuard, defaultUnauthenticatedTotal } from './connection-guard.ts';
 import { relaxHeapGrowthWhileAgentsReturn } from './return-heap.ts';
 
@@ -110,8 +111,11 @@ export class ApiServer {
         // answered (a slow git fetch, a followed log) is not cut by it.
         res.on('timeout', () => {});
         if (this.closing) res.shouldKeepAlive = false; // answered, then the connection closes
-        if (AgentApi.handles(req.url)) void o.agentApi.handle(req, res, req.socket as tls.TLSSocket);
-        else o.app(req, res);
+        // In a request's scope: the durability barrier refuses a request that was in progress when a write batch was lost (db/write-batch.ts).
+        runRequest(() => {
+          if (AgentApi.handles(req.url)) void o.agentApi.handle(req, res, req.socket as tls.TLSSocket);
+          else o.app(req, res);
+        });
       },
     );
     // A connection that sends no request at all, or nothing after its last answer.
@@ -130,10 +134,12 @@ export class ApiServer {
     // served without the compatibility request/response objects (agent-stream.ts).
     const h2 = http2.createServer({ settings: { maxConcurrentStreams: 32 } });
     h2.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number) => {
-      serveAgentStream(stream, headers, flags, lim.requestTimeoutMs, (req, res) => {
-        this.track(res);
-        return o.agentApi.handle(req, res, stream.session?.socket as tls.TLSSocket);
-      });
+      serveAgentStream(stream, headers, flags, lim.requestTimeoutMs, (req, res) =>
+        runRequest(() => {
+          this.track(res);
+          return o.agentApi.handle(req, res, stream.session?.socket as tls.TLSSocket);
+        }),
+      );
     });
     h2.on('session', (s) => {
       this.sessions.add(s);

@@ -13,7 +13,7 @@ import { openDatabase, migrate, type OpenedDatabase } from '../../control-plane/
 import { openDurability, type Durability } from '../../control-plane/db/durability.ts';
 import { insertAccount, insertCluster } from '../../control-plane/db/accounts.repository.ts';
 import { insertCommand } from '../../control-plane/db/commands.repository.ts';
-import { batched, writeBatchOpen } from '../../control-plane/db/write-batch.ts';
+import { batched, runRequest, writeBatchOpen } from '../../control-plane/db/write-batch.ts';
 import { removeDir, tempDir } from '../support/control-plane.ts';
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
@@ -98,38 +98,54 @@ describe('write batch: one transaction per turn for the hot paths\' writes', () 
     assert.ok(shared * 2 < alone, `bytes of WAL per command: ${shared} in batches of 10 against ${alone} one commit each`);
   });
 
-  it('refuses the answers of a batch whose COMMIT failed, and every later one that waits for a sync', async () => {
+  it('refuses the answers of a batch whose COMMIT failed, however late they are awaited, and serves requests that start after', async () => {
     durability = openDurability({ ...o, file, mode: 'full' });
     // A deferred foreign key is checked at COMMIT: the batch's commit fails, a real SQLite error.
     o.sqlite.exec('CREATE TABLE parent (id INTEGER PRIMARY KEY); CREATE TABLE child (pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)');
-    await submit(1);
-    batched(o.sqlite, () => o.sqlite.prepare('INSERT INTO child (pid) VALUES (42)').run());
-    const wait = durability.barrier();
-    assert.ok(wait);
-    await assert.rejects(wait, (err: { code?: string }) => err.code === 'storage_unavailable');
-    assert.equal(committed(), 0, 'the command went with the batch');
-    await submit(2);
-    await turn();
-    const later = durability.barrier();
-    assert.ok(later);
-    await assert.rejects(later, (err: { code?: string }) => err.code === 'storage_unavailable');
+    let release!: () => void;
+    const later = new Promise<void>((r) => (release = r));
+    // A request that writes in the batch and awaits its barrier only after the loss (as a held poll does).
+    const inProgress = runRequest(async () => {
+      await submit(1);
+      await later;
+      return durability!.barrier();
+    });
+    const queued = runRequest(async () => {
+      await submit(2);
+      batched(o.sqlite, () => o.sqlite.prepare('INSERT INTO child (pid) VALUES (42)').run());
+      return durability!.barrier(); // starts the sync, whose commit fails
+    });
+    await assert.rejects(queued, (err: { code?: string }) => err.code === 'storage_unavailable');
+    assert.equal(committed(), 0, 'both commands went with the batch');
+    // A request after the loss is served, and its sync covers the lost writes' count too.
+    await runRequest(async () => {
+      await submit(3);
+      const w = durability!.barrier();
+      assert.ok(w);
+      await w;
+    });
+    assert.equal(committed(), 1);
+    release();
+    await assert.rejects(inProgress, (err: { code?: string }) => err.code === 'storage_unavailable', 'acknowledged a write that was rolled back');
   });
 
   it('refuses the answers of a batch that SQLite rolled back with a failing statement', async () => {
     durability = openDurability({ ...o, file, mode: 'full' });
-    await submit(1);
-    // What SQLite does on some I/O and full-disk errors, done here by the statement itself: the
-    // whole transaction undone, the statement failing.
-    assert.throws(() =>
-      batched(o.sqlite, () => {
-        o.sqlite.prepare('ROLLBACK').run();
-        throw new Error('disk I/O error');
-      }),
-    );
-    assert.equal(writeBatchOpen(o.sqlite), false);
-    const wait = durability.barrier();
-    assert.ok(wait);
-    await assert.rejects(wait, (err: { code?: string }) => err.code === 'storage_unavailable');
+    await runRequest(async () => {
+      await submit(1);
+      // What SQLite does on some I/O and full-disk errors, done here by the statement itself: the
+      // whole transaction undone, the statement failing.
+      assert.throws(() =>
+        batched(o.sqlite, () => {
+          o.sqlite.prepare('ROLLBACK').run();
+          throw new Error('disk I/O error');
+        }),
+      );
+      assert.equal(writeBatchOpen(o.sqlite), false);
+      const wait = durability!.barrier();
+      assert.ok(wait);
+      await assert.rejects(wait, (err: { code?: string }) => err.code === 'storage_unavailable');
+    });
     assert.equal(committed(), 0);
   });
 });
